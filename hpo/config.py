@@ -1,0 +1,247 @@
+"""Study configuration: typed dataclasses, read from YAML and validated before anything runs.
+
+Every field is checked up front (unknown keys, wrong types, empty or inverted
+ranges, unknown builder, driver, sampler or dataset, an objective naming the
+test split) and a bad one raises :class:`hpo.errors.ConfigError` naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from hpo.errors import ConfigError
+
+SAMPLERS = {
+    "optuna": ("tpe", "random", "grid", "cmaes", "gp"),
+    "hyperopt": ("tpe", "anneal", "rand"),
+    "kerastuner": ("random", "bayesian", "hyperband"),
+}
+PRUNERS = ("none", "median", "hyperband")
+COMBINES = ("probs", "logits", "geometric", "vote")
+METHODS = ("greedy", "top_k")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+@dataclass
+class StudySection:
+    name: str = "study"
+    seed: int = 0
+    n_trials: int = 12
+    run_dir: str | None = None  # default: runs/<name>
+
+
+@dataclass
+class DriverSection:
+    name: str = "optuna"
+    sampler: str = "tpe"
+    pruner: str = "none"
+    storage: str | None = None  # Optuna storage URL; default: SQLite file in the run dir
+
+
+@dataclass
+class DataSection:
+    dataset: str = "digits"
+    path: str | None = None
+    split_seed: int = 0
+    limit_train: int | None = None
+
+
+@dataclass
+class SpaceSection:
+    builder: str = "mlp"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingSection:
+    epochs: int = 10
+    batch_size: int = 64
+    early_stopping_patience: int | None = None
+    restore_best_weights: bool = False
+    trial_timeout_s: float | None = None
+    deterministic: bool = True
+    save_models: bool = True
+
+
+@dataclass
+class ObjectiveSection:
+    metric: str = "accuracy"
+    direction: str = "maximize"
+
+
+@dataclass
+class TrackingSection:
+    uri: str | None = None  # default: sqlite:///<run dir>/mlflow.db
+    experiment: str | None = None  # default: the study name
+
+
+@dataclass
+class EnsembleSection:
+    enabled: bool = True
+    method: str = "greedy"
+    combine: str = "probs"
+    size: int = 5
+    metric: str = "nll"
+
+
+@dataclass
+class StudyConfig:
+    """Everything a study needs; ``hpo run`` reads it from YAML."""
+
+    study: StudySection = field(default_factory=StudySection)
+    driver: DriverSection = field(default_factory=DriverSection)
+    data: DataSection = field(default_factory=DataSection)
+    space: SpaceSection = field(default_factory=SpaceSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+    objective: ObjectiveSection = field(default_factory=ObjectiveSection)
+    tracking: TrackingSection = field(default_factory=TrackingSection)
+    ensemble: EnsembleSection = field(default_factory=EnsembleSection)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.study.run_dir or f"runs/{self.study.name}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def search_identity(self) -> dict[str, Any]:
+        """The fields that define what is searched: a resumed study must match them."""
+        d = self.to_dict()
+        return {k: d[k] for k in ("data", "space", "objective")} | {
+            "driver": {"name": self.driver.name, "sampler": self.driver.sampler},
+            "training": {k: d["training"][k] for k in ("epochs", "batch_size")},
+            "seed": self.study.seed,
+        }
+
+
+# -- parsing ------------------------------------------------------------------------------
+def _check_type(value: Any, typ: Any, where: str) -> Any:
+    origin = get_origin(typ)
+    if origin is Union or str(origin) == "types.UnionType":
+        args = get_args(typ)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _check_type(value, inner[0], where)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(where, f"must be true or false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(where, f"must be an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(where, f"must be a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(where, f"must be a string, got {value!r}")
+        return value
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(where, f"must be a mapping, got {type(value).__name__}")
+        return dict(value)
+    return value
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, Mapping):
+        raise ConfigError(where, f"must be a mapping of fields, got {type(raw).__name__}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(names)}"
+            raise ConfigError(path, f"unknown key{hint}")
+        typ = hints[key]
+        if dataclasses.is_dataclass(typ):
+            kwargs[key] = _build(typ, value, path)
+        else:
+            kwargs[key] = _check_type(value, typ, path)
+    return cls(**kwargs)
+
+
+def _one_of(value: str, allowed: tuple[str, ...], where: str) -> None:
+    if value not in allowed:
+        close = difflib.get_close_matches(value, allowed, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(where, f"{value!r} is not one of {', '.join(allowed)}{hint}")
+
+
+def validate(cfg: StudyConfig) -> StudyConfig:
+    """Check values that types alone do not catch; returns ``cfg`` unchanged."""
+    if not NAME_RE.match(cfg.study.name):
+        raise ConfigError("study.name", f"{cfg.study.name!r} must be 1-100 letters, digits, '_', '-' or '.', starting with a letter or digit")
+    if cfg.study.n_trials < 1:
+        raise ConfigError("study.n_trials", f"must be at least 1, got {cfg.study.n_trials}")
+    if cfg.study.seed < 0:
+        raise ConfigError("study.seed", f"must be >= 0, got {cfg.study.seed}")
+    _one_of(cfg.driver.name, tuple(SAMPLERS), "driver.name")
+    _one_of(cfg.driver.sampler, SAMPLERS[cfg.driver.name], "driver.sampler")
+    _one_of(cfg.driver.pruner, PRUNERS, "driver.pruner")
+    if cfg.driver.pruner != "none" and cfg.driver.name != "optuna":
+        raise ConfigError("driver.pruner", f"pruning needs the optuna driver; set pruner: none for {cfg.driver.name}")
+    from hpo.data import DATASETS
+
+    _one_of(cfg.data.dataset, DATASETS, "data.dataset")
+    if cfg.data.limit_train is not None and cfg.data.limit_train < 10:
+        raise ConfigError("data.limit_train", f"must be at least 10, got {cfg.data.limit_train}")
+    if cfg.training.epochs < 1:
+        raise ConfigError("training.epochs", f"must be at least 1, got {cfg.training.epochs}")
+    if cfg.training.batch_size < 1:
+        raise ConfigError("training.batch_size", f"must be at least 1, got {cfg.training.batch_size}")
+    if cfg.training.early_stopping_patience is not None and cfg.training.early_stopping_patience < 0:
+        raise ConfigError("training.early_stopping_patience", "must be >= 0")
+    if cfg.training.trial_timeout_s is not None and cfg.training.trial_timeout_s <= 0:
+        raise ConfigError("training.trial_timeout_s", "must be > 0 seconds")
+    _one_of(cfg.objective.direction, ("maximize", "minimize"), "objective.direction")
+    metric = cfg.objective.metric
+    if re.match(r"^(test|audit)[_:]", metric) or metric in ("test", "audit"):
+        raise ConfigError(
+            "objective.metric",
+            f"{metric!r} names the {metric.split('_')[0].split(':')[0]} split; the driver may only optimise on the select half: "
+            "give a plain metric name such as 'accuracy' or 'loss'",
+        )
+    if metric.startswith("val_"):
+        raise ConfigError("objective.metric", f"{metric!r}: give the metric without 'val_'; it is always scored on select")
+    _one_of(cfg.ensemble.method, METHODS, "ensemble.method")
+    _one_of(cfg.ensemble.combine, COMBINES, "ensemble.combine")
+    _one_of(cfg.ensemble.metric, ("nll", "accuracy"), "ensemble.metric")
+    if cfg.ensemble.size < 1:
+        raise ConfigError("ensemble.size", f"must be at least 1, got {cfg.ensemble.size}")
+    return cfg
+
+
+def from_dict(raw: Mapping[str, Any]) -> StudyConfig:
+    """A validated config from a plain mapping."""
+    return validate(_build(StudyConfig, raw, ""))
+
+
+def load(path: str | Path) -> StudyConfig:
+    """Read and validate a YAML study config (``yaml.safe_load``)."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError("config", f"file not found: {str(p)!r}")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError("config", f"{p} is not valid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError("config", f"{p} must hold a mapping of sections, got {type(raw).__name__}")
+    return from_dict(raw)

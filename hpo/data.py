@@ -1,0 +1,306 @@
+"""Datasets and the four splits every study uses: train, select, audit and a locked test.
+
+The validation split is cut into two halves: ``select`` (the only one a driver,
+a pruner or ensemble member selection ever sees) and ``audit`` (scored for every
+trial, never optimised). ``test`` is only used to evaluate final models.
+Every split is hashed so a run records exactly which data it saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence, Union
+
+import numpy as np
+
+from hpo.errors import ConfigError
+
+Arrays = Union[np.ndarray, dict[str, np.ndarray], list[np.ndarray]]
+HeadKind = Literal["multiclass", "binary", "regression"]
+SPLITS = ("train", "select", "audit", "test")
+DATASETS = ("digits", "mnist", "ticket")
+
+
+@dataclass(frozen=True)
+class Head:
+    """One model output: its kind and, for classification, its number of classes."""
+
+    name: str
+    kind: HeadKind
+    n_classes: int = 1
+    one_hot: bool = False
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a builder needs to know about the data: input shapes and output heads."""
+
+    inputs: dict[str, tuple[int, ...]]
+    heads: tuple[Head, ...]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of the single input (builders with one input use this)."""
+        return next(iter(self.inputs.values()))
+
+    @property
+    def head(self) -> Head:
+        """The single output head (builders with one output use this)."""
+        return self.heads[0]
+
+    @property
+    def n_classes(self) -> int:
+        return self.heads[0].n_classes
+
+
+@dataclass
+class Splits:
+    """Train / select / audit / test arrays, the data spec and a hash of every split."""
+
+    x: dict[str, Arrays]
+    y: dict[str, Arrays]
+    spec: DataSpec
+    name: str = "custom"
+    hashes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.hashes:
+            self.hashes = {s: hash_arrays(self.x[s], self.y[s]) for s in self.x}
+
+    def size(self, split: str) -> int:
+        return n_rows(self.y[split])
+
+
+# -- array trees -----------------------------------------------------------------------
+def leaves(tree: Arrays) -> list[np.ndarray]:
+    if isinstance(tree, dict):
+        return [np.asarray(tree[k]) for k in sorted(tree)]
+    if isinstance(tree, (list, tuple)):
+        return [np.asarray(t) for t in tree]
+    return [np.asarray(tree)]
+
+
+def n_rows(tree: Arrays) -> int:
+    return int(leaves(tree)[0].shape[0])
+
+
+def take(tree: Arrays, idx: np.ndarray) -> Arrays:
+    if isinstance(tree, dict):
+        return {k: np.asarray(v)[idx] for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [np.asarray(v)[idx] for v in tree]
+    return np.asarray(tree)[idx]
+
+
+def hash_arrays(*trees: Arrays) -> str:
+    """sha256 of the arrays' dtypes, shapes and bytes (first 16 hex digits)."""
+    h = hashlib.sha256()
+    for tree in trees:
+        for a in leaves(tree):
+            a = np.ascontiguousarray(a)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def check_finite(tree: Arrays, where: str) -> None:
+    for i, a in enumerate(leaves(tree)):
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            bad = int((~np.isfinite(a)).sum())
+            raise ConfigError(where, f"{bad} NaN or infinite values in array {i}; clean or impute them before searching")
+
+
+# -- splitting -------------------------------------------------------------------------
+def split(
+    x: Arrays,
+    y: Arrays,
+    *,
+    spec: DataSpec,
+    x_test: Arrays | None = None,
+    y_test: Arrays | None = None,
+    test_fraction: float = 0.2,
+    validation_fraction: float = 0.2,
+    seed: int = 0,
+    name: str = "custom",
+    stratify: np.ndarray | None = None,
+) -> Splits:
+    """Cut data into train/select/audit(/test) with a fixed seed, stratified when labels are given."""
+    from sklearn.model_selection import train_test_split
+
+    n = n_rows(x)
+    idx = np.arange(n)
+    x_parts: dict[str, Arrays] = {}
+    y_parts: dict[str, Arrays] = {}
+    if x_test is None:
+        idx, test_idx = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=stratify)
+        x_parts["test"], y_parts["test"] = take(x, test_idx), take(y, test_idx)
+    else:
+        assert y_test is not None
+        x_parts["test"], y_parts["test"] = x_test, y_test
+    strat = stratify[idx] if stratify is not None else None
+    train_idx, val_idx = train_test_split(idx, test_size=validation_fraction, random_state=seed + 1, stratify=strat)
+    strat_v = stratify[val_idx] if stratify is not None else None
+    sel_idx, aud_idx = train_test_split(val_idx, test_size=0.5, random_state=seed + 2, stratify=strat_v)
+    for s, ix in (("train", np.sort(train_idx)), ("select", np.sort(sel_idx)), ("audit", np.sort(aud_idx))):
+        x_parts[s], y_parts[s] = take(x, ix), take(y, ix)
+    order = list(SPLITS)
+    return Splits(
+        x={s: x_parts[s] for s in order}, y={s: y_parts[s] for s in order}, spec=spec, name=name
+    )
+
+
+# -- built-in datasets -------------------------------------------------------------------
+def load_digits_splits(seed: int = 0, test_fraction: float = 0.2, validation_fraction: float = 0.3) -> Splits:
+    """scikit-learn's 8x8 digits (1,797 real images, ships with scikit-learn)."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data / 16.0).astype("float32")
+    y = d.target.astype("int64")
+    spec = DataSpec({"pixels": (64,)}, (Head("digit", "multiclass", 10),))
+    return split(x, y, spec=spec, test_fraction=test_fraction, validation_fraction=validation_fraction,
+                 seed=seed, name="digits", stratify=y)
+
+
+def default_mnist_path() -> Path | None:
+    env = os.environ.get("HPO_MNIST_PATH")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent.parent
+    for cand in (Path.cwd() / "../shared/data/mnist.npz", here / "../shared/data/mnist.npz"):
+        if cand.exists():
+            return cand.resolve()
+    return None
+
+
+def load_mnist_splits(
+    path: str | os.PathLike | None = None,
+    seed: int = 0,
+    validation_size: int = 10_000,
+    limit_train: int | None = None,
+) -> Splits:
+    """MNIST from a Keras-layout ``mnist.npz``: official test set locked, validation cut from train."""
+    p = Path(path) if path else default_mnist_path()
+    if p is None:
+        import keras
+
+        (xtr, ytr), (xte, yte) = keras.datasets.mnist.load_data()
+    else:
+        if not p.exists():
+            raise ConfigError("data.path", f"MNIST file not found at {str(p)!r}; set data.path or HPO_MNIST_PATH")
+        with np.load(p) as f:
+            xtr, ytr, xte, yte = f["x_train"], f["y_train"], f["x_test"], f["y_test"]
+    xtr = (xtr / 255.0).astype("float32")
+    xte = (xte / 255.0).astype("float32")
+    ytr, yte = ytr.astype("int64"), yte.astype("int64")
+    spec = DataSpec({"image": (28, 28)}, (Head("digit", "multiclass", 10),))
+    s = split(xtr, ytr, spec=spec, x_test=xte, y_test=yte, validation_fraction=validation_size / len(ytr),
+              seed=seed, name="mnist", stratify=ytr)
+    if limit_train is not None and limit_train < s.size("train"):
+        s.x["train"], s.y["train"] = take(s.x["train"], np.arange(limit_train)), take(s.y["train"], np.arange(limit_train))
+        s.hashes["train"] = hash_arrays(s.x["train"], s.y["train"])
+    return s
+
+
+def make_ticket_data(
+    n: int = 2400, vocabulary_size: int = 1000, num_tags: int = 100, num_departments: int = 4, seed: int = 0
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Synthetic bag-of-words support tickets, as in the course, with a learnable signal.
+
+    The course draws labels at random; here each department has its own indicative
+    words and urgent tickets carry urgent tags, so a search has something to find.
+    """
+    rng = np.random.default_rng(seed)
+    dept = rng.integers(0, num_departments, size=n)
+    urgent = rng.random(n) < 0.3
+    base = 0.01
+    words_per_dept = vocabulary_size // (2 * num_departments)
+    title = (rng.random((n, vocabulary_size)) < base).astype("float32")
+    body = (rng.random((n, vocabulary_size)) < base * 3).astype("float32")
+    tags = (rng.random((n, num_tags)) < 0.03).astype("float32")
+    for i in range(n):
+        lo = dept[i] * words_per_dept
+        sig_words = rng.integers(lo, lo + words_per_dept, size=6)
+        title[i, sig_words[:2]] = 1.0
+        body[i, sig_words] = 1.0
+        if urgent[i]:
+            tags[i, rng.integers(0, 10, size=2)] = 1.0
+    flip = rng.random(n) < 0.05  # label noise
+    priority = np.where(flip, ~urgent, urgent).astype("float32")[:, None]
+    x = {"title": title, "text_body": body, "tags": tags}
+    y = {"priority": priority, "department": dept.astype("int64")}
+    return x, y
+
+
+def load_ticket_splits(seed: int = 0, n: int = 2400) -> Splits:
+    x, y = make_ticket_data(n=n, seed=seed)
+    spec = DataSpec(
+        {k: (v.shape[1],) for k, v in x.items()},
+        (Head("priority", "binary", 1), Head("department", "multiclass", 4)),
+    )
+    return split(x, y, spec=spec, seed=seed, name="ticket", stratify=y["department"])
+
+
+def load_dataset(name: str, *, path: str | None = None, seed: int = 0, limit_train: int | None = None) -> Splits:
+    """A built-in dataset by name (``digits``, ``mnist``, ``ticket``)."""
+    if name == "digits":
+        s = load_digits_splits(seed=seed)
+    elif name == "mnist":
+        return load_mnist_splits(path, seed=seed, limit_train=limit_train)
+    elif name == "ticket":
+        s = load_ticket_splits(seed=seed)
+    else:
+        raise ConfigError("data.dataset", f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if limit_train is not None and limit_train < s.size("train"):
+        s.x["train"], s.y["train"] = take(s.x["train"], np.arange(limit_train)), take(s.y["train"], np.arange(limit_train))
+        s.hashes["train"] = hash_arrays(s.x["train"], s.y["train"])
+    return s
+
+
+# -- user data (script API) ----------------------------------------------------------------
+def infer_heads(y: Arrays, output_names: Sequence[str] | None = None) -> tuple[Head, ...]:
+    """Guess output heads from labels: integer → multiclass, 2-D one-hot → multiclass, float → regression."""
+    if isinstance(y, dict):
+        items = list(y.items())
+    elif isinstance(y, (list, tuple)):
+        names = list(output_names or [f"output_{i}" for i in range(len(y))])
+        items = list(zip(names, y))
+    else:
+        items = [((output_names or ["output"])[0], y)]
+    heads = []
+    for name, arr in items:
+        a = np.asarray(arr)
+        if a.ndim == 2 and a.shape[1] > 1 and np.isin(a, (0, 1)).all() and np.allclose(a.sum(1), 1):
+            heads.append(Head(name, "multiclass", int(a.shape[1]), one_hot=True))
+        elif np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.bool_):
+            k = int(a.max()) + 1
+            heads.append(Head(name, "binary" if k <= 2 and a.ndim == 2 else "multiclass", max(k, 2)))
+        else:
+            heads.append(Head(name, "regression", int(a.shape[1]) if a.ndim == 2 else 1))
+    return tuple(heads)
+
+
+def check_labels(splits: Splits) -> None:
+    """Raise ConfigError for labels outside the classes or non-finite inputs."""
+    for s in SPLITS:
+        check_finite(splits.x[s], f"data.{s}.x")
+        check_finite(splits.y[s], f"data.{s}.y")
+        ys = splits.y[s]
+        by_head: Mapping[str, Any]
+        if isinstance(ys, dict):
+            by_head = ys
+        elif isinstance(ys, (list, tuple)):
+            by_head = {h.name: v for h, v in zip(splits.spec.heads, ys)}
+        else:
+            by_head = {splits.spec.heads[0].name: ys}
+        for h in splits.spec.heads:
+            a = np.asarray(by_head[h.name])
+            if h.kind == "multiclass" and not h.one_hot:
+                if a.min() < 0 or a.max() >= h.n_classes:
+                    raise ConfigError(f"data.{s}.y.{h.name}",
+                                      f"labels must lie in [0, {h.n_classes - 1}], found {a.min()}..{a.max()}")
+            if h.kind == "binary" and not np.isin(a, (0, 1)).all():
+                raise ConfigError(f"data.{s}.y.{h.name}", "binary labels must be 0 or 1")

@@ -1,0 +1,42 @@
+"""Search spaces: Keras model builders declaring their hyperparameters with KerasTuner's ``hp`` calls.
+
+A builder is ``build(hp)`` (any existing KerasTuner builder) or ``build(hp, spec)``
+where ``spec`` (:class:`hpo.data.DataSpec`) gives input shapes and output heads.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any, Callable
+
+from hpo.errors import ConfigError
+
+BUILTIN = {
+    "mlp": "search_spaces.mlp:build",
+    "convnet": "search_spaces.convnet:build",
+    "ticket": "search_spaces.ticket:build",
+}
+
+
+def get_builder(name: str) -> Callable[..., Any]:
+    """A built-in builder by name, or any ``package.module:function``."""
+    target = BUILTIN.get(name, name)
+    if ":" not in target:
+        close = difflib.get_close_matches(name, list(BUILTIN), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            "space.builder",
+            f"unknown builder {name!r}; use one of {', '.join(BUILTIN)} or 'package.module:function'{hint}",
+        )
+    module, _, attr = target.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError("space.builder", f"cannot import {target!r}: {exc}") from exc
+    if not callable(fn):
+        raise ConfigError("space.builder", f"{target!r} is not callable")
+    return fn
+
+
+__all__ = ["BUILTIN", "get_builder"]
