@@ -21,7 +21,8 @@ from hpo.errors import ConfigError
 Arrays = Union[np.ndarray, dict[str, np.ndarray], list[np.ndarray]]
 HeadKind = Literal["multiclass", "binary", "regression"]
 SPLITS = ("train", "select", "audit", "test")
-DATASETS = ("digits", "mnist", "ticket")
+BUILTIN_DATASETS = ("digits", "mnist", "ticket")
+DATASETS = (*BUILTIN_DATASETS, "custom")
 
 
 @dataclass(frozen=True)
@@ -252,8 +253,11 @@ def load_dataset(name: str, *, path: str | None = None, seed: int = 0, limit_tra
         return load_mnist_splits(path, seed=seed, limit_train=limit_train)
     elif name == "ticket":
         s = load_ticket_splits(seed=seed)
+    elif name == "custom":
+        raise ConfigError("data.dataset", "'custom' means the data is passed from Python (hpo.search); "
+                                          f"a config file names one of {', '.join(BUILTIN_DATASETS)}")
     else:
-        raise ConfigError("data.dataset", f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise ConfigError("data.dataset", f"unknown dataset {name!r}; choose one of {', '.join(BUILTIN_DATASETS)}")
     if limit_train is not None and limit_train < s.size("train"):
         s.x["train"], s.y["train"] = take(s.x["train"], np.arange(limit_train)), take(s.y["train"], np.arange(limit_train))
         s.hashes["train"] = hash_arrays(s.x["train"], s.y["train"])

@@ -1,0 +1,14 @@
+"""Ensembles of a finished study's trials: choose members on select, combine, evaluate, save one artifact."""
+
+from __future__ import annotations
+
+from ensembles.artifact import load_ensemble
+from ensembles.build import EnsembleReport, build_ensemble, choose, evaluate, predict_pool
+from ensembles.combine import COMBINES, combine, combine_regression, fit_temperature
+from ensembles.layers import Combine
+from ensembles.pool import Pool, load_pool
+
+__all__ = [
+    "COMBINES", "Combine", "EnsembleReport", "Pool", "build_ensemble", "choose", "combine", "combine_regression",
+    "evaluate", "fit_temperature", "load_ensemble", "load_pool", "predict_pool",
+]

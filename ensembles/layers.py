@@ -1,0 +1,59 @@
+"""The combination layer of an ensemble artifact (serialisable; no Lambda, so safe-mode loading works)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import keras
+from keras import ops
+
+VOTE_EPS = 1e-3
+
+
+@keras.saving.register_keras_serializable(package="hpo_ensembles")
+class Combine(keras.layers.Layer):
+    """Pools members' outputs of one head.
+
+    Classification heads take logits and return probabilities (a binary head returns the
+    positive class's probability, shape (n, 1)); regression heads return the weighted mean.
+    """
+
+    def __init__(self, method: str = "probs", member_weights: Sequence[float] = (), temperature: float = 1.0,
+                 kind: str = "multiclass", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if method not in ("probs", "logits", "geometric", "vote"):
+            raise ValueError(f"method must be probs, logits, geometric or vote; got {method!r}")
+        total = float(sum(member_weights))
+        self.method = method
+        self.member_weights = [float(w) / total for w in member_weights]
+        self.temperature = float(temperature)
+        self.kind = kind
+
+    def call(self, inputs: list[Any]) -> Any:
+        w = self.member_weights
+        if self.kind == "regression":
+            return sum(wi * ops.cast(x, "float32") for wi, x in zip(w, inputs))
+        zs = [ops.cast(z, "float32") for z in inputs]
+        if self.kind == "binary":
+            zs = [ops.concatenate([ops.zeros_like(z), z], axis=-1) for z in zs]
+        if self.method == "probs":
+            q = sum(wi * ops.softmax(z, axis=-1) for wi, z in zip(w, zs))
+            lp = ops.log(ops.clip(q, 1e-12, 1.0))
+        elif self.method == "logits":
+            lp = ops.log_softmax(sum(wi * z for wi, z in zip(w, zs)), axis=-1)
+        elif self.method == "geometric":
+            lp = ops.log_softmax(sum(wi * ops.log_softmax(z, axis=-1) for wi, z in zip(w, zs)), axis=-1)
+        else:
+            n_classes = zs[0].shape[-1]
+            q = sum(wi * ops.one_hot(ops.argmax(z, axis=-1), n_classes) for wi, z in zip(w, zs))
+            lp = ops.log((q + VOTE_EPS) / (1.0 + VOTE_EPS * n_classes))
+        p = ops.softmax(lp / self.temperature, axis=-1)
+        return p[:, 1:2] if self.kind == "binary" else p
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        shape = tuple(input_shape[0])
+        return shape[:-1] + (1,) if self.kind == "binary" else shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "method": self.method, "member_weights": self.member_weights,
+                "temperature": self.temperature, "kind": self.kind}

@@ -1,0 +1,105 @@
+"""Finished trials of a study, read back from its run directory: their saved logits and the labels.
+
+Ensembling never retrains: it reads ``trials/*/result.json`` and
+``trials/*/predictions.npz`` written by the trial runner, and ``labels.npz``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ensembles.combine import as_class_logits
+
+SPLITS = ("select", "audit", "test")
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    name: str
+    kind: str  # multiclass | binary | regression
+    n_classes: int = 1
+    one_hot: bool = False
+
+    @property
+    def is_classification(self) -> bool:
+        return self.kind in ("multiclass", "binary")
+
+
+@dataclass
+class Pool:
+    """Candidate members: per split and head, an array (M, n, C) of class logits (or regression outputs)."""
+
+    numbers: list[int]
+    params: list[dict[str, Any]]
+    values: np.ndarray  # each member's objective on select
+    direction: str
+    heads: list[HeadInfo]
+    outputs: dict[str, dict[str, np.ndarray]]
+    labels: dict[str, dict[str, np.ndarray]]
+    model_paths: list[str | None]
+    run_dir: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+    def ranked(self) -> np.ndarray:
+        """Member indices, best objective on select first."""
+        order = np.argsort(self.values, kind="stable")
+        return order[::-1] if self.direction == "maximize" else order
+
+    def subset(self, idx: np.ndarray | list[int]) -> "Pool":
+        idx = np.asarray(idx, dtype=int)
+        return Pool(
+            numbers=[self.numbers[i] for i in idx], params=[self.params[i] for i in idx],
+            values=self.values[idx], direction=self.direction, heads=self.heads,
+            outputs={s: {h: a[idx] for h, a in d.items()} for s, d in self.outputs.items()},
+            labels=self.labels, model_paths=[self.model_paths[i] for i in idx], run_dir=self.run_dir,
+        )
+
+
+def class_labels(y: np.ndarray, head: HeadInfo) -> np.ndarray:
+    """Integer class labels from integer, binary or one-hot label arrays."""
+    y = np.asarray(y)
+    if head.kind == "multiclass" and head.one_hot:
+        return y.argmax(-1).astype(int)
+    return y.reshape(len(y)).astype(int) if head.is_classification else y
+
+
+def load_pool(run_dir: str | Path, *, max_candidates: int | None = None) -> Pool:
+    """Completed trials of the study in ``run_dir`` with their saved predictions."""
+    run_dir = Path(run_dir)
+    meta = json.loads((run_dir / "data.json").read_text())
+    heads = [HeadInfo(**h) for h in meta["heads"]]
+    direction = json.loads((run_dir / "study.json").read_text())["direction"]
+    with np.load(run_dir / "labels.npz") as f:
+        raw_labels = {k: f[k] for k in f.files}
+    labels = {s: {h.name: class_labels(raw_labels[f"{s}/{h.name}"], h) for h in heads} for s in SPLITS}
+    results = []
+    for p in sorted((run_dir / "trials").glob("*/result.json")):
+        r = json.loads(p.read_text())
+        if r["state"] == "COMPLETE" and r.get("predictions_path") and Path(r["predictions_path"]).exists():
+            results.append(r)
+    if not results:
+        raise ValueError(f"no completed trial with saved predictions in {run_dir}")
+    sign = -1 if direction == "maximize" else 1
+    results.sort(key=lambda r: (sign * r["value"], r["number"]))
+    if max_candidates is not None:
+        results = results[:max_candidates]
+    outputs: dict[str, dict[str, list[np.ndarray]]] = {s: {h.name: [] for h in heads} for s in SPLITS}
+    for r in results:
+        with np.load(r["predictions_path"]) as f:
+            for s in SPLITS:
+                for h in heads:
+                    a = f[f"{s}/{h.name}"]
+                    outputs[s][h.name].append(as_class_logits(a, h.kind) if h.is_classification else a)
+    return Pool(
+        numbers=[r["number"] for r in results], params=[r["params"] for r in results],
+        values=np.array([r["value"] for r in results], dtype=float), direction=direction, heads=heads,
+        outputs={s: {h: np.stack(v).astype(np.float32) for h, v in d.items()} for s, d in outputs.items()},
+        labels=labels, model_paths=[r.get("model_path") for r in results], run_dir=run_dir,
+    )

@@ -1,0 +1,142 @@
+"""Choosing members: the top k by the select metric, or greedy forward selection with replacement.
+
+Greedy selection follows Caruana et al. (2004), as auto-sklearn and AutoGluon
+do: start from the best single member, repeatedly add (with replacement) the
+member that most improves the pooled prediction on the select half, stop at the
+size cap or when nothing improves. It only ever looks at ``select``.
+Every candidate's pooled score is computed at once with array operations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ensembles.combine import VOTE_EPS
+from ensembles.metrics import log_softmax, softmax
+from ensembles.pool import Pool
+
+CHUNK = 64  # candidates scored per array operation (bounds memory: CHUNK x n x C)
+
+
+def _basis(z: np.ndarray, method: str) -> np.ndarray:
+    """What is averaged for a combination: probabilities, logits, log-probabilities or votes."""
+    if method == "probs":
+        return softmax(z)
+    if method == "logits":
+        return z
+    if method == "geometric":
+        return log_softmax(z)
+    if method == "vote":
+        return np.eye(z.shape[-1], dtype=z.dtype)[z.argmax(-1)]
+    raise ValueError(f"unknown combine {method!r}")
+
+
+def _finish(q: np.ndarray, method: str) -> np.ndarray:
+    """Pooled average → log-probabilities."""
+    if method == "probs":
+        return np.log(np.clip(q, 1e-12, 1.0))
+    if method == "vote":
+        c = q.shape[-1]
+        return np.log((q + VOTE_EPS) / (1.0 + VOTE_EPS * c))
+    return log_softmax(q)
+
+
+def _loss(log_probs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
+    """Loss per candidate (lower is better): NLL or error rate; ``log_probs`` (..., n, C)."""
+    if metric == "nll":
+        return -log_probs[..., np.arange(len(y)), y].mean(-1)
+    return 1.0 - (log_probs.argmax(-1) == y).mean(-1)
+
+
+class _Scorer:
+    """Scores pooled predictions on one split, summed over heads."""
+
+    def __init__(self, pool: Pool, split: str, method: str, metric: str) -> None:
+        self.method, self.metric = method, metric
+        self.heads = pool.heads
+        self.bases = {}
+        self.labels = pool.labels[split]
+        for h in pool.heads:
+            z = pool.outputs[split][h.name]
+            self.bases[h.name] = _basis(z, method) if h.is_classification else z
+
+    def loss(self, counts: np.ndarray) -> float:
+        k = counts.sum()
+        total = 0.0
+        for h in self.heads:
+            pooled = np.tensordot(counts / k, self.bases[h.name], axes=1)
+            total += self._head_loss(pooled[None], h)[0]
+        return float(total)
+
+    def _head_loss(self, pooled: np.ndarray, h: Any) -> np.ndarray:
+        y = self.labels[h.name]
+        if h.is_classification:
+            return _loss(_finish(pooled, self.method), y, self.metric)
+        err = pooled.reshape(pooled.shape[0], len(y), -1) - y.reshape(1, len(y), -1)
+        return (err**2).mean((1, 2))
+
+    def loss_adding_each(self, counts: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+        """Loss of the ensemble ``counts`` plus one more copy of each allowed candidate."""
+        k = counts.sum()
+        m = len(counts)
+        out = np.full(m, np.inf)
+        idx_all = np.flatnonzero(allowed)
+        totals = np.zeros(len(idx_all))
+        for h in self.heads:
+            b = self.bases[h.name]
+            acc = np.tensordot(counts, b, axes=1) if k > 0 else np.zeros_like(b[0])
+            for start in range(0, len(idx_all), CHUNK):
+                idx = idx_all[start:start + CHUNK]
+                pooled = (acc[None] + b[idx]) / (k + 1)
+                totals[start:start + CHUNK] += self._head_loss(pooled, h)
+        out[idx_all] = totals
+        return out
+
+
+def one_per_config(pool: Pool) -> np.ndarray:
+    """Indices keeping only the best-ranked member of each identical configuration."""
+    seen: set[str] = set()
+    keep = []
+    for i in pool.ranked():
+        key = repr(sorted(pool.params[i].items()))
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return np.array(sorted(keep))
+
+
+def top_k(pool: Pool, k: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Equal weights on the k best members by the select objective; also the counts after each addition."""
+    ranked = pool.ranked()[:k]
+    counts = np.zeros(len(pool))
+    steps = []
+    for i in ranked:
+        counts[i] += 1
+        steps.append(counts.copy())
+    return counts, steps
+
+
+def greedy(
+    pool: Pool, *, method: str = "probs", metric: str = "nll", max_size: int = 10,
+    allowed: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Caruana's forward selection with replacement on the select half; returns counts and each step's counts."""
+    scorer = _Scorer(pool, "select", method, metric)
+    allowed = np.ones(len(pool), bool) if allowed is None else allowed
+    counts = np.zeros(len(pool))
+    single = scorer.loss_adding_each(counts, allowed)
+    first = int(np.argmin(single))
+    counts[first] = 1
+    current = single[first]
+    steps = [counts.copy()]
+    while counts.sum() < max_size:
+        cand = scorer.loss_adding_each(counts, allowed)
+        best = int(np.argmin(cand))
+        if not cand[best] < current - 1e-12:
+            break
+        counts[best] += 1
+        current = cand[best]
+        steps.append(counts.copy())
+    return counts, steps

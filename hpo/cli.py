@@ -1,0 +1,179 @@
+"""The ``hpo`` command: a thin layer over the Python API.
+
+    hpo run experiments/quickstart.yaml [--driver hyperopt] [--n-trials N] [--quiet]
+    hpo ensemble runs/quickstart [--method greedy|top_k] [--top-k N] [--combine probs|logits|geometric|vote]
+    hpo ui runs/quickstart [--port 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _fmt(v: Any) -> str:
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from hpo import config as config_mod
+    from hpo.errors import ConfigError
+    from hpo.study import StudyProgress, run_study
+    from hpo.trial import TrialResult
+
+    try:
+        cfg = config_mod.load(args.config)
+        if args.driver:
+            cfg.driver.name = args.driver
+            cfg.driver.sampler = args.sampler or config_mod.SAMPLERS.get(args.driver, ("tpe",))[0]
+        elif args.sampler:
+            cfg.driver.sampler = args.sampler
+        if args.n_trials is not None:
+            cfg.study.n_trials = args.n_trials
+        if args.run_dir:
+            cfg.study.run_dir = args.run_dir
+        if args.name:
+            cfg.study.name = args.name
+        config_mod.validate(cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def on_trial_end(r: TrialResult, p: StudyProgress) -> None:
+        if args.quiet:
+            return
+        eta = p.elapsed_s / max(p.done, 1) * max(p.total - p.done, 0)
+        detail = f"select={_fmt(r.value)} audit={_fmt(r.metrics.get('audit_' + cfg.objective.metric))}" \
+            if r.value is not None else (r.error or "")[:120]
+        print(f"[{p.done}/{p.total}] trial {r.number} {r.state.value:<8} {detail}  "
+              f"best={_fmt(p.best_value)} failed={p.failed} pruned={p.pruned} "
+              f"elapsed={p.elapsed_s:.0f}s eta={eta:.0f}s", flush=True)
+
+    if not args.quiet:
+        print(f"study {cfg.study.name!r}: {cfg.study.n_trials} trials, driver {cfg.driver.name}/{cfg.driver.sampler}, "
+              f"{cfg.space.builder} on {cfg.data.dataset}, run dir {cfg.run_dir}", flush=True)
+    try:
+        summary = run_study(cfg, on_trial_end=on_trial_end)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are saved; rerun the same command to resume", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(summary.to_dict(), indent=2, default=str))
+        return 0
+    m = cfg.objective.metric
+    print(f"\ndone in {summary.duration_s:.0f}s: {summary.n_complete} complete, {summary.n_pruned} pruned, "
+          f"{summary.n_failed} failed")
+    if summary.best_trial is not None:
+        print(f"best trial {summary.best_trial}: select_{m}={_fmt(summary.best_select)} "
+              f"audit_{m}={_fmt(summary.best_audit)}  params={summary.best_params}")
+        print("  test (locked split, evaluated once): " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.best_test.items()))
+    if summary.ensemble:
+        e = summary.ensemble
+        test = {k[5:]: v for k, v in e["metrics"].items() if k.startswith("test_")}
+        print(f"ensemble of {len(e['members'])} members (trial, weight): "
+              + ", ".join(f"({t}, {w:.2f})" for t, w in e["members"]))
+        print("  test: " + ", ".join(f"{k}={_fmt(v)}" for k, v in test.items()))
+        print(f"  artifact: {e['artifact_dir']}  mlflow model: {e['model_uri']}")
+    print(f"mlflow: {summary.tracking_uri}  (hpo ui {summary.run_dir})")
+    return 0
+
+
+def _cmd_ensemble(args: argparse.Namespace) -> int:
+    from ensembles import build_ensemble
+    from hpo.tracking import default_tracking_uri
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "study.json").exists():
+        print(f"error: run_dir: {run_dir} holds no study (no study.json); give the study's run directory",
+              file=sys.stderr)
+        return 2
+    summary_path = run_dir / "summary.json"
+    parent = json.loads(summary_path.read_text())["parent_run_id"] if summary_path.exists() else None
+    uri = args.tracking_uri or default_tracking_uri(run_dir)
+    rep = build_ensemble(run_dir, method=args.method, combine=args.combine, size=args.top_k, metric=args.metric,
+                         temperature=args.temperature, distinct_configs=args.distinct, out_dir=args.out,
+                         tracking_uri=uri, parent_run_id=parent)
+    print(f"ensemble ({rep.method}, {rep.combine}) of {len(rep.members)} members: "
+          + ", ".join(f"trial {m['trial']} x{m['count']}" for m in rep.members))
+    for split in ("select", "audit", "test"):
+        ens = {k[len(split) + 1:]: v for k, v in rep.metrics.items() if k.startswith(split + "_")}
+        one = {k[len(split) + 1:]: v for k, v in rep.best_single["metrics"].items() if k.startswith(split + "_")}
+        print(f"  {split:<6} ensemble: " + ", ".join(f"{k}={v:.4f}" for k, v in ens.items())
+              + "   best single: " + ", ".join(f"{k}={v:.4f}" for k, v in one.items()))
+    print(f"artifact: {rep.artifact_dir}  mlflow model: {rep.model_uri}")
+    return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    from hpo.tracking import default_tracking_uri
+
+    run_dir = Path(args.run_dir)
+    uri = args.tracking_uri or default_tracking_uri(run_dir)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    if not args.tracking_uri:
+        cmd += ["--default-artifact-root", (run_dir / "mlartifacts").resolve().as_uri()]
+    print(f"MLflow UI for {run_dir} on http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hpo", description="Hyperparameter search and ensembling for Keras.")
+    sub = p.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="run or resume the study a YAML config describes")
+    r.add_argument("config")
+    r.add_argument("--driver", choices=["optuna", "hyperopt", "kerastuner"])
+    r.add_argument("--sampler")
+    r.add_argument("--n-trials", type=int)
+    r.add_argument("--run-dir")
+    r.add_argument("--name", help="study name (default: the config's)")
+    r.add_argument("--quiet", action="store_true", help="print only the final summary")
+    r.add_argument("--json", action="store_true", help="print the summary as JSON")
+    r.set_defaults(fn=_cmd_run)
+    e = sub.add_parser("ensemble", help="ensemble a finished study's trials")
+    e.add_argument("run_dir")
+    e.add_argument("--method", choices=["greedy", "top_k"], default="greedy")
+    e.add_argument("--top-k", type=int, default=5, help="ensemble size (greedy: the cap)")
+    e.add_argument("--combine", choices=["probs", "logits", "geometric", "vote"], default="probs")
+    e.add_argument("--metric", choices=["nll", "accuracy"], default="nll", help="what greedy selection optimises")
+    e.add_argument("--temperature", action="store_true", help="fit a temperature on select after pooling")
+    e.add_argument("--distinct", action="store_true", help="at most one member per identical configuration")
+    e.add_argument("--out", help="artifact directory (default <run_dir>/ensemble)")
+    e.add_argument("--tracking-uri")
+    e.set_defaults(fn=_cmd_ensemble)
+    u = sub.add_parser("ui", help="serve the MLflow UI of a study's tracking store")
+    u.add_argument("run_dir")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--tracking-uri")
+    u.set_defaults(fn=_cmd_ui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("absl", "tensorflow", "alembic", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    t0 = time.monotonic()
+    code = int(args.fn(args))
+    logging.getLogger(__name__).debug("hpo %s took %.1fs", args.command, time.monotonic() - t0)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Search engines behind one ask/tell interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hpo.drivers.base import Driver, Proposal
+
+if TYPE_CHECKING:
+    from hpo.config import StudyConfig
+    from hpo.space import SearchSpace
+
+
+def default_storage(run_dir: Path) -> str:
+    return f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
+
+
+def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path) -> Driver:
+    """The driver a config names, with its storage in the run directory unless told otherwise."""
+    common = dict(direction=cfg.objective.direction, seed=cfg.study.seed)
+    if cfg.driver.name == "optuna":
+        from hpo.drivers.optuna_driver import OptunaDriver
+
+        storage = cfg.driver.storage or default_storage(run_dir)
+        embedded = cfg.driver.storage is None or storage.startswith(("sqlite", "journal"))
+        return OptunaDriver(space, study_name=cfg.study.name, storage=storage, sampler=cfg.driver.sampler,
+                            pruner=cfg.driver.pruner, epochs=cfg.training.epochs, fail_stale=embedded, **common)
+    if cfg.driver.name == "hyperopt":
+        from hpo.drivers.hyperopt_driver import HyperoptDriver
+
+        return HyperoptDriver(space, save_file=run_dir / "hyperopt_trials.pkl", algo=cfg.driver.sampler, **common)
+    from hpo.drivers.kerastuner_driver import KerasTunerDriver
+
+    return KerasTunerDriver(space, directory=run_dir / "kerastuner", n_trials=cfg.study.n_trials,
+                            oracle=cfg.driver.sampler, epochs=cfg.training.epochs, **common)
+
+
+__all__ = ["Driver", "Proposal", "make_driver", "default_storage"]

@@ -1,0 +1,98 @@
+"""Hyperopt driver: the shared space as Hyperopt's declarative expression, ask/tell over ``Trials``.
+
+Hyperopt's ``fmin`` owns its loop; to keep one study loop for every engine (and,
+later, worker pools), this driver does what ``fmin`` does for one trial with
+Hyperopt's public pieces (``Domain``, ``Trials``, the ``suggest`` functions).
+Trials are saved after every tell by writing a temporary file and renaming it,
+so a crash never leaves a half-written save file (``fmin``'s own
+``trials_save_file`` writes in place).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import hyperopt
+from hyperopt import base
+
+from hpo.drivers.base import Driver, Proposal
+from hpo.errors import ConfigError
+from hpo.repro import trial_seed
+from hpo.space import SearchSpace
+from hpo.trial import TrialResult, TrialState
+
+ALGOS = {"tpe": "hyperopt.tpe", "anneal": "hyperopt.anneal", "rand": "hyperopt.rand"}
+
+
+class HyperoptDriver(Driver):
+    name = "hyperopt"
+
+    def __init__(self, space: SearchSpace, *, direction: str, seed: int, save_file: Path, algo: str = "tpe") -> None:
+        super().__init__(space, direction=direction, seed=seed)
+        import importlib
+
+        if algo not in ALGOS:
+            raise ConfigError("driver.sampler", f"unknown hyperopt algorithm {algo!r}; choose {', '.join(ALGOS)}")
+        self.algo = importlib.import_module(ALGOS[algo]).suggest
+        self.save_file = Path(save_file)
+        self.expression = space.to_hyperopt()
+        self.domain = hyperopt.Domain(lambda _: None, self.expression)
+        self.trials = hyperopt.Trials()
+
+    def open(self, identity: dict[str, Any]) -> None:
+        meta = self.save_file.with_suffix(".identity.json")
+        mine = json.dumps(identity, sort_keys=True, default=str)
+        if self.save_file.exists():
+            if meta.exists() and meta.read_text() != mine:
+                raise ConfigError("study.name", f"{self.save_file} holds a study with a different configuration; "
+                                                "use another study name or run_dir")
+            with open(self.save_file, "rb") as f:
+                self.trials = pickle.load(f)
+            # Trials asked but never told belong to a process that died: drop them (they are redone).
+            for doc in self.trials._dynamic_trials:
+                if doc["state"] in (base.JOB_STATE_NEW, base.JOB_STATE_RUNNING):
+                    doc["state"] = base.JOB_STATE_ERROR
+                    doc["misc"]["error"] = ("interrupted", "the process running this trial died")
+            self.trials.refresh()
+        self.save_file.parent.mkdir(parents=True, exist_ok=True)
+        meta.write_text(mine)
+
+    def n_finished(self) -> int:
+        return self.trials.count_by_state_unsynced(base.JOB_STATE_DONE)
+
+    def ask(self) -> Proposal | None:
+        new_ids = self.trials.new_trial_ids(1)
+        self.trials.refresh()
+        docs = self.algo(new_ids, self.domain, self.trials, trial_seed(self.seed, new_ids[0]))
+        if not docs:
+            return None
+        self.trials.insert_trial_docs(docs)
+        self.trials.refresh()
+        doc = next(d for d in self.trials._dynamic_trials if d["tid"] == new_ids[0])
+        doc["state"] = base.JOB_STATE_RUNNING
+        sample = hyperopt.space_eval(self.expression, base.spec_from_misc(doc["misc"]))
+        return Proposal(number=int(doc["tid"]), params=self.space.from_hyperopt(sample), handle=doc)
+
+    def tell(self, proposal: Proposal, result: TrialResult) -> None:
+        doc = proposal.handle
+        if result.state is TrialState.COMPLETE and result.value is not None:
+            doc["result"] = {"status": base.STATUS_OK, "loss": self.loss(result.value),
+                             "metrics": result.metrics, "params": result.params}
+        else:
+            doc["result"] = {"status": base.STATUS_FAIL, "error": result.error}
+        doc["state"] = base.JOB_STATE_DONE
+        doc["refresh_time"] = hyperopt.utils.coarse_utcnow()
+        self.trials.refresh()
+        self._save()
+
+    def _save(self) -> None:
+        tmp = self.save_file.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(self.trials, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.save_file)

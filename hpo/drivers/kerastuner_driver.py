@@ -1,0 +1,80 @@
+"""KerasTuner driver: its own oracles (RandomSearch, BayesianOptimization, Hyperband) on the shared space.
+
+This is the baseline we compare against. The oracle is driven through its
+public trial protocol (``create_trial`` / ``update_trial`` / ``end_trial``);
+Hyperband's per-trial epoch budget is honoured, but trials train from scratch
+rather than from the previous round's checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import keras_tuner as kt
+
+from hpo.drivers.base import Driver, Proposal
+from hpo.errors import ConfigError
+from hpo.space import SearchSpace
+from hpo.trial import TrialResult, TrialState
+
+OBJECTIVE = "select_score"
+
+
+class KerasTunerDriver(Driver):
+    name = "kerastuner"
+
+    def __init__(self, space: SearchSpace, *, direction: str, seed: int, directory: Path, n_trials: int,
+                 oracle: str = "random", epochs: int = 10) -> None:
+        super().__init__(space, direction=direction, seed=seed)
+        objective = kt.Objective(OBJECTIVE, "max" if direction == "maximize" else "min")
+        common = dict(objective=objective, seed=seed, hyperparameters=space.to_kerastuner(),
+                      tune_new_entries=False, max_consecutive_failed_trials=n_trials + 1)
+        if oracle == "random":
+            self.oracle = kt.oracles.RandomSearchOracle(max_trials=n_trials, **common)
+        elif oracle == "bayesian":
+            self.oracle = kt.oracles.BayesianOptimizationOracle(max_trials=n_trials, **common)
+        elif oracle == "hyperband":
+            self.oracle = kt.oracles.HyperbandOracle(max_epochs=epochs, factor=3, **common)
+        else:
+            raise ConfigError("driver.sampler", f"unknown kerastuner oracle {oracle!r}")
+        self.oracle.verbose = 0
+        self.directory = Path(directory)
+
+    def open(self, identity: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        meta = self.directory / "identity.json"
+        mine = json.dumps(identity, sort_keys=True, default=str)
+        if meta.exists() and meta.read_text() != mine:
+            raise ConfigError("study.name", f"{self.directory} holds a study with a different configuration; "
+                                            "use another study name or run_dir")
+        self.oracle._set_project_dir(str(self.directory), "oracle")  # what Tuner.__init__ does
+        if (self.directory / "oracle" / "oracle.json").exists():
+            self.oracle.reload()
+        meta.write_text(mine)
+
+    def n_finished(self) -> int:
+        done = (kt.engine.trial.TrialStatus.COMPLETED, kt.engine.trial.TrialStatus.FAILED,
+                kt.engine.trial.TrialStatus.INVALID)
+        return sum(1 for t in self.oracle.trials.values() if t.status in done)
+
+    def ask(self) -> Proposal | None:
+        trial = self.oracle.create_trial("hpo")
+        if trial.status != kt.engine.trial.TrialStatus.RUNNING:
+            return None
+        values = dict(trial.hyperparameters.values)
+        epochs = values.get("tuner/epochs")
+        params = self.space.active({k: v for k, v in values.items() if not k.startswith("tuner/")})
+        return Proposal(number=len(self.oracle.start_order) - 1, params=params,
+                        epochs=int(epochs) if epochs else None, handle=trial)
+
+    def tell(self, proposal: Proposal, result: TrialResult) -> None:
+        trial = proposal.handle
+        if result.state is TrialState.COMPLETE and result.value is not None:
+            self.oracle.update_trial(trial.trial_id, {OBJECTIVE: result.value})
+            trial.status = kt.engine.trial.TrialStatus.COMPLETED
+        else:
+            trial.status = kt.engine.trial.TrialStatus.FAILED
+            trial.message = result.error
+        self.oracle.end_trial(trial)

@@ -1,0 +1,410 @@
+"""A study from start to end: validate, sample, train, track, summarise, ensemble.
+
+:func:`run_study` runs a :class:`~hpo.config.StudyConfig` (what ``hpo run`` does);
+:func:`search` is the script API taking the user's own builder and data the way
+``tuner.search(x, y, validation_data=...)`` does. Rerunning the same study
+resumes it: finished trials are not redone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from hpo import config as config_mod
+from hpo.config import StudyConfig
+from hpo.data import Splits, check_labels, leaves, load_dataset
+from hpo.drivers import Proposal, make_driver
+from hpo.errors import ConfigError, TrialPruned
+from hpo.repro import device_description, package_versions, redact, trial_seed
+from hpo.space import Builder, SearchSpace, apply_overrides, discover
+from hpo.tracking import Tracker, default_tracking_uri
+from hpo.trial import TrialResult, TrialSettings, TrialState, make_model, run_trial
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StudySummary:
+    """How a study ended."""
+
+    name: str
+    run_dir: str
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    best_trial: int | None
+    best_params: dict[str, Any]
+    best_select: float | None
+    best_audit: float | None
+    best_test: dict[str, float]
+    duration_s: float
+    parent_run_id: str
+    tracking_uri: str
+    ensemble: dict[str, Any] | None = None
+    trials: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+TrialCallback = Callable[[TrialResult, "StudyProgress"], None]
+
+
+@dataclass
+class StudyProgress:
+    """Counts passed to progress callbacks after each trial."""
+
+    done: int
+    total: int
+    failed: int
+    pruned: int
+    best_value: float | None
+    elapsed_s: float
+
+
+# -- preparation (everything here runs before anything is written) ---------------------------
+def prepare(cfg: StudyConfig, build: Builder | None = None, splits: Splits | None = None) -> tuple[Builder, Splits, SearchSpace]:
+    """Load data, discover and override the space, and build one model as a preflight check."""
+    if build is None:
+        from search_spaces import get_builder
+
+        build = get_builder(cfg.space.builder)
+    if splits is None:
+        splits = load_dataset(cfg.data.dataset, path=cfg.data.path, seed=cfg.data.split_seed, limit_train=cfg.data.limit_train)
+    check_labels(splits)
+    space = discover(build, splits.spec, what="space.builder")
+    if cfg.space.params:
+        space = apply_overrides(space, cfg.space.params)
+    _preflight(build, space, splits, cfg.objective.metric)
+    return build, splits, space
+
+
+def _preflight(build: Builder, space: SearchSpace, splits: Splits, metric: str) -> None:
+    """Build the default model and score two rows: wrong shapes or an unknown metric stop here."""
+    import keras
+
+    from hpo.data import take
+
+    try:
+        model = make_model(build, space.hyperparameters_for(space.defaults()), splits.spec)
+        idx = np.arange(min(2, splits.size("select")))
+        scores = model.evaluate(take(splits.x["select"], idx), take(splits.y["select"], idx), verbose=0, return_dict=True)
+    except Exception as exc:
+        raise ConfigError("data", f"the default model cannot be evaluated on this data ({type(exc).__name__}: "
+                                  f"{str(exc)[:400]}); check input shapes, output names and label formats") from exc
+    finally:
+        keras.backend.clear_session()
+    if metric not in scores:
+        raise ConfigError("objective.metric", f"{metric!r} is not reported by the model; it reports {sorted(scores)}")
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)
+
+
+def _save_study_files(cfg: StudyConfig, run_dir: Path, splits: Splits, space: SearchSpace) -> None:
+    import yaml
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    _write_json(run_dir / "space.json", space.describe())
+    _write_json(run_dir / "study.json", {"name": cfg.study.name, "direction": cfg.objective.direction,
+                                         "objective": cfg.objective.metric, "driver": cfg.driver.name})
+    heads = [asdict(h) for h in splits.spec.heads]
+    _write_json(run_dir / "data.json", {
+        "dataset": splits.name, "inputs": {k: list(v) for k, v in splits.spec.inputs.items()}, "heads": heads,
+        "hashes": splits.hashes, "sizes": {s: splits.size(s) for s in splits.y},
+    })
+    labels = {}
+    for s in ("select", "audit", "test"):
+        ys = splits.y[s]
+        arrays = ys if isinstance(ys, dict) else dict(zip([h.name for h in splits.spec.heads], leaves(ys)))
+        for h in splits.spec.heads:
+            labels[f"{s}/{h.name}"] = np.asarray(arrays[h.name])
+    np.savez_compressed(run_dir / "labels.npz", **labels)
+
+
+# -- the loop ---------------------------------------------------------------------------------
+def run_study(
+    cfg: StudyConfig,
+    *,
+    build: Builder | None = None,
+    splits: Splits | None = None,
+    callbacks: Callable[[], list[Any]] | None = None,
+    on_trial_end: TrialCallback | None = None,
+) -> StudySummary:
+    """Run (or resume) the study ``cfg`` describes and, if enabled, ensemble its best trials."""
+    config_mod.validate(cfg)
+    started = time.monotonic()
+    build, splits, space = prepare(cfg, build, splits)
+    run_dir = cfg.run_dir.resolve()
+    identity = cfg.search_identity() | {"space": space.describe(), "data_hashes": splits.hashes}
+    driver = make_driver(cfg, space, run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    driver.open(identity)  # refuses a resumed study with another config before anything else is written
+    _save_study_files(cfg, run_dir, splits, space)
+
+    uri = cfg.tracking.uri or default_tracking_uri(run_dir)
+    tracker = Tracker(uri, cfg.tracking.experiment or cfg.study.name, artifact_root=run_dir / "mlartifacts")
+    versions = package_versions()
+    parent = tracker.start_study(
+        cfg.study.name,
+        params={"driver": cfg.driver.name, "sampler": cfg.driver.sampler, "pruner": cfg.driver.pruner,
+                "dataset": cfg.data.dataset, "builder": cfg.space.builder, "seed": cfg.study.seed,
+                "n_trials": cfg.study.n_trials, "epochs": cfg.training.epochs, "batch_size": cfg.training.batch_size,
+                "objective": f"select_{cfg.objective.metric}", "direction": cfg.objective.direction,
+                "storage": redact(cfg.driver.storage or "embedded sqlite")},
+        tags={"hpo.run_dir": str(run_dir), "hpo.data_hashes": splits.hashes, "hpo.versions": versions,
+              "hpo.device": device_description(), "hpo.space": space.describe()},
+    )
+    tracker.log_study_artifact(run_dir / "config.yaml")
+    settings = TrialSettings(
+        epochs=cfg.training.epochs, batch_size=cfg.training.batch_size, objective=cfg.objective.metric,
+        direction=cfg.objective.direction, early_stopping_patience=cfg.training.early_stopping_patience,
+        restore_best_weights=cfg.training.restore_best_weights, timeout_s=cfg.training.trial_timeout_s,
+        deterministic=cfg.training.deterministic, save_models=cfg.training.save_models, callbacks=callbacks,
+    )
+    results = _load_results(run_dir)
+    status = "FINISHED"
+    try:
+        remaining = cfg.study.n_trials - driver.n_finished()
+        while remaining > 0:
+            proposal = driver.ask()
+            if proposal is None:
+                break
+            result = _run_one(cfg, proposal, build, space, splits, settings, driver, tracker, run_dir)
+            results[result.number] = _result_dict(result)
+            remaining -= 1
+            if on_trial_end is not None:
+                on_trial_end(result, _progress(results, cfg, started))
+    except BaseException:
+        status = "KILLED"
+        tracker.end_study({}, {"hpo.status": "interrupted"}, status="KILLED")
+        driver.close()
+        raise
+    driver.close()
+    summary = _summarise(cfg, run_dir, results, splits, started, parent, uri)
+    if cfg.ensemble.enabled and summary.n_complete > 0:
+        summary.ensemble = _ensemble(cfg, run_dir, uri, parent)
+    summary.duration_s = time.monotonic() - started
+    _write_json(run_dir / "summary.json", summary.to_dict())
+    tracker.log_study_artifact(run_dir / "summary.json")
+    final_metrics = {
+        "n_complete": summary.n_complete, "n_failed": summary.n_failed, "n_pruned": summary.n_pruned,
+        "best_select": summary.best_select, "best_audit": summary.best_audit,
+        **{f"best_test_{k}": v for k, v in summary.best_test.items()},
+    }
+    if summary.ensemble:
+        final_metrics.update({f"ensemble_{k}": v for k, v in summary.ensemble["metrics"].items()})
+    tracker.end_study(final_metrics, {"hpo.best_trial": summary.best_trial, "hpo.status": "finished"}, status=status)
+    return summary
+
+
+def _run_one(cfg: StudyConfig, proposal: Proposal, build: Builder, space: SearchSpace, splits: Splits,
+             settings: TrialSettings, driver: Any, tracker: Tracker, run_dir: Path) -> TrialResult:
+    seed = trial_seed(cfg.study.seed, proposal.number)
+    run_id = tracker.start_trial(proposal.number, proposal.params,
+                                 tags={"hpo.seed": seed, "hpo.driver": cfg.driver.name, "hpo.device": device_description()})
+    monitor = f"val_{cfg.objective.metric}"
+
+    def listener(epoch: int, logs: Mapping[str, float]) -> None:
+        tracker.log_epoch(run_id, epoch, logs)
+        value = logs.get(monitor)
+        if value is not None and math.isfinite(value) and driver.should_prune(proposal, epoch, float(value)):
+            raise TrialPruned(f"pruned at epoch {epoch + 1} ({monitor}={value:.4g})")
+
+    trial_dir = run_dir / "trials" / f"{proposal.number:05d}"
+    try:
+        result = run_trial(number=proposal.number, params=proposal.params, seed=seed, build=build, space=space,
+                           splits=splits, settings=settings, trial_dir=trial_dir, listener=listener, epochs=proposal.epochs)
+    except BaseException:
+        tracker.end_trial(run_id, {}, {"hpo.state": "INTERRUPTED"}, failed=True)
+        raise
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(trial_dir / "result.json", _result_dict(result) | {"mlflow_run_id": run_id})
+    driver.tell(proposal, result)
+    metrics = dict(result.metrics)
+    if result.value is not None:
+        metrics["select_objective"] = result.value
+    metrics.update(duration_s=result.duration_s, epochs=result.epochs)
+    tags = {"hpo.state": result.state.value}
+    if result.error:
+        tags["hpo.error"] = result.error[:5000]
+    tracker.end_trial(run_id, metrics, tags, failed=result.state is TrialState.FAILED)
+    return result
+
+
+def _result_dict(r: TrialResult) -> dict[str, Any]:
+    d = asdict(r)
+    d["state"] = r.state.value
+    return d
+
+
+def _load_results(run_dir: Path) -> dict[int, dict[str, Any]]:
+    out = {}
+    for p in (run_dir / "trials").glob("*/result.json"):
+        r = json.loads(p.read_text())
+        out[r["number"]] = r
+    return out
+
+
+def _progress(results: Mapping[int, Mapping[str, Any]], cfg: StudyConfig, started: float) -> StudyProgress:
+    vals = [r["value"] for r in results.values() if r["state"] == "COMPLETE"]
+    best = (max if cfg.objective.direction == "maximize" else min)(vals) if vals else None
+    return StudyProgress(done=len(results), total=cfg.study.n_trials,
+                         failed=sum(r["state"] == "FAILED" for r in results.values()),
+                         pruned=sum(r["state"] == "PRUNED" for r in results.values()),
+                         best_value=best, elapsed_s=time.monotonic() - started)
+
+
+def _summarise(cfg: StudyConfig, run_dir: Path, results: Mapping[int, Mapping[str, Any]], splits: Splits,
+               started: float, parent: str, uri: str) -> StudySummary:
+    complete = [r for r in results.values() if r["state"] == "COMPLETE"]
+    sign = 1 if cfg.objective.direction == "maximize" else -1
+    best = max(complete, key=lambda r: (sign * r["value"], -r["number"])) if complete else None
+    best_test: dict[str, float] = {}
+    if best is not None and best.get("predictions_path"):
+        from ensembles.pool import load_pool
+
+        pool = load_pool(run_dir)
+        i = pool.numbers.index(best["number"])
+        counts = np.zeros(len(pool))
+        counts[i] = 1
+        from ensembles.build import evaluate
+
+        # The locked test split is only evaluated here, for the final incumbent.
+        best_test = {k[5:]: v for k, v in evaluate(pool, counts, "probs", {}, splits=("test",)).items()}
+    trials = [{"number": r["number"], "state": r["state"], "value": r["value"], "params": r["params"],
+               "audit": r["metrics"].get(f"audit_{cfg.objective.metric}"), "error": r.get("error")}
+              for r in sorted(results.values(), key=lambda r: r["number"])]
+    return StudySummary(
+        name=cfg.study.name, run_dir=str(run_dir),
+        n_complete=len(complete), n_pruned=sum(r["state"] == "PRUNED" for r in results.values()),
+        n_failed=sum(r["state"] == "FAILED" for r in results.values()),
+        best_trial=best["number"] if best else None, best_params=best["params"] if best else {},
+        best_select=best["value"] if best else None,
+        best_audit=best["metrics"].get(f"audit_{cfg.objective.metric}") if best else None,
+        best_test=best_test, duration_s=time.monotonic() - started, parent_run_id=parent,
+        tracking_uri=redact(uri), trials=trials,
+    )
+
+
+def _ensemble(cfg: StudyConfig, run_dir: Path, uri: str, parent: str) -> dict[str, Any]:
+    from ensembles import build_ensemble
+
+    rep = build_ensemble(run_dir, method=cfg.ensemble.method, combine=cfg.ensemble.combine, size=cfg.ensemble.size,
+                         metric=cfg.ensemble.metric, save_artifact=cfg.training.save_models,
+                         tracking_uri=uri if cfg.training.save_models else None, parent_run_id=parent)
+    return {"members": [(m["trial"], m["weight"]) for m in rep.members], "metrics": rep.metrics,
+            "best_single": rep.best_single["metrics"], "artifact_dir": rep.artifact_dir,
+            "mlflow_run_id": rep.mlflow_run_id, "model_uri": rep.model_uri}
+
+
+# -- script API --------------------------------------------------------------------------------
+def _materialise(data: Any) -> tuple[Any, Any]:
+    """(x, y) from arrays or a finite dataset of (x, y) batches (``tf.data`` or any iterable)."""
+    if isinstance(data, tuple) and len(data) == 2:
+        return data
+    if hasattr(data, "as_numpy_iterator") or hasattr(data, "__iter__"):
+        xs, ys = [], []
+        for xb, yb in (data.as_numpy_iterator() if hasattr(data, "as_numpy_iterator") else data):
+            xs.append(xb)
+            ys.append(yb)
+        return _concat(xs), _concat(ys)
+    raise ConfigError("data", f"expected (x, y) arrays or a dataset of (x, y) batches, got {type(data).__name__}")
+
+
+def _concat(parts: list[Any]) -> Any:
+    if isinstance(parts[0], dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    if isinstance(parts[0], (list, tuple)):
+        return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
+    return np.concatenate(parts)
+
+
+def search(
+    build: Builder,
+    x: Any,
+    y: Any = None,
+    *,
+    validation_data: Any,
+    test_data: Any = None,
+    name: str = "search",
+    n_trials: int = 12,
+    driver: str = "optuna",
+    sampler: str | None = None,
+    pruner: str = "none",
+    epochs: int = 10,
+    batch_size: int = 64,
+    objective: str = "accuracy",
+    direction: str = "maximize",
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    ensemble: bool | Mapping[str, Any] = True,
+    callbacks: Callable[[], list[Any]] | None = None,
+    heads: Any = None,
+    on_trial_end: TrialCallback | None = None,
+) -> StudySummary:
+    """Search ``build(hp)`` on the user's own data, like ``tuner.search(x, y, validation_data=...)``.
+
+    ``x``/``y`` may be arrays, lists or dicts of named arrays, or ``x`` a dataset of
+    ``(x, y)`` batches (materialised into arrays). ``validation_data`` is cut into the
+    ``select`` and ``audit`` halves; ``test_data``, when given, is the locked test split
+    (otherwise 20% of ``x`` is held out). Labels stay in the form the user's loss expects.
+    """
+    from hpo.data import DataSpec, infer_heads, n_rows, take
+
+    if y is None:
+        x, y = _materialise(x)
+    xv, yv = _materialise(validation_data)
+    if isinstance(x, dict):
+        inputs = {k: tuple(np.asarray(v).shape[1:]) for k, v in x.items()}
+    elif isinstance(x, (list, tuple)):
+        inputs = {f"input_{i}": tuple(np.asarray(v).shape[1:]) for i, v in enumerate(x)}
+    else:
+        inputs = {"input": tuple(np.asarray(x).shape[1:])}
+    spec = DataSpec(inputs, tuple(heads) if heads is not None else infer_heads(y))
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n_rows(yv))
+    half = len(perm) // 2
+    if half < 1:
+        raise ConfigError("validation_data", "needs at least 2 rows to cut into select and audit halves")
+    if test_data is not None:
+        xt, yt = _materialise(test_data)
+        xs = {"train": x, "select": take(xv, perm[:half]), "audit": take(xv, perm[half:]), "test": xt}
+        ys = {"train": y, "select": take(yv, perm[:half]), "audit": take(yv, perm[half:]), "test": yt}
+        splits = Splits(x=xs, y=ys, spec=spec, name=name)
+    else:
+        idx = rng.permutation(n_rows(y))
+        n_test = max(1, int(0.2 * len(idx)))
+        xs = {"train": take(x, idx[n_test:]), "select": take(xv, perm[:half]), "audit": take(xv, perm[half:]),
+              "test": take(x, idx[:n_test])}
+        ys = {"train": take(y, idx[n_test:]), "select": take(yv, perm[:half]), "audit": take(yv, perm[half:]),
+              "test": take(y, idx[:n_test])}
+        splits = Splits(x=xs, y=ys, spec=spec, name=name)
+    ens = {} if isinstance(ensemble, bool) else dict(ensemble)
+    raw = {
+        "study": {"name": name, "seed": seed, "n_trials": n_trials, "run_dir": str(run_dir) if run_dir else None},
+        "driver": {"name": driver, "sampler": sampler or config_mod.SAMPLERS.get(driver, ("tpe",))[0],
+                   "pruner": pruner, "storage": storage},
+        "data": {"dataset": "custom"},  # the data is given from Python
+        "space": {"builder": getattr(build, "__module__", "user") + ":" + getattr(build, "__qualname__", "build")},
+        "training": {"epochs": epochs, "batch_size": batch_size},
+        "objective": {"metric": objective, "direction": direction},
+        "tracking": {"uri": tracking_uri},
+        "ensemble": {"enabled": bool(ensemble), **ens},
+    }
+    cfg = config_mod.from_dict(raw)
+    return run_study(cfg, build=build, splits=splits, callbacks=callbacks, on_trial_end=on_trial_end)

@@ -1,0 +1,201 @@
+"""One trial: build, fit with callbacks, score ``select`` and ``audit``, save logits and the model.
+
+The runner never raises for a bad trial: exceptions, NaN losses and budgets end
+in a :class:`TrialResult` with state FAILED and the reason, pruning in state
+PRUNED, so the study goes on.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+
+from hpo.data import Splits, leaves
+from hpo.errors import TrialFailed, TrialPruned
+from hpo.repro import seed_everything
+from hpo.space import Builder, SearchSpace, call_builder
+
+log = logging.getLogger(__name__)
+
+
+class TrialState(str, enum.Enum):
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAILED = "FAILED"
+
+
+@dataclass
+class TrialResult:
+    """What one trial produced."""
+
+    number: int
+    params: dict[str, Any]
+    seed: int
+    state: TrialState
+    value: float | None = None  # the objective on select
+    metrics: dict[str, float] = field(default_factory=dict)  # select_* and audit_*
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epochs: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+    predictions_path: str | None = None
+    model_path: str | None = None
+
+
+class EpochListener(Protocol):
+    """Receives each epoch's logs; may raise :class:`TrialPruned`."""
+
+    def __call__(self, epoch: int, logs: Mapping[str, float]) -> None: ...
+
+
+@dataclass
+class TrialSettings:
+    """How every trial of a study is trained and scored."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    objective: str = "accuracy"
+    direction: str = "maximize"
+    early_stopping_patience: int | None = None
+    restore_best_weights: bool = False
+    timeout_s: float | None = None
+    deterministic: bool = True
+    save_models: bool = True
+    callbacks: Callable[[], list[Any]] | None = None  # fresh user callbacks per trial
+
+
+def make_model(build: Builder, hp: Any, splits_spec: Any, compile_default: Callable[..., Any] | None = None) -> Any:
+    """Build a model; compile it with the space's defaults when the builder did not."""
+    model = call_builder(build, hp, splits_spec)
+    if model is None:
+        raise TrialFailed("the builder returned None instead of a keras.Model")
+    if not getattr(model, "compiled", False):
+        if compile_default is None:
+            from search_spaces.common import compile_for
+
+            compile_default = compile_for
+        compile_default(model, hp, splits_spec)
+    return model
+
+
+def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor: str, started: float) -> list[Any]:
+    import keras
+
+    class _Listen(keras.callbacks.Callback):
+        """Forwards epoch logs (tracking, pruning) and enforces the wall-time budget."""
+
+        def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+            logs = dict(logs or {})
+            if listener is not None:
+                listener(epoch, logs)
+            if settings.timeout_s is not None and time.monotonic() - started > settings.timeout_s:
+                self.model.stop_training = True
+                self.timed_out = True
+
+    cbs: list[Any] = [keras.callbacks.TerminateOnNaN(), _Listen()]
+    if settings.early_stopping_patience is not None:
+        cbs.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=settings.early_stopping_patience,
+            mode="max" if settings.direction == "maximize" else "min",
+            restore_best_weights=settings.restore_best_weights,
+        ))
+    if settings.callbacks is not None:
+        cbs.extend(settings.callbacks())
+    return cbs
+
+
+def _flatten_predictions(pred: Any, head_names: list[str]) -> dict[str, np.ndarray]:
+    if isinstance(pred, dict):
+        return {k: np.asarray(v) for k, v in pred.items()}
+    if isinstance(pred, (list, tuple)):
+        return {h: np.asarray(p) for h, p in zip(head_names, pred)}
+    return {head_names[0]: np.asarray(pred)}
+
+
+def run_trial(
+    *,
+    number: int,
+    params: Mapping[str, Any],
+    seed: int,
+    build: Builder,
+    space: SearchSpace,
+    splits: Splits,
+    settings: TrialSettings,
+    trial_dir: Path,
+    listener: EpochListener | None = None,
+    epochs: int | None = None,
+) -> TrialResult:
+    """Train and score one configuration; never raises for a failing trial."""
+    import keras
+
+    started = time.monotonic()
+    result = TrialResult(number=number, params=dict(params), seed=seed, state=TrialState.FAILED)
+    model = None
+    try:
+        seed_everything(seed, settings.deterministic)
+        hp = space.hyperparameters_for(params)
+        model = make_model(build, hp, splits.spec)
+        monitor = f"val_{settings.objective}"
+        cbs = _callbacks(settings, listener, monitor, started)
+        hist = model.fit(
+            splits.x["train"], splits.y["train"],
+            validation_data=(splits.x["select"], splits.y["select"]),
+            epochs=epochs or settings.epochs, batch_size=settings.batch_size, verbose=0, callbacks=cbs,
+        )
+        result.history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+        result.epochs = len(result.history.get("loss", []))
+        losses = result.history.get("loss", [])
+        if not losses or any(not math.isfinite(v) for v in losses):
+            raise TrialFailed(f"loss became NaN or infinite at epoch {len(losses)}")
+        for split_name in ("select", "audit"):
+            scores = model.evaluate(splits.x[split_name], splits.y[split_name], batch_size=1024, verbose=0, return_dict=True)
+            result.metrics.update({f"{split_name}_{k}": float(v) for k, v in scores.items()})
+        key = f"select_{settings.objective}"
+        if key not in result.metrics:
+            raise TrialFailed(f"objective metric {settings.objective!r} not reported; the model reports "
+                              f"{sorted(k[7:] for k in result.metrics if k.startswith('select_'))}")
+        result.value = result.metrics[key]
+        if not math.isfinite(result.value):
+            raise TrialFailed(f"objective {key} is {result.value}")
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        head_names = [h.name for h in splits.spec.heads]
+        arrays: dict[str, np.ndarray] = {}
+        for split_name in ("select", "audit", "test"):
+            pred = model.predict(splits.x[split_name], batch_size=1024, verbose=0)
+            for head, arr in _flatten_predictions(pred, head_names).items():
+                arrays[f"{split_name}/{head}"] = arr.astype("float32")
+        pred_path = trial_dir / "predictions.npz"
+        tmp = trial_dir / "predictions.tmp.npz"
+        np.savez_compressed(tmp, **arrays)
+        tmp.replace(pred_path)
+        result.predictions_path = str(pred_path)
+        if settings.save_models:
+            model_path = trial_dir / "model.keras"
+            model.save(model_path)
+            result.model_path = str(model_path)
+        result.state = TrialState.COMPLETE
+    except TrialPruned as exc:
+        result.state = TrialState.PRUNED
+        result.error = str(exc) or "pruned"
+    except TrialFailed as exc:
+        result.error = str(exc)
+    except Exception as exc:  # a bad trial must not end the study
+        result.error = f"{type(exc).__name__}: {exc}"
+        log.debug("trial %d failed:\n%s", number, traceback.format_exc())
+    finally:
+        result.duration_s = time.monotonic() - started
+        del model
+        keras.backend.clear_session()
+    return result
+
+
+def count_rows(splits: Splits, split: str) -> int:
+    return int(leaves(splits.y[split])[0].shape[0])
