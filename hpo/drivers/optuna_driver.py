@@ -128,9 +128,15 @@ class OptunaDriver(Driver):
                 trial.set_user_attr(k, v)
         if result.error:
             trial.set_user_attr(ERROR_ATTR, result.error[:1000])
-        if result.state is TrialState.COMPLETE:
-            self.study.tell(trial, result.value)
-        elif result.state is TrialState.PRUNED:
-            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        else:
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        try:
+            if result.state is TrialState.COMPLETE:
+                self.study.tell(trial, result.value)
+            elif result.state is TrialState.PRUNED:
+                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        except RuntimeError as exc:
+            # GridSampler calls study.stop() once the grid is exhausted, which Optuna only
+            # allows inside optimize(); the trial's state is stored before that (in a finally).
+            if "Study.stop" not in str(exc):
+                raise

@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny real data (scikit-learn digits), small configs, one finished study per session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpo.config import StudyConfig, from_dict
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def small_config(tmp: Path, **sections: Any) -> StudyConfig:
+    """A fast digits/mlp config; keyword sections update the defaults (``driver={"name": "hyperopt"}``)."""
+    raw: dict[str, Any] = {
+        "study": {"name": "t", "seed": 0, "n_trials": 3, "run_dir": str(tmp / "run")},
+        "data": {"dataset": "digits"},
+        "space": {"builder": "mlp", "params": {"layers": {"min": 1, "max": 2}, "units": {"min": 16, "max": 64, "log": True}}},
+        "training": {"epochs": 2, "batch_size": 128},
+        "ensemble": {"enabled": True, "size": 3},
+    }
+    for k, v in sections.items():
+        raw[k] = {**raw.get(k, {}), **v}
+    return from_dict(raw)
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A 12-trial Optuna study on digits with its ensemble, shared by the tests that only read it."""
+    from hpo.study import run_study
+
+    tmp = tmp_path_factory.mktemp("study")
+    cfg = small_config(tmp, study={"name": "shared", "n_trials": 12}, training={"epochs": 3})
+    summary = run_study(cfg)
+    return cfg, summary

@@ -1,0 +1,201 @@
+"""End-to-end studies on real data: tracking in MLflow, resume after a kill, failures, reproducibility."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+import yaml
+
+from hpo.data import load_ticket_splits
+from hpo.study import run_study, search
+
+from .conftest import ROOT, small_config
+
+
+def test_parent_run_with_child_runs_params_and_epoch_metrics(finished_study: Any) -> None:
+    cfg, summary = finished_study
+    assert summary.n_complete == 12
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{cfg.run_dir.resolve() / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("shared")
+    runs = mlflow.search_runs([exp.experiment_id], output_format="list", tracking_uri=client.tracking_uri) \
+        if "tracking_uri" in mlflow.search_runs.__code__.co_varnames else None
+    mlflow.set_tracking_uri(client.tracking_uri)
+    runs = mlflow.search_runs([exp.experiment_id], output_format="list")
+    parents = [r for r in runs if r.data.tags.get("hpo.kind") == "study"]
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["driver"] == "optuna"
+    assert "best_select" in parent.data.metrics and "best_test_accuracy" in parent.data.metrics
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+                and r.data.tags.get("hpo.kind") == "trial"]
+    assert len(children) >= 12
+    for child in children:
+        assert {"layers", "units", "learning_rate"} <= set(child.data.params)
+        assert "select_accuracy" in child.data.metrics and "audit_accuracy" in child.data.metrics
+        history = client.get_metric_history(child.info.run_id, "epoch_select_accuracy")
+        assert [m.step for m in history] == [0, 1, 2]
+        assert child.data.tags["hpo.seed"].isdigit()
+    ens = [r for r in runs if r.data.tags.get("hpo.kind") == "ensemble"]
+    assert len(ens) == 1 and ens[0].data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert "test_accuracy" in ens[0].data.metrics
+
+
+def test_summary_reports_select_audit_and_locked_test(finished_study: Any) -> None:
+    cfg, summary = finished_study
+    data = json.loads((cfg.run_dir / "summary.json").read_text())
+    assert data["best_trial"] == summary.best_trial
+    best = max((t for t in data["trials"] if t["state"] == "COMPLETE"), key=lambda t: t["value"])
+    assert best["number"] == summary.best_trial
+    assert 0.5 < summary.best_select <= 1 and 0.5 < summary.best_audit <= 1
+    assert set(summary.best_test) == {"accuracy", "nll", "ece"}
+    assert summary.ensemble and Path(summary.ensemble["artifact_dir"], "ensemble.keras").exists()
+    recorded = json.loads((cfg.run_dir / "data.json").read_text())["hashes"]
+    assert set(recorded) == {"train", "select", "audit", "test"}
+
+
+def _cli_env() -> dict[str, str]:
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+
+
+@pytest.mark.slow
+def test_killed_study_resumes_without_redoing_finished_trials(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, study={"name": "killme", "n_trials": 7}, ensemble={"enabled": False})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    cmd = [sys.executable, "-m", "hpo.cli", "run", str(path), "--quiet"]
+    proc = subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trials = cfg.run_dir / "trials"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(trials.glob("*/result.json"))) < 3:
+        time.sleep(0.2)
+        assert proc.poll() is None, "the study ended before it could be killed"
+    time.sleep(0.5)  # let it start the next trial
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p.parent.name: (p.stat().st_mtime_ns, p.read_text()) for p in trials.glob("*/result.json")}
+    assert 3 <= len(before) < 7
+    done = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    after = {p.parent.name: (p.stat().st_mtime_ns, p.read_text()) for p in trials.glob("*/result.json")}
+    for name, stamp in before.items():
+        assert after[name] == stamp, f"finished trial {name} was redone"
+    finished = [json.loads(v[1]) for v in after.values()]
+    assert sum(r["state"] == "COMPLETE" for r in finished) == 7
+    import optuna
+
+    study = optuna.load_study(study_name="killme", storage=f"sqlite:///{cfg.run_dir / 'optuna.db'}")
+    states = [t.state.name for t in study.trials]
+    assert states.count("COMPLETE") == 7 and "RUNNING" not in states
+
+
+def test_hyperopt_study_completes_and_resumes(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, study={"name": "hy", "n_trials": 3}, driver={"name": "hyperopt", "sampler": "tpe"})
+    first = run_study(cfg)
+    assert first.n_complete == 3 and first.ensemble is not None
+    cfg.study.n_trials = 4
+    second = run_study(cfg)
+    assert second.n_complete == 4
+    numbers = sorted(int(p.parent.name) for p in (cfg.run_dir / "trials").glob("*/result.json"))
+    assert numbers == [0, 1, 2, 3]
+
+
+def test_kerastuner_baseline_driver_runs_a_study(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, study={"name": "kt", "n_trials": 2}, driver={"name": "kerastuner", "sampler": "random"},
+                       ensemble={"enabled": False})
+    assert run_study(cfg).n_complete == 2
+
+
+def test_resume_with_another_config_is_refused(tmp_path: Path) -> None:
+    from hpo.errors import ConfigError
+
+    cfg = small_config(tmp_path, study={"name": "same", "n_trials": 1}, ensemble={"enabled": False})
+    run_study(cfg)
+    other = small_config(tmp_path, study={"name": "same", "n_trials": 1}, ensemble={"enabled": False},
+                         training={"epochs": 3})
+    with pytest.raises(ConfigError) as err:
+        run_study(other)
+    assert err.value.field == "study.name" and "training" in str(err.value)
+
+
+def _failing_builder(hp: Any, spec: Any) -> keras.Model:
+    """Fails for one activation, produces NaN for another, trains for the third."""
+    act = hp.Choice("activation", ["relu", "boom", "nan"])
+    if act == "boom":
+        raise RuntimeError("builder exploded")
+    inp = keras.Input(spec.input_shape)
+    x = keras.layers.Dense(8, activation="relu")(inp)
+    if act == "nan":
+        x = keras.layers.Rescaling(float("nan"))(x)
+    out = keras.layers.Dense(spec.n_classes)(x)
+    m = keras.Model(inp, out)
+    m.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return m
+
+
+def test_failing_and_nan_trials_are_recorded_and_the_study_goes_on(tmp_path: Path) -> None:
+    from hpo.data import load_digits_splits
+
+    splits = load_digits_splits()
+    cfg = small_config(tmp_path, study={"name": "faults", "n_trials": 3}, driver={"sampler": "grid"},
+                       space={"builder": "tests.test_study:_failing_builder", "params": {}})
+    summary = run_study(cfg, build=_failing_builder, splits=splits)
+    by_act = {t["params"]["activation"]: t for t in summary.trials}
+    assert by_act["relu"]["state"] == "COMPLETE"
+    assert by_act["boom"]["state"] == "FAILED" and "builder exploded" in by_act["boom"]["error"]
+    assert by_act["nan"]["state"] == "FAILED" and "NaN" in by_act["nan"]["error"]
+    assert summary.n_complete == 1 and summary.n_failed == 2
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{cfg.run_dir.resolve() / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("faults").experiment_id],
+                              filter_string="tags.`hpo.kind` = 'trial'")
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED", "FINISHED"]
+
+
+def test_same_seed_same_params_and_metrics(tmp_path: Path) -> None:
+    out = []
+    for i in range(2):
+        cfg = small_config(tmp_path / str(i), study={"name": "rep", "n_trials": 2}, ensemble={"enabled": False})
+        s = run_study(cfg)
+        out.append([(t["params"], t["value"], t["audit"]) for t in s.trials])
+    assert out[0] == out[1]
+
+
+def test_script_api_with_named_inputs_and_outputs(tmp_path: Path) -> None:
+    """A multi-input, multi-output KerasTuner-style builder on dicts of arrays, ensembled per head."""
+    splits = load_ticket_splits(n=600)
+
+    def build_model(hp: Any) -> keras.Model:  # an unchanged KerasTuner builder that compiles itself
+        inputs = {k: keras.Input((v.shape[1],), name=k) for k, v in splits.x["train"].items()}
+        x = keras.layers.Concatenate()(list(inputs.values()))
+        x = keras.layers.Dense(hp.Int("units", 8, 32, sampling="log"), activation="relu")(x)
+        out = {"priority": keras.layers.Dense(1, name="priority")(x),
+               "department": keras.layers.Dense(4, name="department")(x)}
+        m = keras.Model(inputs, out)
+        m.compile(keras.optimizers.Adam(hp.Float("lr", 1e-3, 1e-2, sampling="log")),
+                  loss={"priority": keras.losses.BinaryCrossentropy(from_logits=True),
+                        "department": keras.losses.SparseCategoricalCrossentropy(from_logits=True)},
+                  metrics={"priority": [keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)],
+                           "department": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]})
+        return m
+
+    summary = search(
+        build_model, splits.x["train"], splits.y["train"], validation_data=(splits.x["select"], splits.y["select"]),
+        test_data=(splits.x["test"], splits.y["test"]), name="ticket-api", n_trials=3, epochs=3, batch_size=64,
+        objective="department_accuracy", run_dir=tmp_path / "r", heads=splits.spec.heads,
+        ensemble={"method": "top_k", "size": 3, "combine": "logits"},
+    )
+    assert summary.n_complete == 3
+    m = summary.ensemble["metrics"]
+    assert {"test_priority_accuracy", "test_department_accuracy", "test_department_nll"} <= set(m)
+    assert m["test_department_accuracy"] > 0.5
