@@ -106,14 +106,23 @@ def log_to_mlflow(report: "EnsembleReport", pool: Pool, out_dir: Path, tracking_
     client = MlflowClient(tracking_uri)
     experiment_id = None
     tags = {"hpo.kind": "ensemble"}
+    parent = None
     if parent_run_id:
-        parent = client.get_run(parent_run_id)
+        try:
+            parent = client.get_run(parent_run_id)
+        except mlflow.exceptions.MlflowException:
+            parent = None  # another tracking store than the study's: log without nesting
+    if parent is not None:
         experiment_id = parent.info.experiment_id
-        tags["mlflow.parentRunId"] = parent_run_id
+        tags["mlflow.parentRunId"] = parent.info.run_id
         if "hpo.study" in parent.data.tags:
             tags["hpo.study"] = parent.data.tags["hpo.study"]
     else:
-        experiment_id = client.get_experiment_by_name("Default").experiment_id
+        name = json.loads((pool.run_dir / "study.json").read_text())["name"] if pool.run_dir else "ensembles"
+        exp = client.get_experiment_by_name(name)
+        experiment_id = exp.experiment_id if exp else client.create_experiment(
+            name, artifact_location=(out_dir.parent / "mlartifacts").resolve().as_uri())
+        tags["hpo.study"] = name
     run = client.create_run(experiment_id, run_name=f"ensemble-{report.method}-{report.combine}", tags=tags)
     run_id = run.info.run_id
     now = 0

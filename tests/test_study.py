@@ -199,3 +199,17 @@ def test_script_api_with_named_inputs_and_outputs(tmp_path: Path) -> None:
     m = summary.ensemble["metrics"]
     assert {"test_priority_accuracy", "test_department_accuracy", "test_department_nll"} <= set(m)
     assert m["test_department_accuracy"] > 0.5
+
+
+@pytest.mark.parametrize("builder, dataset, metric", [("convnet", "digits", "accuracy"),
+                                                      ("ticket", "ticket", "department_accuracy")])
+def test_every_builtin_builder_runs_and_ensembles(tmp_path: Path, builder: str, dataset: str, metric: str) -> None:
+    cfg = small_config(tmp_path, study={"name": builder, "n_trials": 2}, data={"dataset": dataset},
+                       space={"builder": builder, "params": {}}, training={"epochs": 1}, objective={"metric": metric},
+                       ensemble={"method": "top_k", "size": 2})
+    summary = run_study(cfg)
+    assert summary.n_complete == 2
+    heads = json.loads((cfg.run_dir / "data.json").read_text())["heads"]
+    for h in heads:
+        key = f"test_{h['name']}_accuracy" if len(heads) > 1 else "test_accuracy"
+        assert key in summary.ensemble["metrics"]
