@@ -51,6 +51,7 @@ class DataSection:
     path: str | None = None
     split_seed: int = 0
     limit_train: int | None = None
+    validation_size: int | None = None  # mnist: rows cut from train for select + audit (default 10,000)
 
 
 @dataclass
@@ -198,6 +199,11 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     from hpo.data import DATASETS
 
     _one_of(cfg.data.dataset, DATASETS, "data.dataset")
+    if cfg.data.validation_size is not None:
+        if cfg.data.dataset != "mnist":
+            raise ConfigError("data.validation_size", f"applies to mnist only, not {cfg.data.dataset!r}; remove it")
+        if not 2 <= cfg.data.validation_size <= 30_000:
+            raise ConfigError("data.validation_size", f"must be between 2 and 30000 rows, got {cfg.data.validation_size}")
     if cfg.data.limit_train is not None and cfg.data.limit_train < 10:
         raise ConfigError("data.limit_train", f"must be at least 10, got {cfg.data.limit_train}")
     if cfg.training.epochs < 1:

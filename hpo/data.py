@@ -245,12 +245,13 @@ def load_ticket_splits(seed: int = 0, n: int = 2400) -> Splits:
     return split(x, y, spec=spec, seed=seed, name="ticket", stratify=y["department"])
 
 
-def load_dataset(name: str, *, path: str | None = None, seed: int = 0, limit_train: int | None = None) -> Splits:
+def load_dataset(name: str, *, path: str | None = None, seed: int = 0, limit_train: int | None = None,
+                 validation_size: int | None = None) -> Splits:
     """A built-in dataset by name (``digits``, ``mnist``, ``ticket``)."""
     if name == "digits":
         s = load_digits_splits(seed=seed)
     elif name == "mnist":
-        return load_mnist_splits(path, seed=seed, limit_train=limit_train)
+        return load_mnist_splits(path, seed=seed, limit_train=limit_train, validation_size=validation_size or 10_000)
     elif name == "ticket":
         s = load_ticket_splits(seed=seed)
     elif name == "custom":

@@ -78,7 +78,8 @@ def prepare(cfg: StudyConfig, build: Builder | None = None, splits: Splits | Non
 
         build = get_builder(cfg.space.builder)
     if splits is None:
-        splits = load_dataset(cfg.data.dataset, path=cfg.data.path, seed=cfg.data.split_seed, limit_train=cfg.data.limit_train)
+        splits = load_dataset(cfg.data.dataset, path=cfg.data.path, seed=cfg.data.split_seed,
+                              limit_train=cfg.data.limit_train, validation_size=cfg.data.validation_size)
     check_labels(splits)
     space = discover(build, splits.spec, what="space.builder")
     if cfg.space.params:
