@@ -90,11 +90,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resolve_run_dir(arg: str) -> Path:
+    """A run directory, or a study name whose run directory is ``runs/<name>``."""
+    p = Path(arg)
+    if not p.exists() and (Path("runs") / arg).exists():
+        return Path("runs") / arg
+    return p
+
+
 def _cmd_ensemble(args: argparse.Namespace) -> int:
     from ensembles import build_ensemble
     from hpo.tracking import default_tracking_uri
 
-    run_dir = Path(args.run_dir)
+    run_dir = _resolve_run_dir(args.run_dir)
     if not (run_dir / "study.json").exists():
         print(f"error: run_dir: {run_dir} holds no study (no study.json); give the study's run directory",
               file=sys.stderr)
@@ -119,7 +127,7 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
 def _cmd_ui(args: argparse.Namespace) -> int:
     from hpo.tracking import default_tracking_uri
 
-    run_dir = Path(args.run_dir)
+    run_dir = _resolve_run_dir(args.run_dir)
     uri = args.tracking_uri or default_tracking_uri(run_dir)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
     if not args.tracking_uri:
@@ -145,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     r.set_defaults(fn=_cmd_run)
     e = sub.add_parser("ensemble", help="ensemble a finished study's trials")
-    e.add_argument("run_dir")
+    e.add_argument("run_dir", help="the study's run directory, or its name (runs/<name>)")
     e.add_argument("--method", choices=["greedy", "top_k"], default="greedy")
     e.add_argument("--top-k", type=int, default=5, help="ensemble size (greedy: the cap)")
     e.add_argument("--combine", choices=["probs", "logits", "geometric", "vote"], default="probs")
@@ -156,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tracking-uri")
     e.set_defaults(fn=_cmd_ensemble)
     u = sub.add_parser("ui", help="serve the MLflow UI of a study's tracking store")
-    u.add_argument("run_dir")
+    u.add_argument("run_dir", help="the study's run directory, or its name (runs/<name>)")
     u.add_argument("--host", default="127.0.0.1")
     u.add_argument("--port", type=int, default=5000)
     u.add_argument("--tracking-uri")

@@ -81,7 +81,9 @@ def prepare(cfg: StudyConfig, build: Builder | None = None, splits: Splits | Non
         splits = load_dataset(cfg.data.dataset, path=cfg.data.path, seed=cfg.data.split_seed,
                               limit_train=cfg.data.limit_train, validation_size=cfg.data.validation_size)
     check_labels(splits)
-    space = discover(build, splits.spec, what="space.builder")
+    # Discover through make_model so that the space's compile choices of a builder that does not
+    # compile its own model are part of the space.
+    space = discover(lambda hp, spec: make_model(build, hp, spec), splits.spec, what="space.builder")
     if cfg.space.params:
         space = apply_overrides(space, cfg.space.params)
     _preflight(build, space, splits, cfg.objective.metric)

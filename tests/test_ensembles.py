@@ -148,3 +148,22 @@ def test_cli_ensemble_prints_ensemble_beside_best_single(finished_study: Any, tm
     out = capsys.readouterr().out
     assert "test   ensemble: accuracy=" in out and "best single: accuracy=" in out
     assert (tmp_path / "e" / "ensemble.keras").exists()
+
+
+def test_regression_heads_are_averaged_with_member_weights() -> None:
+    from ensembles.build import predict_pool
+    from ensembles.pool import HeadInfo, Pool
+
+    rng = np.random.default_rng(3)
+    outs = rng.normal(size=(3, 20, 1)).astype(np.float32)
+    y = rng.normal(size=(20, 1))
+    pool = Pool(numbers=[0, 1, 2], params=[{}, {}, {}], values=np.array([0.1, 0.2, 0.3]), direction="minimize",
+                heads=[HeadInfo("age", "regression")], outputs={s: {"age": outs} for s in ("select", "audit", "test")},
+                labels={s: {"age": y} for s in ("select", "audit", "test")}, model_paths=[None] * 3)
+    counts = np.array([2.0, 1.0, 0.0])
+    pred = predict_pool(pool, counts, "probs", {}, "test")["age"]
+    np.testing.assert_allclose(pred, (2 * outs[0] + outs[1]) / 3, atol=1e-6)
+    metrics = evaluate(pool, counts, "probs", {})
+    assert metrics["test_mse"] == pytest.approx(float(((pred - y) ** 2).mean()), rel=1e-6)
+    counts_g, _ = choose(pool, method="greedy", size=4)
+    assert counts_g.sum() >= 1

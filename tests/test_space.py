@@ -168,3 +168,11 @@ def test_kerastuner_space_round_trip(space: SearchSpace) -> None:
     assert isinstance(hp, kt.HyperParameters)
     assert [h.name for h in hp.space] == space.names
     assert discover(lambda h: [p.declare_on(h) for p in space.params]).describe() == space.describe()
+
+
+def test_optuna_journal_storage(space: SearchSpace, tmp_path: Path) -> None:
+    url = f"journal://{tmp_path}/j/study.log"
+    drive(OptunaDriver(space, direction="maximize", seed=1, study_name="j", storage=url), 4)
+    again = OptunaDriver(space, direction="maximize", seed=1, study_name="j", storage=url)
+    again.open({"test": 1})
+    assert again.n_finished() == 4 and (tmp_path / "j" / "study.log").exists()

@@ -212,3 +212,56 @@ def test_every_builtin_builder_runs_and_ensembles(tmp_path: Path, builder: str, 
     for h in heads:
         key = f"test_{h['name']}_accuracy" if len(heads) > 1 else "test_accuracy"
         assert key in summary.ensemble["metrics"]
+
+
+def test_script_api_tf_data_one_hot_labels_and_uncompiled_builder(tmp_path: Path) -> None:
+    """A builder that does not compile gets the space's compile; one-hot labels get a categorical loss."""
+    import tensorflow as tf
+
+    from hpo.data import load_digits_splits
+
+    s = load_digits_splits()
+    onehot = {k: np.eye(10, dtype="float32")[v] for k, v in s.y.items()}
+
+    def build(hp: Any) -> keras.Model:
+        return keras.Sequential([keras.Input((64,)), keras.layers.Dense(hp.Int("units", 8, 32), activation="relu"),
+                                 keras.layers.Dense(10)])
+
+    train = tf.data.Dataset.from_tensor_slices((s.x["train"], onehot["train"])).batch(64)
+    val = tf.data.Dataset.from_tensor_slices((s.x["select"], onehot["select"])).batch(64)
+    summary = search(build, train, validation_data=val, test_data=(s.x["test"], onehot["test"]), name="tfdata",
+                     n_trials=2, epochs=2, run_dir=tmp_path / "r", ensemble={"method": "top_k", "size": 2})
+    assert summary.n_complete == 2
+    assert "learning_rate" in summary.best_params  # the space's own compile choices were searched
+    assert summary.best_test["accuracy"] > 0.3
+
+
+def test_hpo_ui_serves_the_study_store(finished_study: Any, tmp_path: Path) -> None:
+    import socket
+    import urllib.request
+
+    cfg, summary = finished_study
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "hpo.cli", "ui", str(cfg.run_dir), "--port", str(port)],
+                            env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, "hpo ui did not come up"
+            time.sleep(0.5)
+        client = mlflow.tracking.MlflowClient(f"http://127.0.0.1:{port}")
+        exp = client.get_experiment_by_name("shared")
+        runs = client.search_runs([exp.experiment_id], filter_string="tags.`hpo.kind` = 'trial'")
+        assert len(runs) >= 12
+        assert client.get_run(summary.parent_run_id).data.tags["hpo.kind"] == "study"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -55,6 +55,21 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
+def resolve_storage(url: str) -> "str | optuna.storages.BaseStorage":
+    """An Optuna storage from a URL; ``journal:///path/file.log`` is Optuna's journal file storage,
+    made for several processes on one machine (Optuna advises against SQLite there)."""
+    if url.startswith("journal://"):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = url[len("journal://"):]
+        if not path:
+            raise ConfigError("driver.storage", "journal storage needs a file path: journal:///abs/path/study.log")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(path))
+    return url
+
+
 class OptunaDriver(Driver):
     name = "optuna"
     supports_pruning = True
@@ -75,7 +90,7 @@ class OptunaDriver(Driver):
     def open(self, identity: dict[str, Any]) -> None:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study = optuna.create_study(
-            study_name=self.study_name, storage=self.storage, sampler=self.sampler, pruner=self.pruner,
+            study_name=self.study_name, storage=resolve_storage(self.storage), sampler=self.sampler, pruner=self.pruner,
             direction=self.direction, load_if_exists=True,
         )
         recorded = self.study.user_attrs.get(IDENTITY_ATTR)
