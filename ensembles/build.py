@@ -121,6 +121,9 @@ def build_ensemble(
                 lp = pooled_log_probs(pool.outputs["select"][h.name][idx].astype(np.float64), w, combine)
                 temps[h.name] = fit_temperature(lp, pool.labels["select"][h.name])
     metrics = evaluate(pool, counts, combine, temps)
+    from hpo.guards import record_test_use
+
+    record_test_use(pool.run_dir, f"ensemble {method}/{combine} of {int(counts.sum())}")
     best = int(pool.ranked()[0])
     single = np.zeros(len(pool))
     single[best] = 1

@@ -86,6 +86,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
               + ", ".join(f"({t}, {w:.2f})" for t, w in e["members"]))
         print("  test: " + ", ".join(f"{k}={_fmt(v)}" for k, v in test.items()))
         print(f"  artifact: {e['artifact_dir']}  mlflow model: {e['model_uri']}")
+    if summary.reselection:
+        r = summary.reselection
+        print(f"reselection ({r['seeds_per_config']} seeds per configuration): chose trial {r['chosen']} "
+              f"(mean select {r['by_trial'][r['chosen']]['select_mean']:.4f}); by a single select score: "
+              f"trial {summary.best_trial_by_select}")
+    if summary.stopped_early:
+        print(f"stopped early: {summary.stopped_early}")
+    if summary.guards:
+        g = summary.guards
+        print(g["verdict"])
+        if g.get("overtuning") is not None:
+            print(f"  overtuning (final incumbent's audit minus the best earlier incumbent's): {g['overtuning']:+.4f}")
+        if g["overfit"]:
+            print("WARNING: the search overfits its select half; trust audit and test, not select "
+                  "(tag hpo.guard.overfit=true on the parent run)", file=sys.stderr)
+        print(f"  locked test split used {g['test_uses']} time(s)")
     print(f"mlflow: {summary.tracking_uri}  (hpo ui {summary.run_dir})")
     return 0
 
@@ -175,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import warnings
+
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"mlflow(\..*)?")
     for noisy in ("absl", "tensorflow", "alembic", "mlflow"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     t0 = time.monotonic()

@@ -93,6 +93,19 @@ class EnsembleSection:
 
 
 @dataclass
+class GuardsSection:
+    enabled: bool = True
+    gap_threshold: float | None = None  # default: twice the bootstrap standard error of the gap
+    n_bootstrap: int = 2000
+    confidence: float = 0.95
+    audit_per_epoch: bool = True  # score audit after every epoch (for the epoch-selection report)
+    reselect_top_k: int = 0  # retrain the top k configurations with new seeds and choose by their mean
+    reselect_seeds: int = 2
+    stop_when_converged: bool = False  # stop when the regret bound falls below the select metric's error
+    stop_min_trials: int = 10
+
+
+@dataclass
 class StudyConfig:
     """Everything a study needs; ``hpo run`` reads it from YAML."""
 
@@ -104,6 +117,7 @@ class StudyConfig:
     objective: ObjectiveSection = field(default_factory=ObjectiveSection)
     tracking: TrackingSection = field(default_factory=TrackingSection)
     ensemble: EnsembleSection = field(default_factory=EnsembleSection)
+    guards: GuardsSection = field(default_factory=GuardsSection)
 
     @property
     def run_dir(self) -> Path:
@@ -229,6 +243,18 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     _one_of(cfg.ensemble.metric, ("nll", "accuracy"), "ensemble.metric")
     if cfg.ensemble.size < 1:
         raise ConfigError("ensemble.size", f"must be at least 1, got {cfg.ensemble.size}")
+    g = cfg.guards
+    if g.gap_threshold is not None and g.gap_threshold < 0:
+        raise ConfigError("guards.gap_threshold", f"must be >= 0, got {g.gap_threshold}")
+    if g.n_bootstrap < 100:
+        raise ConfigError("guards.n_bootstrap", f"must be at least 100 resamples, got {g.n_bootstrap}")
+    if not 0.5 < g.confidence < 1:
+        raise ConfigError("guards.confidence", f"must lie in (0.5, 1), got {g.confidence}")
+    if g.reselect_top_k < 0 or g.reselect_seeds < 1:
+        raise ConfigError("guards.reselect_top_k" if g.reselect_top_k < 0 else "guards.reselect_seeds",
+                          "reselect_top_k must be >= 0 and reselect_seeds >= 1")
+    if g.stop_min_trials < 3:
+        raise ConfigError("guards.stop_min_trials", f"must be at least 3, got {g.stop_min_trials}")
     return cfg
 
 

@@ -49,6 +49,10 @@ class StudySummary:
     parent_run_id: str
     tracking_uri: str
     ensemble: dict[str, Any] | None = None
+    guards: dict[str, Any] | None = None
+    reselection: dict[str, Any] | None = None
+    best_trial_by_select: int | None = None
+    stopped_early: str | None = None
     trials: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,9 +180,11 @@ def run_study(
         direction=cfg.objective.direction, early_stopping_patience=cfg.training.early_stopping_patience,
         restore_best_weights=cfg.training.restore_best_weights, timeout_s=cfg.training.trial_timeout_s,
         deterministic=cfg.training.deterministic, save_models=cfg.training.save_models, callbacks=callbacks,
+        audit_per_epoch=cfg.guards.audit_per_epoch,
     )
     results = _load_results(run_dir)
     status = "FINISHED"
+    stopped_early = None
     try:
         remaining = cfg.study.n_trials - driver.n_finished()
         while remaining > 0:
@@ -190,15 +196,49 @@ def run_study(
             remaining -= 1
             if on_trial_end is not None:
                 on_trial_end(result, _progress(results, cfg, started))
+            if remaining > 0 and cfg.guards.stop_when_converged:
+                stopped_early = _converged(cfg, space, run_dir, results)
+                if stopped_early:
+                    log.warning("stopping early: %s", stopped_early)
+                    break
+        reselection = _reselect(cfg, results, build, space, splits, settings, tracker, run_dir) \
+            if cfg.guards.reselect_top_k > 0 else None
     except BaseException:
         status = "KILLED"
         tracker.end_study({}, {"hpo.status": "interrupted"}, status="KILLED")
         driver.close()
         raise
     driver.close()
-    summary = _summarise(cfg, run_dir, results, splits, started, parent, uri)
+    summary = _summarise(cfg, run_dir, results, splits, started, parent, uri, reselection)
+    summary.stopped_early = stopped_early
     if cfg.ensemble.enabled and summary.n_complete > 0:
         summary.ensemble = _ensemble(cfg, run_dir, uri, parent)
+    guard_metrics: dict[str, float | None] = {}
+    guard_tags: dict[str, Any] = {}
+    if cfg.guards.enabled and summary.best_trial is not None:
+        from hpo.guards import check_study
+
+        members = None
+        if summary.ensemble:
+            members = ([m[0] for m in summary.ensemble["members"]], [m[1] for m in summary.ensemble["members"]],
+                       cfg.ensemble.combine)
+        report = check_study(run_dir, list(results.values()), metric=cfg.objective.metric,
+                             direction=cfg.objective.direction, incumbent=summary.best_trial,
+                             threshold=cfg.guards.gap_threshold, n_resamples=cfg.guards.n_bootstrap,
+                             confidence=cfg.guards.confidence, seed=cfg.study.seed, ensemble_counts=members)
+        summary.guards = report.to_dict() | {"verdict": report.verdict()}
+        _write_json(run_dir / "guards.json", summary.guards)
+        tracker.log_study_artifact(run_dir / "guards.json")
+        c = report.incumbent_check
+        guard_metrics = {"guard_gap": c.gap if c else None, "guard_gap_threshold": c.threshold if c else None,
+                         "guard_gap_se": c.gap_se if c else None,
+                         "guard_select_audit_correlation": report.correlation, "guard_overtuning": report.overtuning,
+                         "guard_tied_trials": float(len(report.tied)),
+                         "guard_ensemble_gap": report.ensemble_check.gap if report.ensemble_check else None}
+        guard_tags = {"hpo.guard.overfit": str(report.overfit).lower(), "hpo.guard.verdict": report.verdict()}
+    from hpo.guards import test_uses
+
+    guard_metrics["test_split_uses"] = float(test_uses(run_dir))
     summary.duration_s = time.monotonic() - started
     _write_json(run_dir / "summary.json", summary.to_dict())
     tracker.log_study_artifact(run_dir / "summary.json")
@@ -209,8 +249,72 @@ def run_study(
     }
     if summary.ensemble:
         final_metrics.update({f"ensemble_{k}": v for k, v in summary.ensemble["metrics"].items()})
-    tracker.end_study(final_metrics, {"hpo.best_trial": summary.best_trial, "hpo.status": "finished"}, status=status)
+    final_metrics.update(guard_metrics)
+    tags = {"hpo.best_trial": summary.best_trial, "hpo.status": "finished", **guard_tags}
+    if stopped_early:
+        tags["hpo.stopped_early"] = stopped_early
+    tracker.end_study(final_metrics, tags, status=status)
     return summary
+
+
+def _converged(cfg: StudyConfig, space: SearchSpace, run_dir: Path, results: Mapping[int, Mapping[str, Any]]) -> str | None:
+    """The stopping rule: the regret bound has fallen below the incumbent's statistical error."""
+    from hpo.guards import regret_bound, statistical_error
+
+    complete = [r for r in results.values() if r["state"] == "COMPLETE"]
+    if len(complete) < cfg.guards.stop_min_trials:
+        return None
+    sign = 1 if cfg.objective.direction == "maximize" else -1
+    best = max(complete, key=lambda r: sign * r["value"])
+    error = statistical_error(run_dir, best, cfg.objective.metric, seed=cfg.study.seed)
+    if error is None:
+        return None
+    bound = regret_bound(space, [r["params"] for r in complete], [r["value"] for r in complete],
+                         cfg.objective.direction, seed=cfg.study.seed)
+    if bound < error:
+        return (f"after {len(complete)} complete trials the regret bound {bound:.4g} is below the select "
+                f"metric's bootstrap standard error {error:.4g}")
+    return None
+
+
+def _reselect(cfg: StudyConfig, results: Mapping[int, Mapping[str, Any]], build: Builder, space: SearchSpace,
+              splits: Splits, settings: TrialSettings, tracker: Tracker, run_dir: Path) -> dict[str, Any] | None:
+    """Retrain the top-k configurations with new seeds and choose by the mean select score (SMAC's intensification)."""
+    from dataclasses import replace as dc_replace
+
+    sign = 1 if cfg.objective.direction == "maximize" else -1
+    complete = sorted((r for r in results.values() if r["state"] == "COMPLETE"), key=lambda r: -sign * r["value"])
+    top = complete[: cfg.guards.reselect_top_k]
+    if not top:
+        return None
+    quiet = dc_replace(settings, save_models=False)
+    audit_key = f"audit_{cfg.objective.metric}"
+    table: dict[int, dict[str, Any]] = {}
+    for r in top:
+        sel, aud = [r["value"]], [r["metrics"].get(audit_key)]
+        for j in range(1, cfg.guards.reselect_seeds + 1):
+            d = run_dir / "reselect" / f"{r['number']:05d}-{j}"
+            if (d / "result.json").exists():  # resumed study: already retrained
+                rr = json.loads((d / "result.json").read_text())
+            else:
+                seed = trial_seed(cfg.study.seed + 7919 * j, r["number"])
+                run_id = tracker.start_trial(r["number"], r["params"], tags={
+                    "hpo.kind": "reselect", "hpo.seed": seed, "hpo.reselect_of": r["number"]})
+                res = run_trial(number=r["number"], params=r["params"], seed=seed, build=build, space=space,
+                                splits=splits, settings=quiet, trial_dir=d,
+                                listener=lambda e, logs, _id=run_id: tracker.log_epoch(_id, e, logs))
+                d.mkdir(parents=True, exist_ok=True)
+                rr = _result_dict(res)
+                _write_json(d / "result.json", rr)
+                tracker.end_trial(run_id, res.metrics, {"hpo.state": res.state.value},
+                                  failed=res.state is TrialState.FAILED)
+            if rr["state"] == "COMPLETE":
+                sel.append(rr["value"])
+                aud.append(rr["metrics"].get(audit_key))
+        table[r["number"]] = {"select_values": sel, "audit_values": aud, "select_mean": float(np.mean(sel)),
+                              "audit_mean": float(np.mean([a for a in aud if a is not None]))}
+    chosen = max(table, key=lambda n: sign * table[n]["select_mean"])
+    return {"chosen": chosen, "by_trial": table, "seeds_per_config": 1 + cfg.guards.reselect_seeds}
 
 
 def _run_one(cfg: StudyConfig, proposal: Proposal, build: Builder, space: SearchSpace, splits: Splits,
@@ -271,10 +375,11 @@ def _progress(results: Mapping[int, Mapping[str, Any]], cfg: StudyConfig, starte
 
 
 def _summarise(cfg: StudyConfig, run_dir: Path, results: Mapping[int, Mapping[str, Any]], splits: Splits,
-               started: float, parent: str, uri: str) -> StudySummary:
+               started: float, parent: str, uri: str, reselection: dict[str, Any] | None = None) -> StudySummary:
     complete = [r for r in results.values() if r["state"] == "COMPLETE"]
     sign = 1 if cfg.objective.direction == "maximize" else -1
-    best = max(complete, key=lambda r: (sign * r["value"], -r["number"])) if complete else None
+    by_select = max(complete, key=lambda r: (sign * r["value"], -r["number"])) if complete else None
+    best = results[reselection["chosen"]] if reselection else by_select
     best_test: dict[str, float] = {}
     if best is not None and best.get("predictions_path"):
         from ensembles.pool import load_pool
@@ -285,8 +390,11 @@ def _summarise(cfg: StudyConfig, run_dir: Path, results: Mapping[int, Mapping[st
         counts[i] = 1
         from ensembles.build import evaluate
 
-        # The locked test split is only evaluated here, for the final incumbent.
+        # The locked test split is only evaluated here, for the final incumbent (and counted).
+        from hpo.guards import record_test_use
+
         best_test = {k[5:]: v for k, v in evaluate(pool, counts, "probs", {}, splits=("test",)).items()}
+        record_test_use(run_dir, f"incumbent trial {best['number']}")
     trials = [{"number": r["number"], "state": r["state"], "value": r["value"], "params": r["params"],
                "audit": r["metrics"].get(f"audit_{cfg.objective.metric}"), "error": r.get("error")}
               for r in sorted(results.values(), key=lambda r: r["number"])]
@@ -298,7 +406,8 @@ def _summarise(cfg: StudyConfig, run_dir: Path, results: Mapping[int, Mapping[st
         best_select=best["value"] if best else None,
         best_audit=best["metrics"].get(f"audit_{cfg.objective.metric}") if best else None,
         best_test=best_test, duration_s=time.monotonic() - started, parent_run_id=parent,
-        tracking_uri=redact(uri), trials=trials,
+        tracking_uri=redact(uri), trials=trials, reselection=reselection,
+        best_trial_by_select=by_select["number"] if by_select else None,
     )
 
 

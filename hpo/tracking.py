@@ -120,7 +120,12 @@ class Tracker:
         now = int(time.time() * 1000)
         metrics = []
         for k, v in logs.items():
-            name = ("select_" + k[4:]) if k.startswith("val_") else ("train_" + k)
+            if k.startswith("val_"):
+                name = "select_" + k[4:]
+            elif k.startswith("audit_"):
+                name = k
+            else:
+                name = "train_" + k
             try:
                 metrics.append(Metric(f"epoch_{name}", float(v), now, epoch))
             except (TypeError, ValueError):

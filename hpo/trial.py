@@ -69,6 +69,7 @@ class TrialSettings:
     timeout_s: float | None = None
     deterministic: bool = True
     save_models: bool = True
+    audit_per_epoch: bool = True
     callbacks: Callable[[], list[Any]] | None = None  # fresh user callbacks per trial
 
 
@@ -86,14 +87,21 @@ def make_model(build: Builder, hp: Any, splits_spec: Any, compile_default: Calla
     return model
 
 
-def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor: str, started: float) -> list[Any]:
+def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor: str, started: float,
+               audit: tuple[Any, Any] | None, audit_history: dict[str, list[float]]) -> list[Any]:
     import keras
 
     class _Listen(keras.callbacks.Callback):
-        """Forwards epoch logs (tracking, pruning) and enforces the wall-time budget."""
+        """Scores audit (for reports only), forwards epoch logs (tracking, pruning), enforces the time budget."""
 
         def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
             logs = dict(logs or {})
+            if audit is not None:
+                # Never seen by the pruner or the sampler: they only read val_* (select).
+                scores = self.model.evaluate(audit[0], audit[1], batch_size=1024, verbose=0, return_dict=True)
+                for k, v in scores.items():
+                    audit_history.setdefault(f"audit_{k}", []).append(float(v))
+                    logs[f"audit_{k}"] = float(v)
             if listener is not None:
                 listener(epoch, logs)
             if settings.timeout_s is not None and time.monotonic() - started > settings.timeout_s:
@@ -144,13 +152,15 @@ def run_trial(
         hp = space.hyperparameters_for(params)
         model = make_model(build, hp, splits.spec)
         monitor = f"val_{settings.objective}"
-        cbs = _callbacks(settings, listener, monitor, started)
+        audit_history: dict[str, list[float]] = {}
+        audit = (splits.x["audit"], splits.y["audit"]) if settings.audit_per_epoch else None
+        cbs = _callbacks(settings, listener, monitor, started, audit, audit_history)
         hist = model.fit(
             splits.x["train"], splits.y["train"],
             validation_data=(splits.x["select"], splits.y["select"]),
             epochs=epochs or settings.epochs, batch_size=settings.batch_size, verbose=0, callbacks=cbs,
         )
-        result.history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+        result.history = {k: [float(v) for v in vals] for k, vals in hist.history.items()} | audit_history
         result.epochs = len(result.history.get("loss", []))
         losses = result.history.get("loss", [])
         if not losses or any(not math.isfinite(v) for v in losses):
