@@ -91,6 +91,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"reselection ({r['seeds_per_config']} seeds per configuration): chose trial {r['chosen']} "
               f"(mean select {r['by_trial'][r['chosen']]['select_mean']:.4f}); by a single select score: "
               f"trial {summary.best_trial_by_select}")
+    if summary.plots and summary.plots.get("message"):
+        print(summary.plots["message"])
+    elif summary.plots:
+        print("model plots: " + ", ".join(v for k, v in summary.plots.items() if k != "message" and v))
     if summary.stopped_early:
         print(f"stopped early: {summary.stopped_early}")
     if summary.guards:
@@ -102,6 +106,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print("WARNING: the search overfits its select half; trust audit and test, not select "
                   "(tag hpo.guard.overfit=true on the parent run)", file=sys.stderr)
         print(f"  locked test split used {g['test_uses']} time(s)")
+        r = g.get("restore_best_epoch")
+        if r:
+            print(f"  restoring the best select epoch ({r['best_select_epoch']} of {r['last_epoch']}) would have "
+                  f"changed audit by {r['audit_change_if_restored']:+.4f}")
     print(f"mlflow: {summary.tracking_uri}  (hpo ui {summary.run_dir})")
     return 0
 
@@ -155,6 +163,22 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         return 0
 
 
+def _cmd_tensorboard(args: argparse.Namespace) -> int:
+    from hpo.tensorboard import ROOT
+
+    logdir = _resolve_run_dir(args.run_dir) / ROOT
+    if not logdir.exists():
+        print(f"error: run_dir: {logdir} does not exist; run the study with tensorboard: {{enabled: true}}",
+              file=sys.stderr)
+        return 2
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", args.host, "--port", str(args.port)]
+    print(f"TensorBoard for {logdir} on http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hpo", description="Hyperparameter search and ensembling for Keras.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -185,6 +209,11 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--port", type=int, default=5000)
     u.add_argument("--tracking-uri")
     u.set_defaults(fn=_cmd_ui)
+    t = sub.add_parser("tensorboard", help="serve TensorBoard (scalars, HParams) of a study run with tensorboard on")
+    t.add_argument("run_dir", help="the study's run directory, or its name (runs/<name>)")
+    t.add_argument("--host", default="127.0.0.1")
+    t.add_argument("--port", type=int, default=6006)
+    t.set_defaults(fn=_cmd_tensorboard)
     return p
 
 

@@ -69,6 +69,7 @@ class TrainingSection:
     trial_timeout_s: float | None = None
     deterministic: bool = True
     save_models: bool = True
+    callbacks: list[Any] = field(default_factory=list)  # [{name: ReduceLROnPlateau, args: {...}}, ...]
 
 
 @dataclass
@@ -90,6 +91,17 @@ class EnsembleSection:
     combine: str = "probs"
     size: int = 5
     metric: str = "nll"
+
+
+@dataclass
+class TensorBoardSection:
+    enabled: bool = False
+    histograms: bool = False
+
+
+@dataclass
+class PlotsSection:
+    enabled: bool = True
 
 
 @dataclass
@@ -118,6 +130,8 @@ class StudyConfig:
     tracking: TrackingSection = field(default_factory=TrackingSection)
     ensemble: EnsembleSection = field(default_factory=EnsembleSection)
     guards: GuardsSection = field(default_factory=GuardsSection)
+    tensorboard: TensorBoardSection = field(default_factory=TensorBoardSection)
+    plots: PlotsSection = field(default_factory=PlotsSection)
 
     @property
     def run_dir(self) -> Path:
@@ -161,6 +175,10 @@ def _check_type(value: Any, typ: Any, where: str) -> Any:
         if not isinstance(value, str):
             raise ConfigError(where, f"must be a string, got {value!r}")
         return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(where, f"must be a list, got {type(value).__name__}")
+        return list(value)
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(where, f"must be a mapping, got {type(value).__name__}")
@@ -243,6 +261,14 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     _one_of(cfg.ensemble.metric, ("nll", "accuracy"), "ensemble.metric")
     if cfg.ensemble.size < 1:
         raise ConfigError("ensemble.size", f"must be at least 1, got {cfg.ensemble.size}")
+    from hpo.callbacks import from_config
+
+    from_config(cfg.training.callbacks)  # builds each once: bad names or arguments fail here
+    if cfg.tensorboard.enabled:
+        from hpo.tensorboard import available
+
+        if not available():
+            raise ConfigError("tensorboard.enabled", "needs the tensorboard package: pip install tensorboard")
     g = cfg.guards
     if g.gap_threshold is not None and g.gap_threshold < 0:
         raise ConfigError("guards.gap_threshold", f"must be >= 0, got {g.gap_threshold}")

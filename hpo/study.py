@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from hpo import callbacks as cb_mod
 from hpo import config as config_mod
 from hpo.config import StudyConfig
 from hpo.data import Splits, check_labels, leaves, load_dataset
@@ -53,6 +54,7 @@ class StudySummary:
     reselection: dict[str, Any] | None = None
     best_trial_by_select: int | None = None
     stopped_early: str | None = None
+    plots: dict[str, Any] | None = None
     trials: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,7 +149,7 @@ def run_study(
     *,
     build: Builder | None = None,
     splits: Splits | None = None,
-    callbacks: Callable[[], list[Any]] | None = None,
+    callbacks: Any = None,
     on_trial_end: TrialCallback | None = None,
 ) -> StudySummary:
     """Run (or resume) the study ``cfg`` describes and, if enabled, ensemble its best trials."""
@@ -175,11 +177,18 @@ def run_study(
               "hpo.device": device_description(), "hpo.space": space.describe()},
     )
     tracker.log_study_artifact(run_dir / "config.yaml")
+    if cfg.tensorboard.enabled:
+        from hpo.tensorboard import write_experiment
+
+        m = cfg.objective.metric
+        write_experiment(run_dir, space, [f"select_{m}", f"audit_{m}", "select_loss", "audit_loss"],
+                         description=f"study {cfg.study.name}: {cfg.space.builder} on {cfg.data.dataset}")
     settings = TrialSettings(
         epochs=cfg.training.epochs, batch_size=cfg.training.batch_size, objective=cfg.objective.metric,
         direction=cfg.objective.direction, early_stopping_patience=cfg.training.early_stopping_patience,
         restore_best_weights=cfg.training.restore_best_weights, timeout_s=cfg.training.trial_timeout_s,
-        deterministic=cfg.training.deterministic, save_models=cfg.training.save_models, callbacks=callbacks,
+        deterministic=cfg.training.deterministic, save_models=cfg.training.save_models,
+        callbacks=cb_mod.combine(cb_mod.from_config(cfg.training.callbacks), cb_mod.as_factory(callbacks)),
         audit_per_epoch=cfg.guards.audit_per_epoch,
     )
     results = _load_results(run_dir)
@@ -213,6 +222,15 @@ def run_study(
     summary.stopped_early = stopped_early
     if cfg.ensemble.enabled and summary.n_complete > 0:
         summary.ensemble = _ensemble(cfg, run_dir, uri, parent)
+    if cfg.plots.enabled and summary.best_trial is not None:
+        from hpo.plots import plot_study
+
+        best = results.get(summary.best_trial, {})
+        summary.plots = plot_study(run_dir, best.get("model_path"),
+                                   summary.ensemble.get("artifact_dir") if summary.ensemble else None)
+        for key in ("best_trial", "ensemble"):
+            if summary.plots.get(key):
+                tracker.log_study_artifact(Path(summary.plots[key]), "plots")
     guard_metrics: dict[str, float | None] = {}
     guard_tags: dict[str, Any] = {}
     if cfg.guards.enabled and summary.best_trial is not None:
@@ -323,9 +341,21 @@ def _run_one(cfg: StudyConfig, proposal: Proposal, build: Builder, space: Search
     run_id = tracker.start_trial(proposal.number, proposal.params,
                                  tags={"hpo.seed": seed, "hpo.driver": cfg.driver.name, "hpo.device": device_description()})
     monitor = f"val_{cfg.objective.metric}"
+    board = None
+    extra: list[Any] = []
+    if cfg.tensorboard.enabled:
+        from hpo.tensorboard import TrialBoard, histogram_callback
+
+        board = TrialBoard(run_dir, proposal.number, proposal.params)
+        if cfg.tensorboard.histograms:
+            extra.append(histogram_callback(board))
 
     def listener(epoch: int, logs: Mapping[str, float]) -> None:
         tracker.log_epoch(run_id, epoch, logs)
+        if board is not None:
+            board.scalars(epoch, {("epoch_select_" + k[4:]) if k.startswith("val_") else
+                                  (f"epoch_{k}" if k.startswith("audit_") else f"epoch_train_{k}"): v
+                                  for k, v in logs.items()})
         value = logs.get(monitor)
         if value is not None and math.isfinite(value) and driver.should_prune(proposal, epoch, float(value)):
             raise TrialPruned(f"pruned at epoch {epoch + 1} ({monitor}={value:.4g})")
@@ -333,7 +363,8 @@ def _run_one(cfg: StudyConfig, proposal: Proposal, build: Builder, space: Search
     trial_dir = run_dir / "trials" / f"{proposal.number:05d}"
     try:
         result = run_trial(number=proposal.number, params=proposal.params, seed=seed, build=build, space=space,
-                           splits=splits, settings=settings, trial_dir=trial_dir, listener=listener, epochs=proposal.epochs)
+                           splits=splits, settings=settings, trial_dir=trial_dir, listener=listener,
+                           epochs=proposal.epochs, extra_callbacks=extra)
     except BaseException:
         tracker.end_trial(run_id, {}, {"hpo.state": "INTERRUPTED"}, failed=True)
         raise
@@ -348,6 +379,8 @@ def _run_one(cfg: StudyConfig, proposal: Proposal, build: Builder, space: Search
     if result.error:
         tags["hpo.error"] = result.error[:5000]
     tracker.end_trial(run_id, metrics, tags, failed=result.state is TrialState.FAILED)
+    if board is not None:
+        board.finish({k: v for k, v in result.metrics.items()}, failed=result.state is not TrialState.COMPLETE)
     return result
 
 
@@ -465,7 +498,8 @@ def search(
     storage: str | None = None,
     tracking_uri: str | None = None,
     ensemble: bool | Mapping[str, Any] = True,
-    callbacks: Callable[[], list[Any]] | None = None,
+    callbacks: Any = None,
+    tensorboard: bool = False,
     heads: Any = None,
     on_trial_end: TrialCallback | None = None,
 ) -> StudySummary:
@@ -517,6 +551,7 @@ def search(
         "objective": {"metric": objective, "direction": direction},
         "tracking": {"uri": tracking_uri},
         "ensemble": {"enabled": bool(ensemble), **ens},
+        "tensorboard": {"enabled": tensorboard},
     }
     cfg = config_mod.from_dict(raw)
     return run_study(cfg, build=build, splits=splits, callbacks=callbacks, on_trial_end=on_trial_end)

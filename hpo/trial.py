@@ -70,7 +70,7 @@ class TrialSettings:
     deterministic: bool = True
     save_models: bool = True
     audit_per_epoch: bool = True
-    callbacks: Callable[[], list[Any]] | None = None  # fresh user callbacks per trial
+    callbacks: Callable[[Path], list[Any]] | None = None  # user callbacks, made fresh for each trial directory
 
 
 def make_model(build: Builder, hp: Any, splits_spec: Any, compile_default: Callable[..., Any] | None = None) -> Any:
@@ -115,8 +115,6 @@ def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor:
             mode="max" if settings.direction == "maximize" else "min",
             restore_best_weights=settings.restore_best_weights,
         ))
-    if settings.callbacks is not None:
-        cbs.extend(settings.callbacks())
     return cbs
 
 
@@ -140,6 +138,7 @@ def run_trial(
     trial_dir: Path,
     listener: EpochListener | None = None,
     epochs: int | None = None,
+    extra_callbacks: list[Any] | None = None,
 ) -> TrialResult:
     """Train and score one configuration; never raises for a failing trial."""
     import keras
@@ -154,7 +153,10 @@ def run_trial(
         monitor = f"val_{settings.objective}"
         audit_history: dict[str, list[float]] = {}
         audit = (splits.x["audit"], splits.y["audit"]) if settings.audit_per_epoch else None
-        cbs = _callbacks(settings, listener, monitor, started, audit, audit_history)
+        cbs = _callbacks(settings, listener, monitor, started, audit, audit_history) + list(extra_callbacks or [])
+        if settings.callbacks is not None:
+            trial_dir.mkdir(parents=True, exist_ok=True)
+            cbs.extend(settings.callbacks(trial_dir))
         hist = model.fit(
             splits.x["train"], splits.y["train"],
             validation_data=(splits.x["select"], splits.y["select"]),
