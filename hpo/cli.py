@@ -48,21 +48,46 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    live = None
+    if not args.quiet and sys.stdout.isatty():
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        live = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        trials_task = live.add_task("trials", total=cfg.study.n_trials, info="")
+        epoch_task = live.add_task("epochs", total=cfg.training.epochs, info="")
+
+    def on_epoch_end(number: int, epoch: int, total: int, logs: Any) -> None:
+        if live is not None:
+            value = logs.get("val_" + cfg.objective.metric)
+            live.update(epoch_task, completed=epoch, total=total,
+                        info=f"trial {number}" + (f" select={value:.4f}" if value is not None else ""))
+
     def on_trial_end(r: TrialResult, p: StudyProgress) -> None:
         if args.quiet:
             return
         eta = p.elapsed_s / max(p.done, 1) * max(p.total - p.done, 0)
         detail = f"select={_fmt(r.value)} audit={_fmt(r.metrics.get('audit_' + cfg.objective.metric))}" \
             if r.value is not None else (r.error or "")[:120]
-        print(f"[{p.done}/{p.total}] trial {r.number} {r.state.value:<8} {detail}  "
-              f"best={_fmt(p.best_value)} failed={p.failed} pruned={p.pruned} "
-              f"elapsed={p.elapsed_s:.0f}s eta={eta:.0f}s", flush=True)
+        line = (f"[{p.done}/{p.total}] trial {r.number} {r.state.value:<8} {detail}  "
+                f"best={_fmt(p.best_value)} failed={p.failed} pruned={p.pruned} "
+                f"elapsed={p.elapsed_s:.0f}s eta={eta:.0f}s")
+        if live is not None:
+            live.console.print(line)
+            live.update(trials_task, completed=p.done,
+                        info=f"best={_fmt(p.best_value)} failed={p.failed} pruned={p.pruned}")
+        else:
+            print(line, flush=True)
 
     if not args.quiet:
         print(f"study {cfg.study.name!r}: {cfg.study.n_trials} trials, driver {cfg.driver.name}/{cfg.driver.sampler}, "
               f"{cfg.space.builder} on {cfg.data.dataset}, run dir {cfg.run_dir}", flush=True)
     try:
-        summary = run_study(cfg, on_trial_end=on_trial_end)
+        if live is not None:
+            with live:
+                summary = run_study(cfg, on_trial_end=on_trial_end, on_epoch_end=on_epoch_end)
+        else:
+            summary = run_study(cfg, on_trial_end=on_trial_end)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -110,6 +135,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if r:
             print(f"  restoring the best select epoch ({r['best_select_epoch']} of {r['last_epoch']}) would have "
                   f"changed audit by {r['audit_change_if_restored']:+.4f}")
+    if summary.report:
+        print(f"report: {summary.report}")
     print(f"mlflow: {summary.tracking_uri}  (hpo ui {summary.run_dir})")
     return 0
 
@@ -148,6 +175,26 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(cmd: list[str]) -> int:
+    """Run a server command; Ctrl-C or SIGTERM stops it and its process group."""
+    import signal
+
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def stop(*_: Any) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        stop()
+        return proc.wait()
+
+
 def _cmd_ui(args: argparse.Namespace) -> int:
     from hpo.tracking import default_tracking_uri
 
@@ -157,10 +204,47 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     if not args.tracking_uri:
         cmd += ["--default-artifact-root", (run_dir / "mlartifacts").resolve().as_uri()]
     print(f"MLflow UI for {run_dir} on http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    return _serve(cmd)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from hpo.report import build_report
+    from hpo.tracking import default_tracking_uri
+
+    run_dir = _resolve_run_dir(args.run_dir)
+    if not (run_dir / "summary.json").exists():
+        print(f"error: run_dir: {run_dir} holds no finished study (no summary.json)", file=sys.stderr)
+        return 2
+    path = build_report(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    uri = args.tracking_uri or (summary["tracking_uri"] if "***" not in summary["tracking_uri"]
+                                else default_tracking_uri(run_dir))
     try:
-        return subprocess.call(cmd)
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(uri).log_artifact(summary["parent_run_id"], str(path))
+        where = f"logged to the parent run {summary['parent_run_id']}"
+    except Exception as exc:  # the report itself is written; tracking may be elsewhere or down
+        where = f"not logged to MLflow ({type(exc).__name__}: {str(exc)[:120]})"
+    print(f"report: {path} ({where})")
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    run_dir = _resolve_run_dir(args.run_dir)
+    storage = args.storage or f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
+    try:
+        import optuna_dashboard
+    except ImportError:
+        print("error: optuna-dashboard is not installed: pip install optuna-dashboard", file=sys.stderr)
+        return 2
+    print(f"optuna-dashboard for {storage.split('@')[-1]} on http://{args.host}:{args.port}  (Ctrl-C stops it)",
+          flush=True)
+    try:
+        optuna_dashboard.run_server(storage, host=args.host, port=args.port)
     except KeyboardInterrupt:
-        return 0
+        pass
+    return 0
 
 
 def _cmd_tensorboard(args: argparse.Namespace) -> int:
@@ -173,10 +257,7 @@ def _cmd_tensorboard(args: argparse.Namespace) -> int:
         return 2
     cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", args.host, "--port", str(args.port)]
     print(f"TensorBoard for {logdir} on http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
+    return _serve(cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -209,6 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--port", type=int, default=5000)
     u.add_argument("--tracking-uri")
     u.set_defaults(fn=_cmd_ui)
+    rp = sub.add_parser("report", help="write the study's self-contained HTML report and log it to MLflow")
+    rp.add_argument("run_dir", help="the study's run directory, or its name (runs/<name>)")
+    rp.add_argument("--tracking-uri")
+    rp.set_defaults(fn=_cmd_report)
+    d = sub.add_parser("dashboard", help="serve optuna-dashboard on the study's Optuna storage")
+    d.add_argument("run_dir", help="the study's run directory, or its name (runs/<name>)")
+    d.add_argument("--storage", help="an Optuna storage URL (default: the run directory's optuna.db)")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=8080)
+    d.set_defaults(fn=_cmd_dashboard)
     t = sub.add_parser("tensorboard", help="serve TensorBoard (scalars, HParams) of a study run with tensorboard on")
     t.add_argument("run_dir", help="the study's run directory, or its name (runs/<name>)")
     t.add_argument("--host", default="127.0.0.1")

@@ -105,6 +105,11 @@ class PlotsSection:
 
 
 @dataclass
+class ReportSection:
+    enabled: bool = True  # write runs/<name>/report.html at the end of every run
+
+
+@dataclass
 class GuardsSection:
     enabled: bool = True
     gap_threshold: float | None = None  # default: twice the bootstrap standard error of the gap
@@ -132,6 +137,7 @@ class StudyConfig:
     guards: GuardsSection = field(default_factory=GuardsSection)
     tensorboard: TensorBoardSection = field(default_factory=TensorBoardSection)
     plots: PlotsSection = field(default_factory=PlotsSection)
+    report: ReportSection = field(default_factory=ReportSection)
 
     @property
     def run_dir(self) -> Path:

@@ -55,6 +55,7 @@ class StudySummary:
     best_trial_by_select: int | None = None
     stopped_early: str | None = None
     plots: dict[str, Any] | None = None
+    report: str | None = None
     trials: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +152,7 @@ def run_study(
     splits: Splits | None = None,
     callbacks: Any = None,
     on_trial_end: TrialCallback | None = None,
+    on_epoch_end: Callable[[int, int, int, Mapping[str, float]], None] | None = None,
 ) -> StudySummary:
     """Run (or resume) the study ``cfg`` describes and, if enabled, ensemble its best trials."""
     config_mod.validate(cfg)
@@ -200,7 +202,7 @@ def run_study(
             proposal = driver.ask()
             if proposal is None:
                 break
-            result = _run_one(cfg, proposal, build, space, splits, settings, driver, tracker, run_dir)
+            result = _run_one(cfg, proposal, build, space, splits, settings, driver, tracker, run_dir, on_epoch_end)
             results[result.number] = _result_dict(result)
             remaining -= 1
             if on_trial_end is not None:
@@ -260,6 +262,12 @@ def run_study(
     summary.duration_s = time.monotonic() - started
     _write_json(run_dir / "summary.json", summary.to_dict())
     tracker.log_study_artifact(run_dir / "summary.json")
+    if cfg.report.enabled:
+        from hpo.report import build_report
+
+        summary.report = str(build_report(run_dir))
+        _write_json(run_dir / "summary.json", summary.to_dict())
+        tracker.log_study_artifact(Path(summary.report))
     final_metrics = {
         "n_complete": summary.n_complete, "n_failed": summary.n_failed, "n_pruned": summary.n_pruned,
         "best_select": summary.best_select, "best_audit": summary.best_audit,
@@ -336,7 +344,8 @@ def _reselect(cfg: StudyConfig, results: Mapping[int, Mapping[str, Any]], build:
 
 
 def _run_one(cfg: StudyConfig, proposal: Proposal, build: Builder, space: SearchSpace, splits: Splits,
-             settings: TrialSettings, driver: Any, tracker: Tracker, run_dir: Path) -> TrialResult:
+             settings: TrialSettings, driver: Any, tracker: Tracker, run_dir: Path,
+             on_epoch_end: Callable[[int, int, int, Mapping[str, float]], None] | None = None) -> TrialResult:
     seed = trial_seed(cfg.study.seed, proposal.number)
     run_id = tracker.start_trial(proposal.number, proposal.params,
                                  tags={"hpo.seed": seed, "hpo.driver": cfg.driver.name, "hpo.device": device_description()})
@@ -350,8 +359,12 @@ def _run_one(cfg: StudyConfig, proposal: Proposal, build: Builder, space: Search
         if cfg.tensorboard.histograms:
             extra.append(histogram_callback(board))
 
+    total_epochs = proposal.epochs or cfg.training.epochs
+
     def listener(epoch: int, logs: Mapping[str, float]) -> None:
         tracker.log_epoch(run_id, epoch, logs)
+        if on_epoch_end is not None:
+            on_epoch_end(proposal.number, epoch + 1, total_epochs, logs)
         if board is not None:
             board.scalars(epoch, {("epoch_select_" + k[4:]) if k.startswith("val_") else
                                   (f"epoch_{k}" if k.startswith("audit_") else f"epoch_train_{k}"): v

@@ -1,0 +1,127 @@
+"""Seeing the search: the HTML report, the MLflow UI in a real browser, optuna-dashboard."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import mlflow
+import pytest
+
+from .conftest import ROOT
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"  # screenshots kept after the run (git-ignored)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serving(args: list[str], health: str, cwd: Path) -> Iterator[int]:
+    """Run ``python -m hpo.cli <args> --port P`` until ``health`` answers on 127.0.0.1:P."""
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "hpo.cli", *args, "--port", str(port)], env=env, cwd=cwd,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{health}", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, f"hpo {args[0]} exited"
+            assert time.monotonic() < deadline, f"hpo {args[0]} did not come up"
+            time.sleep(0.5)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_report_is_one_offline_html_file_logged_to_mlflow(finished_study: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg, summary = finished_study
+    page = Path(summary.report).read_text()
+    for heading in ("Optimisation history", "Select against audit", "Parameter importances", "Slices",
+                    "Learning curves of the top trials", "Ensemble", "Guards", "Top trials", "Models"):
+        assert f"<h2>{heading}" in page, heading
+    assert page.count("data:image/png;base64,") >= 7
+    assert not re.search(r'(src|href)="https?://', page), "the report must work offline"
+    for t in summary.trials[:3]:
+        run_id = json.loads((cfg.run_dir / "trials" / f"{t['number']:05d}" / "result.json").read_text())["mlflow_run_id"]
+        assert run_id in page
+    client = mlflow.tracking.MlflowClient(summary.tracking_uri)
+    assert "report.html" in {a.path for a in client.list_artifacts(summary.parent_run_id)}
+    from hpo.cli import main
+
+    assert main(["report", str(cfg.run_dir)]) == 0
+    assert "logged to the parent run" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_mlflow_ui_lists_parent_trials_and_ensemble_in_a_browser(finished_study: Any, tmp_path: Path) -> None:
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail("CI must install Debian's chromium (see .ci/run)")
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium: apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    cfg, summary = finished_study
+    client = mlflow.tracking.MlflowClient(summary.tracking_uri)
+    exp_id = client.get_experiment_by_name("shared").experiment_id
+    trial_run = client.search_runs([exp_id], filter_string="tags.`hpo.kind` = 'trial'", max_results=1)[0]
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serving(["ui", str(cfg.run_dir)], "/health", tmp_path) as port, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        base = f"http://127.0.0.1:{port}/#/experiments/{exp_id}"
+        page.goto(f"{base}/runs")
+        page.get_by_text("shared", exact=True).last.wait_for(timeout=60_000)
+        # expand the parent run: its trial runs and the ensemble run are nested under it
+        page.locator("button[data-component-id$='runnamecellrenderer.tsx_46']").first.click()
+        page.get_by_text("trial-0011").wait_for(timeout=60_000)
+        page.screenshot(path=str(ARTIFACTS / "mlflow-ui-runs.png"))
+        names = set(page.inner_text("body").split("\n"))
+        assert {f"trial-{i:04d}" for i in range(12)} <= names
+        assert any(n.startswith("ensemble-") for n in names)
+        # the runs' own pages show their metrics
+        for run_id, expected in ((summary.parent_run_id, ["best_select", "guard_gap", "ensemble_test_accuracy"]),
+                                 (trial_run.info.run_id, ["select_accuracy", "audit_accuracy"]),
+                                 (summary.ensemble["mlflow_run_id"], ["test_accuracy", "audit_nll"])):
+            page.goto(f"{base}/runs/{run_id}")
+            page.get_by_text(expected[0], exact=True).first.wait_for(timeout=60_000)
+            text = page.inner_text("body")
+            for m in expected:
+                assert m in text, f"{m} not shown on run {run_id}"
+        page.screenshot(path=str(ARTIFACTS / "mlflow-ui-ensemble-run.png"))
+        browser.close()
+    assert (ARTIFACTS / "mlflow-ui-runs.png").stat().st_size > 10_000
+
+
+def test_optuna_dashboard_loads_the_study(finished_study: Any, tmp_path: Path) -> None:
+    cfg, _ = finished_study
+    with serving(["dashboard", str(cfg.run_dir)], "/api/studies", tmp_path) as port:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10) as r:
+            studies = json.loads(r.read())["studies"]
+        study = next(s for s in studies if s["study_name"] == "shared")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", timeout=30) as r:
+            detail = json.loads(r.read())
+    assert len(detail["trials"]) == 12
