@@ -96,6 +96,15 @@ def take(tree: Arrays, idx: np.ndarray) -> Arrays:
     return np.asarray(tree)[idx]
 
 
+def concat(parts: list[Arrays]) -> Arrays:
+    """Row-wise concatenation of array trees of the same structure."""
+    if isinstance(parts[0], dict):
+        return {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+    if isinstance(parts[0], (list, tuple)):
+        return [np.concatenate([np.asarray(p[i]) for p in parts]) for i in range(len(parts[0]))]
+    return np.concatenate([np.asarray(p) for p in parts])
+
+
 def hash_arrays(*trees: Arrays) -> str:
     """sha256 of the arrays' dtypes, shapes and bytes (first 16 hex digits)."""
     h = hashlib.sha256()

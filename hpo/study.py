@@ -21,7 +21,7 @@ import numpy as np
 from hpo import callbacks as cb_mod
 from hpo import config as config_mod
 from hpo.config import StudyConfig
-from hpo.data import Splits, check_labels, leaves, load_dataset
+from hpo.data import Splits, check_labels, concat, leaves, load_dataset
 from hpo.drivers import Proposal, make_driver
 from hpo.errors import ConfigError, TrialPruned
 from hpo.repro import device_description, package_versions, redact, trial_seed
@@ -478,16 +478,8 @@ def _materialise(data: Any) -> tuple[Any, Any]:
         for xb, yb in (data.as_numpy_iterator() if hasattr(data, "as_numpy_iterator") else data):
             xs.append(xb)
             ys.append(yb)
-        return _concat(xs), _concat(ys)
+        return concat(xs), concat(ys)
     raise ConfigError("data", f"expected (x, y) arrays or a dataset of (x, y) batches, got {type(data).__name__}")
-
-
-def _concat(parts: list[Any]) -> Any:
-    if isinstance(parts[0], dict):
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-    if isinstance(parts[0], (list, tuple)):
-        return [np.concatenate([p[i] for p in parts]) for i in range(len(parts[0]))]
-    return np.concatenate(parts)
 
 
 def search(

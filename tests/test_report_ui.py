@@ -90,7 +90,7 @@ def test_mlflow_ui_lists_parent_trials_and_ensemble_in_a_browser(finished_study:
     with serving(["ui", str(cfg.run_dir)], "/health", tmp_path) as port, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"])
+            "--disable-sync", "--no-first-run"])
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         base = f"http://127.0.0.1:{port}/#/experiments/{exp_id}"
         page.goto(f"{base}/runs")
@@ -120,7 +120,7 @@ def test_optuna_dashboard_loads_the_study(finished_study: Any, tmp_path: Path) -
     cfg, _ = finished_study
     with serving(["dashboard", str(cfg.run_dir)], "/api/studies", tmp_path) as port:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10) as r:
-            studies = json.loads(r.read())["studies"]
+            studies = json.loads(r.read())["study_summaries"]
         study = next(s for s in studies if s["study_name"] == "shared")
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}", timeout=30) as r:
             detail = json.loads(r.read())
