@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 from hpo.errors import ConfigError
 from hpo.study import run_study
 
-from .conftest import ROOT, small_config
+from .conftest import ROOT, serving, small_config
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -118,3 +120,23 @@ def test_without_graphviz_plots_give_one_clear_line(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert lines[-2] == "None" and "Graphviz" in lines[-1]
+
+
+def test_hpo_tensorboard_serves_runs_and_hparams(tb_study: Any, tmp_path: Path) -> None:
+    cfg, summary = tb_study
+    with serving(["tensorboard", str(cfg.run_dir)], "/data/runs", tmp_path) as port:
+        deadline = time.monotonic() + 60
+        while True:  # TensorBoard loads event files in the background
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=10) as r:
+                runs = json.loads(r.read())
+            if len(runs) >= 3 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert {f"trial-{t['number']:05d}" for t in summary.trials} <= set(runs)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/data/plugin/hparams/experiment",
+                                     data=json.dumps({"experimentName": ""}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as r:
+            experiment = json.loads(r.read())
+    assert {h["name"] for h in experiment["hparamInfos"]} >= {"units", "learning_rate"}
+    assert {m["name"]["tag"] for m in experiment["metricInfos"]} >= {"select_accuracy", "audit_accuracy"}

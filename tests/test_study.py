@@ -20,7 +20,7 @@ import yaml
 from hpo.data import load_ticket_splits
 from hpo.study import run_study, search
 
-from .conftest import ROOT, small_config
+from .conftest import ROOT, serving, small_config
 
 
 def test_parent_run_with_child_runs_params_and_epoch_metrics(finished_study: Any) -> None:
@@ -237,31 +237,10 @@ def test_script_api_tf_data_one_hot_labels_and_uncompiled_builder(tmp_path: Path
 
 
 def test_hpo_ui_serves_the_study_store(finished_study: Any, tmp_path: Path) -> None:
-    import socket
-    import urllib.request
-
     cfg, summary = finished_study
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "hpo.cli", "ui", str(cfg.run_dir), "--port", str(port)],
-                            env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "hpo ui did not come up"
-            time.sleep(0.5)
+    with serving(["ui", str(cfg.run_dir)], "/health", tmp_path) as port:
         client = mlflow.tracking.MlflowClient(f"http://127.0.0.1:{port}")
         exp = client.get_experiment_by_name("shared")
         runs = client.search_runs([exp.experiment_id], filter_string="tags.`hpo.kind` = 'trial'")
         assert len(runs) >= 12
         assert client.get_run(summary.parent_run_id).data.tags["hpo.kind"] == "study"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
