@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ensembles.embedding import embedding_metrics, pool_embeddings
 from ensembles.combine import apply_temperature, combine_regression, fit_temperature, pooled_log_probs
 from ensembles.metrics import classification_metrics, regression_metrics
 from ensembles.pool import SPLITS, Pool, load_pool
@@ -53,6 +54,8 @@ def predict_pool(pool: Pool, counts: np.ndarray, method: str, temperature: dict[
         if h.is_classification:
             lp = apply_temperature(pooled_log_probs(z, w, method), temperature.get(h.name, 1.0))
             out[h.name] = np.exp(lp)
+        elif h.kind == "embedding":
+            out[h.name] = pool_embeddings(z, w)
         else:
             out[h.name] = combine_regression(z, w)
     return out
@@ -67,7 +70,12 @@ def evaluate(pool: Pool, counts: np.ndarray, method: str, temperature: dict[str,
         preds = predict_pool(pool, counts, method, temperature, s)
         for h in pool.heads:
             y = pool.labels[s][h.name]
-            ms = classification_metrics(preds[h.name], y) if h.is_classification else regression_metrics(preds[h.name], y)
+            if h.is_classification:
+                ms = classification_metrics(preds[h.name], y)
+            elif h.kind == "embedding":
+                ms = embedding_metrics(preds[h.name], y)
+            else:
+                ms = regression_metrics(preds[h.name], y)
             out.update({_key(s, h.name, k, multi): v for k, v in ms.items()})
     return out
 

@@ -33,6 +33,11 @@ class Combine(keras.layers.Layer):
         w = self.member_weights
         if self.kind == "regression":
             return sum(wi * ops.cast(x, "float32") for wi, x in zip(w, inputs))
+        if self.kind == "embedding":  # weighted mean, re-normalised to the members' mean norm
+            es = [ops.cast(x, "float32") for x in inputs]
+            mean = sum(wi * e for wi, e in zip(w, es))
+            norm = sum(wi * ops.sqrt(ops.sum(ops.square(e), axis=-1, keepdims=True)) for wi, e in zip(w, es))
+            return mean / ops.maximum(ops.sqrt(ops.sum(ops.square(mean), axis=-1, keepdims=True)), 1e-12) * norm
         zs = [ops.cast(z, "float32") for z in inputs]
         if self.kind == "binary":
             zs = [ops.concatenate([ops.zeros_like(z), z], axis=-1) for z in zs]
@@ -52,7 +57,7 @@ class Combine(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         shape = tuple(input_shape[0])
-        return shape[:-1] + (1,) if self.kind == "binary" else shape
+        return shape[:-1] + (1,) if self.kind == "binary" else shape  # embedding/regression: unchanged
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "method": self.method, "member_weights": self.member_weights,

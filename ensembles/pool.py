@@ -65,6 +65,8 @@ class Pool:
 def class_labels(y: np.ndarray, head: HeadInfo) -> np.ndarray:
     """Integer class labels from integer, binary or one-hot label arrays."""
     y = np.asarray(y)
+    if head.kind == "embedding":
+        return y.astype(np.float64)  # annotators' votes per triplet
     if head.kind == "multiclass" and head.one_hot:
         return y.argmax(-1).astype(int)
     return y.reshape(len(y)).astype(int) if head.is_classification else y

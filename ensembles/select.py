@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ensembles.combine import VOTE_EPS
+from ensembles.embedding import triplet_hits, triplet_losses
 from ensembles.metrics import log_softmax, softmax
 from ensembles.pool import Pool
 
@@ -74,6 +75,13 @@ class _Scorer:
         y = self.labels[h.name]
         if h.is_classification:
             return _loss(_finish(pooled, self.method), y, self.metric)
+        if h.kind == "embedding":
+            # pooled is a plain weighted mean here; re-normalising does not change which pair is
+            # closest, and the loss of the mean is what greedy selection compares.
+            if self.metric == "nll":
+                return triplet_losses(pooled, y).mean(-1)
+            hit, valid = triplet_hits(pooled, y)
+            return 1.0 - (hit * valid).sum(-1) / max(valid.sum(), 1)
         err = pooled.reshape(pooled.shape[0], len(y), -1) - y.reshape(1, len(y), -1)
         return (err**2).mean((1, 2))
 

@@ -19,9 +19,10 @@ import numpy as np
 from hpo.errors import ConfigError
 
 Arrays = Union[np.ndarray, dict[str, np.ndarray], list[np.ndarray]]
-HeadKind = Literal["multiclass", "binary", "regression"]
+HeadKind = Literal["multiclass", "binary", "regression", "embedding"]
 SPLITS = ("train", "select", "audit", "test")
-BUILTIN_DATASETS = ("digits", "mnist", "ticket")
+BUILTIN_DATASETS = ("digits", "mnist", "ticket", "text_qa", "posts", "digit_pairs", "digit_images", "digit_views",
+                    "digit_triplets")
 DATASETS = (*BUILTIN_DATASETS, "custom")
 
 
@@ -263,6 +264,10 @@ def load_dataset(name: str, *, path: str | None = None, seed: int = 0, limit_tra
         return load_mnist_splits(path, seed=seed, limit_train=limit_train, validation_size=validation_size or 10_000)
     elif name == "ticket":
         s = load_ticket_splits(seed=seed)
+    elif name in BUILTIN_DATASETS:
+        from hpo.course_data import COURSE_DATASETS
+
+        s = COURSE_DATASETS[name](seed=seed)
     elif name == "custom":
         raise ConfigError("data.dataset", "'custom' means the data is passed from Python (hpo.search); "
                                           f"a config file names one of {', '.join(BUILTIN_DATASETS)}")
@@ -316,5 +321,7 @@ def check_labels(splits: Splits) -> None:
                 if a.min() < 0 or a.max() >= h.n_classes:
                     raise ConfigError(f"data.{s}.y.{h.name}",
                                       f"labels must lie in [0, {h.n_classes - 1}], found {a.min()}..{a.max()}")
+            if h.kind == "embedding" and not (np.isfinite(a).all() and np.allclose(a.sum(-1), 1, atol=1e-4)):
+                raise ConfigError(f"data.{s}.y.{h.name}", "triplet votes must be finite and sum to 1 per triplet")
             if h.kind == "binary" and not np.isin(a, (0, 1)).all():
                 raise ConfigError(f"data.{s}.y.{h.name}", "binary labels must be 0 or 1")

@@ -16,6 +16,19 @@ BUILTIN = {
     "mlp": "search_spaces.mlp:build",
     "convnet": "search_spaces.convnet:build",
     "ticket": "search_spaces.ticket:build",
+    "text_qa": "search_spaces.text_qa:build",
+    "posts": "search_spaces.posts:build",
+    "siamese": "search_spaces.siamese:build",
+    "dual_view": "search_spaces.dual_view:build",
+    "transfer": "search_spaces.transfer:build",
+    "triplet_embedding": "search_spaces.triplet_embedding:build",
+}
+
+# The dataset each built-in builder is made for (its experiment config and smoke test use it).
+DEFAULT_DATASET = {
+    "mlp": "digits", "convnet": "digits", "ticket": "ticket", "text_qa": "text_qa", "posts": "posts",
+    "siamese": "digit_pairs", "dual_view": "digit_views", "transfer": "digit_images",
+    "triplet_embedding": "digit_triplets",
 }
 
 
@@ -39,4 +52,4 @@ def get_builder(name: str) -> Callable[..., Any]:
     return fn
 
 
-__all__ = ["BUILTIN", "get_builder"]
+__all__ = ["BUILTIN", "DEFAULT_DATASET", "get_builder"]
