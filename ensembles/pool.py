@@ -93,12 +93,22 @@ def load_pool(run_dir: str | Path, *, max_candidates: int | None = None) -> Pool
     if max_candidates is not None:
         results = results[:max_candidates]
     outputs: dict[str, dict[str, list[np.ndarray]]] = {s: {h.name: [] for h in heads} for s in SPLITS}
-    for r in results:
+    kept = []
+    shapes = None
+    for r in results:  # best first
         with np.load(r["predictions_path"]) as f:
-            for s in SPLITS:
-                for h in heads:
-                    a = f[f"{s}/{h.name}"]
-                    outputs[s][h.name].append(as_class_logits(a, h.kind) if h.is_classification else a)
+            arrays = {(s, h.name): f[f"{s}/{h.name}"] for s in SPLITS for h in heads}
+        signature = {k: a.shape for k, a in arrays.items()}
+        if shapes is None:
+            shapes = signature
+        elif signature != shapes:
+            # e.g. embedding models of another embedding_size: they cannot be averaged with the best one
+            continue
+        kept.append(r)
+        for (s, name), a in arrays.items():
+            h = next(h for h in heads if h.name == name)
+            outputs[s][name].append(as_class_logits(a, h.kind) if h.is_classification else a)
+    results = kept
     return Pool(
         numbers=[r["number"] for r in results], params=[r["params"] for r in results],
         values=np.array([r["value"] for r in results], dtype=float), direction=direction, heads=heads,

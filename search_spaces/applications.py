@@ -7,7 +7,8 @@ from typing import Any
 
 import keras
 
-BASES = {"efficientnetb0": "EfficientNetB0", "xception": "Xception", "mobilenetv2": "MobileNetV2"}
+BASES = {"efficientnetb0": "EfficientNetB0", "xception": "Xception", "mobilenetv2": "MobileNetV2",
+         "mobilenetv3small": "MobileNetV3Small"}
 
 
 def base_model(name: str, input_shape: tuple[int, ...], weights: str | None = None) -> keras.Model:
@@ -18,4 +19,5 @@ def base_model(name: str, input_shape: tuple[int, ...], weights: str | None = No
     if weights is not None and not os.path.exists(weights):
         raise FileNotFoundError(f"weights file {weights!r} not found (nothing is downloaded)")
     cls: Any = getattr(keras.applications, BASES[name])
-    return cls(include_top=False, weights=weights, input_shape=input_shape, pooling=None, name=f"base_{name}")
+    extra: dict[str, Any] = {"minimalistic": True, "include_preprocessing": False} if name == "mobilenetv3small" else {}
+    return cls(include_top=False, weights=weights, input_shape=input_shape, pooling=None, name=f"base_{name}", **extra)

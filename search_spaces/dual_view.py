@@ -23,7 +23,8 @@ def build(hp: Any, spec: DataSpec) -> keras.Model:
     """Shared base on two views, concatenated pooled features, Dense head."""
     inputs = inputs_for(spec)
     views = list(inputs.values())
-    base = base_model(BASE, tuple(views[0].shape[1:]))
+    # The base is fixed per study (a config can set space.params.base: {fixed: xception}).
+    base = base_model(hp.Fixed("base", BASE), tuple(views[0].shape[1:]))
     pooled = [layers.GlobalAveragePooling2D()(base(v)) for v in views]
     x = layers.Concatenate()(pooled)
     x = layers.Dropout(hp.Float("dropout", 0.0, 0.5, default=0.2))(x)

@@ -22,7 +22,8 @@ def build(hp: Any, spec: DataSpec) -> keras.Model:
     """Base (trainable or frozen) → GlobalMaxPooling2D → Dropout → Dense logits."""
     inputs = inputs_for(spec)
     image = list(inputs.values())[0]
-    base = base_model(BASE, tuple(image.shape[1:]))
+    # The base is fixed per study (a config can set space.params.base: {fixed: xception}).
+    base = base_model(hp.Fixed("base", BASE), tuple(image.shape[1:]))
     base.trainable = hp.Boolean("train_base", default=True)
     x = layers.GlobalMaxPooling2D()(base(image, training=False) if not base.trainable else base(image))
     x = layers.Dropout(hp.Float("dropout", 0.0, 0.5, default=0.2))(x)

@@ -94,3 +94,15 @@ def test_bad_user_data_is_refused_before_any_trial(tmp_path: Path) -> None:
                heads=[__import__("hpo.data", fromlist=["Head"]).Head("output", "multiclass", 2)])
     assert err.value.field.startswith("data.") and "labels must lie in [0, 1]" in str(err.value)
     assert not (tmp_path / "r").exists()
+
+
+def test_every_experiment_config_is_valid() -> None:
+    from .conftest import ROOT
+
+    paths = [p for p in sorted((ROOT / "experiments").glob("*.yaml")) if p.name != "mnist_validation_noise.yaml"]
+    assert len(paths) >= 9
+    for p in paths:
+        cfg = load(p)
+        from search_spaces import get_builder
+
+        get_builder(cfg.space.builder)

@@ -29,9 +29,11 @@ MODELS = {  # builder: objective metric
 @pytest.mark.parametrize("driver", ["optuna", "hyperopt"])
 @pytest.mark.parametrize("builder", list(MODELS))
 def test_two_trials_and_an_ensemble(tmp_path: Path, builder: str, driver: str) -> None:
+    # keras.applications bases: the small MobileNetV3 keeps CI fast; EfficientNetB0 is the configs' default
+    params = {"base": {"fixed": "mobilenetv3small"}} if builder in ("dual_view", "transfer") else {}
     cfg = small_config(
         tmp_path, study={"name": f"{builder}-{driver}", "n_trials": 2}, driver={"name": driver, "sampler": "tpe"},
-        data={"dataset": DEFAULT_DATASET[builder], "limit_train": 192}, space={"builder": builder, "params": {}},
+        data={"dataset": DEFAULT_DATASET[builder], "limit_train": 192}, space={"builder": builder, "params": params},
         training={"epochs": 1, "batch_size": 64}, objective={"metric": MODELS[builder]},
         ensemble={"method": "top_k", "size": 2}, plots={"enabled": False}, report={"enabled": False},
         guards={"audit_per_epoch": False})
