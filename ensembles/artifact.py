@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -125,7 +126,7 @@ def log_to_mlflow(report: "EnsembleReport", pool: Pool, out_dir: Path, tracking_
         tags["hpo.study"] = name
     run = client.create_run(experiment_id, run_name=f"ensemble-{report.method}-{report.combine}", tags=tags)
     run_id = run.info.run_id
-    now = 0
+    now = int(time.time() * 1000)
     client.log_batch(
         run_id,
         params=[Param("method", report.method), Param("combine", report.combine), Param("metric", report.metric),

@@ -91,9 +91,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted: finished trials are saved; rerun the same command to resume", file=sys.stderr)
-        return 130
+        from hpo.errors import StudyInterrupted
+
+        return 143 if isinstance(exc, StudyInterrupted) else 130
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2, default=str))
         return 0

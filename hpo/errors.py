@@ -31,3 +31,7 @@ class TrialFailed(HpoError):
 
 class TrialPruned(HpoError):
     """The pruner stopped the trial early; the study goes on."""
+
+
+class StudyInterrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT stopped the study; finished trials are kept and a rerun resumes it."""

@@ -162,7 +162,7 @@ class GuardReport:
                 f"select/audit correlation across trials {corr}; tied with the incumbent: {len(self.tied)} trial(s)")
 
 
-def _gap_check(sel: np.ndarray, aud: np.ndarray, sign: float, kind: str, threshold: float | None,
+def _gap_check(sel: np.ndarray, aud: np.ndarray, kind: str, threshold: float | None,
                n_resamples: int, confidence: float, seed: int) -> GapCheck:
     s_lo, s_hi, s_se = bootstrap_mean(sel, n_resamples=n_resamples, confidence=confidence, seed=seed)
     a_lo, a_hi, a_se = bootstrap_mean(aud, n_resamples=n_resamples, confidence=confidence, seed=seed + 1)
@@ -224,7 +224,7 @@ def check_study(
 
     inc = by_number[incumbent]
     inc_sel = scores(inc, "select")
-    report.incumbent_check = _gap_check(inc_sel, scores(inc, "audit"), sign, kind, threshold, n_resamples, confidence, seed)
+    report.incumbent_check = _gap_check(inc_sel, scores(inc, "audit"), kind, threshold, n_resamples, confidence, seed)
     ranked = sorted(complete, key=lambda r: -sign * r["value"])[:max_tie_candidates]
     for i, r in enumerate(ranked):
         if r["number"] != incumbent and paired_tie(inc_sel, scores(r, "select"), n_resamples=n_resamples // 2,
@@ -256,7 +256,7 @@ def _ensemble_check(run_dir: Path, members: tuple[list[int], list[float], str], 
         else:
             logp = np.log(np.clip(p, 1e-12, 1.0))
             out[split] = per_example({f"{split}/{head['name']}": logp}, labels, split, {**head, "kind": "multiclass"}, kind)
-    return _gap_check(out["select"], out["audit"], 1.0, kind, threshold, n_resamples, confidence, seed + 5)
+    return _gap_check(out["select"], out["audit"], kind, threshold, n_resamples, confidence, seed + 5)
 
 
 def _restore_effect(inc: Mapping[str, Any], metric: str, sign: float) -> dict[str, Any] | None:

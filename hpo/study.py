@@ -23,7 +23,7 @@ from hpo import config as config_mod
 from hpo.config import StudyConfig
 from hpo.data import Splits, check_labels, concat, leaves, load_dataset
 from hpo.drivers import Proposal, make_driver
-from hpo.errors import ConfigError, TrialPruned
+from hpo.errors import ConfigError, StudyInterrupted, TrialPruned
 from hpo.repro import device_description, package_versions, redact, trial_seed
 from hpo.space import Builder, SearchSpace, apply_overrides, discover
 from hpo.tracking import Tracker, default_tracking_uri
@@ -196,6 +196,7 @@ def run_study(
     results = _load_results(run_dir)
     status = "FINISHED"
     stopped_early = None
+    previous_handler = _install_sigterm()
     try:
         remaining = cfg.study.n_trials - driver.n_finished()
         while remaining > 0:
@@ -215,10 +216,11 @@ def run_study(
         reselection = _reselect(cfg, results, build, space, splits, settings, tracker, run_dir) \
             if cfg.guards.reselect_top_k > 0 else None
     except BaseException:
-        status = "KILLED"
         tracker.end_study({}, {"hpo.status": "interrupted"}, status="KILLED")
         driver.close()
         raise
+    finally:
+        _restore_sigterm(previous_handler)
     driver.close()
     summary = _summarise(cfg, run_dir, results, splits, started, parent, uri, reselection)
     summary.stopped_early = stopped_early
@@ -281,6 +283,27 @@ def run_study(
         tags["hpo.stopped_early"] = stopped_early
     tracker.end_study(final_metrics, tags, status=status)
     return summary
+
+
+def _install_sigterm() -> Any:
+    """Turn SIGTERM into StudyInterrupted so the running trial is marked and the stores are closed."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise StudyInterrupted(f"stopped by signal {signum}")
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_sigterm(previous: Any) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _converged(cfg: StudyConfig, space: SearchSpace, run_dir: Path, results: Mapping[int, Mapping[str, Any]]) -> str | None:

@@ -99,6 +99,36 @@ def test_killed_study_resumes_without_redoing_finished_trials(tmp_path: Path) ->
     assert states.count("COMPLETE") == 7 and "RUNNING" not in states
 
 
+@pytest.mark.slow
+def test_sigterm_marks_the_running_trial_and_the_study_resumes(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, study={"name": "termme", "n_trials": 5}, ensemble={"enabled": False},
+                       report={"enabled": False}, plots={"enabled": False})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    cmd = [sys.executable, "-m", "hpo.cli", "run", str(path), "--quiet"]
+    proc = subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    trials = cfg.run_dir / "trials"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(trials.glob("*/result.json"))) < 2:
+        time.sleep(0.2)
+        assert proc.poll() is None, "the study ended before it could be stopped"
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "rerun the same command to resume" in err
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{cfg.run_dir.resolve() / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("termme")
+    parent = client.search_runs([exp.experiment_id], filter_string="tags.`hpo.kind` = 'study'")[0]
+    assert parent.info.status == "KILLED"
+    states = [r.data.tags.get("hpo.state") for r in
+              client.search_runs([exp.experiment_id], filter_string="tags.`hpo.kind` = 'trial'")]
+    assert "INTERRUPTED" in states or len(states) == len(list(trials.glob("*/result.json")))
+    done = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((cfg.run_dir / "summary.json").read_text())
+    assert summary["n_complete"] == 5
+
+
 def test_hyperopt_study_completes_and_resumes(tmp_path: Path) -> None:
     cfg = small_config(tmp_path, study={"name": "hy", "n_trials": 3}, driver={"name": "hyperopt", "sampler": "tpe"})
     first = run_study(cfg)
