@@ -41,7 +41,7 @@ def plot_study(run_dir: Path, best_model_path: str | None, ensemble_dir: str | N
         targets.append(("ensemble", lambda: load_ensemble(ensemble_dir)))
     for name, load in targets:
         path, message = plot_model_file(load(), Path(run_dir) / "plots" / f"{name}.png")
-        keras.backend.clear_session()
+        keras.backend.clear_session(free_memory=False)
         if message:
             out["message"] = message
             log.warning(message)

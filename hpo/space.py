@@ -438,7 +438,7 @@ def discover(build: Builder, context: Any = None, *, what: str = "builder") -> S
             # A probe of a non-default value may be an invalid combination; discovery goes on.
         finally:
             builds += 1
-            keras.backend.clear_session()
+            keras.backend.clear_session(free_memory=False)  # a short loop: skip gc.collect()
         for h in hp.space:
             if h.name in found:
                 continue

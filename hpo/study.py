@@ -111,7 +111,7 @@ def _preflight(build: Builder, space: SearchSpace, splits: Splits, metric: str) 
         raise ConfigError("data", f"the default model cannot be evaluated on this data ({type(exc).__name__}: "
                                   f"{str(exc)[:400]}); check input shapes, output names and label formats") from exc
     finally:
-        keras.backend.clear_session()
+        keras.backend.clear_session(free_memory=False)
     if metric not in scores:
         raise ConfigError("objective.metric", f"{metric!r} is not reported by the model; it reports {sorted(scores)}")
 

@@ -274,3 +274,20 @@ def test_hpo_ui_serves_the_study_store(finished_study: Any, tmp_path: Path) -> N
         runs = client.search_runs([exp.experiment_id], filter_string="tags.`hpo.kind` = 'trial'")
         assert len(runs) >= 12
         assert client.get_run(summary.parent_run_id).data.tags["hpo.kind"] == "study"
+
+
+def test_cli_prints_progress_per_trial_and_quiet_prints_only_the_summary(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    from hpo.cli import main
+
+    cfg = small_config(tmp_path, study={"name": "progress", "n_trials": 2}, training={"epochs": 1},
+                       ensemble={"enabled": False}, report={"enabled": False}, plots={"enabled": False})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "[1/2] trial 0 COMPLETE" in out and "[2/2] trial 1" in out
+    assert "best=" in out and "eta=" in out and "failed=0 pruned=0" in out
+    assert main(["run", str(path), "--quiet", "--n-trials", "3"]) == 0
+    quiet = capsys.readouterr().out
+    assert "[3/3]" not in quiet and "done in" in quiet and "3 complete" in quiet
