@@ -181,6 +181,9 @@ def validate_param(p: Param, where: str) -> None:
     if p.kind in ("int", "float"):
         if p.low is None or p.high is None:
             raise ConfigError(where, "a numeric range needs both min and max")
+        for k, v in (("min", p.low), ("max", p.high), ("step", p.step)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise ConfigError(f"{where}.{k}", f"must be a finite number, got {v!r}")
         if p.low > p.high:
             raise ConfigError(where, f"range is inverted: min={p.low} > max={p.high}; swap them")
         if p.low == p.high:
@@ -484,15 +487,16 @@ def apply_overrides(space: SearchSpace, overrides: Mapping[str, Mapping[str, Any
         else:
             if p.kind not in ("int", "float"):
                 raise ConfigError(field_, f"min/max/step/log apply to numeric parameters; {name!r} is a {p.kind}")
-            for k in ("min", "max", "step"):
-                if k in spec and (not isinstance(spec[k], (int, float)) or isinstance(spec[k], bool)):
-                    raise ConfigError(f"{field_}.{k}", f"must be a number, got {spec[k]!r}")
+            for k in ("min", "max", "step", "default"):
+                if k in spec and (not isinstance(spec[k], (int, float)) or isinstance(spec[k], bool)
+                                  or not math.isfinite(spec[k])):
+                    raise ConfigError(f"{field_}.{k}", f"must be a finite number, got {spec[k]!r}")
             if "log" in spec and not isinstance(spec["log"], bool):
                 raise ConfigError(f"{field_}.log", f"must be true or false, got {spec['log']!r}")
             low = spec.get("min", p.low)
             high = spec.get("max", p.high)
             if p.kind == "int":
-                for k in ("min", "max"):
+                for k in ("min", "max", "step"):
                     if k in spec and int(spec[k]) != spec[k]:
                         raise ConfigError(f"{field_}.{k}", f"{name!r} is an integer parameter, got {spec[k]!r}")
             p = replace(p, low=low, high=high, step=spec.get("step", p.step), log=spec.get("log", p.log))

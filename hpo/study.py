@@ -126,7 +126,10 @@ def _save_study_files(cfg: StudyConfig, run_dir: Path, splits: Splits, space: Se
     import yaml
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    saved = cfg.to_dict()  # passwords in URLs never reach files, logs or MLflow
+    saved["driver"]["storage"] = redact(saved["driver"]["storage"])
+    saved["tracking"]["uri"] = redact(saved["tracking"]["uri"])
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
     _write_json(run_dir / "space.json", space.describe())
     _write_json(run_dir / "study.json", {"name": cfg.study.name, "direction": cfg.objective.direction,
                                          "objective": cfg.objective.metric, "driver": cfg.driver.name})
