@@ -105,7 +105,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if summary.best_trial is not None:
         print(f"best trial {summary.best_trial}: select_{m}={_fmt(summary.best_select)} "
               f"audit_{m}={_fmt(summary.best_audit)}  params={summary.best_params}")
-        print("  test (locked split, evaluated once): " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.best_test.items()))
+        print("  test (locked split): " + ", ".join(f"{k}={_fmt(v)}" for k, v in summary.best_test.items()))
     if summary.ensemble:
         e = summary.ensemble
         test = {k[5:]: v for k, v in e["metrics"].items() if k.startswith("test_")}
@@ -161,8 +161,10 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     summary_path = run_dir / "summary.json"
-    parent = json.loads(summary_path.read_text())["parent_run_id"] if summary_path.exists() else None
-    uri = args.tracking_uri or default_tracking_uri(run_dir)
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    parent = summary.get("parent_run_id")
+    recorded = summary.get("tracking_uri")
+    uri = args.tracking_uri or (recorded if recorded and "***" not in recorded else default_tracking_uri(run_dir))
     rep = build_ensemble(run_dir, method=args.method, combine=args.combine, size=args.top_k, metric=args.metric,
                          temperature=args.temperature, distinct_configs=args.distinct, out_dir=args.out,
                          tracking_uri=uri, parent_run_id=parent)
