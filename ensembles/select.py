@@ -59,9 +59,14 @@ class _Scorer:
         self.heads = pool.heads
         self.bases = {}
         self.labels = pool.labels[split]
+        self.true_class: dict[str, np.ndarray] = {}
         for h in pool.heads:
             z = pool.outputs[split][h.name]
             self.bases[h.name] = _basis(z, method) if h.is_classification else z
+            if h.is_classification and method == "probs" and metric == "nll":
+                # NLL of a mean of probabilities needs only the true class's column: C times less work
+                y = self.labels[h.name]
+                self.true_class[h.name] = self.bases[h.name][:, np.arange(len(y)), y]
 
     def loss(self, counts: np.ndarray) -> float:
         k = counts.sum()
@@ -93,6 +98,12 @@ class _Scorer:
         idx_all = np.flatnonzero(allowed)
         totals = np.zeros(len(idx_all))
         for h in self.heads:
+            if h.name in self.true_class:
+                t = self.true_class[h.name]
+                acc_t = counts @ t if k > 0 else np.zeros_like(t[0])
+                pooled_t = (acc_t[None] + t[idx_all]) / (k + 1)
+                totals += -np.log(np.clip(pooled_t, 1e-12, 1.0)).mean(-1)
+                continue
             b = self.bases[h.name]
             acc = np.tensordot(counts, b, axes=1) if k > 0 else np.zeros_like(b[0])
             for start in range(0, len(idx_all), CHUNK):

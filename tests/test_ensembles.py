@@ -167,3 +167,15 @@ def test_regression_heads_are_averaged_with_member_weights() -> None:
     assert metrics["test_mse"] == pytest.approx(float(((pred - y) ** 2).mean()), rel=1e-6)
     counts_g, _ = choose(pool, method="greedy", size=4)
     assert counts_g.sum() >= 1
+
+
+def test_true_class_shortcut_scores_like_the_full_pooled_prediction(pool: Any) -> None:
+    from ensembles.select import _Scorer
+
+    fast = _Scorer(pool, "select", "probs", "nll")
+    slow = _Scorer(pool, "select", "probs", "nll")
+    slow.true_class = {}
+    counts = np.zeros(len(pool))
+    counts[[0, 2]] = [2, 1]
+    allowed = np.ones(len(pool), bool)
+    np.testing.assert_allclose(fast.loss_adding_each(counts, allowed), slow.loss_adding_each(counts, allowed), rtol=1e-5)
