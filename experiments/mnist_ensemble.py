@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,23 +20,7 @@ from typing import Any
 
 import numpy as np
 
-
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = None
-    try:
-        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=20).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu}
+from experiments._common import header, write_result
 
 
 def members_part(config: str, run_root: Path) -> dict[str, Any]:
@@ -94,21 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", default="runs/bench")
     ap.add_argument("--out", default="experiments/results")
     args = ap.parse_args(argv)
-    from hpo.repro import package_versions
-
-    result: dict[str, Any] = {
-        "command": "python -m experiments.mnist_ensemble " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d"), "machine": machine(), "versions": package_versions(),
-    }
+    result = header("experiments.mnist_ensemble", argv)
     runs = Path(args.runs)
     result["members"] = members_part(args.members_config, runs)
     print(json.dumps(result["members"], indent=2), flush=True)
     if not args.skip_search:
         result["search"] = search_part(args.search_config, runs)
         print(json.dumps(result["search"], indent=2), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "mnist_ensemble.json").write_text(json.dumps(result, indent=2, default=str))
+    write_result(args.out, "mnist_ensemble", result)
     return 0
 
 

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -105,15 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="experiments/results")
     args = ap.parse_args(argv)
-    from experiments.mnist_ensemble import machine
-    from hpo.repro import package_versions
+    from experiments._common import header, write_result
 
-    result = {"command": "python -m experiments.scale " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "date": time.strftime("%Y-%m-%d"), "machine": machine(), "versions": package_versions(),
-              "sampler_cost": sampler_cost(), "greedy_cost": greedy_cost()}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scale.json").write_text(json.dumps(result, indent=2, default=str))
+    write_result(args.out, "scale", {**header("experiments.scale", argv), "sampler_cost": sampler_cost(),
+                                     "greedy_cost": greedy_cost()})
     return 0
 
 

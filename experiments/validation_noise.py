@@ -76,17 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg = yaml.safe_load(Path(args.config).read_text())
     if args.epochs:
         cfg["epochs"] = args.epochs
-    from experiments.mnist_ensemble import machine
-    from hpo.repro import package_versions
+    from experiments._common import header, write_result
 
-    result = {"command": "python -m experiments.validation_noise " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "config": cfg, "date": time.strftime("%Y-%m-%d"), "machine": machine(), "versions": package_versions(),
-              **run(cfg)}
+    result = {**header("experiments.validation_noise", argv), "config": cfg, **run(cfg)}
     short = {k: v for k, v in result.items() if not k.startswith("accuracy_half")}
     print(json.dumps(short, indent=2, default=str))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "mnist_validation_noise.json").write_text(json.dumps(result, indent=2, default=str))
+    write_result(args.out, "mnist_validation_noise", result)
     return 0
 
 

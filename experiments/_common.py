@@ -1,0 +1,49 @@
+"""What every benchmark records: the command, the date, the machine and package versions; and where it writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def machine() -> dict[str, Any]:
+    """CPU model and count, and the GPU's name when nvidia-smi answers."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = None
+    try:
+        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu}
+
+
+def header(module: str, argv: list[str] | None) -> dict[str, Any]:
+    """The fields every results file starts with."""
+    from hpo.repro import package_versions
+
+    args = argv if argv is not None else sys.argv[1:]
+    return {"command": f"python -m {module} " + " ".join(args), "date": time.strftime("%Y-%m-%d"),
+            "machine": machine(), "versions": package_versions()}
+
+
+def write_result(out: str | Path, name: str, result: dict[str, Any]) -> Path:
+    """Write ``<out>/<name>.json``."""
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    target = path / f"{name}.json"
+    target.write_text(json.dumps(result, indent=2, default=str))
+    return target
