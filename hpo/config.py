@@ -43,6 +43,12 @@ class DriverSection:
     sampler: str = "tpe"
     pruner: str = "none"
     storage: str | None = None  # Optuna storage URL; default: SQLite file in the run dir
+    # Shared storages (any URL given in `storage`): workers record a heartbeat while a trial runs; a RUNNING
+    # trial whose heartbeat is older than `grace_s` belonged to a dead worker and is failed or retried.
+    heartbeat_s: float = 10.0
+    grace_s: float = 60.0
+    stale_trials: str = "fail"  # fail | retry (retry: Optuna re-enqueues the same parameters once)
+    storage_retry_s: float = 300.0  # how long a worker keeps retrying when the database is unreachable
 
 
 @dataclass
@@ -70,6 +76,21 @@ class TrainingSection:
     deterministic: bool = True
     save_models: bool = True
     callbacks: list[Any] = field(default_factory=list)  # [{name: ReduceLROnPlateau, args: {...}}, ...]
+    keep_top_models: int | None = None  # only the best N trials keep model.keras (every trial keeps its logits)
+
+
+@dataclass
+class ExecutorSection:
+    """Where trials run: in this process, or in worker processes pinned to devices."""
+
+    mode: str = "auto"  # auto: worker processes when a GPU is visible or cpu_workers > 1; inprocess; processes
+    gpus: list[int] | None = None  # GPU indices to use; default: every visible GPU; [] forces CPU workers
+    workers_per_gpu: int = 1  # trials at once on each GPU, each worker limited to its share of the memory
+    cpu_workers: int = 1  # worker processes when no GPU is used
+    threads_per_worker: int | None = None  # CPU threads per worker; default: cores // workers
+    recycle_after: int | None = 50  # replace a worker process after this many trials (bounds memory growth)
+    memory_limit_mb: int | None = None  # cap each worker's address space; a trial that exceeds it fails
+    start_timeout_s: float = 300.0
 
 
 @dataclass
@@ -131,6 +152,7 @@ class StudyConfig:
     data: DataSection = field(default_factory=DataSection)
     space: SpaceSection = field(default_factory=SpaceSection)
     training: TrainingSection = field(default_factory=TrainingSection)
+    executor: ExecutorSection = field(default_factory=ExecutorSection)
     objective: ObjectiveSection = field(default_factory=ObjectiveSection)
     tracking: TrackingSection = field(default_factory=TrackingSection)
     ensemble: EnsembleSection = field(default_factory=EnsembleSection)
@@ -252,6 +274,29 @@ def validate(cfg: StudyConfig) -> StudyConfig:
         raise ConfigError("training.early_stopping_patience", "must be >= 0")
     if cfg.training.trial_timeout_s is not None and cfg.training.trial_timeout_s <= 0:
         raise ConfigError("training.trial_timeout_s", "must be > 0 seconds")
+    if cfg.training.keep_top_models is not None and cfg.training.keep_top_models < 1:
+        raise ConfigError("training.keep_top_models", f"must be at least 1 (or null to keep every model), got {cfg.training.keep_top_models}")
+    d = cfg.driver
+    if d.heartbeat_s <= 0 or d.grace_s <= d.heartbeat_s:
+        raise ConfigError("driver.grace_s" if d.heartbeat_s > 0 else "driver.heartbeat_s",
+                          f"need heartbeat_s > 0 and grace_s > heartbeat_s, got {d.heartbeat_s} and {d.grace_s}")
+    _one_of(d.stale_trials, ("fail", "retry"), "driver.stale_trials")
+    if d.storage_retry_s < 0:
+        raise ConfigError("driver.storage_retry_s", f"must be >= 0 seconds, got {d.storage_retry_s}")
+    e = cfg.executor
+    _one_of(e.mode, ("auto", "inprocess", "processes"), "executor.mode")
+    if e.gpus is not None and any((not isinstance(g, int) or isinstance(g, bool) or g < 0) for g in e.gpus):
+        raise ConfigError("executor.gpus", f"must be a list of GPU indices (integers >= 0), got {e.gpus!r}")
+    for key in ("workers_per_gpu", "cpu_workers"):
+        if not 1 <= getattr(e, key) <= 64:
+            raise ConfigError(f"executor.{key}", f"must be between 1 and 64, got {getattr(e, key)}")
+    for key in ("threads_per_worker", "recycle_after"):
+        if getattr(e, key) is not None and getattr(e, key) < 1:
+            raise ConfigError(f"executor.{key}", f"must be at least 1 (or null), got {getattr(e, key)}")
+    if e.memory_limit_mb is not None and e.memory_limit_mb < 256:
+        raise ConfigError("executor.memory_limit_mb", f"must be at least 256 MB (or null), got {e.memory_limit_mb}")
+    if e.start_timeout_s <= 0:
+        raise ConfigError("executor.start_timeout_s", "must be > 0 seconds")
     _one_of(cfg.objective.direction, ("maximize", "minimize"), "objective.direction")
     metric = cfg.objective.metric
     if re.match(r"^(test|audit)[_:]", metric) or metric in ("test", "audit"):

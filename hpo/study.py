@@ -156,14 +156,21 @@ def run_study(
     callbacks: Any = None,
     on_trial_end: TrialCallback | None = None,
     on_epoch_end: Callable[[int, int, int, Mapping[str, float]], None] | None = None,
+    on_pool: Callable[[Any], None] | None = None,
 ) -> StudySummary:
-    """Run (or resume) the study ``cfg`` describes and, if enabled, ensemble its best trials."""
+    """Run (or resume) the study ``cfg`` describes and, if enabled, ensemble its best trials.
+
+    Trials run in this process or on worker processes (``cfg.executor``); ``on_pool`` receives
+    the :class:`hpo.executor.WorkerPool` once it has started (tests use it to kill workers)."""
     config_mod.validate(cfg)
     started = time.monotonic()
+    from hpo.executor import plan_slots
+
+    slots = plan_slots(cfg.executor)
     build, splits, space = prepare(cfg, build, splits)
     run_dir = cfg.run_dir.resolve()
     identity = cfg.search_identity() | {"space": space.describe(), "data_hashes": splits.hashes}
-    driver = make_driver(cfg, space, run_dir)
+    driver = make_driver(cfg, space, run_dir, parallel=slots is not None and len(slots) > 1)
     run_dir.mkdir(parents=True, exist_ok=True)
     driver.open(identity)  # refuses a resumed study with another config before anything else is written
     _save_study_files(cfg, run_dir, splits, space)
@@ -202,20 +209,31 @@ def run_study(
     previous_handler = _install_sigterm()
     try:
         remaining = cfg.study.n_trials - driver.n_finished()
-        while remaining > 0:
-            proposal = driver.ask()
-            if proposal is None:
-                break
-            result = _run_one(cfg, proposal, build, space, splits, settings, driver, tracker, run_dir, on_epoch_end)
+
+        def on_done(result: TrialResult) -> bool:
+            nonlocal stopped_early
             results[result.number] = _result_dict(result)
-            remaining -= 1
             if on_trial_end is not None:
                 on_trial_end(result, _progress(results, cfg, started))
-            if remaining > 0 and cfg.guards.stop_when_converged:
+            if cfg.guards.stop_when_converged and len(results) < cfg.study.n_trials:
                 stopped_early = _converged(cfg, space, run_dir, results)
                 if stopped_early:
                     log.warning("stopping early: %s", stopped_early)
+                    return False
+            return True
+
+        if slots is None:
+            while remaining > 0:
+                proposal = driver.ask()
+                if proposal is None:
                     break
+                result = _run_one(cfg, proposal, build, space, splits, settings, driver, tracker, run_dir, on_epoch_end)
+                remaining -= 1
+                if not on_done(result):
+                    break
+        else:
+            _run_in_pool(cfg, slots, build, space, splits, settings, driver, tracker, run_dir, remaining, on_done,
+                         on_epoch_end, on_pool)
         reselection = _reselect(cfg, results, build, space, splits, settings, tracker, run_dir) \
             if cfg.guards.reselect_top_k > 0 else None
     except BaseException:
@@ -369,12 +387,27 @@ def _reselect(cfg: StudyConfig, results: Mapping[int, Mapping[str, Any]], build:
     return {"chosen": chosen, "by_trial": table, "seeds_per_config": 1 + cfg.guards.reselect_seeds}
 
 
-def _run_one(cfg: StudyConfig, proposal: Proposal, build: Builder, space: SearchSpace, splits: Splits,
-             settings: TrialSettings, driver: Any, tracker: Tracker, run_dir: Path,
-             on_epoch_end: Callable[[int, int, int, Mapping[str, float]], None] | None = None) -> TrialResult:
+@dataclass
+class _Running:
+    """A trial between start and finish: its MLflow run, TensorBoard writer and epoch listener."""
+
+    proposal: Proposal
+    seed: int
+    run_id: str
+    trial_dir: Path
+    listener: Callable[[int, Mapping[str, float]], None]
+    board: Any = None
+    extra_callbacks: list[Any] = field(default_factory=list)
+
+
+def _begin(cfg: StudyConfig, proposal: Proposal, driver: Any, tracker: Tracker, run_dir: Path,
+           on_epoch_end: Callable[[int, int, int, Mapping[str, float]], None] | None, *, histograms_here: bool,
+           device: str | None = None) -> _Running:
+    """Open the trial's MLflow run and TensorBoard writer; the listener logs epochs and asks the pruner."""
     seed = trial_seed(cfg.study.seed, proposal.number)
     run_id = tracker.start_trial(proposal.number, proposal.params,
-                                 tags={"hpo.seed": seed, "hpo.driver": cfg.driver.name, "hpo.device": device_description()})
+                                 tags={"hpo.seed": seed, "hpo.driver": cfg.driver.name,
+                                       "hpo.device": device or device_description()})
     monitor = f"val_{cfg.objective.metric}"
     board = None
     extra: list[Any] = []
@@ -382,9 +415,8 @@ def _run_one(cfg: StudyConfig, proposal: Proposal, build: Builder, space: Search
         from hpo.tensorboard import TrialBoard, histogram_callback
 
         board = TrialBoard(run_dir, proposal.number, proposal.params)
-        if cfg.tensorboard.histograms:
+        if cfg.tensorboard.histograms and histograms_here:
             extra.append(histogram_callback(board))
-
     total_epochs = proposal.epochs or cfg.training.epochs
 
     def listener(epoch: int, logs: Mapping[str, float]) -> None:
@@ -399,17 +431,14 @@ def _run_one(cfg: StudyConfig, proposal: Proposal, build: Builder, space: Search
         if value is not None and math.isfinite(value) and driver.should_prune(proposal, epoch, float(value)):
             raise TrialPruned(f"pruned at epoch {epoch + 1} ({monitor}={value:.4g})")
 
-    trial_dir = run_dir / "trials" / f"{proposal.number:05d}"
-    try:
-        result = run_trial(number=proposal.number, params=proposal.params, seed=seed, build=build, space=space,
-                           splits=splits, settings=settings, trial_dir=trial_dir, listener=listener,
-                           epochs=proposal.epochs, extra_callbacks=extra)
-    except BaseException:
-        tracker.end_trial(run_id, {}, {"hpo.state": "INTERRUPTED"}, failed=True)
-        raise
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(trial_dir / "result.json", _result_dict(result) | {"mlflow_run_id": run_id})
-    driver.tell(proposal, result)
+    return _Running(proposal, seed, run_id, run_dir / "trials" / f"{proposal.number:05d}", listener, board, extra)
+
+
+def _finish(running: _Running, result: TrialResult, driver: Any, tracker: Tracker) -> None:
+    """Record a finished trial: result.json first (it survives a storage outage), then the engine, then MLflow."""
+    running.trial_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(running.trial_dir / "result.json", _result_dict(result) | {"mlflow_run_id": running.run_id})
+    driver.tell(running.proposal, result)
     metrics = dict(result.metrics)
     if result.value is not None:
         metrics["select_objective"] = result.value
@@ -417,10 +446,98 @@ def _run_one(cfg: StudyConfig, proposal: Proposal, build: Builder, space: Search
     tags = {"hpo.state": result.state.value}
     if result.error:
         tags["hpo.error"] = result.error[:5000]
-    tracker.end_trial(run_id, metrics, tags, failed=result.state is TrialState.FAILED)
-    if board is not None:
-        board.finish({k: v for k, v in result.metrics.items()}, failed=result.state is not TrialState.COMPLETE)
+    tracker.end_trial(running.run_id, metrics, tags, failed=result.state is TrialState.FAILED)
+    if running.board is not None:
+        running.board.finish({k: v for k, v in result.metrics.items()}, failed=result.state is not TrialState.COMPLETE)
+
+
+def _run_one(cfg: StudyConfig, proposal: Proposal, build: Builder, space: SearchSpace, splits: Splits,
+             settings: TrialSettings, driver: Any, tracker: Tracker, run_dir: Path,
+             on_epoch_end: Callable[[int, int, int, Mapping[str, float]], None] | None = None) -> TrialResult:
+    """One trial in this process."""
+    running = _begin(cfg, proposal, driver, tracker, run_dir, on_epoch_end, histograms_here=True)
+    try:
+        result = run_trial(number=proposal.number, params=proposal.params, seed=running.seed, build=build, space=space,
+                           splits=splits, settings=settings, trial_dir=running.trial_dir, listener=running.listener,
+                           epochs=proposal.epochs, extra_callbacks=running.extra_callbacks)
+    except BaseException:
+        tracker.end_trial(running.run_id, {}, {"hpo.state": "INTERRUPTED"}, failed=True)
+        raise
+    _finish(running, result, driver, tracker)
     return result
+
+
+def _run_in_pool(cfg: StudyConfig, slots: list[Any], build: Builder, space: SearchSpace, splits: Splits,
+                 settings: TrialSettings, driver: Any, tracker: Tracker, run_dir: Path, remaining: int,
+                 on_done: Callable[[TrialResult], bool],
+                 on_epoch_end: Callable[[int, int, int, Mapping[str, float]], None] | None = None,
+                 on_pool: Callable[[Any], None] | None = None) -> None:
+    """Run up to ``remaining`` trials on worker processes; ``on_done`` returns False to stop asking."""
+    from hpo.executor import DoneEvent, Task, WorkerPool
+
+    ex = cfg.executor
+    payload = {"build": cfg.space.builder if _is_config_builder(cfg, build) else build, "space": space,
+               "splits": splits, "settings": settings, "run_dir": str(run_dir)}
+    pool = WorkerPool(slots, payload, run_dir / ".executor", recycle_after=ex.recycle_after,
+                      memory_limit_mb=ex.memory_limit_mb, start_timeout_s=ex.start_timeout_s)
+    pool.start()
+    if on_pool is not None:
+        on_pool(pool)
+    running: dict[int, _Running] = {}
+    asking = True
+    wait_for_engine = False  # the engine answered "nothing now" (Hyperband between rounds): ask after a trial ends
+    try:
+        while running or (asking and remaining > 0):
+            while asking and not wait_for_engine and remaining - len(running) > 0 and pool.idle():
+                proposal = driver.ask()
+                if proposal is None:
+                    if running:
+                        wait_for_engine = True
+                    else:
+                        asking = False
+                    break
+                slot = pool.idle()[0]
+                r = _begin(cfg, proposal, driver, tracker, run_dir, on_epoch_end, histograms_here=False,
+                           device=pool.slots[slot].describe())
+                running[proposal.number] = r
+                pool.submit(slot, Task(proposal.number, proposal.params, r.seed, str(r.trial_dir), proposal.epochs,
+                                       histograms=cfg.tensorboard.enabled and cfg.tensorboard.histograms))
+            if not running and not (asking and remaining > 0 and not wait_for_engine):
+                break
+            for ev in pool.poll(timeout=0.5):
+                r = running.get(ev.number)
+                if r is None:
+                    continue
+                if isinstance(ev, DoneEvent):
+                    del running[ev.number]
+                    _finish(r, ev.result, driver, tracker)
+                    remaining -= 1
+                    wait_for_engine = False
+                    if not on_done(ev.result):
+                        asking = False
+                    continue
+                try:
+                    r.listener(ev.epoch, ev.logs)
+                except TrialPruned as exc:
+                    pool.reply(ev.number, True, str(exc))
+                else:
+                    pool.reply(ev.number, False)
+    except BaseException:
+        for r in running.values():
+            tracker.end_trial(r.run_id, {}, {"hpo.state": "INTERRUPTED"}, failed=True)
+        raise
+    finally:
+        pool.close()
+
+
+def _is_config_builder(cfg: StudyConfig, build: Builder) -> bool:
+    """True when ``build`` is the built-in builder the config names (workers import it by name)."""
+    try:
+        from search_spaces import get_builder
+
+        return get_builder(cfg.space.builder) is build
+    except Exception:
+        return False
 
 
 def _result_dict(r: TrialResult) -> dict[str, Any]:
@@ -533,6 +650,7 @@ def search(
     tensorboard: bool = False,
     heads: Any = None,
     on_trial_end: TrialCallback | None = None,
+    executor: Mapping[str, Any] | None = None,
 ) -> StudySummary:
     """Search ``build(hp)`` on the user's own data, like ``tuner.search(x, y, validation_data=...)``.
 
@@ -583,6 +701,7 @@ def search(
         "tracking": {"uri": tracking_uri},
         "ensemble": {"enabled": bool(ensemble), **ens},
         "tensorboard": {"enabled": tensorboard},
+        "executor": dict(executor or {}),
     }
     cfg = config_mod.from_dict(raw)
     return run_study(cfg, build=build, splits=splits, callbacks=callbacks, on_trial_end=on_trial_end)

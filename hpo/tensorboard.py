@@ -90,11 +90,14 @@ def write_experiment(run_dir: Path, space: Any, metrics: Iterable[str], descript
 class TrialBoard:
     """One trial's TensorBoard run: per-epoch scalars, optional weight histograms, HParams session."""
 
-    def __init__(self, run_dir: Path, number: int, params: Mapping[str, Any]) -> None:
+    def __init__(self, run_dir: Path, number: int, params: Mapping[str, Any], session: bool = True) -> None:
+        """``session=False``: a second writer into the same run (a worker process writing histograms)."""
         from tensorboard.plugins.hparams import metadata, plugin_data_pb2
 
         self.log_dir = Path(run_dir) / ROOT / f"trial-{number:05d}"
         self.writer = _writer(self.log_dir)
+        if not session:
+            return
         start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time(), group_name=f"trial-{number:05d}")
         for k, v in params.items():
             v = _hparam_value(v)

@@ -16,8 +16,10 @@ def default_storage(run_dir: Path) -> str:
     return f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
 
 
-def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path) -> Driver:
-    """The driver a config names, with its storage in the run directory unless told otherwise."""
+def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path, parallel: bool = False) -> Driver:
+    """The driver a config names, with its storage in the run directory unless told otherwise.
+
+    ``parallel``: several trials will be pending at once (worker pool or shared storage)."""
     common = dict(direction=cfg.objective.direction, seed=cfg.study.seed)
     if cfg.driver.name == "optuna":
         from hpo.drivers.optuna_driver import OptunaDriver
@@ -25,7 +27,8 @@ def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path) -> Driv
         storage = cfg.driver.storage or default_storage(run_dir)
         embedded = cfg.driver.storage is None or storage.startswith(("sqlite", "journal"))
         return OptunaDriver(space, study_name=cfg.study.name, storage=storage, sampler=cfg.driver.sampler,
-                            pruner=cfg.driver.pruner, epochs=cfg.training.epochs, fail_stale=embedded, **common)
+                            pruner=cfg.driver.pruner, epochs=cfg.training.epochs, fail_stale=embedded,
+                            parallel=parallel, **common)
     if cfg.driver.name == "hyperopt":
         from hpo.drivers.hyperopt_driver import HyperoptDriver
 

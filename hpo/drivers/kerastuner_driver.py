@@ -60,7 +60,10 @@ class KerasTunerDriver(Driver):
         return sum(1 for t in self.oracle.trials.values() if t.status in done)
 
     def ask(self) -> Proposal | None:
-        trial = self.oracle.create_trial("hpo")
+        # One tuner id per ask: the oracle hands an ongoing trial back to the same id, and
+        # trials run concurrently on a worker pool.
+        self._asked = getattr(self, "_asked", 0) + 1
+        trial = self.oracle.create_trial(f"hpo-{self._asked}")
         if trial.status != kt.engine.trial.TrialStatus.RUNNING:
             return None
         values = dict(trial.hyperparameters.values)

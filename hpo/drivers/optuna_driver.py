@@ -19,9 +19,11 @@ IDENTITY_ATTR = "hpo.identity"
 ERROR_ATTR = "hpo.error"
 
 
-def make_sampler(name: str, seed: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, seed: int, space: SearchSpace, parallel: bool = False) -> optuna.samplers.BaseSampler:
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
+        # constant_liar: pending trials count as bad results, so parallel workers do not all
+        # propose the same point (Optuna's advice for distributed TPE).
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=parallel)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
@@ -77,11 +79,12 @@ class OptunaDriver(Driver):
     def __init__(
         self, space: SearchSpace, *, direction: str, seed: int, study_name: str, storage: str,
         sampler: str = "tpe", pruner: str = "none", epochs: int = 10, fail_stale: bool = True,
+        parallel: bool = False,
     ) -> None:
         super().__init__(space, direction=direction, seed=seed)
         self.study_name = study_name
         self.storage = storage
-        self.sampler = make_sampler(sampler, seed, space)
+        self.sampler = make_sampler(sampler, seed, space, parallel)
         self.pruner = make_pruner(pruner, epochs)
         self.pruning = pruner != "none"
         self.fail_stale = fail_stale

@@ -1,0 +1,415 @@
+"""Trials in worker processes: one pool per study, workers pinned to GPUs (or the CPU), replaced when they die.
+
+The driver stays in the study's process (ask/tell, tracking, pruning decisions);
+each worker is a fresh Python process that loads the study's builder, space and
+data once and then runs :func:`hpo.trial.run_trial` for every trial it is sent.
+A worker that dies (segfault, out-of-memory kill, ``kill -9``) ends its trial as
+FAILED with the reason and is replaced; its GPU memory comes back because its
+process ended, which is the only reliable way to get it back from TensorFlow or
+XLA (keras-tuner #395, optuna #3050).
+
+Workers are started with ``subprocess`` (``python -m hpo.executor``) rather than
+``multiprocessing``'s spawn, so a user's script without an ``if __name__ ==
+"__main__"`` guard is never re-run in the workers; messages travel as pickles
+over two pipes (``multiprocessing.connection.Connection``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any, Mapping
+
+from hpo.errors import ConfigError, HpoError
+
+log = logging.getLogger(__name__)
+
+# Exceptions after which a worker's allocator may be in a bad state: the worker is replaced.
+_OOM_MARKERS = ("MemoryError", "ResourceExhausted", "RESOURCE_EXHAUSTED", "out of memory", "OutOfMemory")
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one worker runs: a GPU index, or the CPU (``gpu is None``)."""
+
+    index: int
+    gpu: int | None
+    env: Mapping[str, str]
+
+    def describe(self) -> str:
+        return f"gpu:{self.gpu}" if self.gpu is not None else "cpu"
+
+
+@dataclass
+class Task:
+    """One trial sent to a worker."""
+
+    number: int
+    params: dict[str, Any]
+    seed: int
+    trial_dir: str
+    epochs: int | None = None
+    histograms: bool = False
+
+
+@dataclass
+class EpochEvent:
+    number: int
+    epoch: int
+    logs: dict[str, float]
+
+
+@dataclass
+class DoneEvent:
+    number: int
+    result: Any  # hpo.trial.TrialResult
+
+
+# -- planning ---------------------------------------------------------------------------------
+def visible_gpus() -> list[int]:
+    """GPU indices this process may use, without importing a framework (``nvidia-smi``)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None and env.strip() in ("", "-1"):
+        return []
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    found = [int(x) for x in out.stdout.split() if x.strip().isdigit()] if out.returncode == 0 else []
+    if env:
+        wanted = [int(x) for x in env.split(",") if x.strip().isdigit()]
+        return [g for g in found if g in wanted]
+    return found
+
+
+def plan_slots(section: Any) -> list[Slot] | None:
+    """The worker slots an ``executor`` config section asks for; None means run trials in this process."""
+    if section.mode == "inprocess":
+        return None
+    gpus = visible_gpus() if section.gpus is None else list(section.gpus)
+    if section.gpus:
+        missing = sorted(set(section.gpus) - set(visible_gpus()))
+        if missing:
+            raise ConfigError("executor.gpus", f"GPU(s) {missing} are not visible on this machine "
+                                               f"(visible: {visible_gpus() or 'none'}); fix the list or remove it")
+    if section.mode == "auto" and not gpus and section.cpu_workers == 1:
+        return None
+    slots: list[Slot] = []
+    if gpus:
+        share = 0.9 / section.workers_per_gpu
+        for g in gpus:
+            for _ in range(section.workers_per_gpu):
+                slots.append(Slot(len(slots), g, {
+                    "CUDA_VISIBLE_DEVICES": str(g),
+                    # TensorFlow: grow instead of taking the whole card.
+                    "TF_FORCE_GPU_ALLOW_GROWTH": "true",
+                    # JAX/XLA: no up-front grab; at most this worker's share of the card.
+                    "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+                    "XLA_PYTHON_CLIENT_MEM_FRACTION": f"{share:.3f}",
+                    "HPO_TORCH_MEMORY_FRACTION": f"{share:.3f}",
+                }))
+    else:
+        n = section.cpu_workers
+        threads = section.threads_per_worker or max(1, (os.cpu_count() or 1) // n)
+        for _ in range(n):
+            slots.append(Slot(len(slots), None, {
+                "CUDA_VISIBLE_DEVICES": "",
+                "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                "TF_NUM_INTRAOP_THREADS": str(threads), "TF_NUM_INTEROP_THREADS": str(min(threads, 2)),
+            }))
+    return slots
+
+
+# -- the parent's side --------------------------------------------------------------------------
+@dataclass
+class _Worker:
+    slot: Slot
+    proc: subprocess.Popen[bytes]
+    inbox: Connection  # parent reads
+    outbox: Connection  # parent writes
+    started: float
+    ready: bool = False
+    task: Task | None = None
+    trials_done: int = 0
+    retire: bool = False
+    awaiting_reply: bool = False
+
+
+@dataclass
+class WorkerPool:
+    """Worker processes over ``slots``; the study loop submits tasks and polls for events."""
+
+    slots: list[Slot]
+    payload: dict[str, Any]
+    work_dir: Path
+    recycle_after: int | None = 50
+    memory_limit_mb: int | None = None
+    start_timeout_s: float = 300.0
+    workers: dict[int, _Worker] = field(default_factory=dict)
+    _failed_starts: dict[int, int] = field(default_factory=dict)
+    _payload_path: Path | None = None
+
+    def start(self) -> None:
+        import cloudpickle  # ships with MLflow; pickles a user's builder defined in a script or notebook
+
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        path = self.work_dir / f"payload-{os.getpid()}.pkl"
+        with open(path, "wb") as f:
+            cloudpickle.dump(self.payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+        self._payload_path = path
+        for slot in self.slots:
+            self._spawn(slot)
+
+    def _spawn(self, slot: Slot) -> None:
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        env = dict(os.environ)
+        env.update(slot.env)
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, env.get("PYTHONPATH", "")] if p)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "hpo.executor", str(to_child_r), str(from_child_w)],
+            pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(),
+            start_new_session=True,  # Ctrl-C reaches the study, which stops its workers itself
+        )
+        os.close(to_child_r)
+        os.close(from_child_w)
+        w = _Worker(slot, proc, Connection(from_child_r, writable=False), Connection(to_child_w, readable=False),
+                    time.monotonic())
+        w.outbox.send({"payload": str(self._payload_path), "memory_limit_mb": self.memory_limit_mb,
+                       "sys_path": list(sys.path)})
+        self.workers[slot.index] = w
+
+    def idle(self) -> list[int]:
+        """Slots whose worker is ready and has no task."""
+        return [i for i, w in self.workers.items() if w.ready and w.task is None and not w.retire]
+
+    def busy(self) -> int:
+        return sum(1 for w in self.workers.values() if w.task is not None)
+
+    def submit(self, slot: int, task: Task) -> None:
+        w = self.workers[slot]
+        assert w.ready and w.task is None
+        w.task = task
+        w.outbox.send(task)
+
+    def reply(self, number: int, prune: bool, message: str = "") -> None:
+        """Answer a worker waiting after an epoch report: go on, or stop as pruned."""
+        for w in self.workers.values():
+            if w.task is not None and w.task.number == number and w.awaiting_reply:
+                w.awaiting_reply = False
+                try:
+                    w.outbox.send((prune, message))
+                except (BrokenPipeError, OSError):
+                    pass  # it died; poll() reports it
+                return
+
+    def kill(self, number: int) -> bool:
+        """Kill the worker running trial ``number`` (used by tests and by trial timeouts); True if found."""
+        for w in self.workers.values():
+            if w.task is not None and w.task.number == number:
+                w.proc.kill()
+                return True
+        return False
+
+    def poll(self, timeout: float = 1.0) -> list[EpochEvent | DoneEvent]:
+        """Events from the workers; a dead worker's trial comes back as a FAILED result."""
+        from hpo.trial import TrialResult, TrialState
+
+        events: list[EpochEvent | DoneEvent] = []
+        conns = {w.inbox: w for w in self.workers.values()}
+        for conn in wait(list(conns), timeout=timeout):
+            w = conns[conn]
+            try:
+                msg = conn.recv()
+            except (EOFError, OSError):
+                code = w.proc.wait()
+                reason = _exit_reason(code)
+                if w.task is not None:
+                    res = TrialResult(number=w.task.number, params=w.task.params, seed=w.task.seed,
+                                      state=TrialState.FAILED, error=f"worker process on {w.slot.describe()} died: {reason}")
+                    log.warning("trial %d: %s; starting a new worker", w.task.number, res.error)
+                    events.append(DoneEvent(w.task.number, res))
+                elif not w.ready:
+                    self._failed_starts[w.slot.index] = self._failed_starts.get(w.slot.index, 0) + 1
+                    if self._failed_starts[w.slot.index] >= 3:
+                        self.close()
+                        raise HpoError(f"worker processes on {w.slot.describe()} fail to start ({reason}); "
+                                       "run with executor.mode: inprocess to see the error in this process")
+                self._drop(w, respawn=True)
+                continue
+            kind = msg[0]
+            if kind == "ready":
+                w.ready = True
+                self._failed_starts.pop(w.slot.index, None)
+            elif kind == "error":  # the worker could not load the study; it exits
+                self.close()
+                raise HpoError(f"a worker on {w.slot.describe()} could not start: {msg[1]}")
+            elif kind == "epoch":
+                w.awaiting_reply = True
+                events.append(EpochEvent(msg[1], msg[2], msg[3]))
+            elif kind == "done":
+                res = msg[1]
+                w.task = None
+                w.trials_done += 1
+                events.append(DoneEvent(res.number, res))
+                oom = res.error and any(m in res.error for m in _OOM_MARKERS)
+                if oom or (self.recycle_after is not None and w.trials_done >= self.recycle_after):
+                    w.retire = True
+                    self._drop(w, respawn=True, graceful=True)
+        now = time.monotonic()
+        for w in list(self.workers.values()):
+            if not w.ready and now - w.started > self.start_timeout_s:
+                self.close()
+                raise HpoError(f"a worker on {w.slot.describe()} did not start within {self.start_timeout_s:.0f} s "
+                               "(executor.start_timeout_s)")
+        return events
+
+    def _drop(self, w: _Worker, *, respawn: bool, graceful: bool = False) -> None:
+        if graceful:
+            try:
+                w.outbox.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                w.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+        for c in (w.inbox, w.outbox):
+            c.close()
+        del self.workers[w.slot.index]
+        if respawn:
+            self._spawn(w.slot)
+
+    def close(self, grace_s: float = 5.0) -> None:
+        """Stop every worker (a running trial is abandoned) and remove the payload file."""
+        for w in list(self.workers.values()):
+            try:
+                if w.task is None:
+                    w.outbox.send(None)
+                else:
+                    w.proc.terminate()
+            except (BrokenPipeError, OSError):
+                pass
+        deadline = time.monotonic() + grace_s
+        for w in list(self.workers.values()):
+            try:
+                w.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait()
+            for c in (w.inbox, w.outbox):
+                c.close()
+        self.workers.clear()
+        if self._payload_path is not None:
+            self._payload_path.unlink(missing_ok=True)
+
+    def pids(self) -> dict[int, int]:
+        """Trial number -> pid of the worker running it."""
+        return {w.task.number: w.proc.pid for w in self.workers.values() if w.task is not None}
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if name == "SIGKILL" else ""
+        return f"killed by {name}{hint}"
+    return f"exited with code {code}"
+
+
+# -- the worker's side ----------------------------------------------------------------------------
+def _limit_memory(limit_mb: int) -> None:
+    """Cap the data segment (heap and anonymous mappings) so runaway allocations raise MemoryError here."""
+    import resource
+
+    used_mb = 0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmData:"):
+            used_mb = int(line.split()[1]) // 1024
+    if used_mb >= limit_mb:
+        raise HpoError(f"executor.memory_limit_mb={limit_mb} is below what a worker uses after loading the study "
+                       f"({used_mb} MB); raise it")
+    limit = limit_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+def _child_main(read_fd: int, write_fd: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the study process decides when workers stop
+    inbox = Connection(read_fd, writable=False)
+    outbox = Connection(write_fd, readable=False)
+    try:
+        meta = inbox.recv()
+        for p in reversed(meta["sys_path"]):
+            if p not in sys.path:
+                sys.path.insert(0, p)
+        fraction = os.environ.get("HPO_TORCH_MEMORY_FRACTION")
+        with open(meta["payload"], "rb") as f:
+            payload = pickle.load(f)
+        import keras
+
+        if fraction and keras.backend.backend() == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.set_per_process_memory_fraction(float(fraction))
+        build = payload["build"]
+        if isinstance(build, str):
+            from search_spaces import get_builder
+
+            build = get_builder(build)
+        if meta.get("memory_limit_mb"):
+            _limit_memory(int(meta["memory_limit_mb"]))
+    except Exception as exc:  # report instead of dying silently
+        outbox.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    outbox.send(("ready", os.getpid()))
+    from hpo.errors import TrialPruned
+    from hpo.trial import run_trial
+
+    while True:
+        try:
+            task = inbox.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+
+        def listener(epoch: int, logs: Mapping[str, float], _n: int = task.number) -> None:
+            outbox.send(("epoch", _n, epoch, {k: float(v) for k, v in logs.items()}))
+            prune, message = inbox.recv()
+            if prune:
+                raise TrialPruned(message)
+
+        extra, board = [], None
+        if task.histograms:
+            from hpo.tensorboard import TrialBoard, histogram_callback
+
+            board = TrialBoard(Path(payload["run_dir"]), task.number, task.params, session=False)
+            extra.append(histogram_callback(board))
+        result = run_trial(number=task.number, params=task.params, seed=task.seed, build=build,
+                           space=payload["space"], splits=payload["splits"], settings=payload["settings"],
+                           trial_dir=Path(task.trial_dir), listener=listener, epochs=task.epochs,
+                           extra_callbacks=extra)
+        if board is not None:
+            board.writer.close()
+        outbox.send(("done", result))
+
+
+if __name__ == "__main__":
+    _child_main(int(sys.argv[1]), int(sys.argv[2]))
