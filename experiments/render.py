@@ -1,0 +1,380 @@
+"""Write ``experiments/RESULTS.md`` from the results files, and nothing else.
+
+    python -m experiments.bench --render-only
+
+Every number in the page is read from a results file in ``experiments/results/`` that a script wrote;
+each section names that file and the command that produced it, the machine, the package versions and
+the date. Files this module knows (the benchmark suite, the MNIST ensemble and validation-noise runs,
+the scale benchmark) get their own tables; any other results file is rendered generically (its scalar
+fields and its lists of records as tables). ``*.previous.json`` files (the run before a rerun) are only
+used for the rerun comparison recorded in the newer file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+HEADER_KEYS = ("command", "date", "machine", "versions")
+VERSION_KEYS = ("keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "keras-tuner", "optuna", "hyperopt", "mlflow",
+                "mlflow-skinny", "numpy", "scikit-learn", "python")
+
+
+# -- formatting ------------------------------------------------------------------------------------
+def pct(x: Any, digits: int = 2) -> str:
+    return "n/a" if x is None else f"{100 * float(x):.{digits}f}%"
+
+
+def num(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "n/a"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, int):
+        return f"{x:,}"
+    if isinstance(x, float):
+        if x.is_integer() and abs(x) < 1e15:
+            return f"{int(x):,}"
+        if x != 0 and (abs(x) >= 1e5 or abs(x) < 1e-3):
+            return f"{x:.{digits - 1}e}"
+        return f"{x:.{digits}g}" if abs(x) < 1 else f"{x:,.{max(digits - len(str(int(abs(x)))), 1)}f}"
+    return str(x)
+
+
+def secs(x: Any) -> str:
+    return "n/a" if x is None else f"{float(x):.1f} s" if float(x) >= 10 else f"{float(x):.2f} s"
+
+
+def table(head: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def spread(s: Mapping[str, Any], f: Callable[[Any], str] = pct) -> str:
+    if s.get("n", 1) > 1:
+        return f"{f(s['mean'])} ± {f(s['std'])} ({f(s['min'])}–{f(s['max'])})"
+    return f(s["mean"])
+
+
+def environment(d: Mapping[str, Any], name: str) -> str:
+    """The lines every section starts with: file, command, date, machine, versions."""
+    m = d.get("machine") or {}
+    v = d.get("versions") or {}
+    gpu = m.get("gpu") or "no GPU"
+    pk = ", ".join(f"{k} {v[k]}" for k in VERSION_KEYS if k in v)
+    backend = f" ({v['keras_backend']} backend)" if "keras_backend" in v else ""
+    out = [f"Results file: `experiments/results/{name}.json`. Command: `{str(d.get('command', 'n/a')).strip()}`.",
+           f"Machine: {m.get('cpu', 'n/a')}, {m.get('cpu_count', 'n/a')} CPU cores, {gpu}. Date {d.get('date', 'n/a')}.",
+           f"Packages: {pk}{backend}." if pk else "Packages: not recorded."]
+    return "\n".join(out)
+
+
+def rerun_note(d: Mapping[str, Any]) -> str:
+    r = d.get("rerun")
+    if not r:
+        return ("Reruns: no previous results file to compare with yet; the next run of the command keeps this one as "
+                "`.previous.json` and records how far every number moved.")
+    parts = [f"Rerun against the previous run of {r.get('previous_date')} (`{r.get('previous_command', '')}`)"]
+    if not r.get("same_settings"):
+        parts.append("with different settings, so numbers are not comparable one to one")
+    parts.append(f"sampled-configuration hashes identical in {r.get('configs_identical')} of {r.get('configs_compared')} studies")
+    if r.get("max_abs_change_scores") is not None:
+        parts.append(f"scores moved by at most {r['max_abs_change_scores']:.4f} (absolute)")
+    if r.get("max_relative_change_times") is not None:
+        parts.append(f"wall times and overhead ratios by at most {pct(r['max_relative_change_times'], 0)} (relative)")
+    return "; ".join(parts) + "."
+
+
+# -- the benchmark suite ------------------------------------------------------------------------------
+def space_text(space: Mapping[str, Any]) -> str:
+    parts = []
+    for k, v in space.items():
+        if "fixed" in v:
+            parts.append(f"{k} fixed to {v['fixed']}")
+        elif "values" in v:
+            parts.append(f"{k} in {v['values']}")
+        else:
+            parts.append(f"{k} {v.get('min')}–{v.get('max')}{' (log)' if v.get('log') else ''}")
+    return "; ".join(parts)
+
+
+def render_quality(d: Mapping[str, Any], name: str) -> str:
+    s = d["settings"]
+    rows = []
+    for tool, t in d["summary"].items():
+        rows.append([t["label"], spread(t["trials"], num), spread(t["epochs_trained"], num), spread(t["audit_accuracy"]),
+                     spread(t["test_accuracy"]), spread(t["test_nll"], num), secs(t["wall_s"]["mean"])])
+    per = [[r["tool"], r["seed"], r["n_trials"], r["epochs_trained"], r["best_trial"], pct(r["best_select"]),
+            pct(r["audit"]["accuracy"]), pct(r["test"]["accuracy"]), num(r["test"]["nll"]), secs(r["wall_s"]),
+            f"`{r['configs_hash']}`"] for r in d["runs"]]
+    return "\n\n".join([
+        f"## Search quality at equal budget ({s['dataset']})",
+        environment(d, name),
+        f"Space: the `mlp` builder with {space_text(s['space'])}; activation, dropout, optimizer and learning rate "
+        f"as the builder declares them. Budget per study: {s['trials']} trials of {s['epochs']} epochs, batch "
+        f"{s['batch_size']}; seeds {', '.join(map(str, s['seeds']))}; data split hashes: "
+        + ", ".join(f"{k} `{v}`" for k, v in d.get("data_hashes", {}).items()) + f". Whole benchmark: {secs(d.get('total_wall_s'))}.",
+        "Our drivers run through `run_study` and score a trial by its last epoch on select; KerasTuner's tuners run "
+        "with `tuner.search` on the same builder and splits and score a trial by its best epoch on select, whose "
+        "checkpoint is reloaded. Hyperband gets `max_epochs` = the epochs per trial and the same total epoch budget "
+        "(its later rounds resume earlier trials, so it runs more, shorter trials). Both sides report the best "
+        "trial by select, scored on audit and on the locked test split. At this budget every sampler is still mostly "
+        "in its random start-up phase (Optuna's TPE starts with ten random trials, Hyperopt's with twenty, "
+        "KerasTuner's Bayesian oracle with three per searched dimension), so differences between tools are "
+        "mostly seed noise; the spread column says how much.",
+        table(["tool", "trials", "epochs trained", "best trial: audit accuracy, mean ± sd (min–max)",
+               "best trial: test accuracy", "test NLL", "wall per study"], rows),
+        "Per study (the hash is of the sampled configurations in trial order; the same seed gives the same hash):",
+        table(["tool", "seed", "trials", "epochs", "best trial", "select", "audit", "test", "test NLL", "wall", "configs hash"], per),
+        rerun_note(d),
+    ])
+
+
+def render_ensemble(d: Mapping[str, Any], name: str) -> str:
+    s = d["settings"]
+    rows = []
+    for e in d["studies"]:
+        rows.append([e["tool"], e["seed"], f"trial {e['best_trial']}: {pct(e['single']['test']['accuracy'])} / {num(e['single']['test']['nll'])}",
+                     f"{pct(e['top_k']['test']['accuracy'])} / {num(e['top_k']['test']['nll'])}",
+                     f"{e['greedy']['size']}: {pct(e['greedy']['test']['accuracy'])} / {num(e['greedy']['test']['nll'])}"])
+    g = d["mean_gain_over_single"]
+    gains = [[m, spread(g[m]["test_accuracy"], lambda x: f"{100 * x:+.2f} pt"), spread(g[m]["test_nll"], lambda x: f"{x:+.4f}")]
+             for m in ("top_k", "greedy")]
+    return "\n\n".join([
+        f"## What the ensemble adds ({s['dataset']})",
+        environment(d, name),
+        f"The studies of the quality benchmark above (our drivers: their trials keep per-example logits). For each "
+        f"study: its best single trial by select against the top-{s['ensemble_size']} trials by select and a greedy "
+        f"forward selection (at most {s['ensemble_size']} members with replacement, {s['greedy_metric'].upper()} on "
+        f"select), both averaging probabilities; all scored on the locked test split. Nothing is retrained.",
+        table(["study", "seed", "best single: test accuracy / NLL", f"top-{s['ensemble_size']}: accuracy / NLL",
+               "greedy (members): accuracy / NLL"], rows),
+        "Change against the best single trial, over the studies (mean ± sd, min–max):",
+        table(["ensemble", "test accuracy", "test NLL (lower is better)"], gains),
+        rerun_note(d),
+    ])
+
+
+VARIANTS = {
+    "bare": "bare loop: build, `fit` on train, `evaluate` on select",
+    "runner_lean": "our trial runner without per-epoch audit and model saving",
+    "runner": "our trial runner (`run_trial`), default settings",
+    "study": "our `run_study` (Optuna TPE, MLflow, default settings)",
+    "kerastuner": "KerasTuner RandomSearch tuner replaying the same configurations",
+}
+
+
+def render_overhead(d: Mapping[str, Any], name: str) -> str:
+    parts = [f"## Overhead: our driver against a bare loop and KerasTuner ({d['settings']['dataset']})", environment(d, name),
+             f"Seed {d.get('seed')}. Each point: a warm-up `run_study` samples the configurations (Optuna TPE's seeded "
+             "start-up trials); then every variant runs exactly those configurations with the same epochs and batch "
+             "size, one after another and repeated with the order rotated, in one process and one run, so the "
+             "machine's load affects them alike. Overhead ratio = variant wall time / bare loop wall time − 1, per "
+             f"repetition; the median is shown. Target: `run_study` at most 5% over the bare loop and below "
+             f"KerasTuner's overhead. Whole benchmark: {secs(d.get('total_wall_s'))}."]
+    for i, p in enumerate(d["points"]):
+        rows = [[VARIANTS.get(v, v), secs(p["median_wall_s"][v]),
+                 "—" if v == "bare" else f"{pct(p['overhead_ratio'][v]['median'], 1)} ("
+                 + ", ".join(pct(x, 1) for x in p["overhead_ratio"][v]["per_rep"]) + ")"]
+                for v in p["median_wall_s"]]
+        b = p["breakdown"]
+        br = [["bare loop, per trial", secs(b["bare_per_trial_s"])],
+              ["inside our trials, extra per trial (sum of `duration_s` − bare)", secs(b["in_trial_extras_per_trial_s"])],
+              ["  of which per-epoch audit scoring and `model.keras` saving (runner − lean runner)",
+               secs(b["of_which_audit_per_epoch_and_model_save_per_trial_s"])],
+              ["  of which per-epoch select validation, predictions on three splits, seeding, `clear_session` (lean runner − bare)",
+               secs(b["of_which_select_validation_predictions_seeding_per_trial_s"])],
+              ["between trials, per trial (ask, tell, MLflow run start and end, `result.json`)", secs(b["loop_per_trial_s"])],
+              ["study setup, once (space discovery, preflight, Optuna and MLflow stores)", secs(b["study_setup_s"])],
+              ["study end, once (summary, test scoring, MLflow)", secs(b["study_end_s"])]]
+        ours = p["overhead_ratio"]["study"]["median"]
+        kt = p["overhead_ratio"]["kerastuner"]["median"]
+        parts += [
+            f"### Point {i + 1}: {p['n_configs']} configurations × {p['epochs']} epochs, batch {p['batch_size']}, "
+            f"{p['reps']} repetitions",
+            f"Configurations hash `{p['configs_hash']}`; every variant ran the same configurations: "
+            f"{'yes' if p['same_configs_everywhere'] else 'no'}.",
+            table(["variant", "median wall", "overhead ratio, median (per repetition)"], rows),
+            f"Verdict: our overhead {pct(ours, 1)} against KerasTuner's {pct(kt, 1)}: within 5%: "
+            f"{'yes' if p['ours_within_5pct'] else 'no'}; below KerasTuner: {'yes' if p['ours_below_kerastuner'] else 'no'}.",
+            "Where our time goes (medians over repetitions; per-trial times from `trials/*/result.json` `duration_s` "
+            "against the study's wall time):",
+            table(["part", "time"], br),
+        ]
+    parts.append(rerun_note(d))
+    return "\n\n".join(parts)
+
+
+# -- earlier benchmark scripts ---------------------------------------------------------------------------
+def render_mnist_ensemble(d: Mapping[str, Any], name: str) -> str:
+    parts = [f"## MNIST: ensemble of 50 MLPs, and a real search's ensembles (`{name}`)", environment(d, name)]
+    m = d.get("members")
+    if m:
+        h = m.get("data_hashes", {})
+        parts += [
+            f"Part 1, config `{m['config']}`: {m['members']} trials of one fixed MLP configuration, each with its own "
+            "seed; test = the official MNIST test images (locked split). Median, minimum and maximum single-model test "
+            "accuracy against the average of the members' logits and of their probabilities.",
+            table(["members", "failed", "wall (incl. tracking)", "median single test acc. (min–max)", "logit average",
+                   "probability average", "train hash"],
+                  [[m["members"], m.get("failed"), secs(m["wall_s"]),
+                    f"{pct(m['median_single_test_accuracy'])} ({pct(m['min_single_test_accuracy'])}–{pct(m['max_single_test_accuracy'])})",
+                    pct(m["logit_average_test_accuracy"]), pct(m["probability_average_test_accuracy"]),
+                    f"`{h.get('train', 'n/a')}`"]]),
+        ]
+    s = d.get("search")
+    if s:
+        def row(label: str, t: Mapping[str, Any]) -> list[str]:
+            return [label, f"{pct(t['accuracy'])} / {num(t['nll'])} / {num(t['ece'])}"]
+
+        parts += [
+            f"Part 2, config `{s['config']}`: {s['trials']} trials ({s['complete']} complete, {s['pruned']} pruned), "
+            f"wall {secs(s['wall_s'])}. Its best single trial (by select) against its ensembles, on the locked test split:",
+            table(["model", "test accuracy / NLL / ECE"],
+                  [row(f"best single trial (trial {s['best_trial']})", s["best_single_test"]),
+                   row(f"top-{s['top_k_ensemble']['members']} ensemble (mean of probabilities)", s["top_k_ensemble"]["test"]),
+                   row(f"greedy ensemble ({s['greedy_ensemble']['members']} members, NLL on select)", s["greedy_ensemble"]["test"])]),
+        ]
+    parts.append("Not rerun by the default benchmark (it needs a GPU): `python -m experiments.bench mnist_ensemble` runs "
+                 "it. The course's expected values and a reference measurement are in `../shared/data/README.md`.")
+    return "\n\n".join(parts)
+
+
+def render_validation_noise(d: Mapping[str, Any], name: str) -> str:
+    c = d.get("config", {})
+    return "\n\n".join([
+        "## MNIST: how noisy is one validation set? (two halves of the test set)",
+        environment(d, name),
+        f"MLP with {c.get('layers')} hidden layers of {c.get('units')} units, Adam with learning rate "
+        f"{c.get('learning_rate')}, batch {c.get('batch_size')}, {d.get('epochs')} epochs on the MNIST training images "
+        f"(seed {c.get('seed')}; {secs(d.get('wall_s'))}); after every epoch, accuracy on two disjoint random halves "
+        f"({c.get('half_size')} images each) of the test set. Per-epoch accuracies are in the results file.",
+        table(["Pearson correlation of the halves across epochs", "same, after epoch 10", "mean accuracy A / B",
+               "mean A − B", "mean abs difference", "max abs difference", "epochs with abs difference > 1%"],
+              [[num(d["pearson_correlation"], 3), num(d.get("pearson_correlation_after_epoch_10"), 3),
+                f"{pct(d['mean_accuracy_half_a'])} / {pct(d['mean_accuracy_half_b'])}",
+                f"{100 * d['mean_difference_a_minus_b']:+.2f} pt", f"{100 * d['mean_abs_difference']:.2f} pt",
+                f"{100 * d['max_abs_difference']:.2f} pt", d["epochs_with_abs_difference_over_1pct"]]]),
+        "A late-epoch correlation well below one means that picking an epoch or a configuration on one half is "
+        "largely picking that half's noise. Not rerun by the default benchmark: "
+        "`python -m experiments.bench validation_noise` runs it.",
+    ])
+
+
+def render_scale(d: Mapping[str, Any], name: str) -> str:
+    parts = ["## Cost at scale: samplers and greedy ensembling", environment(d, name)]
+    if d.get("sampler_cost"):
+        parts += ["Time to propose one configuration of the `mlp` space with in-memory histories (median of several "
+                  "proposals):",
+                  table(["finished trials", "Optuna TPE", "Hyperopt TPE"],
+                        [[num(r["finished_trials"]), f"{r['optuna_tpe_ms']} ms", f"{r['hyperopt_tpe_ms']} ms"]
+                         for r in d["sampler_cost"]])]
+    if d.get("greedy_cost"):
+        parts += ["Greedy forward selection (NLL on select) over synthetic MNIST-sized logits:",
+                  table(["combination", "candidates", "select rows × classes", "size cap", "steps", "time"],
+                        [[r["combine"], num(r["members"]), f"{num(r['rows'])} × {r['classes']}", r.get("cap"), r["steps"],
+                          secs(r["seconds"])] for r in d["greedy_cost"]])]
+    parts.append("Not rerun by the default benchmark: `python -m experiments.bench scale` runs it.")
+    return "\n\n".join(parts)
+
+
+# -- any other results file -------------------------------------------------------------------------------
+def _scalars(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    if isinstance(d, Mapping):
+        for k, v in d.items():
+            if not prefix and k in HEADER_KEYS:
+                continue
+            out += _scalars(v, f"{prefix}{k}.")
+    elif isinstance(d, list) and d and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in d):
+        if len(d) <= 8:
+            out.append((prefix.rstrip("."), ", ".join(num(x) for x in d)))
+        else:
+            out.append((prefix.rstrip("."), f"{len(d)} values, min {num(min(d))}, max {num(max(d))}, "
+                                             f"first {num(d[0])}, last {num(d[-1])}"))
+    elif isinstance(d, (int, float, str, bool)) or d is None:
+        out.append((prefix.rstrip("."), d))
+    return out
+
+
+def _record_tables(d: Any, prefix: str = "") -> list[tuple[str, list[Mapping[str, Any]]]]:
+    out: list[tuple[str, list[Mapping[str, Any]]]] = []
+    if isinstance(d, Mapping):
+        for k, v in d.items():
+            out += _record_tables(v, f"{prefix}{k}.")
+    elif isinstance(d, list) and d and all(isinstance(x, Mapping) for x in d):
+        out.append((prefix.rstrip("."), d))
+    return out
+
+
+def render_generic(d: Any, name: str) -> str:
+    title = f"## `{name}`"
+    if not isinstance(d, Mapping):
+        return "\n\n".join([title, f"Results file: `experiments/results/{name}.json` (not a mapping; not rendered)."])
+    parts = [title, environment(d, name)]
+    scal = [(k, v) for k, v in _scalars(d) if v is not None and v != ""]
+    if scal:
+        parts.append(table(["field", "value"], [[f"`{k}`", num(v) if not isinstance(v, str) else v.replace("|", "\\|")]
+                                                 for k, v in scal[:120]]))
+        if len(scal) > 120:
+            parts.append(f"({len(scal) - 120} more fields in the results file.)")
+    for key, recs in _record_tables(d):
+        cols: list[str] = []
+        for r in recs:
+            for k, v in r.items():
+                if k not in cols and (isinstance(v, (int, float, str, bool)) or v is None):
+                    cols.append(k)
+        if not cols:
+            continue
+        rows = [[num(r.get(c)) if not isinstance(r.get(c), str) else str(r.get(c)).replace("|", "\\|") for c in cols]
+                for r in recs[:60]]
+        parts += [f"`{key}`:", table(cols, rows)]
+        if len(recs) > 60:
+            parts.append(f"({len(recs) - 60} more rows in the results file.)")
+    return "\n\n".join(parts)
+
+
+RENDERERS: list[tuple[str, Callable[[Any, str], str]]] = [
+    ("bench_quality", render_quality), ("bench_ensemble", render_ensemble), ("bench_overhead", render_overhead),
+    ("mnist_ensemble", render_mnist_ensemble), ("mnist_validation_noise", render_validation_noise), ("scale", render_scale),
+]
+
+
+def render(results_dir: str | Path) -> str:
+    """The whole page from every ``*.json`` in ``results_dir`` (except ``*.previous.json``)."""
+    files = sorted(p for p in Path(results_dir).glob("*.json") if not p.name.endswith(".previous.json"))
+
+    def rank(p: Path) -> tuple[int, str]:
+        for i, (prefix, _) in enumerate(RENDERERS):
+            if p.stem.startswith(prefix):
+                return i, p.stem
+        return len(RENDERERS), p.stem
+
+    sections = [
+        "# Benchmark results",
+        "Generated by `python -m experiments.bench` (`--render-only` rebuilds it without running anything) from "
+        "the results files in `experiments/results/`; do not edit by hand. Every number below is read from one of "
+        "those files, and each section names its file, the command that wrote it, the machine, the package "
+        "versions and the date. Timings on a shared machine are noisy: compare ratios measured within one run, "
+        "not wall times across sections.",
+    ]
+    for p in sorted(files, key=rank):
+        try:
+            d = json.loads(p.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            sections.append(f"## `{p.stem}`\n\nResults file `experiments/results/{p.name}` could not be read: {exc}.")
+            continue
+        fn = next((f for prefix, f in RENDERERS if p.stem.startswith(prefix)), render_generic)
+        try:
+            sections.append(fn(d, p.stem))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            sections.append(render_generic(d, p.stem))
+    return "\n\n".join(sections).rstrip() + "\n"
+
+
+def write_results_md(results_dir: str | Path, path: str | Path) -> Path:
+    path = Path(path)
+    path.write_text(render(results_dir))
+    return path
