@@ -1,0 +1,174 @@
+"""Packed populations (ensembles.packed): a packed member trains exactly like its unpacked Keras model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from ensembles.packed import (  # noqa: E402
+    PackedMLPSpec,
+    build_packed_mlp,
+    evaluate_members,
+    member_histories,
+    member_logits,
+    train_packed,
+    unpack,
+)
+from ensembles.packed_layers import (  # noqa: E402
+    PackedDense,
+    PackedDropout,
+    PackedSparseCategoricalCrossentropy,
+    packed_optimizer,
+)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.data / 16.0).astype("float32"), d.target.astype("int64")
+
+
+def _weights(model: keras.Model) -> list[np.ndarray]:
+    return [np.asarray(w.numpy()) for w in model.weights]
+
+
+@pytest.mark.parametrize("optimizer,rates", [("sgd", [0.05, 0.01, 0.2]), ("adam", [1e-3, 3e-3, 1e-2])])
+def test_packed_member_trains_like_its_unpacked_model(digits, optimizer, rates):
+    x, y = digits
+    keras.utils.set_random_seed(0)
+    spec = PackedMLPSpec((64,), 10, seeds=[0, 1, 2], learning_rates=rates, l2s=[0.0, 1e-3, 0.0], layers=2,
+                         units=16, optimizer=optimizer)
+    packed = build_packed_mlp(spec, member_metrics=False)
+    singles = unpack(packed)  # standard Dense models: same initial weights, each compiled with its own lr and L2
+    assert [type(s.optimizer).__name__.lower() for s in singles] == [optimizer] * 3
+    initial = [_weights(s) for s in singles]
+    for step in range(6):  # same data order for everyone
+        xb, yb = x[32 * step:32 * (step + 1)], y[32 * step:32 * (step + 1)]
+        packed.train_on_batch(xb, yb)
+        for s in singles:
+            s.train_on_batch(xb, yb)
+    after = unpack(packed, compile=False)
+    for m in range(3):
+        for w_packed, w_single, w0 in zip(_weights(after[m]), _weights(singles[m]), initial[m]):
+            assert np.abs(w_single - w0).max() > 1e-4  # it did train
+            np.testing.assert_allclose(w_packed, w_single, rtol=1e-4, atol=2e-6)
+
+
+def test_members_are_independent(digits):
+    x, y = digits
+    n, m = 64, 2
+
+    def run(lr1: float, data1: np.ndarray, labels1: np.ndarray) -> list[np.ndarray]:
+        spec = PackedMLPSpec((64,), 10, seeds=[3, 4], learning_rates=[1e-2, lr1], layers=1, units=8,
+                             per_member_inputs=True)
+        model = build_packed_mlp(spec, member_metrics=False)
+        xs = np.stack([x[:n], data1], axis=1)  # (batch, members, features)
+        ys = np.stack([y[:n], labels1], axis=1)
+        for _ in range(4):
+            model.train_on_batch(xs, ys)
+        return _weights(model)
+
+    base = run(1e-2, x[:n], y[:n])
+    other = run(5e-2, x[n:2 * n], y[n:2 * n])  # member 1: other rows, other labels, other learning rate
+    for wa, wb in zip(base, other):
+        np.testing.assert_allclose(wa[0], wb[0], rtol=1e-5, atol=1e-7)  # member 0 untouched (up to rounding)
+        assert np.abs(wa[1] - wb[1]).max() > 1e-4
+    assert m == 2
+
+
+def test_init_matches_unpacked_initializer_per_member():
+    members, fan_in, units = 32, 100, 50
+    layer = PackedDense(members, units, seeds=list(range(members)))
+    layer.build((None, fan_in))
+    k = layer.kernel.numpy()
+    assert k.shape == (members, fan_in, units)
+    limit = np.sqrt(6.0 / (fan_in + units))  # glorot_uniform on the member's own (in, out)
+    assert np.abs(k).max() <= limit and np.abs(k).max() > 0.98 * limit
+    dense = keras.layers.Dense(units)
+    dense.build((None, fan_in))
+    ref_std = dense.kernel.numpy().std()
+    assert abs(k.std() - limit / np.sqrt(3)) < 0.01 * limit and abs(k.std() - ref_std) < 0.05 * ref_std
+    per_member = k.reshape(members, -1).std(1)
+    assert np.all(np.abs(per_member / (limit / np.sqrt(3)) - 1) < 0.05)
+    assert not np.allclose(k[0], k[1])  # own seed each
+    assert np.all(layer.bias.numpy() == 0)
+    again = PackedDense(members, units, seeds=list(range(members)))
+    again.build((None, fan_in))
+    np.testing.assert_array_equal(k, again.kernel.numpy())
+
+
+def test_dropout_rate_per_member():
+    layer = PackedDropout([0.0, 0.5], seed=1)
+    x = np.ones((2, 500, 20), "float32")
+    out = keras.ops.convert_to_numpy(layer(x, training=True))
+    np.testing.assert_array_equal(out[0], x[0])
+    zeros = (out[1] == 0).mean()
+    assert 0.45 < zeros < 0.55 and np.allclose(out[1][out[1] != 0], 2.0)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x, training=False)), x)
+
+
+def test_loss_is_sum_of_member_means():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(8, 3, 5)).astype("float32")
+    y = rng.integers(0, 5, 8)
+    got = float(keras.ops.convert_to_numpy(PackedSparseCategoricalCrossentropy()(y, z)))
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    want = sum(-logp[np.arange(8), m, y].mean() for m in range(3))
+    assert got == pytest.approx(want, rel=1e-5)
+    assert evaluate_members(np.swapaxes(z, 0, 1), y)["loss"] == pytest.approx(
+        [-logp[np.arange(8), m, y].mean() for m in range(3)], rel=1e-5)
+
+
+def test_train_save_load_and_unpack(digits, tmp_path):
+    x, y = digits
+    keras.utils.set_random_seed(1)
+    spec = PackedMLPSpec.from_params(
+        [{"layers": 1, "units": 16, "learning_rate": 1e-2, "seed": 0},
+         {"layers": 1, "units": 16, "learning_rate": 3e-3, "dropout": 0.1, "use_l2": True, "l2": 1e-4, "seed": 1}],
+        input_shape=(64,), n_classes=10)
+    result = train_packed(spec, x[:1000], y[:1000], epochs=2, batch_size=64, validation_data=(x[1000:], y[1000:]),
+                          predict_on={"val": x[1000:]})
+    assert result.logits["val"].shape == (2, len(x) - 1000, 10)
+    assert set(result.histories[1]) == {"accuracy", "loss", "val_accuracy", "val_loss"}
+    assert len(result.histories[0]["val_accuracy"]) == 2
+    scores = evaluate_members(result.logits["val"], y[1000:])
+    assert min(scores["accuracy"]) > 0.3
+    assert scores["accuracy"] == pytest.approx([h["val_accuracy"][-1] for h in result.histories], abs=1e-6)
+
+    models = unpack(result.model)
+    assert [layer.__class__.__name__ for layer in models[1].layers[1:]] == ["Dense", "Dropout", "Dense"]
+    for m, single in enumerate(models):
+        np.testing.assert_allclose(single.predict(x[1000:], verbose=0), result.logits["val"][m], atol=1e-5)
+    assert models[1].layers[1].kernel_regularizer.l2 == pytest.approx(1e-4)
+    single_path = tmp_path / "member.keras"
+    models[0].save(single_path)  # a plain Keras model: loads without the packed classes
+    assert isinstance(keras.saving.load_model(single_path).layers[1], keras.layers.Dense)
+
+    path = tmp_path / "packed.keras"
+    result.model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(member_logits(loaded, x[1000:]), result.logits["val"], atol=1e-6)
+    assert list(loaded.optimizer.member_learning_rates) == pytest.approx([1e-2, 3e-3])
+    xb, yb = x[:64], y[:64]  # optimizer state came back too: one more step agrees (member 0 has no dropout)
+    result.model.train_on_batch(xb, yb)
+    loaded.train_on_batch(xb, yb)
+    for a, b in zip(_weights(result.model), _weights(loaded)):
+        np.testing.assert_allclose(a[0], b[0], atol=1e-6)
+
+
+def test_invalid_populations_are_refused():
+    with pytest.raises(ValueError, match="shape parameter"):
+        PackedMLPSpec.from_params([{"units": 16}, {"units": 32}], input_shape=(64,), n_classes=10)
+    with pytest.raises(ValueError, match="one value per member"):
+        PackedMLPSpec((64,), 10, seeds=[0, 1], learning_rates=[1e-3])
+    with pytest.raises(ValueError, match="weight_decay"):
+        packed_optimizer("adam", [1e-3, 1e-3], weight_decay=0.01)
+    opt = packed_optimizer("sgd", [0.1, 0.1])
+    with pytest.raises(ValueError, match="member axis"):
+        opt.build([keras.Variable(np.zeros((3, 4), "float32"))])
+    assert member_histories({"member_1_accuracy": [0.5], "val_member_0_loss": [1.0], "loss": [2.0]}, 2) == [
+        {"val_loss": [1.0]}, {"accuracy": [0.5]}]
