@@ -39,7 +39,6 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import keras
-import numpy as np
 from keras import ops
 
 PACKAGE = "hpo_packed"
@@ -119,7 +118,7 @@ class PackedLayer(keras.layers.Layer):
         raise NotImplementedError
 
     def member_weights(self, m: int) -> list[Any]:
-        return [np.asarray(w.numpy())[m] for w in self.weights]
+        return [ops.convert_to_numpy(ops.convert_to_tensor(w))[m] for w in self.weights]
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
