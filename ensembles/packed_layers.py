@@ -56,6 +56,11 @@ def _per_member(value: float | Sequence[float] | None, members: int, what: str) 
     return out
 
 
+def variable_numpy(v: Any) -> Any:
+    """A variable's value as a NumPy array (``Variable.numpy()`` warns under JAX with NumPy 2, its value does not)."""
+    return v.numpy() if keras.backend.backend() == "tensorflow" else ops.convert_to_numpy(v.value)
+
+
 def _member_shape(members: int, rank: int) -> tuple[int, ...]:
     """Shape that broadcasts a ``(members,)`` vector over a rank-``rank`` member-major tensor."""
     return (members,) + (1,) * (rank - 1)
@@ -118,7 +123,7 @@ class PackedLayer(keras.layers.Layer):
         raise NotImplementedError
 
     def member_weights(self, m: int) -> list[Any]:
-        return [ops.convert_to_numpy(ops.convert_to_tensor(w))[m] for w in self.weights]
+        return [variable_numpy(w)[m] for w in self.weights]
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -21,6 +21,7 @@ from ensembles.packed_layers import (  # noqa: E402
     PackedDropout,
     PackedSparseCategoricalCrossentropy,
     packed_optimizer,
+    variable_numpy,
 )
 
 
@@ -33,7 +34,7 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _np(v) -> np.ndarray:
-    return keras.ops.convert_to_numpy(keras.ops.convert_to_tensor(v))
+    return variable_numpy(v)
 
 
 def _weights(model: keras.Model) -> list[np.ndarray]:
