@@ -1,6 +1,7 @@
 """The ``hpo`` command: a thin layer over the Python API.
 
-    hpo run experiments/quickstart.yaml [--driver hyperopt] [--n-trials N] [--quiet]
+    hpo run experiments/quickstart.yaml [--driver hyperopt] [--n-trials N] [--workers K] [--storage URL] [--quiet]
+    hpo worker --study NAME --storage postgresql://user@host/db [--workers K]
     hpo ensemble runs/quickstart [--method greedy|top_k] [--top-k N] [--combine probs|logits|geometric|vote]
     hpo ui runs/quickstart [--port 5000]
 """
@@ -24,24 +25,78 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _config_from_storage(study: str, storage: str, wait_s: float = 0.0) -> Any:
+    """The config a study was created with, as stored in its Optuna storage (waiting ``wait_s`` for it to appear)."""
+    import optuna
+
+    from hpo import config as config_mod
+    from hpo.drivers.optuna_driver import CONFIG_ATTR, resolve_storage
+    from hpo.errors import ConfigError
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            found = optuna.load_study(study_name=study, storage=resolve_storage(storage))
+            raw = found.user_attrs.get(CONFIG_ATTR)
+            if raw is not None:
+                break
+        except KeyError as exc:
+            if time.monotonic() >= deadline:
+                raise ConfigError("study", f"no study {study!r} in this storage; start it with `hpo run CONFIG` "
+                                           "(driver.storage set to this URL) or pass the config file to `hpo worker`"
+                                  ) from exc
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    if raw is None:
+        raise ConfigError("study", f"study {study!r} holds no hpo config; pass the config file to `hpo worker`")
+    raw = dict(raw)
+    raw["driver"] = {**raw["driver"], "storage": storage}  # the stored URL is redacted
+    return config_mod.from_dict(raw)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    return _cmd_run(args, role="worker")
+
+
+def _cmd_run(args: argparse.Namespace, role: str = "owner") -> int:
     from hpo import config as config_mod
     from hpo.errors import ConfigError
     from hpo.study import StudyProgress, run_study
     from hpo.trial import TrialResult
 
     try:
-        cfg = config_mod.load(args.config)
-        if args.driver:
+        if args.config:
+            cfg = config_mod.load(args.config)
+        elif role == "worker" and args.study and args.storage:
+            cfg = _config_from_storage(args.study, args.storage, args.wait)
+        else:
+            raise ConfigError("config", "give a config file, or --study NAME and --storage URL")
+        if args.storage:
+            cfg.driver.storage = args.storage
+        if args.tracking_uri:
+            cfg.tracking.uri = args.tracking_uri
+        if cfg.tracking.uri and "***" in cfg.tracking.uri:
+            raise ConfigError("tracking.uri", "the stored tracking URI has its password redacted; pass --tracking-uri")
+        if args.workers is not None:
+            from hpo.executor import visible_gpus
+
+            cfg.executor.mode = "processes"
+            if visible_gpus() and cfg.executor.gpus != []:
+                cfg.executor.workers_per_gpu = args.workers
+            else:
+                cfg.executor.cpu_workers = args.workers
+        if getattr(args, "driver", None):
             cfg.driver.name = args.driver
             cfg.driver.sampler = args.sampler or config_mod.SAMPLERS.get(args.driver, ("tpe",))[0]
-        elif args.sampler:
+        elif getattr(args, "sampler", None):
             cfg.driver.sampler = args.sampler
-        if args.n_trials is not None:
+        if getattr(args, "n_trials", None) is not None:
             cfg.study.n_trials = args.n_trials
         if args.run_dir:
             cfg.study.run_dir = args.run_dir
-        if args.name:
+        if getattr(args, "name", None):
             cfg.study.name = args.name
         config_mod.validate(cfg)
     except ConfigError as exc:
@@ -80,14 +135,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(line, flush=True)
 
     if not args.quiet:
-        print(f"study {cfg.study.name!r}: {cfg.study.n_trials} trials, driver {cfg.driver.name}/{cfg.driver.sampler}, "
-              f"{cfg.space.builder} on {cfg.data.dataset}, run dir {cfg.run_dir}", flush=True)
+        print(f"{'worker on ' if role == 'worker' else ''}study {cfg.study.name!r}: {cfg.study.n_trials} trials, "
+              f"driver {cfg.driver.name}/{cfg.driver.sampler}, {cfg.space.builder} on {cfg.data.dataset}, "
+              f"run dir {cfg.run_dir}", flush=True)
     try:
         if live is not None:
             with live:
-                summary = run_study(cfg, on_trial_end=on_trial_end, on_epoch_end=on_epoch_end)
+                summary = run_study(cfg, on_trial_end=on_trial_end, on_epoch_end=on_epoch_end, role=role)
         else:
-            summary = run_study(cfg, on_trial_end=on_trial_end)
+            summary = run_study(cfg, on_trial_end=on_trial_end, role=role)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -98,6 +154,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 143 if isinstance(exc, StudyInterrupted) else 130
     if args.json:
         print(json.dumps(summary.to_dict(), indent=2, default=str))
+        return 0
+    if role == "worker":
+        print(f"worker done in {summary.duration_s:.0f}s: ran {summary.n_complete} complete, {summary.n_pruned} "
+              f"pruned, {summary.n_failed} failed; the study's budget is used (its owner, `hpo run`, summarises)")
         return 0
     m = cfg.objective.metric
     print(f"\ndone in {summary.duration_s:.0f}s: {summary.n_complete} complete, {summary.n_pruned} pruned, "
@@ -276,7 +336,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--name", help="study name (default: the config's)")
     r.add_argument("--quiet", action="store_true", help="print only the final summary")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
+    r.add_argument("--storage", help="Optuna storage URL shared with `hpo worker` processes (sets driver.storage)")
+    r.add_argument("--tracking-uri", help="MLflow tracking URI (sets tracking.uri)")
+    r.add_argument("--workers", type=int, help="worker processes (per GPU when GPUs are visible)")
     r.set_defaults(fn=_cmd_run)
+    w = sub.add_parser("worker", help="join a study in a shared storage and run its trials until its budget is used")
+    w.add_argument("config", nargs="?", help="the study's config (default: the one stored with --study/--storage)")
+    w.add_argument("--study", help="study name in --storage (the config is read from the storage)")
+    w.add_argument("--storage", help="the study's Optuna storage URL, e.g. postgresql://user@host/db")
+    w.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's)")
+    w.add_argument("--run-dir", help="where this worker keeps its trials' files (default: runs/<name>)")
+    w.add_argument("--workers", type=int, help="worker processes on this machine (per GPU when GPUs are visible)")
+    w.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the study to be created")
+    w.add_argument("--quiet", action="store_true")
+    w.add_argument("--json", action="store_true")
+    w.set_defaults(fn=_cmd_worker)
     e = sub.add_parser("ensemble", help="ensemble a finished study's trials")
     e.add_argument("run_dir", help="the study's run directory, or its name (runs/<name>)")
     e.add_argument("--method", choices=["greedy", "top_k"], default="greedy")

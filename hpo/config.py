@@ -254,6 +254,9 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     _one_of(cfg.driver.name, tuple(SAMPLERS), "driver.name")
     _one_of(cfg.driver.sampler, SAMPLERS[cfg.driver.name], "driver.sampler")
     _one_of(cfg.driver.pruner, PRUNERS, "driver.pruner")
+    if cfg.driver.storage is not None and cfg.driver.name != "optuna":
+        raise ConfigError("driver.storage", f"a shared storage needs the optuna driver; {cfg.driver.name} keeps its "
+                                            "state in the run directory (remove driver.storage)")
     if cfg.driver.pruner != "none" and cfg.driver.name != "optuna":
         raise ConfigError("driver.pruner", f"pruning needs the optuna driver; set pruner: none for {cfg.driver.name}")
     from hpo.data import DATASETS

@@ -22,7 +22,7 @@ from hpo import callbacks as cb_mod
 from hpo import config as config_mod
 from hpo.config import StudyConfig
 from hpo.data import Splits, check_labels, concat, leaves, load_dataset
-from hpo.drivers import Proposal, make_driver
+from hpo.drivers import Proposal, Wait, make_driver
 from hpo.errors import ConfigError, StudyInterrupted, TrialPruned
 from hpo.repro import device_description, package_versions, redact, trial_seed
 from hpo.space import Builder, SearchSpace, apply_overrides, discover
@@ -157,11 +157,16 @@ def run_study(
     on_trial_end: TrialCallback | None = None,
     on_epoch_end: Callable[[int, int, int, Mapping[str, float]], None] | None = None,
     on_pool: Callable[[Any], None] | None = None,
+    role: str = "owner",
 ) -> StudySummary:
     """Run (or resume) the study ``cfg`` describes and, if enabled, ensemble its best trials.
 
     Trials run in this process or on worker processes (``cfg.executor``); ``on_pool`` receives
-    the :class:`hpo.executor.WorkerPool` once it has started (tests use it to kill workers)."""
+    the :class:`hpo.executor.WorkerPool` once it has started (tests use it to kill workers).
+
+    ``role="worker"`` joins a study in a shared storage (``hpo worker``): it runs trials until the
+    study's budget is used and returns; the owner (``hpo run``) waits for every worker's trials
+    and then summarises and ensembles."""
     config_mod.validate(cfg)
     started = time.monotonic()
     from hpo.executor import plan_slots
@@ -170,24 +175,30 @@ def run_study(
     build, splits, space = prepare(cfg, build, splits)
     run_dir = cfg.run_dir.resolve()
     identity = cfg.search_identity() | {"space": space.describe(), "data_hashes": splits.hashes}
-    driver = make_driver(cfg, space, run_dir, parallel=slots is not None and len(slots) > 1)
+    driver = make_driver(cfg, space, run_dir, parallel=slots is not None and len(slots) > 1,
+                         config=_redacted_config(cfg))
+    if role == "worker" and not driver.shared:
+        raise ConfigError("driver.storage", "a worker joins a study in a shared storage: give driver.storage "
+                                            "(postgresql://..., mysql://... or a sqlite/journal file on this machine)")
     run_dir.mkdir(parents=True, exist_ok=True)
     driver.open(identity)  # refuses a resumed study with another config before anything else is written
     _save_study_files(cfg, run_dir, splits, space)
 
     uri = cfg.tracking.uri or default_tracking_uri(run_dir)
-    tracker = Tracker(uri, cfg.tracking.experiment or cfg.study.name, artifact_root=run_dir / "mlartifacts")
+    tracker = Tracker(uri, cfg.tracking.experiment or cfg.study.name, artifact_root=run_dir / "mlartifacts",
+                      shared=driver.shared)
     versions = package_versions()
-    parent = tracker.start_study(
-        cfg.study.name,
-        params={"driver": cfg.driver.name, "sampler": cfg.driver.sampler, "pruner": cfg.driver.pruner,
-                "dataset": cfg.data.dataset, "builder": cfg.space.builder, "seed": cfg.study.seed,
-                "n_trials": cfg.study.n_trials, "epochs": cfg.training.epochs, "batch_size": cfg.training.batch_size,
-                "objective": f"select_{cfg.objective.metric}", "direction": cfg.objective.direction,
-                "storage": redact(cfg.driver.storage or "embedded sqlite")},
-        tags={"hpo.run_dir": str(run_dir), "hpo.data_hashes": splits.hashes, "hpo.versions": versions,
-              "hpo.device": device_description(), "hpo.space": space.describe()},
-    )
+    parent_params = {"driver": cfg.driver.name, "sampler": cfg.driver.sampler, "pruner": cfg.driver.pruner,
+                     "dataset": cfg.data.dataset, "builder": cfg.space.builder, "seed": cfg.study.seed,
+                     "n_trials": cfg.study.n_trials, "epochs": cfg.training.epochs, "batch_size": cfg.training.batch_size,
+                     "objective": f"select_{cfg.objective.metric}", "direction": cfg.objective.direction,
+                     "storage": redact(cfg.driver.storage or "embedded sqlite")}
+    parent_tags = {"hpo.run_dir": str(run_dir), "hpo.data_hashes": splits.hashes, "hpo.versions": versions,
+                   "hpo.device": device_description(), "hpo.space": space.describe()}
+    if driver.shared:
+        parent = _shared_parent_run(driver, tracker, cfg, parent_params, parent_tags)
+    else:
+        parent = tracker.start_study(cfg.study.name, params=parent_params, tags=parent_tags)
     tracker.log_study_artifact(run_dir / "config.yaml")
     if cfg.tensorboard.enabled:
         from hpo.tensorboard import write_experiment
@@ -203,7 +214,7 @@ def run_study(
         callbacks=cb_mod.combine(cb_mod.from_config(cfg.training.callbacks), cb_mod.as_factory(callbacks)),
         audit_per_epoch=cfg.guards.audit_per_epoch,
     )
-    results = _load_results(run_dir)
+    results = {} if role == "worker" else _load_results(run_dir)
     status = "FINISHED"
     stopped_early = None
     previous_handler = _install_sigterm()
@@ -227,6 +238,9 @@ def run_study(
                 proposal = driver.ask()
                 if proposal is None:
                     break
+                if isinstance(proposal, Wait):
+                    time.sleep(proposal.seconds)
+                    continue
                 result = _run_one(cfg, proposal, build, space, splits, settings, driver, tracker, run_dir, on_epoch_end)
                 remaining -= 1
                 if not on_done(result):
@@ -234,9 +248,20 @@ def run_study(
         else:
             _run_in_pool(cfg, slots, build, space, splits, settings, driver, tracker, run_dir, remaining, on_done,
                          on_epoch_end, on_pool)
+        if role == "worker":
+            driver.close()
+            return _worker_summary(cfg, run_dir, results, started, parent, uri)
+        if driver.shared:
+            driver.wait_until_idle()  # the other workers' last trials
+            results = _load_results(run_dir)
+            results.update(_fetch_remote_trials(tracker, run_dir, results))
+            tracker.kill_orphans()  # trial runs of workers that died
         reselection = _reselect(cfg, results, build, space, splits, settings, tracker, run_dir) \
             if cfg.guards.reselect_top_k > 0 else None
     except BaseException:
+        if role == "worker":
+            driver.close()
+            raise
         tracker.end_study({}, {"hpo.status": "interrupted"}, status="KILLED")
         driver.close()
         raise
@@ -439,6 +464,10 @@ def _finish(running: _Running, result: TrialResult, driver: Any, tracker: Tracke
     running.trial_dir.mkdir(parents=True, exist_ok=True)
     _write_json(running.trial_dir / "result.json", _result_dict(result) | {"mlflow_run_id": running.run_id})
     driver.tell(running.proposal, result)
+    if driver.shared:  # workers on other machines: the owner fetches these to summarise and ensemble
+        for name in ("result.json", "predictions.npz"):
+            if (running.trial_dir / name).exists():
+                tracker.log_artifact(running.run_id, running.trial_dir / name, "trial")
     metrics = dict(result.metrics)
     if result.value is not None:
         metrics["select_objective"] = result.value
@@ -490,6 +519,10 @@ def _run_in_pool(cfg: StudyConfig, slots: list[Any], build: Builder, space: Sear
         while running or (asking and remaining > 0):
             while asking and not wait_for_engine and remaining - len(running) > 0 and pool.idle():
                 proposal = driver.ask()
+                if isinstance(proposal, Wait):  # a shared study's last slots are running elsewhere
+                    if not running:
+                        time.sleep(proposal.seconds)
+                    break
                 if proposal is None:
                     if running:
                         wait_for_engine = True
@@ -538,6 +571,72 @@ def _is_config_builder(cfg: StudyConfig, build: Builder) -> bool:
         return get_builder(cfg.space.builder) is build
     except Exception:
         return False
+
+
+def _redacted_config(cfg: StudyConfig) -> dict[str, Any]:
+    saved = cfg.to_dict()
+    saved["driver"]["storage"] = redact(saved["driver"]["storage"])
+    saved["tracking"]["uri"] = redact(saved["tracking"]["uri"])
+    return saved
+
+
+def _shared_parent_run(driver: Any, tracker: Tracker, cfg: StudyConfig, params: dict[str, Any],
+                       tags: dict[str, Any], timeout_s: float = 120.0) -> str:
+    """The study's MLflow parent run: made by the process that created the study, found by the others."""
+    if driver.created or (driver.parent_run_id() is None and _creator_gone(driver, timeout_s)):
+        parent = tracker.start_study(cfg.study.name, params=params, tags=tags)
+        driver.set_parent_run_id(parent)
+        return parent
+    parent = driver.parent_run_id()
+    assert parent is not None
+    tracker.parent_run_id = parent
+    tracker.client.update_run(parent, status="RUNNING")
+    return parent
+
+
+def _creator_gone(driver: Any, timeout_s: float) -> bool:
+    """Wait for the study's creator to record its parent run; True if it never does (it died first)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if driver.parent_run_id() is not None:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def _fetch_remote_trials(tracker: Tracker, run_dir: Path, have: Mapping[int, Any]) -> dict[int, dict[str, Any]]:
+    """Trials other machines ran: their result.json and logits, downloaded from their MLflow runs."""
+    out: dict[int, dict[str, Any]] = {}
+    for number, run_id in tracker.trial_runs().items():
+        if number in have:
+            continue
+        d = run_dir / "trials" / f"{number:05d}"
+        try:
+            tracker.download_trial_files(run_id, d)
+        except Exception as exc:
+            log.warning("trial %d: its files could not be fetched from MLflow (%s)", number, exc)
+            continue
+        if (d / "result.json").exists():
+            r = json.loads((d / "result.json").read_text())
+            if r.get("predictions_path"):
+                r["predictions_path"] = str(d / "predictions.npz")
+            r["model_path"] = None  # the model stays on the machine that trained it
+            _write_json(d / "result.json", r)
+            out[number] = r
+    return out
+
+
+def _worker_summary(cfg: StudyConfig, run_dir: Path, results: Mapping[int, Mapping[str, Any]], started: float,
+                    parent: str, uri: str) -> StudySummary:
+    """What this worker ran (the owner's summary covers the whole study)."""
+    done = list(results.values())
+    return StudySummary(
+        name=cfg.study.name, run_dir=str(run_dir), n_complete=sum(r["state"] == "COMPLETE" for r in done),
+        n_pruned=sum(r["state"] == "PRUNED" for r in done), n_failed=sum(r["state"] == "FAILED" for r in done),
+        best_trial=None, best_params={}, best_select=None, best_audit=None, best_test={},
+        duration_s=time.monotonic() - started, parent_run_id=parent, tracking_uri=redact(uri),
+        trials=[{"number": r["number"], "state": r["state"], "value": r["value"], "params": r["params"]}
+                for r in sorted(done, key=lambda r: r["number"])])
 
 
 def _result_dict(r: TrialResult) -> dict[str, Any]:

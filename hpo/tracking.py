@@ -23,6 +23,10 @@ TRIAL_TAG = "hpo.trial"
 MAX_PARAM_LEN = 6000
 
 
+def _is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://", "databricks"))
+
+
 def default_tracking_uri(run_dir: Path) -> str:
     return f"sqlite:///{(run_dir / 'mlflow.db').resolve()}"
 
@@ -35,17 +39,26 @@ def _param_value(v: Any) -> str:
 class Tracker:
     """Writes a study and its trials to an MLflow tracking store."""
 
-    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None) -> None:
+    def __init__(self, uri: str, experiment: str, artifact_root: Path | None = None, shared: bool = False) -> None:
         import mlflow
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
         self._mlflow = mlflow
         self.client = MlflowClient(tracking_uri=uri)
+        self.shared = shared  # other processes log to the same study: never touch their running runs
         exp = self.client.get_experiment_by_name(experiment)
         if exp is None:
-            location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            # A server's default artifact root serves every machine; a local directory only this one.
+            location = artifact_root.resolve().as_uri() if artifact_root is not None and not _is_server(uri) else None
+            try:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            except mlflow.exceptions.MlflowException:
+                # Another worker created it between our lookup and our create.
+                exp = self.client.get_experiment_by_name(experiment)
+                if exp is None:
+                    raise
+                self.experiment_id = exp.experiment_id
         else:
             self.experiment_id = exp.experiment_id
         self.parent_run_id: str | None = None
@@ -63,7 +76,8 @@ class Tracker:
         if found:
             run_id = found[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
-            self._kill_orphans(run_id)
+            if not self.shared:
+                self._kill_orphans(run_id)
         else:
             run = self.client.create_run(
                 self.experiment_id, run_name=study, tags={STUDY_TAG: study, KIND_TAG: "study"}
@@ -81,6 +95,41 @@ class Tracker:
             filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'RUNNING'",
         ):
             self.client.set_terminated(r.info.run_id, status="KILLED")
+
+    def kill_orphans(self) -> None:
+        """Trial runs still RUNNING once every trial of the study has finished belonged to dead processes."""
+        assert self.parent_run_id is not None
+        self._kill_orphans(self.parent_run_id)
+
+    def trial_runs(self) -> dict[int, str]:
+        """Trial number -> run id of this study's finished trial runs (the latest run per number)."""
+        assert self.parent_run_id is not None
+        out: dict[int, tuple[int, str]] = {}
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], max_results=1000, page_token=token,
+                filter_string=f"tags.`mlflow.parentRunId` = '{self.parent_run_id}' and tags.`{KIND_TAG}` = 'trial' "
+                              "and attributes.status != 'RUNNING'")
+            for r in page:
+                n = int(r.data.tags[TRIAL_TAG])
+                if n not in out or r.info.start_time > out[n][0]:
+                    out[n] = (r.info.start_time, r.info.run_id)
+            token = page.token
+            if not token:
+                break
+        return {n: v[1] for n, v in out.items()}
+
+    def download_trial_files(self, run_id: str, dest: Path) -> None:
+        """A trial's result.json and logits logged by the machine that ran it."""
+        import tempfile
+
+        dest.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            got = Path(self._mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="trial", dst_path=tmp,
+                                                                 tracking_uri=self.uri))
+            for f in got.iterdir():
+                f.replace(dest / f.name)
 
     def end_study(self, metrics: Mapping[str, float], tags: Mapping[str, Any], status: str = "FINISHED") -> None:
         from mlflow.entities import Metric, RunTag

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hpo.drivers.base import Driver, Proposal
+from hpo.drivers.base import Driver, Proposal, Wait
 
 if TYPE_CHECKING:
     from hpo.config import StudyConfig
@@ -16,7 +16,8 @@ def default_storage(run_dir: Path) -> str:
     return f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
 
 
-def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path, parallel: bool = False) -> Driver:
+def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path, parallel: bool = False,
+                config: dict | None = None) -> Driver:
     """The driver a config names, with its storage in the run directory unless told otherwise.
 
     ``parallel``: several trials will be pending at once (worker pool or shared storage)."""
@@ -25,10 +26,15 @@ def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path, paralle
         from hpo.drivers.optuna_driver import OptunaDriver
 
         storage = cfg.driver.storage or default_storage(run_dir)
-        embedded = cfg.driver.storage is None or storage.startswith(("sqlite", "journal"))
-        return OptunaDriver(space, study_name=cfg.study.name, storage=storage, sampler=cfg.driver.sampler,
-                            pruner=cfg.driver.pruner, epochs=cfg.training.epochs, fail_stale=embedded,
-                            parallel=parallel, **common)
+        # A storage named in the config may be shared by workers on other machines: trials carry
+        # heartbeats and the budget is counted over everyone's trials. The embedded default has one
+        # owner, so a RUNNING trial found there at start belonged to a process that died.
+        shared = cfg.driver.storage is not None
+        d = cfg.driver
+        return OptunaDriver(space, study_name=cfg.study.name, storage=storage, sampler=d.sampler, pruner=d.pruner,
+                            epochs=cfg.training.epochs, fail_stale=not shared, parallel=parallel or shared,
+                            shared=shared, n_trials=cfg.study.n_trials, heartbeat_s=d.heartbeat_s, grace_s=d.grace_s,
+                            stale_trials=d.stale_trials, retry_s=d.storage_retry_s, config=config, **common)
     if cfg.driver.name == "hyperopt":
         from hpo.drivers.hyperopt_driver import HyperoptDriver
 
@@ -39,4 +45,4 @@ def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path, paralle
                             oracle=cfg.driver.sampler, epochs=cfg.training.epochs, **common)
 
 
-__all__ = ["Driver", "Proposal", "make_driver", "default_storage"]
+__all__ = ["Driver", "Proposal", "Wait", "make_driver", "default_storage"]

@@ -20,11 +20,19 @@ class Proposal:
     handle: Any = field(default=None, repr=False)  # the engine's own trial object
 
 
+@dataclass(frozen=True)
+class Wait:
+    """Returned by ``ask`` on a shared study whose remaining budget is held by other workers' running trials."""
+
+    seconds: float = 2.0
+
+
 class Driver(abc.ABC):
     """Ask/tell over one engine. The study loop owns training; the driver owns sampling and its storage."""
 
     name: str = "driver"
     supports_pruning: bool = False
+    shared: bool = False  # several processes (machines) share this study's storage
 
     def __init__(self, space: SearchSpace, *, direction: str, seed: int) -> None:
         self.space = space
@@ -40,8 +48,9 @@ class Driver(abc.ABC):
         """Trials already finished (complete, pruned or failed; not interrupted ones)."""
 
     @abc.abstractmethod
-    def ask(self) -> Proposal | None:
-        """The next configuration, or None when the engine has nothing more to propose."""
+    def ask(self) -> "Proposal | Wait | None":
+        """The next configuration; None when the engine (or a shared study's budget) is done; Wait on a shared
+        study whose last trials are running elsewhere."""
 
     @abc.abstractmethod
     def tell(self, proposal: Proposal, result: TrialResult) -> None:
@@ -53,6 +62,9 @@ class Driver(abc.ABC):
 
     def close(self) -> None:
         """Release the engine's resources."""
+
+    def wait_until_idle(self) -> None:
+        """Shared studies: return once no trial is running anywhere (stale ones are failed on the way)."""
 
     def loss(self, value: float) -> float:
         """The value to minimise for engines that only minimise."""

@@ -4,19 +4,64 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
+import threading
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import optuna
 
-from hpo.drivers.base import Driver, Proposal
+from hpo.drivers.base import Driver, Proposal, Wait
 from hpo.errors import ConfigError
 from hpo.space import SearchSpace
 from hpo.trial import TrialResult, TrialState
 
 log = logging.getLogger(__name__)
 IDENTITY_ATTR = "hpo.identity"
+CONFIG_ATTR = "hpo.config"
+PARENT_RUN_ATTR = "hpo.parent_run_id"
 ERROR_ATTR = "hpo.error"
+SURPLUS_ATTR = "hpo.surplus"
+T = TypeVar("T")
+
+
+def _transient(exc: BaseException) -> bool:
+    """A database error worth retrying: the connection, not the request, failed. Optuna wraps SQLAlchemy's
+    errors in StorageInternalError, so the whole cause chain is read."""
+    import sqlalchemy.exc as sa
+
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, (sa.IntegrityError, sa.DataError, sa.ProgrammingError)):
+            return False
+        if isinstance(seen, (sa.OperationalError, sa.InterfaceError, sa.TimeoutError, sa.PendingRollbackError,
+                             sa.DisconnectionError, ConnectionError, TimeoutError)):
+            return True
+        if isinstance(seen, sa.DBAPIError) and seen.connection_invalidated:
+            return True
+        if type(seen).__name__ in ("OperationalError", "InterfaceError"):  # the DB driver's own (psycopg)
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def retrying(fn: Callable[[], T], *, budget_s: float, what: str) -> T:
+    """Run ``fn``; while the database is unreachable, retry with backoff for up to ``budget_s`` seconds."""
+    deadline = time.monotonic() + budget_s
+    delay = 0.5
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not _transient(exc) or time.monotonic() > deadline:
+                raise
+            log.warning("storage unreachable during %s (%s); retrying in %.1f s", what, type(exc).__name__, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def make_sampler(name: str, seed: int, space: SearchSpace, parallel: bool = False) -> optuna.samplers.BaseSampler:
@@ -57,9 +102,13 @@ def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def resolve_storage(url: str) -> "str | optuna.storages.BaseStorage":
+def resolve_storage(url: str, *, heartbeat_s: float | None = None, grace_s: float | None = None,
+                    retry_stale: bool = False) -> "str | optuna.storages.BaseStorage":
     """An Optuna storage from a URL; ``journal:///path/file.log`` is Optuna's journal file storage,
-    made for several processes on one machine (Optuna advises against SQLite there)."""
+    made for several processes on one machine (Optuna advises against SQLite there).
+
+    With ``heartbeat_s``, a database URL becomes an ``RDBStorage`` whose running trials are
+    failed (or retried once, ``retry_stale``) when their heartbeat is older than ``grace_s``."""
     if url.startswith("journal://"):
         from optuna.storages import JournalStorage
         from optuna.storages.journal import JournalFileBackend
@@ -69,6 +118,12 @@ def resolve_storage(url: str) -> "str | optuna.storages.BaseStorage":
             raise ConfigError("driver.storage", "journal storage needs a file path: journal:///abs/path/study.log")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(path))
+    if heartbeat_s is not None:
+        callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1) if retry_stale else None
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            heartbeat_interval=max(1, round(heartbeat_s)), grace_period=max(2, round(grace_s or 6 * heartbeat_s)),
+            heartbeat_stale_trial_callback=callback)
     return url
 
 
@@ -79,7 +134,8 @@ class OptunaDriver(Driver):
     def __init__(
         self, space: SearchSpace, *, direction: str, seed: int, study_name: str, storage: str,
         sampler: str = "tpe", pruner: str = "none", epochs: int = 10, fail_stale: bool = True,
-        parallel: bool = False,
+        parallel: bool = False, shared: bool = False, n_trials: int | None = None, heartbeat_s: float = 10.0,
+        grace_s: float = 60.0, stale_trials: str = "fail", retry_s: float = 300.0, config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(space, direction=direction, seed=seed)
         self.study_name = study_name
@@ -88,18 +144,56 @@ class OptunaDriver(Driver):
         self.pruner = make_pruner(pruner, epochs)
         self.pruning = pruner != "none"
         self.fail_stale = fail_stale
+        self.shared = shared
+        self.n_trials = n_trials
+        self.heartbeat_s = heartbeat_s
+        self.grace_s = grace_s
+        self.stale_trials = stale_trials
+        self.retry_s = retry_s
+        self.config = config
+        self.created = False  # this process created the study (and so its MLflow parent run)
         self.study: optuna.Study | None = None
+        self._beats: dict[int, threading.Event] = {}  # trial id -> stop flag of its heartbeat thread
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        return retrying(fn, budget_s=self.retry_s, what=what) if self.shared else fn()
 
     def open(self, identity: dict[str, Any]) -> None:
+        import warnings
+
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.study = optuna.create_study(
-            study_name=self.study_name, storage=resolve_storage(self.storage), sampler=self.sampler, pruner=self.pruner,
-            direction=self.direction, load_if_exists=True,
-        )
+        # Heartbeats are experimental in Optuna and meant for optimize(); we run them from our own loop.
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+        heartbeat = self.shared and not self.storage.startswith("journal://")
+        storage = resolve_storage(self.storage, heartbeat_s=self.heartbeat_s if heartbeat else None,
+                                  grace_s=self.grace_s, retry_stale=self.stale_trials == "retry")
+        if self.shared and self.storage.startswith("journal://"):
+            log.warning("journal storage records no heartbeats: a dead worker's trial stays RUNNING; "
+                        "use a database URL for workers that may die")
+
+        def create() -> optuna.Study:
+            # Exactly one process creates a study (the database's unique study name): it is the one
+            # that creates the MLflow parent run every other worker's trials nest under.
+            try:
+                study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
+                                            pruner=self.pruner, direction=self.direction)
+                self.created = True
+                return study
+            except optuna.exceptions.DuplicatedStudyError:
+                return optuna.load_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
+                                         pruner=self.pruner)
+
+        self.study = self._call(create, "opening the study")
+        if self.study.direction.name.lower() != self.direction:
+            raise ConfigError("objective.direction", f"study {self.study_name!r} was created to "
+                                                     f"{self.study.direction.name.lower()}, not {self.direction}")
         recorded = self.study.user_attrs.get(IDENTITY_ATTR)
         mine = json.dumps(identity, sort_keys=True, default=str)
         if recorded is None:
             self.study.set_user_attr(IDENTITY_ATTR, mine)
+            if self.config is not None:
+                self.study.set_user_attr(CONFIG_ATTR, self.config)
         elif recorded != mine:
             old, new = json.loads(recorded), json.loads(mine)
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
@@ -114,47 +208,164 @@ class OptunaDriver(Driver):
                 self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
                 log.warning("trial %d was interrupted by a previous run; marked FAIL and replaced", t.number)
 
+    # -- counting ---------------------------------------------------------------------------------
+    @staticmethod
+    def _counts(t: optuna.trial.FrozenTrial) -> bool:
+        """Finished for the budget: complete, pruned, or failed with our recorded error. A FAIL without it
+        was interrupted (its process died or lost a race for the last slot) and is replaced."""
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
+            return True
+        return t.state == optuna.trial.TrialState.FAIL and ERROR_ATTR in t.user_attrs
+
     def n_finished(self) -> int:
         assert self.study is not None
-        done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
-        # A FAIL without our error attribute was interrupted (its process died), not finished.
-        return sum(
-            1 for t in self.study.get_trials(deepcopy=False, states=done)
-            if t.state != optuna.trial.TrialState.FAIL or ERROR_ATTR in t.user_attrs
-        )
+        study = self.study
+        return self._call(lambda: sum(1 for t in study.get_trials(deepcopy=False) if self._counts(t)), "counting trials")
 
-    def ask(self) -> Proposal | None:
+    def parent_run_id(self) -> str | None:
         assert self.study is not None
-        if isinstance(self.sampler, optuna.samplers.GridSampler) and self.sampler.is_exhausted(self.study):
+        study = self.study
+        return self._call(lambda: study.user_attrs.get(PARENT_RUN_ATTR), "reading the study")
+
+    def set_parent_run_id(self, run_id: str) -> None:
+        assert self.study is not None
+        study = self.study
+        self._call(lambda: study.set_user_attr(PARENT_RUN_ATTR, run_id), "writing the study")
+
+    def _budget(self) -> tuple[int, int]:
+        """(finished, running) over every worker of a shared study; stale trials are failed first."""
+        assert self.study is not None
+        study = self.study
+
+        def read() -> tuple[int, int]:
+            optuna.storages.fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False)
+            running = sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING)
+            return sum(1 for t in trials if self._counts(t)), running
+
+        return self._call(read, "counting trials")
+
+    # -- ask / tell ---------------------------------------------------------------------------
+    def ask(self) -> Proposal | Wait | None:
+        assert self.study is not None
+        study = self.study
+        if isinstance(self.sampler, optuna.samplers.GridSampler) and self.sampler.is_exhausted(study):
             return None
-        trial = self.study.ask()
-        params = self.space.suggest_optuna(trial)
+        if self.shared and self.n_trials is not None:
+            finished, running = self._budget()
+            if finished >= self.n_trials:
+                return None
+            if finished + running >= self.n_trials:
+                return Wait(min(2.0, self.heartbeat_s))
+        trial = self._call(study.ask, "asking for a trial")
+        if self.shared:
+            self._start_heartbeat(trial)
+            if self.n_trials is not None and self._surplus(trial):
+                self._stop_heartbeat(trial)
+                self._call(lambda: trial.set_user_attr(SURPLUS_ATTR, True), "releasing a trial")
+                self._call(lambda: study.tell(trial, state=optuna.trial.TrialState.FAIL), "releasing a trial")
+                return Wait(0.5)
+        params = self._call(lambda: self.space.suggest_optuna(trial), "sampling a trial")
+        if self.shared:  # which process runs it, for operators (and the worker-kill test)
+            self._call(lambda: trial.set_user_attr("hpo.worker", f"{socket.gethostname()}:{os.getpid()}"), "asking")
         return Proposal(number=trial.number, params=params, handle=trial)
+
+    def _surplus(self, trial: optuna.Trial) -> bool:
+        """Another worker asked for the last slot first: trials numbered before this one fill the budget."""
+        assert self.study is not None
+        study = self.study
+
+        def claimed_before() -> int:
+            return sum(1 for t in study.get_trials(deepcopy=False) if t.number < trial.number and (
+                self._counts(t) or (t.state == optuna.trial.TrialState.RUNNING and SURPLUS_ATTR not in t.user_attrs)))
+
+        return self._call(claimed_before, "claiming a trial") >= (self.n_trials or 0)
+
+    def _start_heartbeat(self, trial: optuna.Trial) -> None:
+        """Record the trial's heartbeat every ``heartbeat_s`` until it is told. Optuna runs such a thread only
+        inside ``optimize()``; our ask/tell loop (and its worker pool) has to run its own."""
+        storage = self.study._storage if self.study is not None else None
+        if storage is None or not hasattr(storage, "record_heartbeat"):
+            return
+        trial_id = trial._trial_id
+        stop = threading.Event()
+        self._beats[trial_id] = stop
+
+        def beat() -> None:
+            while True:
+                try:
+                    storage.record_heartbeat(trial_id)
+                except Exception as exc:  # the next beat retries; the grace period absorbs short outages
+                    log.debug("heartbeat for trial id %d failed: %s", trial_id, exc)
+                if stop.wait(self.heartbeat_s):
+                    return
+
+        threading.Thread(target=beat, name=f"hpo-heartbeat-{trial.number}", daemon=True).start()
+
+    def _stop_heartbeat(self, trial: optuna.Trial) -> None:
+        stop = self._beats.pop(trial._trial_id, None)
+        if stop is not None:
+            stop.set()
 
     def should_prune(self, proposal: Proposal, step: int, value: float) -> bool:
         if not self.pruning:
             return False
         trial: optuna.Trial = proposal.handle
-        trial.report(value, step)
-        return trial.should_prune()
+        self._call(lambda: trial.report(value, step), "reporting an epoch")
+        return self._call(trial.should_prune, "asking the pruner")
 
     def tell(self, proposal: Proposal, result: TrialResult) -> None:
         assert self.study is not None
         trial: optuna.Trial = proposal.handle
-        for k, v in result.metrics.items():
-            if k.startswith("audit_"):
-                trial.set_user_attr(k, v)
-        if result.error:
-            trial.set_user_attr(ERROR_ATTR, result.error[:1000])
+        study = self.study
+
+        def record() -> None:
+            try:
+                _record()
+            except optuna.exceptions.UpdateFinishedTrialError:
+                # A retried tell whose first attempt was stored before the connection dropped, or a trial
+                # failed as stale while its worker was cut off from the database: the stored state stands.
+                log.warning("trial %d was already finished in the storage; keeping the stored state", trial.number)
+
+        def _record() -> None:
+            for k, v in result.metrics.items():
+                if k.startswith("audit_"):
+                    trial.set_user_attr(k, v)
+            if result.error:
+                trial.set_user_attr(ERROR_ATTR, result.error[:1000])
+            try:
+                if result.state is TrialState.COMPLETE:
+                    study.tell(trial, result.value)
+                elif result.state is TrialState.PRUNED:
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                else:
+                    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            except RuntimeError as exc:
+                # GridSampler calls study.stop() once the grid is exhausted, which Optuna only
+                # allows inside optimize(); the trial's state is stored before that (in a finally).
+                if "Study.stop" not in str(exc):
+                    raise
+
         try:
-            if result.state is TrialState.COMPLETE:
-                self.study.tell(trial, result.value)
-            elif result.state is TrialState.PRUNED:
-                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            else:
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        except RuntimeError as exc:
-            # GridSampler calls study.stop() once the grid is exhausted, which Optuna only
-            # allows inside optimize(); the trial's state is stored before that (in a finally).
-            if "Study.stop" not in str(exc):
-                raise
+            self._call(record, "recording a trial")
+        finally:
+            self._stop_heartbeat(trial)
+
+    def close(self) -> None:
+        """Shared studies: this process's unfinished trials are failed now (and replaced), not after the grace."""
+        if self.study is None or not self._beats:
+            return
+        study = self.study
+        for trial_id, stop in list(self._beats.items()):
+            stop.set()
+            try:
+                study._storage.set_trial_state_values(trial_id, state=optuna.trial.TrialState.FAIL)
+            except Exception as exc:
+                log.warning("could not mark an interrupted trial failed (%s); it fails after the grace period", exc)
+        self._beats.clear()
+
+    def wait_until_idle(self, poll_s: float = 2.0) -> None:
+        if not self.shared:
+            return
+        while self._budget()[1] > 0:
+            time.sleep(poll_s)

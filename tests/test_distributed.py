@@ -1,0 +1,329 @@
+"""Many workers on one study through a real PostgreSQL server and a real MLflow server.
+
+Needs ``HPO_TEST_POSTGRES_URL`` (``postgresql://root@127.0.0.1:5432/test`` on the development and
+CI machines; ``.ci/run`` sets it, and there these tests must run, not skip).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, _free_port
+
+PG = os.environ.get("HPO_TEST_POSTGRES_URL")
+pytestmark = [
+    pytest.mark.skipif(not PG, reason="set HPO_TEST_POSTGRES_URL=postgresql://user@host:5432/db to run the "
+                                      "PostgreSQL worker tests (.ci/run sets it)"),
+    pytest.mark.slow,
+]
+
+
+def _admin(sql: str) -> None:
+    import psycopg
+
+    assert PG is not None
+    with psycopg.connect(PG.replace("postgresql://", "postgresql://", 1), autocommit=True) as conn:
+        conn.execute(sql)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``mlflow server`` with a PostgreSQL backend store (its own database) and a file artifact root."""
+    assert PG is not None
+    db = f"hpo_mlflow_{uuid.uuid4().hex[:8]}"
+    _admin(f'CREATE DATABASE "{db}"')
+    base = PG.rsplit("/", 1)[0]
+    art = tmp_path_factory.mktemp("mlflow-artifacts")
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{base}/{db}",
+         "--artifacts-destination", str(art), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        import urllib.request
+
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, "mlflow server exited"
+            assert time.monotonic() < deadline, "mlflow server did not come up"
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+        _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def _config(tmp: Path, name: str, storage: str, tracking: str, **over: Any) -> Path:
+    raw: dict[str, Any] = {
+        "study": {"name": name, "n_trials": 40, "run_dir": str(tmp / "run")},
+        "driver": {"storage": storage, "heartbeat_s": 1, "grace_s": 4},
+        "data": {"dataset": "digits", "limit_train": 400},
+        "space": {"builder": "mlp", "params": {"layers": {"fixed": 1}, "units": {"min": 8, "max": 32},
+                                               "batchnorm": {"fixed": False}}},
+        "training": {"epochs": 1, "batch_size": 128, "save_models": False},
+        "tracking": {"uri": tracking},
+        "ensemble": {"size": 3},
+        "plots": {"enabled": False}, "report": {"enabled": False},
+        "guards": {"n_bootstrap": 200},
+    }
+    for k, v in over.items():
+        raw[k] = {**raw.get(k, {}), **v}
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return subprocess.Popen([sys.executable, "-m", "hpo.cli", *args], env=env, cwd=ROOT, stdout=open(log, "wb"),
+                            stderr=subprocess.STDOUT)
+
+
+def _finish(procs: list[subprocess.Popen[bytes]], logs: list[Path], timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    for p, log in zip(procs, logs):
+        try:
+            p.wait(timeout=max(1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail(f"{log.name} did not finish:\n{log.read_text()[-3000:]}")
+
+
+def _study(name: str, storage: str | None = None) -> Any:
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=storage or PG)
+
+
+def _drop(name: str) -> None:
+    import optuna
+
+    try:
+        optuna.delete_study(study_name=name, storage=PG)
+    except KeyError:
+        pass
+
+
+def _counted(study: Any) -> list[Any]:
+    import optuna
+
+    S = optuna.trial.TrialState
+    return [t for t in study.get_trials() if t.state in (S.COMPLETE, S.PRUNED)
+            or (t.state == S.FAIL and "hpo.error" in t.user_attrs)]
+
+
+def _trial_runs(tracking: str, name: str) -> list[Any]:
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking)
+    exp = client.get_experiment_by_name(name)
+    return client.search_runs([exp.experiment_id], "tags.`hpo.kind` = 'trial'", max_results=1000)
+
+
+def test_four_workers_forty_trials_no_duplicates(tmp_path: Path, mlflow_server: str) -> None:
+    name = f"four-{uuid.uuid4().hex[:6]}"
+    cfg = _config(tmp_path, name, PG, mlflow_server)
+    logs = [tmp_path / f"p{i}.log" for i in range(4)]
+    try:
+        procs = [_start(["run", str(cfg), "--quiet", "--json"], logs[0])]
+        procs += [_start(["worker", "--study", name, "--storage", PG, "--quiet"], logs[i]) for i in (1, 2, 3)]
+        _finish(procs, logs)
+        for p, log in zip(procs, logs):
+            assert p.returncode == 0, log.read_text()[-3000:]
+        study = _study(name)
+        finished = _counted(study)
+        assert len(finished) == 40 and all(t.state.name == "COMPLETE" for t in finished)
+        numbers = [t.number for t in finished]
+        assert len(set(numbers)) == 40
+        workers = {t.user_attrs["hpo.worker"] for t in finished}
+        assert len(workers) >= 2, f"the trials were not shared between processes: {workers}"
+        runs = [r for r in _trial_runs(mlflow_server, name) if r.info.status == "FINISHED"]
+        assert sorted(int(r.data.tags["hpo.trial"]) for r in runs) == sorted(numbers), "one MLflow run per trial"
+        parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
+        assert len(parents) == 1, "every worker's trial runs nest under the study's one parent run"
+        import json
+
+        out = logs[0].read_text()
+        summary = json.loads(out[out.index("{\n"):])
+        assert summary["n_complete"] == 40 and summary["ensemble"] is not None
+        assert summary["parent_run_id"] in parents
+    finally:
+        _drop(name)
+
+
+def test_kill_9_of_a_worker_mid_trial_is_retried_and_nothing_is_lost(tmp_path: Path, mlflow_server: str) -> None:
+    import optuna
+
+    name = f"kill-{uuid.uuid4().hex[:6]}"
+    cfg = _config(tmp_path, name, PG, mlflow_server, study={"n_trials": 10},
+                  driver={"stale_trials": "retry"}, training={"epochs": 4})
+    logs = [tmp_path / "owner.log", tmp_path / "victim.log", tmp_path / "other.log"]
+    try:
+        owner = _start(["run", str(cfg), "--quiet"], logs[0])
+        victim = _start(["worker", "--study", name, "--storage", PG, "--quiet"], logs[1])
+        other = _start(["worker", "--study", name, "--storage", PG, "--quiet"], logs[2])
+        # Wait until the victim runs a trial, after some trials have finished, then kill -9 it.
+        deadline = time.monotonic() + 300
+        killed = None
+        while killed is None:
+            assert time.monotonic() < deadline, logs[1].read_text()[-3000:]
+            time.sleep(0.3)
+            try:
+                trials = _study(name).get_trials(deepcopy=False)
+            except KeyError:
+                continue
+            done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+            mine = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING
+                    and t.user_attrs.get("hpo.worker", "").endswith(f":{victim.pid}")]
+            if done >= 2 and mine:
+                victim.kill()
+                killed = mine[0]
+        victim.wait()
+        _finish([owner, other], [logs[0], logs[2]])
+        assert owner.returncode == 0 and other.returncode == 0, logs[0].read_text()[-3000:]
+        study = _study(name)
+        by_number = {t.number: t for t in study.get_trials()}
+        assert by_number[killed.number].state == optuna.trial.TrialState.FAIL, "the killed trial must not stay RUNNING"
+        assert not [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
+        retried = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == killed.number]
+        assert retried and retried[0].params == killed.params and retried[0].state == optuna.trial.TrialState.COMPLETE
+        assert len(_counted(study)) == 10
+        finished_runs = [r for r in _trial_runs(mlflow_server, name) if r.info.status == "FINISHED"]
+        assert len(finished_runs) == 10
+        dead = [r for r in _trial_runs(mlflow_server, name) if int(r.data.tags["hpo.trial"]) == killed.number]
+        assert dead and dead[0].info.status == "KILLED", "the dead worker's trial run is closed at the end"
+    finally:
+        for p in (locals().get("owner"), locals().get("victim"), locals().get("other")):
+            if p is not None and p.poll() is None:
+                p.kill()
+        _drop(name)
+
+
+class _Proxy:
+    """A TCP proxy to the database that can cut every connection and refuse new ones for a while."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = _free_port()
+        self.up = threading.Event()
+        self.up.set()
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        self.server: socket.socket | None = None
+        self._listen()
+
+    def _listen(self) -> None:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(64)
+        self.server = s
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+    def _accept(self, server: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        with self.lock:
+            for c in self.conns:
+                try:
+                    c.shutdown(socket.SHUT_RDWR)
+                    c.close()
+                except OSError:
+                    pass
+            self.conns.clear()
+
+    def restore(self) -> None:
+        self._listen()
+
+
+def test_database_outage_workers_retry_and_carry_on(tmp_path: Path, mlflow_server: str) -> None:
+    import optuna
+    from urllib.parse import urlsplit
+
+    assert PG is not None
+    u = urlsplit(PG)
+    proxy = _Proxy((u.hostname or "127.0.0.1", u.port or 5432))
+    via_proxy = PG.replace(f"{u.hostname}:{u.port or 5432}", f"127.0.0.1:{proxy.port}")
+    if f":{proxy.port}" not in via_proxy:
+        via_proxy = PG.replace(f"@{u.hostname}/", f"@127.0.0.1:{proxy.port}/")
+    name = f"outage-{uuid.uuid4().hex[:6]}"
+    cfg = _config(tmp_path, name, via_proxy, mlflow_server, study={"n_trials": 12},
+                  driver={"heartbeat_s": 2, "grace_s": 30}, training={"epochs": 2})
+    logs = [tmp_path / "owner.log", tmp_path / "worker.log"]
+    try:
+        procs = [_start(["run", str(cfg), "--quiet"], logs[0]),
+                 _start(["worker", "--study", name, "--storage", via_proxy, "--quiet"], logs[1])]
+        deadline = time.monotonic() + 300
+        while True:
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+            try:
+                done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in _study(name).get_trials(deepcopy=False))
+            except KeyError:
+                continue
+            if done >= 3:
+                break
+        proxy.cut()
+        time.sleep(6)  # the database is unreachable for six seconds
+        proxy.restore()
+        _finish(procs, logs)
+        text = logs[0].read_text() + logs[1].read_text()
+        for p, log in zip(procs, logs):
+            assert p.returncode == 0, log.read_text()[-4000:]
+        assert "storage unreachable" in text, "the outage was not noticed; the test did not test anything"
+        study = _study(name)
+        counted = _counted(study)
+        assert len(counted) == 12 and all(t.state.name == "COMPLETE" for t in counted)
+        assert not [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
+    finally:
+        proxy.cut()
+        for p in locals().get("procs", []):
+            if p.poll() is None:
+                p.kill()
+        _drop(name)
