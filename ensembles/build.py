@@ -119,6 +119,14 @@ def build_ensemble(
     """
     run_dir = Path(run_dir)
     pool = load_pool(run_dir, max_candidates=max_candidates)
+    if save_artifact:
+        # The artifact needs the members' models: trials whose model was not kept (training.keep_top_models)
+        # or that ran on another machine can only join an ensemble that is not saved.
+        with_model = [i for i, p in enumerate(pool.model_paths) if p and Path(p).exists()]
+        if not with_model:
+            raise ValueError(f"no trial in {run_dir} kept its model; build the ensemble with save_artifact=False")
+        if len(with_model) < len(pool):
+            pool = pool.subset(with_model)
     counts, steps = choose(pool, method=method, combine=combine, size=size, metric=metric, distinct_configs=distinct_configs)
     temps: dict[str, float] = {}
     if temperature:

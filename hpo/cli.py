@@ -324,6 +324,18 @@ def _cmd_tensorboard(args: argparse.Namespace) -> int:
     return _serve(cmd)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if (Path.cwd() / "experiments" / "bench.py").exists() and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        from experiments.bench import main as bench_main
+    except ImportError:
+        print("error: `hpo bench` runs from a checkout of the repository (it needs its experiments/ folder)",
+              file=sys.stderr)
+        return 2
+    return int(bench_main(args.rest) or 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hpo", description="Hyperparameter search and ensembling for Keras.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -351,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--quiet", action="store_true")
     w.add_argument("--json", action="store_true")
     w.set_defaults(fn=_cmd_worker)
+    b = sub.add_parser("bench", help="run the benchmarks in experiments/ and rewrite experiments/RESULTS.md",
+                       add_help=False)
+    b.add_argument("rest", nargs=argparse.REMAINDER, help="arguments of python -m experiments.bench")
+    b.set_defaults(fn=_cmd_bench)
     e = sub.add_parser("ensemble", help="ensemble a finished study's trials")
     e.add_argument("run_dir", help="the study's run directory, or its name (runs/<name>)")
     e.add_argument("--method", choices=["greedy", "top_k"], default="greedy")
@@ -387,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    raw = sys.argv[1:] if argv is None else list(argv)
+    if raw[:1] == ["bench"]:  # every other argument belongs to experiments.bench
+        return _cmd_bench(argparse.Namespace(rest=raw[1:]))
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import warnings

@@ -279,6 +279,10 @@ def validate(cfg: StudyConfig) -> StudyConfig:
         raise ConfigError("training.trial_timeout_s", "must be > 0 seconds")
     if cfg.training.keep_top_models is not None and cfg.training.keep_top_models < 1:
         raise ConfigError("training.keep_top_models", f"must be at least 1 (or null to keep every model), got {cfg.training.keep_top_models}")
+    k = cfg.training.keep_top_models
+    if k is not None and cfg.ensemble.enabled and cfg.training.save_models and k < cfg.ensemble.size:
+        raise ConfigError("training.keep_top_models", f"keeps {k} models but the ensemble may take {cfg.ensemble.size} "
+                                                      "members: keep at least ensemble.size models")
     d = cfg.driver
     if d.heartbeat_s <= 0 or d.grace_s <= d.heartbeat_s:
         raise ConfigError("driver.grace_s" if d.heartbeat_s > 0 else "driver.heartbeat_s",

@@ -224,6 +224,8 @@ def run_study(
         def on_done(result: TrialResult) -> bool:
             nonlocal stopped_early
             results[result.number] = _result_dict(result)
+            if cfg.training.keep_top_models is not None:
+                _retain_models(run_dir, results, cfg.training.keep_top_models, cfg.objective.direction)
             if on_trial_end is not None:
                 on_trial_end(result, _progress(results, cfg, started))
             if cfg.guards.stop_when_converged and len(results) < cfg.study.n_trials:
@@ -571,6 +573,21 @@ def _is_config_builder(cfg: StudyConfig, build: Builder) -> bool:
         return get_builder(cfg.space.builder) is build
     except Exception:
         return False
+
+
+def _retain_models(run_dir: Path, results: dict[int, dict[str, Any]], keep: int, direction: str) -> None:
+    """Delete model.keras of every trial outside the best ``keep``; logits and result.json stay."""
+    sign = 1 if direction == "maximize" else -1
+    complete = sorted((r for r in results.values() if r["state"] == "COMPLETE" and r.get("model_path")),
+                      key=lambda r: (-sign * r["value"], r["number"]))
+    for r in complete[keep:]:
+        Path(r["model_path"]).unlink(missing_ok=True)
+        r["model_path"] = None
+        path = run_dir / "trials" / f"{r['number']:05d}" / "result.json"
+        if path.exists():
+            saved = json.loads(path.read_text())
+            saved["model_path"] = None
+            _write_json(path, saved)
 
 
 def _redacted_config(cfg: StudyConfig) -> dict[str, Any]:
