@@ -173,6 +173,15 @@ def _cmd_run(args: argparse.Namespace, role: str = "owner") -> int:
               + ", ".join(f"({t}, {w:.2f})" for t, w in e["members"]))
         print("  test: " + ", ".join(f"{k}={_fmt(v)}" for k, v in test.items()))
         print(f"  artifact: {e['artifact_dir']}  mlflow model: {e['model_uri']}")
+    if summary.seed_refit:
+        sr = summary.seed_refit
+        if "skipped" in sr:
+            print(f"seed refit skipped: {sr['skipped']}")
+        else:
+            t = sr["test"]
+            print(f"seed refit of the best configuration, {sr['members']} seeds packed in one model "
+                  f"({sr['wall_s']:.1f}s): test member median {t['member_accuracy_median']:.4f}, "
+                  f"logit average {t['logit_average_accuracy']:.4f}")
     if summary.reselection:
         r = summary.reselection
         print(f"reselection ({r['seeds_per_config']} seeds per configuration): chose trial {r['chosen']} "

@@ -112,6 +112,7 @@ class EnsembleSection:
     combine: str = "probs"
     size: int = 5
     metric: str = "nll"
+    seed_refit: int = 0  # retrain the best configuration with N seeds as one packed model (mlp) and report it
 
 
 @dataclass
@@ -317,6 +318,8 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     _one_of(cfg.ensemble.method, METHODS, "ensemble.method")
     _one_of(cfg.ensemble.combine, COMBINES, "ensemble.combine")
     _one_of(cfg.ensemble.metric, ("nll", "accuracy"), "ensemble.metric")
+    if not 0 <= cfg.ensemble.seed_refit <= 512:
+        raise ConfigError("ensemble.seed_refit", f"must be between 0 and 512 members, got {cfg.ensemble.seed_refit}")
     if cfg.ensemble.size < 1:
         raise ConfigError("ensemble.size", f"must be at least 1, got {cfg.ensemble.size}")
     from hpo.callbacks import from_config

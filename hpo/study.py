@@ -56,6 +56,7 @@ class StudySummary:
     stopped_early: str | None = None
     plots: dict[str, Any] | None = None
     report: str | None = None
+    seed_refit: dict[str, Any] | None = None
     trials: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -274,6 +275,17 @@ def run_study(
     summary.stopped_early = stopped_early
     if cfg.ensemble.enabled and summary.n_complete > 0:
         summary.ensemble = _ensemble(cfg, run_dir, uri, parent)
+    if cfg.ensemble.seed_refit > 0 and summary.best_trial is not None:
+        from hpo.guards import record_test_use
+        from hpo.refit import seed_refit
+
+        summary.seed_refit = seed_refit(cfg.space.builder, summary.best_params, splits, members=cfg.ensemble.seed_refit,
+                                        epochs=cfg.training.epochs, batch_size=cfg.training.batch_size,
+                                        seed=cfg.study.seed, out_dir=run_dir / "refit")
+        if "skipped" in summary.seed_refit:
+            log.warning("seed refit skipped: %s", summary.seed_refit["skipped"])
+        else:
+            record_test_use(run_dir, f"seed refit of trial {summary.best_trial}")
     if cfg.plots.enabled and summary.best_trial is not None:
         from hpo.plots import plot_study
 
@@ -325,6 +337,9 @@ def run_study(
     }
     if summary.ensemble:
         final_metrics.update({f"ensemble_{k}": v for k, v in summary.ensemble["metrics"].items()})
+    if summary.seed_refit and "test" in summary.seed_refit:
+        final_metrics.update({f"seed_refit_test_{k}": v for k, v in summary.seed_refit["test"].items()})
+        final_metrics["seed_refit_wall_s"] = summary.seed_refit["wall_s"]
     final_metrics.update(guard_metrics)
     tags = {"hpo.best_trial": summary.best_trial, "hpo.status": "finished", **guard_tags}
     if stopped_early:

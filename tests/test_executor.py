@@ -103,3 +103,25 @@ def test_out_of_memory_trial_fails_and_its_worker_is_replaced(tmp_path: Path) ->
             assert t["state"] == "FAILED" and "MemoryError" in (t["error"] or ""), t
         else:
             assert t["state"] == "COMPLETE", t
+
+
+def test_seed_refit_trains_the_best_configuration_packed(tmp_path: Path) -> None:
+    """ensemble.seed_refit: N seeds of the incumbent in one packed model, logits saved, test use counted."""
+    import numpy as np
+
+    from hpo.guards import test_uses
+
+    cfg = small_config(tmp_path, study={"n_trials": 2}, ensemble={"enabled": False, "seed_refit": 4},
+                       space={"params": {"batchnorm": {"fixed": False}}},
+                       plots={"enabled": False}, report={"enabled": False}, guards={"enabled": False})
+    summary = run_study(cfg)
+    sr = summary.seed_refit
+    assert sr is not None and "skipped" not in sr, sr
+    assert sr["members"] == 4 and sr["params"] == summary.best_params
+    z = np.load(sr["predictions"])
+    assert z["test/digit"].shape[0] == 4 and z["audit/digit"].shape[0] == 4
+    # members differ (different seeds) and the average is scored
+    assert not np.allclose(z["test/digit"][0], z["test/digit"][1])
+    assert 0.0 < sr["test"]["logit_average_accuracy"] <= 1.0
+    assert sr["test"]["member_accuracy_min"] <= sr["test"]["member_accuracy_median"] <= sr["test"]["member_accuracy_max"]
+    assert test_uses(cfg.run_dir.resolve()) == 2  # the incumbent and the seed refit
