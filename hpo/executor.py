@@ -179,9 +179,13 @@ class WorkerPool:
         env.update(slot.env)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, env.get("PYTHONPATH", "")] if p)
+        try:  # workers' prints go to our stderr; in a notebook (no real stderr) they inherit the kernel's
+            out: int | None = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):
+            out = None
         proc = subprocess.Popen(
             [sys.executable, "-m", "hpo.executor", str(to_child_r), str(from_child_w)],
-            pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(),
+            pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL, stdout=out,
             start_new_session=True,  # Ctrl-C reaches the study, which stops its workers itself
         )
         os.close(to_child_r)
