@@ -57,9 +57,9 @@ MNIST_MLP = {"layers": {"min": 1, "max": 3}, "units": {"min": 32, "max": 1024, "
              "batchnorm": {"fixed": False}, "use_l2": {"fixed": False}}
 
 SCALES: dict[str, dict[str, Any]] = {
-    "digits": {"dataset": "digits", "space": SMALL_MLP, "trials": 20, "seeds": 3, "epochs": 5, "batch_size": 64,
-               "overhead": [{"configs": 10, "epochs": 5, "reps": 3}, {"configs": 6, "epochs": 30, "reps": 2}]},
-    "mnist": {"dataset": "mnist", "space": MNIST_MLP, "trials": 30, "seeds": 3, "epochs": 10, "batch_size": 256,
+    "digits": {"dataset": "digits", "space": SMALL_MLP, "trials": 12, "seeds": 3, "epochs": 5, "batch_size": 64,
+               "overhead": [{"configs": 10, "epochs": 5, "reps": 3}, {"configs": 4, "epochs": 30, "reps": 2}]},
+    "mnist": {"dataset": "mnist", "space": MNIST_MLP, "trials": 20, "seeds": 3, "epochs": 10, "batch_size": 256,
               "overhead": [{"configs": 10, "epochs": 10, "reps": 3}]},
 }
 
@@ -212,7 +212,10 @@ def quality(settings: Mapping[str, Any], *, tools: Sequence[str], seeds: Sequenc
                  f"audit {row['audit']['accuracy']:.4f} test {row['test']['accuracy']:.4f} ({row['wall_s']:.1f} s)")
     total = time.monotonic() - t_all
     keys = ["dataset", "space", "trials", "epochs", "batch_size"]
-    common_settings = {k: settings[k] for k in keys} | {"seeds": list(seeds), "tools": list(tools)}
+    from experiments.peers import KT_SEED_OFFSET
+
+    common_settings = {k: settings[k] for k in keys} | {"seeds": list(seeds), "tools": list(tools),
+                                                        "kerastuner_seed_offset": KT_SEED_OFFSET}
     summary = {}
     for tool in tools:
         mine = [r for r in rows if r["tool"] == tool]

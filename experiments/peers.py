@@ -24,6 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+KT_SEED_OFFSET = 1  # KerasTuner's oracles take seed 0 as no seed at all
 KT_TOOLS = {"kt_random": "RandomSearch", "kt_bayesian": "BayesianOptimization", "kt_hyperband": "Hyperband"}
 
 
@@ -82,7 +83,8 @@ def run_kerastuner(tool: str, build: Any, space: Any, splits: Any, *, n_trials: 
     if directory.exists():
         shutil.rmtree(directory)
     hm = _hypermodel(build, splits.spec, seed)
-    common = dict(hypermodel=hm, objective=kt.Objective("val_accuracy", "max"), seed=seed,
+    # KerasTuner's oracles read seed 0 as "no seed" (`seed or random.randint(...)`): give them seed + 1.
+    common = dict(hypermodel=hm, objective=kt.Objective("val_accuracy", "max"), seed=seed + KT_SEED_OFFSET,
                   hyperparameters=space.to_kerastuner(), tune_new_entries=False, directory=str(directory.parent),
                   project_name=directory.name, overwrite=True, max_consecutive_failed_trials=n_trials + 1)
     budget = n_trials * epochs
@@ -148,7 +150,7 @@ def replay_tuner(configs: Sequence[Mapping[str, Any]], build: Any, space: Any, s
                 return {"status": "STOPPED"}
             return {"status": "RUNNING", "values": dict(configs[i])}
 
-    oracle = Replay(objective=kt.Objective("val_accuracy", "max"), max_trials=len(configs), seed=seed,
+    oracle = Replay(objective=kt.Objective("val_accuracy", "max"), max_trials=len(configs), seed=seed + KT_SEED_OFFSET,
                     hyperparameters=space.to_kerastuner(), tune_new_entries=False,
                     max_consecutive_failed_trials=len(configs) + 1)
     # kt.RandomSearch is kt.Tuner with a RandomSearchOracle and nothing else: the same tuner, this oracle.

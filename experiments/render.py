@@ -65,8 +65,12 @@ def environment(d: Mapping[str, Any], name: str) -> str:
     gpu = m.get("gpu") or "no GPU"
     pk = ", ".join(f"{k} {v[k]}" for k in VERSION_KEYS if k in v)
     backend = f" ({v['keras_backend']} backend)" if "keras_backend" in v else ""
+    seed = d.get("seed", (d.get("settings") or {}).get("seeds", (d.get("config") or {}).get("seed")))
+    if isinstance(seed, list):
+        seed = ", ".join(map(str, seed))
+    seed_text = f"Seed {seed}." if seed is not None else "Seed: not recorded in the results file (the default of the script or its config)."
     out = [f"Results file: `experiments/results/{name}.json`. Command: `{str(d.get('command', 'n/a')).strip()}`.",
-           f"Machine: {m.get('cpu', 'n/a')}, {m.get('cpu_count', 'n/a')} CPU cores, {gpu}. Date {d.get('date', 'n/a')}.",
+           f"Machine: {m.get('cpu', 'n/a')}, {m.get('cpu_count', 'n/a')} CPU cores, {gpu}. Date {d.get('date', 'n/a')}. {seed_text}",
            f"Packages: {pk}{backend}." if pk else "Packages: not recorded."]
     return "\n".join(out)
 
@@ -123,7 +127,12 @@ def render_quality(d: Mapping[str, Any], name: str) -> str:
         "trial by select, scored on audit and on the locked test split. At this budget every sampler is still mostly "
         "in its random start-up phase (Optuna's TPE starts with ten random trials, Hyperopt's with twenty, "
         "KerasTuner's Bayesian oracle with three per searched dimension), so differences between tools are "
-        "mostly seed noise; the spread column says how much.",
+        "mostly seed noise; the spread column says how much. "
+        + ("KerasTuner's oracles read seed 0 as no seed, so they get the seed plus "
+           f"{s['kerastuner_seed_offset']}; our KerasTuner-oracle driver passes the seed as is."
+           if "kerastuner_seed_offset" in s else
+           "In this file KerasTuner got each seed as is; its oracles read seed 0 as no seed, so the seed-0 "
+           "KerasTuner runs (ours included) sampled unseeded configurations and will not repeat on a rerun."),
         table(["tool", "trials", "epochs trained", "best trial: audit accuracy, mean ± sd (min–max)",
                "best trial: test accuracy", "test NLL", "wall per study"], rows),
         "Per study (the hash is of the sampled configurations in trial order; the same seed gives the same hash):",
@@ -140,7 +149,11 @@ def render_ensemble(d: Mapping[str, Any], name: str) -> str:
                      f"{pct(e['top_k']['test']['accuracy'])} / {num(e['top_k']['test']['nll'])}",
                      f"{e['greedy']['size']}: {pct(e['greedy']['test']['accuracy'])} / {num(e['greedy']['test']['nll'])}"])
     g = d["mean_gain_over_single"]
-    gains = [[m, spread(g[m]["test_accuracy"], lambda x: f"{100 * x:+.2f} pt"), spread(g[m]["test_nll"], lambda x: f"{x:+.4f}")]
+    def signed(t: Mapping[str, Any], scale: float, unit: str, digits: int) -> str:
+        f = lambda x: f"{scale * x:+.{digits}f}{unit}"  # noqa: E731
+        return f"{f(t['mean'])} ± {scale * t['std']:.{digits}f}{unit} ({f(t['min'])} to {f(t['max'])})"
+
+    gains = [[m, signed(g[m]["test_accuracy"], 100, " pt", 2), signed(g[m]["test_nll"], 1, "", 4)]
              for m in ("top_k", "greedy")]
     return "\n\n".join([
         f"## What the ensemble adds ({s['dataset']})",
@@ -168,7 +181,7 @@ VARIANTS = {
 
 def render_overhead(d: Mapping[str, Any], name: str) -> str:
     parts = [f"## Overhead: our driver against a bare loop and KerasTuner ({d['settings']['dataset']})", environment(d, name),
-             f"Seed {d.get('seed')}. Each point: a warm-up `run_study` samples the configurations (Optuna TPE's seeded "
+             "Each point: a warm-up `run_study` samples the configurations (Optuna TPE's seeded "
              "start-up trials); then every variant runs exactly those configurations with the same epochs and batch "
              "size, one after another and repeated with the order rotated, in one process and one run, so the "
              "machine's load affects them alike. Overhead ratio = variant wall time / bare loop wall time − 1, per "
@@ -186,7 +199,9 @@ def render_overhead(d: Mapping[str, Any], name: str) -> str:
                secs(b["of_which_audit_per_epoch_and_model_save_per_trial_s"])],
               ["  of which per-epoch select validation, predictions on three splits, seeding, `clear_session` (lean runner − bare)",
                secs(b["of_which_select_validation_predictions_seeding_per_trial_s"])],
-              ["between trials, per trial (ask, tell, MLflow run start and end, `result.json`)", secs(b["loop_per_trial_s"])],
+              ["outside `duration_s`, per trial: the end of `run_trial` (`keras.backend.clear_session()` with its "
+               "`gc.collect()`, after `duration_s` is taken), ask, tell, MLflow run start and end, `result.json`",
+               secs(b["loop_per_trial_s"])],
               ["study setup, once (space discovery, preflight, Optuna and MLflow stores)", secs(b["study_setup_s"])],
               ["study end, once (summary, test scoring, MLflow)", secs(b["study_end_s"])]]
         ours = p["overhead_ratio"]["study"]["median"]

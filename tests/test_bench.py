@@ -1,0 +1,53 @@
+"""The benchmark suite end to end on a tiny budget, its rerun comparison, and the RESULTS.md renderer."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_tiny_budget_and_render(tmp_path: Path) -> None:
+    from experiments import bench
+    from experiments.render import pct
+
+    out = tmp_path / "results"
+    out.mkdir()
+    for p in (ROOT / "experiments" / "results").glob("*.json"):
+        if not p.name.endswith(".previous.json") and not p.name.startswith("bench_"):
+            shutil.copy(p, out)  # the renderer must show every existing results file too
+    other = {"command": "python -m experiments.other_script --x 1", "date": "2026-01-01",
+             "machine": {"cpu": "test cpu", "cpu_count": 2, "gpu": None}, "versions": {"keras": "3"},
+             "speedup": 3.25, "rows": [{"members": 8, "seconds": 12.5}, {"members": 16, "seconds": 21.75}]}
+    (out / "packed_demo.json").write_text(json.dumps(other))
+
+    # One of our drivers and one of KerasTuner's own tuners, 2 trials of 1 epoch, 1 seed.
+    assert bench.main(["quality", "--tools", "optuna_tpe", "kt_random", "--trials", "2", "--epochs", "1",
+                       "--seeds", "1", "--out", str(out), "--runs", str(tmp_path / "runs")]) == 0
+    q = json.loads((out / "bench_quality.json").read_text())
+    assert [r["tool"] for r in q["runs"]] == ["optuna_tpe", "kt_random"]
+    assert all(r["n_trials"] == 2 and r["epochs_trained"] == 2 and 0 < r["test"]["accuracy"] <= 1 for r in q["runs"])
+    assert q["machine"]["cpu_count"] and q["versions"]["keras-tuner"] and len(q["hashes"]) == 2
+    e = json.loads((out / "bench_ensemble.json").read_text())
+    assert e["studies"][0]["tool"] == "optuna_tpe" and "greedy" in e["studies"][0]
+
+    md = (out / "RESULTS.md").read_text()
+    for p in out.glob("*.json"):
+        assert json.loads(p.read_text())["command"].strip() in md, p.name
+    for r in q["runs"]:
+        assert pct(r["test"]["accuracy"]) in md and r["configs_hash"] in md
+    assert "3.25" in md and "21.75" in md  # a results file the renderer has no special table for
+    if (out / "mnist_validation_noise.json").exists():
+        assert f"{json.loads((out / 'mnist_validation_noise.json').read_text())['wall_s']:.1f} s" in md
+
+    # A rerun keeps the previous file and records how far the numbers moved.
+    first = {"command": "c", "settings": {"a": 1}, "hashes": {"s": "h1"}, "numbers": {"s": {"test_accuracy": 0.5, "wall_s": 10.0}}}
+    second = {"command": "c", "settings": {"a": 1}, "hashes": {"s": "h1"}, "numbers": {"s": {"test_accuracy": 0.75, "wall_s": 12.0}}}
+    bench.write_with_rerun(tmp_path / "rr", "bench_x", first)
+    bench.write_with_rerun(tmp_path / "rr", "bench_x", second)
+    rerun = json.loads((tmp_path / "rr" / "bench_x.json").read_text())["rerun"]
+    assert (tmp_path / "rr" / "bench_x.previous.json").exists()
+    assert rerun["configs_identical"] == 1 and rerun["max_abs_change_scores"] == 0.25
+    assert abs(rerun["max_relative_change_times"] - 0.2) < 1e-9
