@@ -345,6 +345,40 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return int(bench_main(args.rest) or 0)
 
 
+def _cmd_sync(args: argparse.Namespace) -> int:
+    """Deliver the MLflow calls a study queued while its tracking store was unreachable."""
+    import yaml
+
+    from hpo.repro import redact
+    from hpo.tracking import OUTBOX, default_tracking_uri, sync
+
+    run_dir = _resolve_run_dir(args.run_dir)
+    if not (run_dir / "study.json").exists():
+        print(f"error: run_dir: {run_dir} holds no study (no study.json); give the study's run directory",
+              file=sys.stderr)
+        return 2
+    uri = args.tracking_uri
+    if uri is None:
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+        uri = ((saved or {}).get("tracking") or {}).get("uri") or default_tracking_uri(run_dir)
+        if "***" in uri:
+            print("error: tracking.uri: the recorded tracking URI has its password redacted; pass --tracking-uri",
+                  file=sys.stderr)
+            return 2
+    if not (run_dir / OUTBOX).exists():
+        print(f"nothing to sync: {run_dir} has no queued MLflow calls")
+        return 0
+    res = sync(run_dir, uri)
+    print(f"delivered {res.delivered} queued MLflow calls to {redact(uri)}; {res.remaining} still queued"
+          + (f"; {len(res.refused)} refused by the store" if res.refused else ""))
+    for reason in res.refused:
+        print(f"  refused: {reason}", file=sys.stderr)
+    if res.error:
+        print(f"error: {res.error}; run `hpo sync {run_dir}` again later", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hpo", description="Hyperparameter search and ensembling for Keras.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -408,6 +442,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--host", default="127.0.0.1")
     t.add_argument("--port", type=int, default=6006)
     t.set_defaults(fn=_cmd_tensorboard)
+    sy = sub.add_parser("sync", help="deliver the MLflow calls a study queued while its tracking store was down")
+    sy.add_argument("run_dir", help="the study's run directory, or its name (runs/<name>)")
+    sy.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's)")
+    sy.set_defaults(fn=_cmd_sync)
     return p
 
 

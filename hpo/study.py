@@ -58,6 +58,7 @@ class StudySummary:
     report: str | None = None
     seed_refit: dict[str, Any] | None = None
     trials: list[dict[str, Any]] = field(default_factory=list)
+    tracking_undelivered: int = 0  # MLflow calls queued in mlflow_outbox.jsonl (`hpo sync RUN_DIR` delivers them)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -274,7 +275,20 @@ def run_study(
     summary = _summarise(cfg, run_dir, results, splits, started, parent, uri, reselection)
     summary.stopped_early = stopped_early
     if cfg.ensemble.enabled and summary.n_complete > 0:
-        summary.ensemble = _ensemble(cfg, run_dir, uri, parent)
+        # An unreachable tracking store: the ensemble is still built and saved, only not logged to MLflow.
+        logged = tracker.healthy()
+        try:
+            summary.ensemble = _ensemble(cfg, run_dir, uri if logged else None, parent)
+        except Exception as exc:
+            from hpo.tracking import is_transient
+
+            if not (logged and is_transient(exc)):
+                raise
+            logged = False
+            summary.ensemble = _ensemble(cfg, run_dir, None, parent)
+        if not logged and cfg.training.save_models:
+            log.warning("the ensemble is saved in %s but not logged to MLflow (the tracking store is unreachable); "
+                        "`hpo ensemble %s` logs one once it is back", summary.ensemble.get("artifact_dir"), run_dir)
     if cfg.ensemble.seed_refit > 0 and summary.best_trial is not None:
         from hpo.guards import record_test_use
         from hpo.refit import seed_refit
@@ -345,6 +359,11 @@ def run_study(
     if stopped_early:
         tags["hpo.stopped_early"] = stopped_early
     tracker.end_study(final_metrics, tags, status=status)
+    undelivered = tracker.undelivered_message()
+    if undelivered:
+        summary.tracking_undelivered = tracker.pending
+        _write_json(run_dir / "summary.json", summary.to_dict())
+        log.warning(undelivered)
     return summary
 
 
@@ -477,9 +496,21 @@ def _begin(cfg: StudyConfig, proposal: Proposal, driver: Any, tracker: Tracker, 
 
 
 def _finish(running: _Running, result: TrialResult, driver: Any, tracker: Tracker) -> None:
-    """Record a finished trial: result.json first (it survives a storage outage), then the engine, then MLflow."""
-    running.trial_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(running.trial_dir / "result.json", _result_dict(result) | {"mlflow_run_id": running.run_id})
+    """Record a finished trial: result.json first (it survives a storage outage), then the engine, then MLflow.
+
+    When result.json cannot be written (the disk is full or the run directory unwritable) the study stops
+    cleanly: the trial is not told to the engine, so a rerun once the disk is writable runs it again."""
+    try:
+        running.trial_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(running.trial_dir / "result.json", _result_dict(result) | {"mlflow_run_id": running.run_id})
+    except OSError as exc:
+        from hpo.errors import HpoError
+
+        where = exc.filename or running.trial_dir
+        message = (f"trial {result.number}: its result cannot be written to {where} ({exc.strerror or exc}); the study "
+                   "stops. Finished trials are saved; make the run directory writable and rerun to resume")
+        tracker.end_trial(running.run_id, {}, {"hpo.state": "INTERRUPTED", "hpo.error": message}, failed=True)
+        raise HpoError(message) from exc
     driver.tell(running.proposal, result)
     if driver.shared:  # workers on other machines: the owner fetches these to summarise and ensemble
         for name in ("result.json", "predictions.npz"):
