@@ -302,9 +302,19 @@ def infer_heads(y: Arrays, output_names: Sequence[str] | None = None) -> tuple[H
     return tuple(heads)
 
 
+def check_rows(x: Arrays, y: Arrays, where: str) -> None:
+    """Raise ConfigError unless every array of ``x`` and ``y`` has the same number of rows."""
+    counts = [("x", i, int(np.shape(a)[0]) if np.ndim(a) else 0) for i, a in enumerate(leaves(x))]
+    counts += [("y", i, int(np.shape(a)[0]) if np.ndim(a) else 0) for i, a in enumerate(leaves(y))]
+    if len({n for _, _, n in counts}) > 1:
+        shown = ", ".join(f"{k}[{i}]: {n}" for k, i, n in counts)
+        raise ConfigError(where, f"inputs and labels must have the same number of rows, got {shown}")
+
+
 def check_labels(splits: Splits) -> None:
-    """Raise ConfigError for labels outside the classes or non-finite inputs."""
+    """Raise ConfigError for labels outside the classes, non-finite inputs or inputs and labels of other lengths."""
     for s in SPLITS:
+        check_rows(splits.x[s], splits.y[s], f"data.{s}")
         check_finite(splits.x[s], f"data.{s}.x")
         check_finite(splits.y[s], f"data.{s}.y")
         ys = splits.y[s]

@@ -406,6 +406,27 @@ def call_builder(build: Builder, hp: kt.HyperParameters, context: Any) -> Any:
     return build(hp, context) if n_args >= 2 else build(hp)
 
 
+class _DiscoveryHP(kt.HyperParameters):
+    """KerasTuner's container, refusing one name declared twice with different definitions.
+
+    KerasTuner silently returns the first declaration's value for the second one, so two
+    parameters that share a name by mistake would be searched as one."""
+
+    def _retrieve(self, hp: Any) -> Any:
+        if self._exists(hp.name, hp.conditions):
+            before = next((h for h in self._hps[hp.name] if h.conditions == hp.conditions), None)
+            if before is not None and type(before) is type(hp):
+                a = {k: v for k, v in before.get_config().items() if k != "conditions"}
+                b = {k: v for k, v in hp.get_config().items() if k != "conditions"}
+                if a != b:
+                    raise ConfigError(f"space.{hp.name}", f"declared twice with different definitions ({a} and {b}); "
+                                                          "give each hyperparameter its own name")
+            elif before is not None:
+                raise ConfigError(f"space.{hp.name}", f"declared twice, as {type(before).__name__} and "
+                                                      f"{type(hp).__name__}; give each hyperparameter its own name")
+        return super()._retrieve(hp)
+
+
 def discover(build: Builder, context: Any = None, *, what: str = "builder") -> SearchSpace:
     """Collect the hyperparameters ``build`` declares, including conditional ones.
 
@@ -429,7 +450,7 @@ def discover(build: Builder, context: Any = None, *, what: str = "builder") -> S
         if key in tried:
             continue
         tried.add(key)
-        hp = kt.HyperParameters()
+        hp = _DiscoveryHP()
         hp.values = dict(preset)
         try:
             call_builder(build, hp, context)

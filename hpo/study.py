@@ -821,11 +821,13 @@ def search(
     ``select`` and ``audit`` halves; ``test_data``, when given, is the locked test split
     (otherwise 20% of ``x`` is held out). Labels stay in the form the user's loss expects.
     """
-    from hpo.data import DataSpec, infer_heads, n_rows, take
+    from hpo.data import DataSpec, check_rows, infer_heads, n_rows, take
 
     if y is None:
         x, y = _materialise(x)
     xv, yv = _materialise(validation_data)
+    check_rows(x, y, "y")  # before any cutting: rows of other lengths would be silently misaligned
+    check_rows(xv, yv, "validation_data")
     if isinstance(x, dict):
         inputs = {k: tuple(np.asarray(v).shape[1:]) for k, v in x.items()}
     elif isinstance(x, (list, tuple)):
