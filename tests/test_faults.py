@@ -99,6 +99,7 @@ def test_unreachable_tracking_server_the_study_finishes_and_hpo_sync_delivers(
     assert all(r.info.status == "FINISHED" and "select_accuracy" in r.data.metrics for r in trials)
     parent = _runs(store, "offline", "study")[0]
     assert parent.info.status == "FINISHED" and parent.data.metrics["n_complete"] == 3
+    assert all(secret not in str(r.data.params) + str(r.data.tags) for r in [parent, *trials])
     assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {parent.info.run_id}
     history = mlflow.MlflowClient(store).get_metric_history(trials[0].info.run_id, "epoch_select_accuracy")
     assert [m.step for m in history] == [0, 1]
@@ -315,7 +316,7 @@ def _sigint_case(tmp_path: Path, name: str, n_trials: int, **sections: Any) -> N
     trials = cfg.run_dir / "trials"
     workers: set[int] = set()
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and len(list(trials.glob("*/result.json"))) < 2:
+    while time.monotonic() < deadline and not list(trials.glob("*/result.json")):
         workers.update(_children(proc.pid))
         time.sleep(0.1)
         assert proc.poll() is None, "the study ended before Ctrl-C"
@@ -346,9 +347,9 @@ def _sigint_case(tmp_path: Path, name: str, n_trials: int, **sections: Any) -> N
 
 @pytest.mark.slow
 def test_ctrl_c_marks_the_running_trial_and_the_study_resumes(tmp_path: Path) -> None:
-    _sigint_case(tmp_path, "ctrlc", 4)
+    _sigint_case(tmp_path, "ctrlc", 3)
 
 
 @pytest.mark.slow
 def test_ctrl_c_with_worker_processes_stops_every_worker(tmp_path: Path) -> None:
-    _sigint_case(tmp_path, "ctrlc-pool", 4, executor={"mode": "processes", "cpu_workers": 2, "threads_per_worker": 1})
+    _sigint_case(tmp_path, "ctrlc-pool", 3, executor={"mode": "processes", "cpu_workers": 2, "threads_per_worker": 1})
