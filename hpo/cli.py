@@ -35,9 +35,12 @@ def _config_from_storage(study: str, storage: str, wait_s: float = 0.0) -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     deadline = time.monotonic() + wait_s
+    opened = resolve_storage(storage)
+    if isinstance(opened, str):  # one engine for every poll, not one per poll
+        opened = optuna.storages.RDBStorage(opened)
     while True:
         try:
-            found = optuna.load_study(study_name=study, storage=resolve_storage(storage))
+            found = optuna.load_study(study_name=study, storage=opened)
             raw = found.user_attrs.get(CONFIG_ATTR)
             if raw is not None:
                 break

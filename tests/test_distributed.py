@@ -49,7 +49,8 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{base}/{db}",
          "--artifacts-destination", str(art), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env={**os.environ, "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "2", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "8"})
     url = f"http://127.0.0.1:{port}"
     try:
         import urllib.request
@@ -109,17 +110,24 @@ def _finish(procs: list[subprocess.Popen[bytes]], logs: list[Path], timeout: flo
             pytest.fail(f"{log.name} did not finish:\n{log.read_text()[-3000:]}")
 
 
-def _study(name: str, storage: str | None = None) -> Any:
-    import optuna
+_STORAGE: list[Any] = []
 
-    return optuna.load_study(study_name=name, storage=storage or PG)
+
+def _study(name: str) -> Any:
+    """The study, through one storage without a connection pool (the test polls it many times)."""
+    import optuna
+    from sqlalchemy.pool import NullPool
+
+    if not _STORAGE:
+        _STORAGE.append(optuna.storages.RDBStorage(PG, engine_kwargs={"poolclass": NullPool}))
+    return optuna.load_study(study_name=name, storage=_STORAGE[0])
 
 
 def _drop(name: str) -> None:
     import optuna
 
     try:
-        optuna.delete_study(study_name=name, storage=PG)
+        optuna.delete_study(study_name=name, storage=_STORAGE[0] if _STORAGE else PG)
     except KeyError:
         pass
 
