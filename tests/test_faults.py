@@ -224,7 +224,8 @@ def test_mlflow_server_killed_mid_study_then_restarted_and_synced(tmp_path: Path
 # Tests may run as root, for whom chmod does not block writes: each fault below is a path that cannot be written
 # by anyone (a file where a directory must be, or a directory where a file must be).
 def test_trials_directory_becomes_unwritable_the_study_stops_cleanly_and_resumes(tmp_path: Path) -> None:
-    cfg = small_config(tmp_path, study={"name": "disk", "n_trials": 4}, ensemble={"enabled": False}, **QUIET)
+    cfg = small_config(tmp_path, study={"name": "disk", "n_trials": 3}, ensemble={"enabled": False},
+                       training={"epochs": 1}, **QUIET)
     trials = cfg.run_dir / "trials"
     aside = cfg.run_dir / "trials.aside"
 
@@ -249,12 +250,13 @@ def test_trials_directory_becomes_unwritable_the_study_stops_cleanly_and_resumes
     summary = run_study(cfg)
     after = _results(cfg.run_dir)
     assert all(after[k] == v for k, v in before.items()), "a finished trial was redone"
-    assert summary.n_complete == 4 and summary.n_failed == 0 and len(after) == 4
+    assert summary.n_complete == 3 and summary.n_failed == 0 and len(after) == 3
     assert "RUNNING" not in _optuna_states(cfg.run_dir, "disk")
 
 
 def test_model_file_cannot_be_written_the_trial_fails_naming_the_path(tmp_path: Path) -> None:
-    cfg = small_config(tmp_path, study={"name": "model", "n_trials": 3}, ensemble={"size": 2}, **QUIET)
+    cfg = small_config(tmp_path, study={"name": "model", "n_trials": 3}, ensemble={"size": 2}, training={"epochs": 1},
+                       **QUIET)
     blocked = cfg.run_dir / "trials" / "00001" / "model.keras"
     blocked.mkdir(parents=True)  # a directory where the model file must go
     summary = run_study(cfg)
