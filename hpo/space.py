@@ -469,6 +469,7 @@ def discover(build: Builder, context: Any = None, *, what: str = "builder") -> S
             found[h.name] = h
             order.append(h.name)
             p = Param.from_kerastuner(h)
+            validate_param(p, f"space.{h.name}")  # what SearchSpace checks at the end, before probing its grid
             probes: list[Any] = []
             if p.kind in ("choice", "boolean"):
                 probes = [v for v in (p.grid or ()) if v != p.default]

@@ -225,7 +225,7 @@ def test_any_corrupted_array_gives_one_error_naming_it(tmp_path_factory: pytest.
 numbers = st.one_of(st.integers(-5, 50), st.floats(-5, 50, allow_nan=False), st.just(0), st.just(0.0))
 
 
-@FAST
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kind=st.sampled_from(["Int", "Float"]), low=numbers, high=numbers, step=st.one_of(st.none(), numbers),
        sampling=st.sampled_from(["linear", "log", "reverse_log"]))
 def test_any_declared_range_gives_a_valid_space_or_one_config_error(kind: str, low: Any, high: Any, step: Any,
