@@ -29,7 +29,8 @@ class KerasTunerDriver(Driver):
                  oracle: str = "random", epochs: int = 10) -> None:
         super().__init__(space, direction=direction, seed=seed)
         objective = kt.Objective(OBJECTIVE, "max" if direction == "maximize" else "min")
-        common = dict(objective=objective, seed=seed, hyperparameters=space.to_kerastuner(),
+        # KerasTuner's oracles read seed 0 as "no seed" (``seed or random.randint(...)``): shift by one.
+        common = dict(objective=objective, seed=seed + 1, hyperparameters=space.to_kerastuner(),
                       tune_new_entries=False, max_consecutive_failed_trials=n_trials + 1)
         if oracle == "random":
             self.oracle = kt.oracles.RandomSearchOracle(max_trials=n_trials, **common)
