@@ -2,6 +2,8 @@
 
     hpo run experiments/quickstart.yaml [--driver hyperopt] [--n-trials N] [--workers K] [--storage URL] [--quiet]
     hpo worker --study NAME --storage postgresql://user@host/db [--workers K]
+    hpo sync runs/quickstart        # deliver MLflow calls queued while the tracking store was unreachable
+    hpo bench [NAME...]             # the benchmark suite; rewrites experiments/RESULTS.md
     hpo ensemble runs/quickstart [--method greedy|top_k] [--top-k N] [--combine probs|logits|geometric|vote]
     hpo ui runs/quickstart [--port 5000]
 """
@@ -65,7 +67,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace, role: str = "owner") -> int:
     from hpo import config as config_mod
-    from hpo.errors import ConfigError
+    from hpo.errors import ConfigError, HpoError
     from hpo.study import StudyProgress, run_study
     from hpo.trial import TrialResult
 
@@ -150,6 +152,9 @@ def _cmd_run(args: argparse.Namespace, role: str = "owner") -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except HpoError as exc:  # e.g. the run directory became unwritable: finished trials are kept
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as exc:
         print("interrupted: finished trials are saved; rerun the same command to resume", file=sys.stderr)
         from hpo.errors import StudyInterrupted

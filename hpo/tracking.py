@@ -148,6 +148,13 @@ class Tracker:
         self.uri = uri
         self._mlflow = mlflow
         self.client = MlflowClient(tracking_uri=uri)
+        if uri.startswith("sqlite:///"):  # the embedded store: commits without an fsync each (hpo.sqlite_wal)
+            from hpo.sqlite_wal import use_wal
+
+            try:
+                use_wal(self.client._tracking_client.store.engine)
+            except AttributeError:  # another store implementation: leave it as it is
+                pass
         self.shared = shared  # other processes log to the same study: never touch their running runs
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.probe_s = probe_s
