@@ -125,3 +125,21 @@ def test_seed_refit_trains_the_best_configuration_packed(tmp_path: Path) -> None
     assert 0.0 < sr["test"]["logit_average_accuracy"] <= 1.0
     assert sr["test"]["member_accuracy_min"] <= sr["test"]["member_accuracy_median"] <= sr["test"]["member_accuracy_max"]
     assert test_uses(cfg.run_dir.resolve()) == 2  # the incumbent and the seed refit
+
+
+def test_hyperopt_runs_parallel_trials_on_the_pool(tmp_path: Path) -> None:
+    """Hyperopt's parallel trials on one machine: pending trials live in its Trials object in this process."""
+    import pickle
+
+    from hyperopt import base
+
+    cfg = small_config(tmp_path, driver={"name": "hyperopt", "sampler": "tpe"}, executor=WORKERS,
+                       study={"n_trials": 4}, ensemble={"enabled": False}, plots={"enabled": False},
+                       report={"enabled": False}, guards={"enabled": False})
+    summary = run_study(cfg)
+    assert summary.n_complete == 4
+    trials = pickle.loads((tmp_path / "run" / "hyperopt_trials.pkl").read_bytes())
+    done = [d for d in trials._dynamic_trials if d["state"] == base.JOB_STATE_DONE]
+    assert len(done) == 4 and len({d["tid"] for d in done}) == 4
+    params = [tuple(sorted(t["params"].items())) for t in summary.trials]
+    assert len(set(params)) == 4, "parallel asks must not propose the same configuration"
