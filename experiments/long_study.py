@@ -444,9 +444,26 @@ def main(argv: list[str] | None = None) -> int:
     q = out.get("quickstart_trial", {}).get("median_duration_s")
     out["sampler_and_ensembling_at_scale"] = scale_figures(Path(args.out), q)
     out["targets"] = targets(out)
+    out["why_targets_are_not_met"] = WHY_NOT_MET
     write_result(args.out, "long_study", out)
     print(json.dumps(out["targets"], indent=1))
     return 0
+
+
+WHY_NOT_MET = {
+    "inprocess_memory": (
+        "The growth is TensorFlow's: a bare loop of build/compile/fit/clear_session with no hpo code grows at the "
+        "same rate, model.fit with run_eagerly=True does not grow, and jit_compile=True grows faster, so what "
+        "accumulates is what tf.function tracing leaves behind per fresh model, which clear_session and "
+        "gc.collect do not release. Bound: run trials on worker processes (executor.mode: processes), which are "
+        "replaced every executor.recycle_after trials; memory_workers shows the bound."),
+    "bookkeeping": (
+        "What remains per trial is Optuna's RDB storage code (a commit per sampled parameter, the ask and the "
+        "tell) and MLflow's SQLAlchemy store (run creation, params, per-epoch batches, termination), each "
+        "measured by the timer breakdown; the result files, model retention and logits writes are a few ms. "
+        "Meeting 50 ms needs fewer round trips (batching Optuna's writes, an in-memory Optuna storage "
+        "journalled to disk) rather than a faster disk."),
+}
 
 
 def targets(out: dict[str, Any]) -> dict[str, Any]:
