@@ -228,14 +228,22 @@ def _resolve_run_dir(arg: str) -> Path:
     return p
 
 
+def _study_dir(arg: str) -> Path | None:
+    """The study's run directory named by ``arg``; None (after saying why) when it holds no study."""
+    run_dir = _resolve_run_dir(arg)
+    if not (run_dir / "study.json").exists():
+        print(f"error: run_dir: {run_dir} holds no study (no study.json); give the study's run directory",
+              file=sys.stderr)
+        return None
+    return run_dir
+
+
 def _cmd_ensemble(args: argparse.Namespace) -> int:
     from ensembles import build_ensemble
     from hpo.tracking import default_tracking_uri
 
-    run_dir = _resolve_run_dir(args.run_dir)
-    if not (run_dir / "study.json").exists():
-        print(f"error: run_dir: {run_dir} holds no study (no study.json); give the study's run directory",
-              file=sys.stderr)
+    run_dir = _study_dir(args.run_dir)
+    if run_dir is None:
         return 2
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
@@ -360,10 +368,8 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     from hpo.repro import redact
     from hpo.tracking import OUTBOX, default_tracking_uri, sync
 
-    run_dir = _resolve_run_dir(args.run_dir)
-    if not (run_dir / "study.json").exists():
-        print(f"error: run_dir: {run_dir} holds no study (no study.json); give the study's run directory",
-              file=sys.stderr)
+    run_dir = _study_dir(args.run_dir)
+    if run_dir is None:
         return 2
     uri = args.tracking_uri
     if uri is None:

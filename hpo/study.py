@@ -583,8 +583,6 @@ def _run_in_pool(cfg: StudyConfig, slots: list[Any], build: Builder, space: Sear
                 running[proposal.number] = r
                 pool.submit(slot, Task(proposal.number, proposal.params, r.seed, str(r.trial_dir), proposal.epochs,
                                        histograms=cfg.tensorboard.enabled and cfg.tensorboard.histograms))
-            if not running and not (asking and remaining > 0 and not wait_for_engine):
-                break
             for ev in pool.poll(timeout=0.5):
                 r = running.get(ev.number)
                 if r is None:

@@ -54,6 +54,22 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_healthy(url: str, proc: subprocess.Popen[Any], *, what: str, timeout: float = 180,
+                 log: Path | None = None) -> None:
+    """Wait until ``url`` answers 200; fail if ``proc`` exits first (with the tail of ``log``) or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        assert proc.poll() is None, f"{what} exited" + (f":\n{log.read_text()[-2000:]}" if log else "")
+        assert time.monotonic() < deadline, f"{what} did not come up"
+        time.sleep(0.3)
+
+
 @contextmanager
 def serving(args: list[str], health: str, cwd: Path) -> Iterator[int]:
     """Run ``python -m hpo.cli <args> --port P`` until ``health`` answers on 127.0.0.1:P."""
@@ -62,17 +78,7 @@ def serving(args: list[str], health: str, cwd: Path) -> Iterator[int]:
     proc = subprocess.Popen([sys.executable, "-m", "hpo.cli", *args, "--port", str(port)], env=env, cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}{health}", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, f"hpo {args[0]} exited"
-            assert time.monotonic() < deadline, f"hpo {args[0]} did not come up"
-            time.sleep(0.5)
+        wait_healthy(f"http://127.0.0.1:{port}{health}", proc, what=f"hpo {args[0]}", timeout=120)
         yield port
     finally:
         proc.terminate()

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from tests.conftest import ROOT, _free_port
+from tests.conftest import ROOT, _free_port, wait_healthy
 
 PG = os.environ.get("HPO_TEST_POSTGRES_URL")
 pytestmark = [
@@ -53,19 +53,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         env={**os.environ, "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "2", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "8"})
     url = f"http://127.0.0.1:{port}"
     try:
-        import urllib.request
-
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, "mlflow server exited"
-            assert time.monotonic() < deadline, "mlflow server did not come up"
-            time.sleep(0.5)
+        wait_healthy(f"{url}/health", proc, what="mlflow server")
         yield url
     finally:
         os.killpg(proc.pid, 15)

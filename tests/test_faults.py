@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,7 +27,7 @@ from hpo.errors import HpoError
 from hpo.study import run_study
 from hpo.tracking import OUTBOX, Tracker
 
-from .conftest import ROOT, _free_port, small_config
+from .conftest import ROOT, _free_port, small_config, wait_healthy
 
 QUIET = {"report": {"enabled": False}, "plots": {"enabled": False}}
 
@@ -164,17 +162,7 @@ def _mlflow_server(workdir: Path, port: int) -> Iterator[subprocess.Popen[bytes]
          "--workers", "1"],
         stdout=open(workdir / "server.log", "ab"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, (workdir / "server.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "mlflow server did not come up"
-            time.sleep(0.3)
+        wait_healthy(f"http://127.0.0.1:{port}/health", proc, what="mlflow server", log=workdir / "server.log")
         yield proc
     finally:
         _kill_group(proc)
