@@ -88,13 +88,20 @@ def make_model(build: Builder, hp: Any, splits_spec: Any, compile_default: Calla
 
 
 def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor: str, started: float,
-               audit: tuple[Any, Any] | None, audit_history: dict[str, list[float]]) -> list[Any]:
+               audit: tuple[Any, Any] | None, audit_history: dict[str, list[float]],
+               select: tuple[Any, Any] | None = None) -> list[Any]:
     import keras
 
     class _Listen(keras.callbacks.Callback):
-        """Scores audit (for reports only), forwards epoch logs (tracking, pruning), enforces the time budget."""
+        """Scores select (as ``val_*``, when fit is not given validation data) and audit (for reports only),
+        forwards epoch logs (tracking, pruning), enforces the time budget."""
 
-        def on_epoch_end(self, epoch: int, logs: Mapping[str, float] | None = None) -> None:
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            if select is not None and logs is not None:
+                # Written into Keras' own logs dict: the callbacks after this one (EarlyStopping, the user's,
+                # History) see val_* exactly as if fit had validated. One test_on_batch call instead of fit's
+                # per-epoch evaluate, which builds a fresh data pipeline and callback list every epoch.
+                logs.update({f"val_{k}": v for k, v in score(self.model, select[0], select[1]).items()})
             logs = dict(logs or {})
             if audit is not None:
                 # Never seen by the pruner or the sampler: they only read val_* (select).
@@ -184,13 +191,16 @@ def run_trial(
         monitor = f"val_{settings.objective}"
         audit_history: dict[str, list[float]] = {}
         audit = (splits.x["audit"], splits.y["audit"]) if settings.audit_per_epoch else None
-        cbs = _callbacks(settings, listener, monitor, started, audit, audit_history) + list(extra_callbacks or [])
+        select = (splits.x["select"], splits.y["select"])
+        small_select = _nbytes(select[0]) <= ONE_BATCH_BYTES
+        cbs = _callbacks(settings, listener, monitor, started, audit, audit_history,
+                         select if small_select else None) + list(extra_callbacks or [])
         if settings.callbacks is not None:
             trial_dir.mkdir(parents=True, exist_ok=True)
             cbs.extend(settings.callbacks(trial_dir))
         hist = model.fit(
             splits.x["train"], splits.y["train"],
-            validation_data=(splits.x["select"], splits.y["select"]),
+            validation_data=None if small_select else select,
             epochs=epochs or settings.epochs, batch_size=settings.batch_size, verbose=0, callbacks=cbs,
         )
         result.history = {k: [float(v) for v in vals] for k, vals in hist.history.items()} | audit_history
@@ -248,8 +258,50 @@ def run_trial(
     finally:
         result.duration_s = time.monotonic() - started
         del model
-        keras.backend.clear_session()
+        release_memory()
     return result
+
+
+class _CollectionBudget:
+    """When to run a full garbage collection between trials.
+
+    Keras' ``clear_session()`` runs ``gc.collect()`` each time. A full collection walks every object
+    in the process, and TensorFlow's tracing leaves thousands behind per trial, so on small trials it
+    came to 0.6-1.2 s per trial, more than the training (experiments/RESULTS.md, overhead). Here a full
+    collection runs only once the training time since the last one is at least ``RATIO`` times what
+    the last collection took: at most ~2% of wall time, and after every trial when trials are long
+    (where the models it frees, and their accelerator memory, are large). Python's own generational
+    collector keeps running in between.
+    """
+
+    RATIO = 50.0
+
+    def __init__(self) -> None:
+        self.last_cost_s = 0.0
+        self.since = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.since >= self.RATIO * self.last_cost_s
+
+    def collect(self) -> None:
+        import gc
+
+        t0 = time.monotonic()
+        gc.collect()
+        self.since = time.monotonic()
+        self.last_cost_s = self.since - t0
+
+
+_GC = _CollectionBudget()
+
+
+def release_memory(force: bool = False) -> None:
+    """Drop Keras' global state after a trial; collect garbage when :class:`_CollectionBudget` allows."""
+    import keras
+
+    keras.backend.clear_session(free_memory=False)
+    if force or _GC.due():
+        _GC.collect()
 
 
 def count_rows(splits: Splits, split: str) -> int:
