@@ -147,6 +147,9 @@ class Tracker:
 
         self.uri = uri
         self._mlflow = mlflow
+        from hpo.mlflow_schema import seed_sqlite_store
+
+        seed_sqlite_store(uri)  # a new embedded store: copy the migrated schema instead of migrating (~1.6 s)
         self.client = MlflowClient(tracking_uri=uri)
         if uri.startswith("sqlite:///"):  # the embedded store: commits without an fsync each (hpo.sqlite_wal)
             from hpo.sqlite_wal import use_wal
