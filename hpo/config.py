@@ -91,6 +91,7 @@ class ExecutorSection:
     recycle_after: int | None = 25  # replace a worker process after this many trials (TF grows ~4 MB per trial)
     memory_limit_mb: int | None = None  # cap each worker's address space; a trial that exceeds it fails
     start_timeout_s: float = 300.0
+    pack: int = 1  # >1: up to this many trials sharing an architecture train as one packed model (mlp; hpo.packing)
 
 
 @dataclass
@@ -305,6 +306,8 @@ def validate(cfg: StudyConfig) -> StudyConfig:
         raise ConfigError("executor.memory_limit_mb", f"must be at least 256 MB (or null), got {e.memory_limit_mb}")
     if e.start_timeout_s <= 0:
         raise ConfigError("executor.start_timeout_s", "must be > 0 seconds")
+    if not isinstance(e.pack, int) or isinstance(e.pack, bool) or not 1 <= e.pack <= 512:
+        raise ConfigError("executor.pack", f"must be a whole number of trials per packed model, 1 (off) to 512; got {e.pack!r}")
     _one_of(cfg.objective.direction, ("maximize", "minimize"), "objective.direction")
     metric = cfg.objective.metric
     if re.match(r"^(test|audit)[_:]", metric) or metric in ("test", "audit"):

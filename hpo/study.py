@@ -173,11 +173,17 @@ def run_study(
     started = time.monotonic()
     from hpo.executor import plan_slots
 
-    slots = plan_slots(cfg.executor)
+    packing = cfg.executor.pack > 1
+    # Packs train in this process: "auto" stays here, an explicit "processes" is refused by packing.check.
+    slots = None if packing and cfg.executor.mode == "auto" else plan_slots(cfg.executor)
     build, splits, space = prepare(cfg, build, splits)
+    if packing:
+        from hpo import packing as pack_mod
+
+        pack_mod.check(cfg, splits, space, in_process=slots is None, builtin_builder=_is_config_builder(cfg, build))
     run_dir = cfg.run_dir.resolve()
     identity = cfg.search_identity() | {"space": space.describe(), "data_hashes": splits.hashes}
-    driver = make_driver(cfg, space, run_dir, parallel=slots is not None and len(slots) > 1,
+    driver = make_driver(cfg, space, run_dir, parallel=(slots is not None and len(slots) > 1) or packing,
                          config=_redacted_config(cfg))
     if role == "worker" and not driver.shared:
         raise ConfigError("driver.storage", "a worker joins a study in a shared storage: give driver.storage "
@@ -237,7 +243,19 @@ def run_study(
                     return False
             return True
 
-        if slots is None:
+        if slots is None and packing:
+            while remaining > 0:
+                batch = _ask_batch(driver, space, min(cfg.executor.pack, remaining))
+                if batch is None:
+                    break
+                if isinstance(batch, Wait):
+                    time.sleep(batch.seconds)
+                    continue
+                done = _run_batch(cfg, batch, build, space, splits, settings, driver, tracker, run_dir, on_epoch_end)
+                remaining -= len(done)
+                if not all([on_done(r) for r in done]):  # a list: every result is recorded before stopping
+                    break
+        elif slots is None:
             while remaining > 0:
                 proposal = driver.ask()
                 if proposal is None:
@@ -521,6 +539,8 @@ def _finish(running: _Running, result: TrialResult, driver: Any, tracker: Tracke
         metrics["select_objective"] = result.value
     metrics.update(duration_s=result.duration_s, epochs=result.epochs)
     tags = {"hpo.state": result.state.value}
+    if result.pack:
+        tags["hpo.pack"] = ",".join(str(n) for n in result.pack)
     if result.error:
         tags["hpo.error"] = result.error[:5000]
     tracker.end_trial(running.run_id, metrics, tags, failed=result.state is TrialState.FAILED)
@@ -542,6 +562,58 @@ def _run_one(cfg: StudyConfig, proposal: Proposal, build: Builder, space: Search
         raise
     _finish(running, result, driver, tracker)
     return result
+
+
+def _ask_batch(driver: Any, space: SearchSpace, size: int) -> list[Proposal] | Wait | None:
+    """Up to ``size`` proposals for packing; after the first, the engine is asked (where it can) to keep the
+    first's shape parameters so the batch packs into one model."""
+    from hpo.packing import shape_key, shape_params
+
+    first = driver.ask()
+    if first is None or isinstance(first, Wait):
+        return first
+    batch = [first]
+    # The first packable proposal leads: later ones are asked to share its shape (one with batch
+    # normalization, which cannot pack, runs alone).
+    leader = first if shape_key(first.params, first.epochs) is not None else None
+    while len(batch) < size:
+        if leader is not None:
+            driver.prefer(shape_params(space, leader.params))
+        nxt = driver.ask()
+        if nxt is None or isinstance(nxt, Wait):  # the engine has nothing more now: run what we have
+            break
+        batch.append(nxt)
+        if leader is None and shape_key(nxt.params, nxt.epochs) is not None:
+            leader = nxt
+    return batch
+
+
+def _run_batch(cfg: StudyConfig, batch: list[Proposal], build: Builder, space: SearchSpace, splits: Splits,
+               settings: TrialSettings, driver: Any, tracker: Tracker, run_dir: Path,
+               on_epoch_end: Callable[[int, int, int, Mapping[str, float]], None] | None) -> list[TrialResult]:
+    """Run a batch of proposals: those sharing an architecture as packed models, the others one by one."""
+    from hpo.packing import group, shape_key, train_pack
+
+    out: list[TrialResult] = []
+    for grp in group(batch, lambda p: shape_key(p.params, p.epochs)):
+        if len(grp) == 1:
+            out.append(_run_one(cfg, grp[0], build, space, splits, settings, driver, tracker, run_dir, on_epoch_end))
+            continue
+        runs = [_begin(cfg, p, driver, tracker, run_dir, on_epoch_end, histograms_here=False) for p in grp]
+        try:
+            results = train_pack(numbers=[p.number for p in grp], params=[p.params for p in grp],
+                                 seeds=[r.seed for r in runs], listeners=[r.listener for r in runs],
+                                 trial_dirs=[r.trial_dir for r in runs], splits=splits, settings=settings,
+                                 epochs=grp[0].epochs)
+        except BaseException:
+            for r in runs:
+                tracker.end_trial(r.run_id, {}, {"hpo.state": "INTERRUPTED"}, failed=True)
+            raise
+        for r, res in zip(runs, results):
+            res.pack = [p.number for p in grp]
+            _finish(r, res, driver, tracker)
+        out.extend(results)
+    return out
 
 
 def _run_in_pool(cfg: StudyConfig, slots: list[Any], build: Builder, space: SearchSpace, splits: Splits,

@@ -169,6 +169,8 @@ class Tracker:
         self._dead_refs: set[str] = set()
         self._ids: dict[str, str] = {}
         self._pending: list[dict[str, Any]] = []
+        self._epochs: dict[str, list[list[Any]]] = {}  # run id -> epoch metrics not sent yet (log_epoch)
+        self._epochs_sent: dict[str, float] = {}
         if self.outbox_path is not None and self.outbox_path.exists():
             self._pending = [json.loads(line) for line in self.outbox_path.read_text().splitlines() if line.strip()]
         if self.ids_path is not None and self.ids_path.exists():
@@ -491,9 +493,18 @@ class Tracker:
             "params": {k: _param_value(v) for k, v in params.items()},
         }, creates=True)
 
+    EPOCH_FLUSH_S = 1.0  # per-epoch metrics reach the store at most this often per run, and at the trial's end
+    MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
+
     def log_epoch(self, run_id: str, epoch: int, logs: Mapping[str, float]) -> None:
+        """Queue one epoch's metrics (``epoch_select_*``, ``epoch_audit_*``, ``epoch_train_*``) for ``run_id``.
+
+        Epochs are written in batches: one ``log_batch`` per epoch cost ~12 ms on the embedded SQLite
+        store (a transaction each), 0.36 s per 30-epoch trial. A batch goes out once ``EPOCH_FLUSH_S`` has
+        passed since the run's last one, so the MLflow UI still follows a trial live, and at ``end_trial``;
+        each metric keeps its own epoch step and timestamp."""
         now = int(time.time() * 1000)
-        metrics = []
+        buf = self._epochs.setdefault(run_id, [])
         for k, v in logs.items():
             if k.startswith("val_"):
                 name = "select_" + k[4:]
@@ -502,11 +513,18 @@ class Tracker:
             else:
                 name = "train_" + k
             try:
-                metrics.append([f"epoch_{name}", float(v), now, epoch])
+                buf.append([f"epoch_{name}", float(v), now, epoch])
             except (TypeError, ValueError):
                 continue
-        if metrics:
-            self._send({"op": "log_batch", "run": run_id, "metrics": metrics, "tags": {}})
+        if time.monotonic() - self._epochs_sent.get(run_id, 0.0) >= self.EPOCH_FLUSH_S:
+            self.flush_epochs(run_id)
+
+    def flush_epochs(self, run_id: str) -> None:
+        """Send ``run_id``'s queued epoch metrics now."""
+        buf = self._epochs.pop(run_id, [])
+        self._epochs_sent[run_id] = time.monotonic()
+        for i in range(0, len(buf), self.MAX_BATCH):
+            self._send({"op": "log_batch", "run": run_id, "metrics": buf[i:i + self.MAX_BATCH], "tags": {}})
 
     def _log_batch(self, run_id: str, metrics: Mapping[str, float | None], tags: Mapping[str, Any]) -> None:
         now = int(time.time() * 1000)
@@ -515,6 +533,8 @@ class Tracker:
                     "tags": {k: _param_value(v) for k, v in tags.items()}})
 
     def end_trial(self, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, Any], failed: bool) -> None:
+        self.flush_epochs(run_id)
+        self._epochs_sent.pop(run_id, None)
         self._log_batch(run_id, metrics, tags)
         self._send({"op": "terminate", "run": run_id, "status": "FAILED" if failed else "FINISHED"})
 

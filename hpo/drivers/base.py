@@ -56,6 +56,11 @@ class Driver(abc.ABC):
     def tell(self, proposal: Proposal, result: TrialResult) -> None:
         """Record a finished trial."""
 
+    def prefer(self, params: dict[str, Any]) -> bool:
+        """Ask the engine to give its next proposal these parameter values, sampling the others itself
+        (packed trials share an architecture). False when the engine cannot; the next ask is then free."""
+        return False
+
     def should_prune(self, proposal: Proposal, step: int, value: float) -> bool:
         """Report an intermediate select value; True when the trial should stop."""
         return False

@@ -319,6 +319,13 @@ class OptunaDriver(Driver):
         if stop is not None:
             stop.set()
 
+    def prefer(self, params: dict[str, Any]) -> bool:
+        """Optuna's partial ``enqueue_trial``: the next trial gets ``params`` fixed and samples the rest."""
+        assert self.study is not None
+        study = self.study
+        self._call(lambda: study.enqueue_trial(dict(params), skip_if_exists=False), "enqueueing a trial")
+        return True
+
     def should_prune(self, proposal: Proposal, step: int, value: float) -> bool:
         if not self.pruning:
             return False
