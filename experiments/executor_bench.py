@@ -1,16 +1,20 @@
-"""Trials per hour in this process, on one worker process, and on K worker processes (issue #5, benchmark a).
+"""Trials per hour in this process, on one worker process, on K worker processes, and packed (issue #5, benchmark a).
 
-    python -m experiments.executor_bench [--trials 16] [--workers 1 2] [--epochs 3] [--out experiments/results]
+    python -m experiments.executor_bench [--trials 16] [--workers 1 2] [--packs 8] [--epochs 3] [--out experiments/results]
 
-The same small search (digits, ``mlp`` with 1-2 layers of 16-64 units, a few epochs, Optuna's random
-sampler with a fixed seed, so every configuration runs the same trials) is run, one after the other
-in one process run:
+The same small search (digits, ``mlp`` with 1-2 layers of 16-64 units and no batch normalization, a few
+epochs, Optuna's random sampler with a fixed seed, so every configuration runs the same trials) is run,
+one after the other in one process run:
 
 - ``inprocess``: trials in the study's own process (``executor.mode: inprocess``);
 - ``processes xK`` for each K in ``--workers``: ``executor.mode: processes`` with K workers. On a
   machine without a GPU that is ``cpu_workers: K`` and ``threads_per_worker: cores // K``; where
   ``nvidia-smi`` shows GPUs (e.g. ``KERAS_BACKEND=jax`` on a GPU machine), ``executor.gpus`` is left
-  to auto-detect and ``workers_per_gpu: K``.
+  to auto-detect and ``workers_per_gpu: K``;
+- ``packed xP`` for each P in ``--packs``: in this process with ``executor.pack: P``: each batch of P
+  trials shares the first one's architecture (Optuna's partial enqueue) and trains as one packed model.
+  Its configurations are not the unpacked rows' (members share layers and units), so the row also
+  reports the best select accuracy found.
 
 Reported per configuration: wall time of the search loop (from the study's start to the last trial's
 end; summary, ensemble, guards and report are off), trials per hour, the ratio to ``inprocess``,
@@ -38,7 +42,7 @@ def _config(run_dir: Path, name: str, n_trials: int, epochs: int, executor: dict
         "study": {"name": name, "seed": 0, "n_trials": n_trials, "run_dir": str(run_dir)},
         "driver": {"name": "optuna", "sampler": "random"},
         "data": {"dataset": "digits"},
-        "space": {"builder": "mlp", "params": {"layers": {"min": 1, "max": 2},
+        "space": {"builder": "mlp", "params": {"layers": {"min": 1, "max": 2}, "batchnorm": {"fixed": False},
                                                "units": {"min": 16, "max": 64, "log": True}}},
         "training": {"epochs": epochs, "batch_size": 64},
         "ensemble": {"enabled": False},
@@ -79,6 +83,7 @@ def run_one(label: str, work: Path, n_trials: int, epochs: int, executor: dict[s
         "n_failed": summary.n_failed, "wall_s": round(loop_s, 1), "trials_per_hour": round(3600 * len(ends) / loop_s, 1),
         "mean_trial_s": round(statistics.mean(durations), 2) if durations else None,
         "worker_startup_s": round(startup["seconds"], 1) if startup else None,
+        "best_select": summary.best_value,
     }
 
 
@@ -86,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=16)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--packs", type=int, nargs="*", default=[8], help="executor.pack sizes to run in this process")
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--out", default="experiments/results")
     args = ap.parse_args(argv)
@@ -109,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                 ex = {"mode": "processes", "gpus": [], "cpu_workers": k, "threads_per_worker": max(1, cores // k),
                       "recycle_after": None}
             rows.append(run_one(f"processes x{k}", work, args.trials, args.epochs, ex))
+            print(rows[-1], flush=True)
+        for p in args.packs:
+            rows.append(run_one(f"packed x{p}", work, args.trials, args.epochs, {"mode": "inprocess", "pack": p}))
             print(rows[-1], flush=True)
     base = rows[0]["trials_per_hour"]
     for r in rows:

@@ -197,10 +197,11 @@ def render_overhead(d: Mapping[str, Any], name: str) -> str:
               ["inside our trials, extra per trial (sum of `duration_s` − bare)", secs(b["in_trial_extras_per_trial_s"])],
               ["  of which per-epoch audit scoring and `model.keras` saving (runner − lean runner)",
                secs(b["of_which_audit_per_epoch_and_model_save_per_trial_s"])],
-              ["  of which per-epoch select validation, predictions on three splits, seeding, `clear_session` (lean runner − bare)",
+              ["  of which per-epoch select scoring, predictions on three splits, seeding and op determinism, "
+               "`clear_session` (lean runner − bare)",
                secs(b["of_which_select_validation_predictions_seeding_per_trial_s"])],
-              ["outside `duration_s`, per trial: the end of `run_trial` (`keras.backend.clear_session()` with its "
-               "`gc.collect()`, after `duration_s` is taken), ask, tell, MLflow run start and end, `result.json`",
+              ["outside `duration_s`, per trial: the end of `run_trial` (`clear_session` and, within its time budget, "
+               "`gc.collect()`, after `duration_s` is taken), ask, tell, MLflow run start, epochs and end, `result.json`",
                secs(b["loop_per_trial_s"])],
               ["study setup, once (space discovery, preflight, Optuna and MLflow stores)", secs(b["study_setup_s"])],
               ["study end, once (summary, test scoring, MLflow)", secs(b["study_end_s"])]]

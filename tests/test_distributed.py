@@ -323,3 +323,28 @@ def test_database_outage_workers_retry_and_carry_on(tmp_path: Path, mlflow_serve
             if p.poll() is None:
                 p.kill()
         _drop(name)
+
+
+def test_workers_started_together_on_an_empty_database_all_open_the_study() -> None:
+    """Optuna creates its tables without a lock: processes opening a new database at the same moment collide
+    (a duplicate key in PostgreSQL's catalog); every one of them must still open the storage."""
+    assert PG is not None
+    db = f"hpo_race_{uuid.uuid4().hex[:8]}"
+    _admin(f'CREATE DATABASE "{db}"')
+    url = f"{PG.rsplit('/', 1)[0]}/{db}"
+    start_at = time.time() + 25  # every process imports first, then all open the database at this instant
+    code = (
+        "import sys, time\n"
+        "from hpo.drivers.optuna_driver import resolve_storage\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+        "storage = resolve_storage(sys.argv[1], heartbeat_s=5)\n"
+        "print('opened', len(storage.get_all_studies()))\n"
+    )
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", code, url, str(start_at)], cwd=ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        outs = [p.communicate(timeout=120) for p in procs]
+        for p, (out, err) in zip(procs, outs):
+            assert p.returncode == 0 and "opened 0" in out, err[-2000:]
+    finally:
+        _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')

@@ -120,14 +120,50 @@ def resolve_storage(url: str, *, heartbeat_s: float | None = None, grace_s: floa
         return JournalStorage(JournalFileBackend(path))
     if heartbeat_s is not None:
         callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1) if retry_stale else None
-        return optuna.storages.RDBStorage(
+        return _racing_schema(lambda: optuna.storages.RDBStorage(
             # Two idle connections per process at most: many workers (and an MLflow server) share one
             # database whose max_connections is often 100; overflow connections close when returned.
             url, engine_kwargs={"pool_pre_ping": True, "pool_size": 2, "max_overflow": 16}
             if not url.startswith("sqlite") else None,
             heartbeat_interval=max(1, round(heartbeat_s)), grace_period=max(2, round(grace_s or 6 * heartbeat_s)),
-            heartbeat_stale_trial_callback=callback)
+            heartbeat_stale_trial_callback=callback))
     return url
+
+
+def _schema_race(exc: BaseException) -> bool:
+    """Another process created the same table or type a moment earlier (``already exists``, a duplicate key
+    in PostgreSQL's catalog, or Alembic's version row)."""
+    import sqlalchemy.exc as sa
+
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, (sa.IntegrityError, sa.ProgrammingError, sa.OperationalError)):
+            text = str(seen).lower()
+            if "already exists" in text or "duplicate key" in text:
+                return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _racing_schema(make: Callable[[], T], attempts: int = 8) -> T:
+    """``make()``, again after a short random pause when it lost a race to create the storage's tables.
+
+    Optuna creates its schema when a storage first opens an empty database, without a lock; workers
+    started together on a new database collide there (PostgreSQL: ``duplicate key value violates unique
+    constraint "pg_type_typname_nsp_index"``). The loser retries and finds the tables made."""
+    import random
+
+    for attempt in range(attempts):
+        try:
+            return make()
+        except Exception as exc:
+            if not _schema_race(exc) or attempt == attempts - 1:
+                raise
+            log.info("another process is creating the study tables; retrying (%s)", type(exc).__name__)
+            time.sleep(0.2 + random.random() * 0.8)
+    raise AssertionError("unreachable")
 
 
 class OptunaDriver(Driver):
