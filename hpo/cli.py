@@ -1,6 +1,6 @@
 """The ``hpo`` command: a thin layer over the Python API.
 
-    hpo run experiments/quickstart.yaml [--driver hyperopt] [--n-trials N] [--workers K] [--storage URL] [--quiet]
+    hpo run experiments/quickstart.yaml [--driver hyperopt] [--n-trials N] [--workers K | --pack N] [--storage URL] [--quiet]
     hpo worker --study NAME --storage postgresql://user@host/db [--workers K]
     hpo sync runs/quickstart        # deliver MLflow calls queued while the tracking store was unreachable
     hpo bench [NAME...]             # the benchmark suite; rewrites experiments/RESULTS.md
@@ -92,6 +92,8 @@ def _cmd_run(args: argparse.Namespace, role: str = "owner") -> int:
                 cfg.executor.workers_per_gpu = args.workers
             else:
                 cfg.executor.cpu_workers = args.workers
+        if getattr(args, "pack", None) is not None:
+            cfg.executor.pack = args.pack
         if getattr(args, "driver", None):
             cfg.driver.name = args.driver
             cfg.driver.sampler = args.sampler or config_mod.SAMPLERS.get(args.driver, ("tpe",))[0]
@@ -408,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--storage", help="Optuna storage URL shared with `hpo worker` processes (sets driver.storage)")
     r.add_argument("--tracking-uri", help="MLflow tracking URI (sets tracking.uri)")
     r.add_argument("--workers", type=int, help="worker processes (per GPU when GPUs are visible)")
+    r.add_argument("--pack", type=int, help="train up to N trials that share an architecture as one packed model "
+                                            "(sets executor.pack; mlp builder)")
     r.set_defaults(fn=_cmd_run)
     w = sub.add_parser("worker", help="join a study in a shared storage and run its trials until its budget is used")
     w.add_argument("config", nargs="?", help="the study's config (default: the one stored with --study/--storage)")

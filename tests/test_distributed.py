@@ -348,3 +348,36 @@ def test_workers_started_together_on_an_empty_database_all_open_the_study() -> N
             assert p.returncode == 0 and "opened 0" in out, err[-2000:]
     finally:
         _admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+def test_a_trial_left_running_without_a_heartbeat_is_failed_and_the_study_finishes(tmp_path: Path) -> None:
+    """An ask whose reply is lost in an outage leaves a RUNNING trial no process owns and that never beat.
+    Optuna's stale check skips trials without a heartbeat; the study must fail it and finish its budget."""
+    import optuna
+
+    from hpo.config import load
+    from hpo.study import run_study
+
+    name = f"ghost-{uuid.uuid4().hex[:6]}"
+    cfg = load(_config(tmp_path, name, PG, f"sqlite:///{tmp_path / 'mlflow.db'}", study={"n_trials": 3},
+                       driver={"heartbeat_s": 1, "grace_s": 2}, ensemble={"enabled": False}))
+    ghosts: list[int] = []
+
+    def make_ghost(result: Any, progress: Any) -> None:
+        if not ghosts:  # a second handle on the study, without heartbeats: its ask is an orphan
+            ghosts.append(optuna.load_study(study_name=name, storage=PG).ask().number)
+
+    out: list[Any] = []
+    runner = threading.Thread(target=lambda: out.append(run_study(cfg, on_trial_end=make_ghost)), daemon=True)
+    try:
+        runner.start()
+        runner.join(timeout=180)
+        assert not runner.is_alive(), "the study waited forever for a trial nobody runs"
+        study = _study(name)
+        ghost = next(t for t in study.get_trials() if t.number == ghosts[0])
+        assert ghost.state == optuna.trial.TrialState.FAIL and "hpo.ghost" in ghost.user_attrs
+        counted = _counted(study)
+        assert len(counted) == 3 and all(t.state.name == "COMPLETE" for t in counted)
+        assert out and out[0].n_complete == 3
+    finally:
+        _drop(name)

@@ -123,3 +123,12 @@ def test_packed_and_single_trials_agree_on_what_a_trial_records(tmp_path: Path) 
     assert set(a["history"]) == set(b["history"])
     assert single.n_complete == 1 and packed.n_complete == 2
     assert np.load(b["predictions_path"])["test/digit"].shape == np.load(a["predictions_path"])["test/digit"].shape
+
+
+def test_cli_pack_flag_is_validated_before_anything_runs(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "hpo.cli", "run", str(ROOT / "experiments" / "quickstart.yaml"),
+                          "--pack", "0", "--run-dir", str(tmp_path / "run"), "--quiet"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    assert "executor.pack" in out.stdout + out.stderr
+    assert not (tmp_path / "run").exists()

@@ -24,6 +24,7 @@ CONFIG_ATTR = "hpo.config"
 PARENT_RUN_ATTR = "hpo.parent_run_id"
 ERROR_ATTR = "hpo.error"
 SURPLUS_ATTR = "hpo.surplus"
+GHOST_ATTR = "hpo.ghost"  # a trial created by an ask whose reply an outage lost (see _fail_ghosts)
 T = TypeVar("T")
 
 
@@ -288,10 +289,47 @@ class OptunaDriver(Driver):
         def read() -> tuple[int, int]:
             optuna.storages.fail_stale_trials(study)
             trials = study.get_trials(deepcopy=False)
+            if self._fail_ghosts(study, trials):
+                trials = study.get_trials(deepcopy=False)
             running = sum(1 for t in trials if t.state == optuna.trial.TrialState.RUNNING)
             return sum(1 for t in trials if self._counts(t)), running
 
         return self._call(read, "counting trials")
+
+    def _fail_ghosts(self, study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> int:
+        """Fail RUNNING trials that never recorded a heartbeat and started over two grace periods ago.
+
+        An ask whose reply is lost in a database outage has created its trial; the retried ask creates
+        another, and the first stays RUNNING with no process behind it and no heartbeat. Optuna's stale
+        check only reads trials that have a heartbeat, so without this the study would wait for them
+        forever. They fail without our error attribute, so they do not count against the budget."""
+        from datetime import datetime, timedelta
+
+        storage = study._storage
+        engine = getattr(getattr(storage, "_backend", storage), "engine", None)  # RDBStorage under Optuna's cache
+        cutoff = datetime.now() - timedelta(seconds=2 * self.grace_s)
+        old = {t._trial_id: t for t in trials if t.state == optuna.trial.TrialState.RUNNING
+               and t.datetime_start is not None and t.datetime_start < cutoff}
+        if engine is None or not old:
+            return 0
+        import sqlalchemy
+
+        # Optuna's own table of heartbeats (optuna.storages._rdb.models.TrialHeartbeatModel); no public reader.
+        query = sqlalchemy.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(
+            sqlalchemy.bindparam("ids", expanding=True))
+        with engine.connect() as conn:
+            beating = {row[0] for row in conn.execute(query, {"ids": list(old)})}
+        ghosts = [tid for tid in old if tid not in beating]
+        for tid in ghosts:
+            try:
+                storage.set_trial_user_attr(tid, GHOST_ATTR, "created by an ask whose reply was lost in a storage "
+                                                             "outage; never ran")
+                storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:  # another worker settled it first
+                continue
+            log.warning("trial %d: RUNNING without a heartbeat since %s (an ask lost in an outage); failed",
+                        old[tid].number, old[tid].datetime_start)
+        return len(ghosts)
 
     # -- ask / tell ---------------------------------------------------------------------------
     def ask(self) -> Proposal | Wait | None:
