@@ -277,6 +277,7 @@ def run_study(
         if driver.shared:
             driver.wait_until_idle()  # the other workers' last trials
             results = _load_results(run_dir)
+            _await_remote_runs(driver, tracker, results, cfg.driver.grace_s)
             results.update(_fetch_remote_trials(tracker, run_dir, results))
             tracker.kill_orphans()  # trial runs of workers that died
         reselection = _reselect(cfg, results, build, space, splits, settings, tracker, run_dir) \
@@ -736,6 +737,20 @@ def _creator_gone(driver: Any, timeout_s: float) -> bool:
             return False
         time.sleep(0.5)
     return True
+
+
+def _await_remote_runs(driver: Any, tracker: Tracker, have: Mapping[int, Any], timeout_s: float) -> None:
+    """Wait (up to ``timeout_s``) until every finished trial another machine ran has its MLflow run closed.
+
+    A worker tells the storage first and then logs the trial's files and closes its run, so a study can
+    look idle a moment before its last runs are complete; fetching or marking orphans then would miss
+    or kill them. A run still open after ``timeout_s`` belongs to a worker that died after its tell."""
+    expected = set(driver.finished_numbers()) - set(have)
+    deadline = time.monotonic() + timeout_s
+    while expected and time.monotonic() < deadline:
+        expected -= set(tracker.trial_runs())
+        if expected:
+            time.sleep(0.5)
 
 
 def _fetch_remote_trials(tracker: Tracker, run_dir: Path, have: Mapping[int, Any]) -> dict[int, dict[str, Any]]:

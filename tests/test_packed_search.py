@@ -129,6 +129,6 @@ def test_cli_pack_flag_is_validated_before_anything_runs(tmp_path: Path) -> None
     out = subprocess.run([sys.executable, "-m", "hpo.cli", "run", str(ROOT / "experiments" / "quickstart.yaml"),
                           "--pack", "0", "--run-dir", str(tmp_path / "run"), "--quiet"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
-    assert out.returncode == 1
+    assert out.returncode == 2  # the CLI's exit status for a bad config
     assert "executor.pack" in out.stdout + out.stderr
     assert not (tmp_path / "run").exists()

@@ -56,6 +56,10 @@ class Driver(abc.ABC):
     def tell(self, proposal: Proposal, result: TrialResult) -> None:
         """Record a finished trial."""
 
+    def finished_numbers(self) -> list[int]:
+        """Numbers of the trials that count as finished (every worker's, for a shared study)."""
+        return []
+
     def prefer(self, params: dict[str, Any]) -> bool:
         """Ask the engine to give its next proposal these parameter values, sampling the others itself
         (packed trials share an architecture). False when the engine cannot; the next ask is then free."""

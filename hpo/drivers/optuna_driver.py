@@ -271,6 +271,12 @@ class OptunaDriver(Driver):
         study = self.study
         return self._call(lambda: sum(1 for t in study.get_trials(deepcopy=False) if self._counts(t)), "counting trials")
 
+    def finished_numbers(self) -> list[int]:
+        assert self.study is not None
+        study = self.study
+        return self._call(lambda: [t.number for t in study.get_trials(deepcopy=False) if self._counts(t)],
+                          "listing finished trials")
+
     def parent_run_id(self) -> str | None:
         assert self.study is not None
         study = self.study
