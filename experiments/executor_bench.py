@@ -83,7 +83,7 @@ def run_one(label: str, work: Path, n_trials: int, epochs: int, executor: dict[s
         "n_failed": summary.n_failed, "wall_s": round(loop_s, 1), "trials_per_hour": round(3600 * len(ends) / loop_s, 1),
         "mean_trial_s": round(statistics.mean(durations), 2) if durations else None,
         "worker_startup_s": round(startup["seconds"], 1) if startup else None,
-        "best_select": summary.best_value,
+        "best_select": summary.best_select,
     }
 
 

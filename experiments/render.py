@@ -188,9 +188,12 @@ def render_overhead(d: Mapping[str, Any], name: str) -> str:
              f"repetition; the median is shown. Target: `run_study` at most 5% over the bare loop and below "
              f"KerasTuner's overhead. Whole benchmark: {secs(d.get('total_wall_s'))}."]
     for i, p in enumerate(d["points"]):
+        cpu = p.get("cpu_overhead_ratio")
         rows = [[VARIANTS.get(v, v), secs(p["median_wall_s"][v]),
                  "—" if v == "bare" else f"{pct(p['overhead_ratio'][v]['median'], 1)} ("
                  + ", ".join(pct(x, 1) for x in p["overhead_ratio"][v]["per_rep"]) + ")"]
+                + ([] if cpu is None else ["—" if v == "bare" else f"{pct(cpu[v]['median'], 1)} ("
+                                           + ", ".join(pct(x, 1) for x in cpu[v]["per_rep"]) + ")"])
                 for v in p["median_wall_s"]]
         b = p["breakdown"]
         br = [["bare loop, per trial", secs(b["bare_per_trial_s"])],
@@ -212,9 +215,13 @@ def render_overhead(d: Mapping[str, Any], name: str) -> str:
             f"{p['reps']} repetitions",
             f"Configurations hash `{p['configs_hash']}`; every variant ran the same configurations: "
             f"{'yes' if p['same_configs_everywhere'] else 'no'}.",
-            table(["variant", "median wall", "overhead ratio, median (per repetition)"], rows),
+            table(["variant", "median wall", "overhead ratio, median (per repetition)"]
+                  + ([] if cpu is None else ["CPU-time overhead ratio, median (per repetition)"]), rows),
             f"Verdict: our overhead {pct(ours, 1)} against KerasTuner's {pct(kt, 1)}: within 5%: "
-            f"{'yes' if p['ours_within_5pct'] else 'no'}; below KerasTuner: {'yes' if p['ours_below_kerastuner'] else 'no'}.",
+            f"{'yes' if p['ours_within_5pct'] else 'no'}; below KerasTuner: {'yes' if p['ours_below_kerastuner'] else 'no'}."
+            + ("" if cpu is None else f" In CPU time (every thread of the process, less sensitive to other work on "
+                                      f"the machine): {pct(cpu['study']['median'], 1)}, within 5%: "
+                                      f"{'yes' if p.get('ours_within_5pct_cpu') else 'no'}."),
             "Where our time goes (medians over repetitions; per-trial times from `trials/*/result.json` `duration_s` "
             "against the study's wall time):",
             table(["part", "time"], br),
