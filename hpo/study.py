@@ -226,7 +226,7 @@ def run_study(
     results = {} if role == "worker" else _load_results(run_dir)
     status = "FINISHED"
     stopped_early = None
-    previous_handler = _install_sigterm()
+    previous_handler = _install_signals()
     try:
         remaining = cfg.study.n_trials - driver.n_finished()
 
@@ -246,6 +246,7 @@ def run_study(
 
         if slots is None and packing:
             while remaining > 0:
+                _raise_if_signalled()
                 batch = _ask_batch(driver, space, min(cfg.executor.pack, remaining))
                 if batch is None:
                     break
@@ -258,6 +259,7 @@ def run_study(
                     break
         elif slots is None:
             while remaining > 0:
+                _raise_if_signalled()
                 proposal = driver.ask()
                 if proposal is None:
                     break
@@ -290,7 +292,7 @@ def run_study(
         driver.close()
         raise
     finally:
-        _restore_sigterm(previous_handler)
+        _restore_signals(previous_handler)
     driver.close()
     summary = _summarise(cfg, run_dir, results, splits, started, parent, uri, reselection)
     summary.stopped_early = stopped_early
@@ -387,25 +389,48 @@ def run_study(
     return summary
 
 
-def _install_sigterm() -> Any:
-    """Turn SIGTERM into StudyInterrupted so the running trial is marked and the stores are closed."""
+_SIGNALLED: list[BaseException] = []  # the interrupt a signal raised during this study, kept until it ends
+
+
+def _install_signals() -> Any:
+    """SIGTERM becomes StudyInterrupted and SIGINT KeyboardInterrupt, as usual, and each is also recorded.
+
+    Python drops an exception raised while it runs a finalizer or weakref callback ("Exception ignored
+    in ..."), and the garbage collector runs those at arbitrary points of training: a Ctrl-C landing
+    there was lost and the study ran on to the end. :func:`_raise_if_signalled` raises a recorded
+    interrupt again at the next epoch or trial boundary."""
     import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
         return None
+    _SIGNALLED.clear()
 
-    def handler(signum: int, frame: Any) -> None:
+    def on_term(signum: int, frame: Any) -> None:
+        _SIGNALLED.append(StudyInterrupted(f"stopped by signal {signum}"))
         raise StudyInterrupted(f"stopped by signal {signum}")
 
-    return signal.signal(signal.SIGTERM, handler)
+    def on_int(signum: int, frame: Any) -> None:
+        _SIGNALLED.append(KeyboardInterrupt())
+        raise KeyboardInterrupt()
+
+    return signal.signal(signal.SIGTERM, on_term), signal.signal(signal.SIGINT, on_int)
 
 
-def _restore_sigterm(previous: Any) -> None:
+def _raise_if_signalled() -> None:
+    """Raise the interrupt a signal raised earlier, if Python swallowed it (see :func:`_install_signals`)."""
+    if _SIGNALLED:
+        exc = _SIGNALLED[0]
+        raise type(exc)(*exc.args)
+
+
+def _restore_signals(previous: Any) -> None:
     import signal
 
+    _SIGNALLED.clear()
     if previous is not None:
-        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGTERM, previous[0])
+        signal.signal(signal.SIGINT, previous[1])
 
 
 def _converged(cfg: StudyConfig, space: SearchSpace, run_dir: Path, results: Mapping[int, Mapping[str, Any]]) -> str | None:
@@ -501,6 +526,7 @@ def _begin(cfg: StudyConfig, proposal: Proposal, driver: Any, tracker: Tracker, 
     total_epochs = proposal.epochs or cfg.training.epochs
 
     def listener(epoch: int, logs: Mapping[str, float]) -> None:
+        _raise_if_signalled()
         tracker.log_epoch(run_id, epoch, logs)
         if on_epoch_end is not None:
             on_epoch_end(proposal.number, epoch + 1, total_epochs, logs)
@@ -639,6 +665,7 @@ def _run_in_pool(cfg: StudyConfig, slots: list[Any], build: Builder, space: Sear
     wait_for_engine = False  # the engine answered "nothing now" (Hyperband between rounds): ask after a trial ends
     try:
         while running or (asking and remaining > 0):
+            _raise_if_signalled()
             while asking and not wait_for_engine and remaining - len(running) > 0 and pool.idle():
                 proposal = driver.ask()
                 if isinstance(proposal, Wait):  # a shared study's last slots are running elsewhere

@@ -343,3 +343,31 @@ def test_ctrl_c_marks_the_running_trial_and_the_study_resumes(tmp_path: Path) ->
 @pytest.mark.slow
 def test_ctrl_c_with_worker_processes_stops_every_worker(tmp_path: Path) -> None:
     _sigint_case(tmp_path, "ctrlc-pool", 3, executor={"mode": "processes", "cpu_workers": 2, "threads_per_worker": 1})
+
+
+def test_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(tmp_path: Path) -> None:
+    """Python drops an exception raised inside a weakref callback or finalizer ("Exception ignored in ..."), and
+    the garbage collector runs those in the middle of training: a Ctrl-C landing there must still stop the study."""
+    import weakref
+
+    class Payload:
+        pass
+
+    fired: list[int] = []
+
+    def on_epoch_end(number: int, epoch: int, total: int, logs: Any) -> None:
+        if number == 1 and epoch == 1 and not fired:
+            fired.append(number)
+            obj = Payload()
+            ref = weakref.ref(obj, lambda _: signal.getsignal(signal.SIGINT)(signal.SIGINT, None))
+            del obj  # the callback runs now; the KeyboardInterrupt it raises is printed and dropped by Python
+            assert ref() is None
+
+    cfg = small_config(tmp_path, study={"n_trials": 4}, training={"epochs": 4}, ensemble={"enabled": False},
+                       guards={"enabled": False}, **QUIET)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(cfg, on_epoch_end=on_epoch_end)
+    assert fired == [1]
+    done = [json.loads(p.read_text()) for p in (cfg.run_dir / "trials").glob("*/result.json")]
+    assert [r["number"] for r in done] == [0], "the study went on after the Ctrl-C"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "the study left its handler installed"
