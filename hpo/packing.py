@@ -102,20 +102,6 @@ def group(items: Sequence[Any], key: Callable[[Any], tuple[Any, ...] | None]) ->
     return [groups[k] for k in order]
 
 
-def _flat(x: Any) -> np.ndarray:
-    from hpo.data import leaves
-
-    a = np.asarray(leaves(x)[0], dtype="float32")
-    return a.reshape(len(a), -1)
-
-
-def _labels(y: Any) -> np.ndarray:
-    from hpo.data import leaves
-
-    a = np.asarray(leaves(y)[0])
-    return a.argmax(-1) if a.ndim == 2 and a.shape[1] > 1 else a.reshape(-1).astype("int64")
-
-
 def train_pack(*, numbers: Sequence[int], params: Sequence[Mapping[str, Any]], seeds: Sequence[int],
                listeners: Sequence[Listener], trial_dirs: Sequence[Path], splits: Splits, settings: TrialSettings,
                epochs: int | None = None) -> list[TrialResult]:
@@ -125,6 +111,7 @@ def train_pack(*, numbers: Sequence[int], params: Sequence[Mapping[str, Any]], s
 
     from ensembles.metrics import classification_metrics, softmax
     from ensembles.packed import PackedMLPSpec, build_packed_mlp, unpack
+    from hpo.refit import class_labels, flat_rows
     from hpo.repro import seed_everything
     from hpo.trial import predict
 
@@ -141,8 +128,8 @@ def train_pack(*, numbers: Sequence[int], params: Sequence[Mapping[str, Any]], s
     model = None
     try:
         seed_everything(seeds[0], settings.deterministic)
-        x = {s: _flat(splits.x[s]) for s in ("train", "select", "audit", "test")}
-        y = {s: _labels(splits.y[s]) for s in ("train", "select", "audit", "test")}
+        x = {s: flat_rows(splits.x[s]) for s in ("train", "select", "audit", "test")}
+        y = {s: class_labels(splits.y[s], head.one_hot) for s in ("train", "select", "audit", "test")}
         spec = PackedMLPSpec.from_params([dict(p) for p in params], input_shape=(x["train"].shape[1],),
                                          n_classes=head.n_classes, seeds=list(seeds), head_name=head.name)
         model = build_packed_mlp(spec, member_metrics=True)

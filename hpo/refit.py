@@ -32,12 +32,14 @@ def packable(builder: str, splits: Splits, params: Mapping[str, Any]) -> str | N
     return None
 
 
-def _flat(x: Any) -> np.ndarray:
+def flat_rows(x: Any) -> np.ndarray:
+    """A single-input split as float32 rows ``(n, features)``: what a packed MLP takes."""
     a = np.asarray(leaves(x)[0], dtype="float32")
     return a.reshape(len(a), -1)
 
 
-def _labels(y: Any, one_hot: bool) -> np.ndarray:
+def class_labels(y: Any, one_hot: bool = False) -> np.ndarray:
+    """A single multiclass head's labels as integer classes ``(n,)`` (one-hot labels are decoded)."""
     a = np.asarray(leaves(y)[0])
     return a.argmax(-1) if one_hot or (a.ndim == 2 and a.shape[1] > 1) else a.reshape(-1).astype("int64")
 
@@ -55,8 +57,8 @@ def seed_refit(builder: str, params: Mapping[str, Any], splits: Splits, *, membe
         return {"skipped": reason}
     head = splits.spec.heads[0]
     seeds = [trial_seed(seed + 104_729, k) for k in range(members)]
-    x = {s: _flat(splits.x[s]) for s in ("train", "select", "audit", "test")}
-    y = {s: _labels(splits.y[s], head.one_hot) for s in ("train", "select", "audit", "test")}
+    x = {s: flat_rows(splits.x[s]) for s in ("train", "select", "audit", "test")}
+    y = {s: class_labels(splits.y[s], head.one_hot) for s in ("train", "select", "audit", "test")}
     spec = PackedMLPSpec.from_params([dict(params)] * members, input_shape=(x["train"].shape[1],),
                                      n_classes=head.n_classes, seeds=seeds, head_name=head.name)
     keras.utils.set_random_seed(seeds[0])
