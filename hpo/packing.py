@@ -137,8 +137,8 @@ def train_pack(*, numbers: Sequence[int], params: Sequence[Mapping[str, Any]], s
         histories: list[dict[str, list[float]]] = [{} for _ in range(members)]
         splits_per_epoch = ("select", "audit") if settings.audit_per_epoch else ("select",)
 
-        def member_scores(split: str) -> list[dict[str, float]]:
-            z = member_logits(model, x[split])
+        def member_scores(split: str, z: np.ndarray | None = None) -> list[dict[str, float]]:
+            z = member_logits(model, x[split]) if z is None else z
             out = []
             for m in range(members):
                 scores = classification_metrics(softmax(z[m].astype("float64")), y[split])
@@ -177,8 +177,8 @@ def train_pack(*, numbers: Sequence[int], params: Sequence[Mapping[str, Any]], s
 
         model.fit(x["train"], y["train"], epochs=n_epochs, batch_size=settings.batch_size, verbose=0,
                   callbacks=[_Members()])
-        final = {s: member_scores(s) for s in ("select", "audit")}
         logits = {s: member_logits(model, x[s]) for s in ("select", "audit", "test")}
+        final = {s: member_scores(s, logits[s]) for s in ("select", "audit")}
         unpacked = unpack(model, spec=spec) if settings.save_models else []
         wall = time.monotonic() - started
         for m, r in enumerate(results):

@@ -244,10 +244,13 @@ def run_study(
                     return False
             return True
 
-        if slots is None and packing:
+        if slots is None:
+            # In this process: one proposal at a time, or batches that pack (executor.pack); a batch of one
+            # runs as a plain trial.
+            size = cfg.executor.pack if packing else 1
             while remaining > 0:
                 _raise_if_signalled()
-                batch = _ask_batch(driver, space, min(cfg.executor.pack, remaining))
+                batch = _ask_batch(driver, space, min(size, remaining))
                 if batch is None:
                     break
                 if isinstance(batch, Wait):
@@ -256,19 +259,6 @@ def run_study(
                 done = _run_batch(cfg, batch, build, space, splits, settings, driver, tracker, run_dir, on_epoch_end)
                 remaining -= len(done)
                 if not all([on_done(r) for r in done]):  # a list: every result is recorded before stopping
-                    break
-        elif slots is None:
-            while remaining > 0:
-                _raise_if_signalled()
-                proposal = driver.ask()
-                if proposal is None:
-                    break
-                if isinstance(proposal, Wait):
-                    time.sleep(proposal.seconds)
-                    continue
-                result = _run_one(cfg, proposal, build, space, splits, settings, driver, tracker, run_dir, on_epoch_end)
-                remaining -= 1
-                if not on_done(result):
                     break
         else:
             _run_in_pool(cfg, slots, build, space, splits, settings, driver, tracker, run_dir, remaining, on_done,
