@@ -265,6 +265,7 @@ def run_study(
                          on_epoch_end, on_pool)
         if role == "worker":
             driver.close()
+            tracker.close()
             return _worker_summary(cfg, run_dir, results, started, parent, uri)
         if driver.shared:
             driver.wait_until_idle()  # the other workers' last trials
@@ -275,10 +276,13 @@ def run_study(
         reselection = _reselect(cfg, results, build, space, splits, settings, tracker, run_dir) \
             if cfg.guards.reselect_top_k > 0 else None
     except BaseException:
-        if role == "worker":
-            driver.close()
-            raise
-        tracker.end_study({}, {"hpo.status": "interrupted"}, status="KILLED")
+        try:  # what the tracker hit must not hide why the study stopped
+            if role == "worker":
+                tracker.close()
+            else:
+                tracker.end_study({}, {"hpo.status": "interrupted"}, status="KILLED")
+        except Exception as exc:
+            log.error("MLflow could not record the interrupted study: %s", exc)
         driver.close()
         raise
     finally:
@@ -538,7 +542,8 @@ def _finish(running: _Running, result: TrialResult, driver: Any, tracker: Tracke
     cleanly: the trial is not told to the engine, so a rerun once the disk is writable runs it again."""
     try:
         running.trial_dir.mkdir(parents=True, exist_ok=True)
-        _write_json(running.trial_dir / "result.json", _result_dict(result) | {"mlflow_run_id": running.run_id})
+        _write_json(running.trial_dir / "result.json",
+                    _result_dict(result) | {"mlflow_run_id": tracker.run_id(running.run_id)})
     except OSError as exc:
         from hpo.errors import HpoError
 
