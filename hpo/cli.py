@@ -32,14 +32,16 @@ def _config_from_storage(study: str, storage: str, wait_s: float = 0.0) -> Any:
     import optuna
 
     from hpo import config as config_mod
-    from hpo.drivers.optuna_driver import CONFIG_ATTR, resolve_storage
+    from hpo.drivers.optuna_driver import CONFIG_ATTR, racing_schema, resolve_storage
     from hpo.errors import ConfigError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     deadline = time.monotonic() + wait_s
     opened = resolve_storage(storage)
     if isinstance(opened, str):  # one engine for every poll, not one per poll
-        opened = optuna.storages.RDBStorage(opened)
+        url = opened
+        # Workers started with their owner on a new database race it to create Optuna's tables.
+        opened = racing_schema(lambda: optuna.storages.RDBStorage(url))
     while True:
         try:
             found = optuna.load_study(study_name=study, storage=opened)

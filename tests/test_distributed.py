@@ -333,16 +333,26 @@ def test_workers_started_together_on_an_empty_database_all_open_the_study() -> N
     _admin(f'CREATE DATABASE "{db}"')
     url = f"{PG.rsplit('/', 1)[0]}/{db}"
     start_at = time.time() + 25  # every process imports first, then all open the database at this instant
+    # Half open it as a study's driver does, half as `hpo worker` does when it looks up the study's config.
     code = (
         "import sys, time\n"
+        "from hpo.cli import _config_from_storage\n"
         "from hpo.drivers.optuna_driver import resolve_storage\n"
+        "from hpo.errors import ConfigError\n"
         "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
-        "storage = resolve_storage(sys.argv[1], heartbeat_s=5)\n"
-        "print('opened', len(storage.get_all_studies()))\n"
+        "if sys.argv[3] == 'driver':\n"
+        "    storage = resolve_storage(sys.argv[1], heartbeat_s=5)\n"
+        "    print('opened', len(storage.get_all_studies()))\n"
+        "else:\n"
+        "    try:\n"
+        "        _config_from_storage('no-such-study', sys.argv[1])\n"
+        "    except ConfigError as exc:\n"
+        "        print('opened 0' if 'no study' in str(exc) else exc)\n"
     )
     try:
-        procs = [subprocess.Popen([sys.executable, "-c", code, url, str(start_at)], cwd=ROOT, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        procs = [subprocess.Popen([sys.executable, "-c", code, url, str(start_at), kind], cwd=ROOT,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for kind in ["driver", "worker"] * 3]
         outs = [p.communicate(timeout=120) for p in procs]
         for p, (out, err) in zip(procs, outs):
             assert p.returncode == 0 and "opened 0" in out, err[-2000:]

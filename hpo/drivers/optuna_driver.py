@@ -121,7 +121,7 @@ def resolve_storage(url: str, *, heartbeat_s: float | None = None, grace_s: floa
         return JournalStorage(JournalFileBackend(path))
     if heartbeat_s is not None:
         callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1) if retry_stale else None
-        return _racing_schema(lambda: optuna.storages.RDBStorage(
+        return racing_schema(lambda: optuna.storages.RDBStorage(
             # Two idle connections per process at most: many workers (and an MLflow server) share one
             # database whose max_connections is often 100; overflow connections close when returned.
             url, engine_kwargs={"pool_pre_ping": True, "pool_size": 2, "max_overflow": 16}
@@ -148,7 +148,7 @@ def _schema_race(exc: BaseException) -> bool:
     return False
 
 
-def _racing_schema(make: Callable[[], T], attempts: int = 8) -> T:
+def racing_schema(make: Callable[[], T], attempts: int = 8) -> T:
     """``make()``, again after a short random pause when it lost a race to create the storage's tables.
 
     Optuna creates its schema when a storage first opens an empty database, without a lock; workers
