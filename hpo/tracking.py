@@ -17,18 +17,17 @@ catches up by itself. What is still queued at the end is reported, and
 ``hpo sync RUN_DIR`` (:func:`sync`) replays it later. Errors the store returns on
 purpose (4xx: an invalid value, a missing run) are not retried.
 
-Writes that return nothing the study needs at once (creating a trial's run, its
-epochs, its end, artifacts) are handed to one background thread, in order, so a
-trial never waits for the store: on the embedded SQLite store they cost ~25 ms
-per trial (~2% of a one-second trial), on a remote server one round trip each.
-MLflow's own ``synchronous=False`` logging covers ``log_batch`` only and would
-bypass the outbox above, hence our thread. A trial's run gets a local id at once
-(resolved by :meth:`Tracker.run_id`); calls that read the store, return a value
-or end the study first wait until everything handed over is delivered or queued
-in the outbox (:meth:`Tracker.wait`), and an error the store returns on purpose
-is raised there. What the thread has not written when the process is killed
-outright (at most the last trial's few calls) is lost, as a call in flight was
-before; a resumed study marks such runs KILLED.
+Writes that return nothing the study needs (a trial's epochs, its end, artifacts)
+are handed to one background thread, in order, so a trial does not wait for
+them: on the embedded SQLite store they cost ~17 ms per trial (~1.5% of a
+one-second trial), on a remote server one round trip each. MLflow's own
+``synchronous=False`` logging covers ``log_batch`` only and would bypass the
+outbox above, hence our thread. Calls that create, read or end the study first
+wait until everything handed over is delivered or queued in the outbox
+(:meth:`Tracker.wait`), and an error the store returns on purpose is raised
+there. What the thread has not written when the process is killed outright (at
+most the last trial's end) is lost, as a call in flight was before; the study's
+end marks such runs KILLED.
 """
 
 from __future__ import annotations
@@ -59,7 +58,9 @@ MAX_PARAM_LEN = 6000
 OUTBOX = "mlflow_outbox.jsonl"
 OUTBOX_IDS = "mlflow_outbox.ids.json"
 LOCAL_PREFIX = "offline-"
-BACKGROUND_OPS = frozenset({"create_run", "log_batch", "terminate", "artifact"})  # writes the study needs no reply to
+# Writes the study needs no reply to. A trial's run is still created before it trains: a worker killed
+# mid-trial leaves a run that the study's end marks KILLED, instead of no trace in MLflow.
+BACKGROUND_OPS = frozenset({"log_batch", "terminate", "artifact"})
 # Our own, short retry policy for HTTP stores (MLflow's default retries for about four minutes per call);
 # a value the user set in the environment wins.
 QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
