@@ -22,8 +22,9 @@ are handed to one background thread, in order, so a trial does not wait for
 them: on the embedded SQLite store they cost ~17 ms per trial (~1.5% of a
 one-second trial), on a remote server one round trip each. MLflow's own
 ``synchronous=False`` logging covers ``log_batch`` only and would bypass the
-outbox above, hence our thread. Calls that create, read or end the study first
-wait until everything handed over is delivered or queued in the outbox
+outbox above, hence our thread. The next trial's run is created meanwhile (it
+depends on none of them); calls that read the store or end the study first wait
+until everything handed over is delivered or queued in the outbox
 (:meth:`Tracker.wait`), and an error the store returns on purpose is raised
 there. What the thread has not written when the process is killed outright (at
 most the last trial's end) is lost, as a call in flight was before; the study's
@@ -195,9 +196,11 @@ class Tracker:
         self._epochs_sent: dict[str, float] = {}
         self._background = False
         self._live: dict[str, str] = {}  # local id -> store id of runs the background thread created
-        self._inbox: queue.Queue[dict[str, Any]] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
+        self._store_lock = threading.RLock()  # one call to the store (and the outbox) at a time
+        self._hurry = threading.Event()  # set while someone waits for the handed-over calls
+        self._inbox: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
         self._error: BaseException | None = None  # the first call the store refused in the background
         if self.outbox_path is not None and self.outbox_path.exists():
             self._pending = [json.loads(line) for line in self.outbox_path.read_text().splitlines() if line.strip()]
@@ -295,7 +298,8 @@ class Tracker:
         stay queued, in order), except that a failing artifact upload does not hold up the others.
         A call the store refuses (4xx) is dropped and listed in :attr:`refused`."""
         self.wait()
-        return self._flush()
+        with self._store_lock:
+            return self._flush()
 
     def _flush(self) -> int:
         if not self._pending:
@@ -370,15 +374,23 @@ class Tracker:
         if self._background and op["op"] in BACKGROUND_OPS:
             self._hand_over(op)
             return op.get("ref")
-        self.wait()
-        return self._send_now(op)
+        if op["op"] != "create_run":
+            # A new trial's run depends on nothing handed over (the calls of earlier runs): it does not wait for
+            # them, so they are written while this trial trains. Everything else keeps the order.
+            self.wait()
+        with self._store_lock:
+            return self._send_now(op)
 
     # -- the background thread ------------------------------------------------------------
     def wait(self) -> None:
         """Block until every call handed to the background thread is delivered or queued in the outbox;
         raise the first error the store returned on purpose meanwhile."""
         if self._thread is not None or self._inbox.unfinished_tasks:
-            self._inbox.join()
+            self._hurry.set()
+            try:
+                self._inbox.join()
+            finally:
+                self._hurry.clear()
         if self._error is not None:
             exc, self._error = self._error, None
             raise exc
@@ -389,24 +401,28 @@ class Tracker:
         with self._thread_lock:
             thread, self._thread = self._thread, None
             if thread is not None:
-                self._inbox.put({"op": "_stop"})
+                self._inbox.put((0.0, {"op": "_stop"}))
         if thread is not None:
             thread.join()
 
     def _hand_over(self, op: dict[str, Any]) -> None:
         with self._thread_lock:
-            self._inbox.put(op)
+            self._inbox.put((time.monotonic(), op))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, name="hpo-mlflow", daemon=True)
                 self._thread.start()
                 _LIVE.add(self)
 
     IDLE_S = 30.0  # the thread ends after this long without work
+    # A call is written this long after it is handed over (unless someone waits): a trial's last calls then go
+    # out while the next trial trains and its Python-bound work (ask, tell, building the model) does not share
+    # the interpreter with them.
+    LINGER_S = 0.25
 
     def _work(self) -> None:
         while True:
             try:
-                op = self._inbox.get(timeout=self.IDLE_S)
+                handed, op = self._inbox.get(timeout=self.IDLE_S)
             except queue.Empty:
                 with self._thread_lock:
                     if self._inbox.empty():
@@ -416,7 +432,9 @@ class Tracker:
             try:
                 if op["op"] == "_stop":
                     return
-                result = self._send_now(op)
+                self._hurry.wait(handed + self.LINGER_S - time.monotonic())
+                with self._store_lock:
+                    result = self._send_now(op)
                 if op.get("ref") and result is not None and result != op["ref"]:
                     self._live[op["ref"]] = result
             except Exception as exc:  # refused on purpose (4xx): raised to the study at its next wait()
