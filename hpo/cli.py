@@ -325,7 +325,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     run_dir = _resolve_run_dir(args.run_dir)
-    storage = args.storage or f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
+    from hpo.drivers import default_storage
+    from hpo.drivers.optuna_driver import resolve_storage
+
+    storage = args.storage or default_storage(run_dir)
     try:
         import optuna_dashboard
     except ImportError:
@@ -334,7 +337,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     print(f"optuna-dashboard for {storage.split('@')[-1]} on http://{args.host}:{args.port}  (Ctrl-C stops it)",
           flush=True)
     try:
-        optuna_dashboard.run_server(storage, host=args.host, port=args.port)
+        optuna_dashboard.run_server(resolve_storage(storage), host=args.host, port=args.port)
     except KeyboardInterrupt:
         pass
     return 0
@@ -453,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.set_defaults(fn=_cmd_report)
     d = sub.add_parser("dashboard", help="serve optuna-dashboard on the study's Optuna storage")
     d.add_argument("run_dir", help="the study's run directory, or its name (runs/<name>)")
-    d.add_argument("--storage", help="an Optuna storage URL (default: the run directory's optuna.db)")
+    d.add_argument("--storage", help="an Optuna storage URL (default: the run directory's optuna.journal)")
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--port", type=int, default=8080)
     d.set_defaults(fn=_cmd_dashboard)

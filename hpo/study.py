@@ -612,6 +612,10 @@ def _finish(running: _Running, result: TrialResult, driver: Any, tracker: Tracke
     if result.error:
         tags["hpo.error"] = result.error[:5000]
     tracker.end_trial(running.run_id, metrics, tags, failed=result.state is TrialState.FAILED)
+    if driver.shared:
+        # The owner reads this trial's files and closed run from MLflow: a worker killed a moment after its trial
+        # must not take them with it in the background thread's queue.
+        tracker.wait()
     if running.board is not None:
         running.board.finish({k: v for k, v in result.metrics.items()}, failed=result.state is not TrialState.COMPLETE)
 

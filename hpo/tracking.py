@@ -28,7 +28,8 @@ until everything handed over is delivered or queued in the outbox
 (:meth:`Tracker.wait`), and an error the store returns on purpose is raised
 there. What the thread has not written when the process is killed outright (at
 most the last trial's end) is lost, as a call in flight was before; the study's
-end marks such runs KILLED.
+end marks such runs KILLED. A worker of a shared study waits for each trial's
+end before its next trial: the study's owner reads those runs.
 """
 
 from __future__ import annotations
@@ -374,10 +375,26 @@ class Tracker:
         if self._background and op["op"] in BACKGROUND_OPS:
             self._hand_over(op)
             return op.get("ref")
-        if op["op"] != "create_run":
+        if op["op"] == "create_run":
             # A new trial's run depends on nothing handed over (the calls of earlier runs): it does not wait for
-            # them, so they are written while this trial trains. Everything else keeps the order.
+            # them, so they are written while this trial trains. If it cannot be written now, it is queued
+            # behind them, so the outbox keeps the order the calls were made in.
+            failed = False
+            with self._store_lock:
+                if not self._blocked():
+                    try:
+                        return self._deliver(op, retry=True)
+                    except _Unmapped:
+                        failed = True
+                    except Exception as exc:
+                        if not is_transient(exc):
+                            raise
+                        self._note_failure(exc)
+                        failed = True
             self.wait()
+            with self._store_lock:
+                return self._queue(op) if failed else self._send_now(op)
+        self.wait()  # everything else keeps the order
         with self._store_lock:
             return self._send_now(op)
 

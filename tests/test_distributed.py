@@ -128,6 +128,13 @@ def _counted(study: Any) -> list[Any]:
             or (t.state == S.FAIL and "hpo.error" in t.user_attrs)]
 
 
+def _table(study: Any) -> str:
+    """The study's trials, one line each: what a failed count assertion needs to be understood."""
+    return "\n".join(f"{t.number} {t.state.name} start={t.datetime_start} end={t.datetime_complete} "
+                     f"user={ {k: str(v)[:60] for k, v in t.user_attrs.items() if not k.startswith('audit_')} } "
+                     f"system={t.system_attrs}" for t in study.get_trials())
+
+
 def _trial_runs(tracking: str, name: str) -> list[Any]:
     import mlflow
 
@@ -203,9 +210,11 @@ def test_kill_9_of_a_worker_mid_trial_is_retried_and_nothing_is_lost(tmp_path: P
         assert not [t for t in study.get_trials() if t.state == optuna.trial.TrialState.RUNNING]
         retried = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == killed.number]
         assert retried and retried[0].params == killed.params and retried[0].state == optuna.trial.TrialState.COMPLETE
-        assert len(_counted(study)) == 10
-        finished_runs = [r for r in _trial_runs(mlflow_server, name) if r.info.status == "FINISHED"]
-        assert len(finished_runs) == 10
+        assert len(_counted(study)) == 10, _table(study)
+        runs = _trial_runs(mlflow_server, name)
+        finished_runs = [r for r in runs if r.info.status == "FINISHED"]
+        assert len(finished_runs) == 10, (sorted((int(r.data.tags["hpo.trial"]), r.info.status) for r in runs),
+                                          _table(study), logs[0].read_text()[-3000:], logs[2].read_text()[-2000:])
         dead = [r for r in _trial_runs(mlflow_server, name) if int(r.data.tags["hpo.trial"]) == killed.number]
         assert dead and dead[0].info.status == "KILLED", "the dead worker's trial run is closed at the end"
     finally:

@@ -50,7 +50,10 @@ def _results(run_dir: Path) -> dict[str, tuple[int, str]]:
 def _optuna_states(run_dir: Path, name: str) -> list[str]:
     import optuna
 
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{run_dir / 'optuna.db'}")
+    from hpo.drivers import default_storage
+    from hpo.drivers.optuna_driver import resolve_storage
+
+    study = optuna.load_study(study_name=name, storage=resolve_storage(default_storage(run_dir)))
     return [t.state.name for t in study.trials]
 
 

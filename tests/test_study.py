@@ -94,7 +94,10 @@ def test_killed_study_resumes_without_redoing_finished_trials(tmp_path: Path) ->
     assert sum(r["state"] == "COMPLETE" for r in finished) == 7
     import optuna
 
-    study = optuna.load_study(study_name="killme", storage=f"sqlite:///{cfg.run_dir / 'optuna.db'}")
+    from hpo.drivers.optuna_driver import resolve_storage
+
+    assert (cfg.run_dir / "optuna.journal").exists() and not (cfg.run_dir / "optuna.db").exists()
+    study = optuna.load_study(study_name="killme", storage=resolve_storage(f"journal://{cfg.run_dir / 'optuna.journal'}"))
     states = [t.state.name for t in study.trials]
     assert states.count("COMPLETE") == 7 and "RUNNING" not in states
 

@@ -12,8 +12,20 @@ if TYPE_CHECKING:
     from hpo.space import SearchSpace
 
 
+JOURNAL_FILE = "optuna.journal"
+LEGACY_SQLITE_FILE = "optuna.db"
+
+
 def default_storage(run_dir: Path) -> str:
-    return f"sqlite:///{(run_dir / 'optuna.db').resolve()}"
+    """The embedded Optuna storage of a run directory: Optuna's journal file (``optuna.journal``).
+
+    One append (and fsync) per storage call instead of a SQLite transaction: about 10 ms of storage
+    time per trial against 55 ms (experiments/storage_bench), and no schema to create for a new study.
+    A run directory made before this default keeps its ``optuna.db``, so such a study resumes where it was."""
+    legacy = run_dir / LEGACY_SQLITE_FILE
+    if legacy.exists():
+        return f"sqlite:///{legacy.resolve()}"
+    return f"journal://{(run_dir / JOURNAL_FILE).resolve()}"
 
 
 def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path, parallel: bool = False,
@@ -45,4 +57,4 @@ def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path, paralle
                             oracle=cfg.driver.sampler, epochs=cfg.training.epochs, **common)
 
 
-__all__ = ["Driver", "Proposal", "Wait", "make_driver", "default_storage"]
+__all__ = ["Driver", "Proposal", "Wait", "make_driver", "default_storage", "JOURNAL_FILE"]
