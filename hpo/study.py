@@ -302,7 +302,8 @@ def _run_study(cfg: StudyConfig, *, build: Builder | None, splits: Splits | None
                     time.sleep(batch.seconds)
                     continue
                 done = _run_batch(cfg, batch, build, space, splits, settings, driver, tracker, run_dir, on_epoch_end)
-                remaining -= len(done)
+                # A shared study's budget is what the storage counts (a superseded trial does not count).
+                remaining = cfg.study.n_trials - driver.n_finished() if driver.shared else remaining - len(done)
                 if not all([on_done(r) for r in done]):  # a list: every result is recorded before stopping
                     break
         else:
@@ -316,7 +317,7 @@ def _run_study(cfg: StudyConfig, *, build: Builder | None, splits: Splits | None
             driver.wait_until_idle()  # the other workers' last trials
             results = _load_results(run_dir)
             _await_remote_runs(driver, tracker, results, cfg.driver.grace_s)
-            results.update(_fetch_remote_trials(tracker, run_dir, results))
+            results.update(_fetch_remote_trials(tracker, run_dir, results, set(driver.finished_numbers())))
             tracker.kill_orphans()  # trial runs of workers that died
         reselection = _reselect(cfg, results, build, space, splits, settings, tracker, run_dir) \
             if cfg.guards.reselect_top_k > 0 else None
@@ -582,6 +583,8 @@ def _begin(cfg: StudyConfig, proposal: Proposal, driver: Any, tracker: Tracker, 
 
 def _finish(running: _Running, result: TrialResult, driver: Any, tracker: Tracker) -> None:
     """Record a finished trial: result.json first (it survives a storage outage), then the engine, then MLflow.
+    A worker of a shared study closes the MLflow run (with the trial's files) before telling the engine: the
+    owner reads the runs of the trials the engine says are done.
 
     When result.json cannot be written (the disk is full or the run directory unwritable) the study stops
     cleanly: the trial is not told to the engine, so a rerun once the disk is writable runs it again."""
@@ -597,8 +600,9 @@ def _finish(running: _Running, result: TrialResult, driver: Any, tracker: Tracke
                    "stops. Finished trials are saved; make the run directory writable and rerun to resume")
         tracker.end_trial(running.run_id, {}, {"hpo.state": "INTERRUPTED", "hpo.error": message}, failed=True)
         raise HpoError(message) from exc
-    driver.tell(running.proposal, result)
-    if driver.shared:  # workers on other machines: the owner fetches these to summarise and ensemble
+    if not driver.shared:
+        driver.tell(running.proposal, result)
+    else:  # workers on other machines: the owner fetches these to summarise and ensemble
         for name in ("result.json", "predictions.npz"):
             if (running.trial_dir / name).exists():
                 tracker.log_artifact(running.run_id, running.trial_dir / name, "trial")
@@ -613,9 +617,18 @@ def _finish(running: _Running, result: TrialResult, driver: Any, tracker: Tracke
         tags["hpo.error"] = result.error[:5000]
     tracker.end_trial(running.run_id, metrics, tags, failed=result.state is TrialState.FAILED)
     if driver.shared:
-        # The owner reads this trial's files and closed run from MLflow: a worker killed a moment after its trial
-        # must not take them with it in the background thread's queue.
+        # Delivered (or in the outbox) before the engine says the trial is done, so the owner finds the closed
+        # run, and a worker killed a moment later does not take them with it in the background thread's queue.
         tracker.wait()
+        if not driver.tell(running.proposal, result):
+            # Another worker failed it as stale while this one was cut off from the database, and the study
+            # runs a replacement: this result is not the study's, here (summary, ensemble) or in MLflow.
+            result.state, result.value = TrialState.FAILED, None
+            result.error = ("superseded: the storage had failed this trial as stale while its worker was cut off "
+                            "from the database; a replacement runs in its place")
+            _write_json(running.trial_dir / "result.json",
+                        _result_dict(result) | {"mlflow_run_id": tracker.run_id(running.run_id)})
+            tracker.tag_run(running.run_id, {"hpo.state": "SUPERSEDED", "hpo.error": result.error})
     if running.board is not None:
         running.board.finish({k: v for k, v in result.metrics.items()}, failed=result.state is not TrialState.COMPLETE)
 
@@ -735,7 +748,7 @@ def _run_in_pool(cfg: StudyConfig, slots: list[Any], build: Builder, space: Sear
                 if isinstance(ev, DoneEvent):
                     del running[ev.number]
                     _finish(r, ev.result, driver, tracker)
-                    remaining -= 1
+                    remaining = cfg.study.n_trials - driver.n_finished() if driver.shared else remaining - 1
                     wait_for_engine = False
                     if not on_done(ev.result):
                         asking = False
@@ -813,9 +826,9 @@ def _creator_gone(driver: Any, timeout_s: float) -> bool:
 def _await_remote_runs(driver: Any, tracker: Tracker, have: Mapping[int, Any], timeout_s: float) -> None:
     """Wait (up to ``timeout_s``) until every finished trial another machine ran has its MLflow run closed.
 
-    A worker tells the storage first and then logs the trial's files and closes its run, so a study can
-    look idle a moment before its last runs are complete; fetching or marking orphans then would miss
-    or kill them. A run still open after ``timeout_s`` belongs to a worker that died after its tell."""
+    A worker closes its run before it tells the storage, but its MLflow calls may wait in its outbox while the
+    tracking store is unreachable from its machine; fetching or marking orphans too early would miss or kill
+    them. A run still open after ``timeout_s`` belongs to a worker that died, or one whose calls still wait."""
     expected = set(driver.finished_numbers()) - set(have)
     deadline = time.monotonic() + timeout_s
     while expected and time.monotonic() < deadline:
@@ -824,11 +837,14 @@ def _await_remote_runs(driver: Any, tracker: Tracker, have: Mapping[int, Any], t
             time.sleep(0.5)
 
 
-def _fetch_remote_trials(tracker: Tracker, run_dir: Path, have: Mapping[int, Any]) -> dict[int, dict[str, Any]]:
-    """Trials other machines ran: their result.json and logits, downloaded from their MLflow runs."""
+def _fetch_remote_trials(tracker: Tracker, run_dir: Path, have: Mapping[int, Any],
+                         finished: set[int]) -> dict[int, dict[str, Any]]:
+    """Trials other machines ran that the engine counts as finished: their result.json and logits, downloaded
+    from their MLflow runs (a run of a trial the storage failed as stale, or of a worker that died before its
+    tell, is left out)."""
     out: dict[int, dict[str, Any]] = {}
     for number, run_id in tracker.trial_runs().items():
-        if number in have:
+        if number in have or number not in finished:
             continue
         d = run_dir / "trials" / f"{number:05d}"
         try:

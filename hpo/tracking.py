@@ -682,6 +682,10 @@ class Tracker:
                     "metrics": [[k, float(v), now, 0] for k, v in metrics.items() if v is not None],
                     "tags": {k: _param_value(v) for k, v in tags.items()}})
 
+    def tag_run(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        """Set tags on a run, open or ended."""
+        self._log_batch(run_id, {}, tags)
+
     def end_trial(self, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, Any], failed: bool) -> None:
         self.flush_epochs(run_id)
         self._epochs_sent.pop(run_id, None)

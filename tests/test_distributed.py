@@ -6,6 +6,7 @@ CI machines; ``.ci/run`` sets it, and there these tests must run, not skip).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -196,8 +198,10 @@ def test_kill_9_of_a_worker_mid_trial_is_retried_and_nothing_is_lost(tmp_path: P
             except KeyError:
                 continue
             done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+            # A trial that started 0.6 s ago at most: it is mid-training, not between its run's end and its tell.
             mine = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING
-                    and t.user_attrs.get("hpo.worker", "").endswith(f":{victim.pid}")]
+                    and t.user_attrs.get("hpo.worker", "").endswith(f":{victim.pid}")
+                    and t.datetime_start is not None and datetime.now() - t.datetime_start < timedelta(seconds=0.6)]
             if done >= 2 and mine:
                 victim.kill()
                 killed = mine[0]
@@ -398,5 +402,43 @@ def test_a_trial_left_running_without_a_heartbeat_is_failed_and_the_study_finish
         counted = _counted(study)
         assert len(counted) == 3 and all(t.state.name == "COMPLETE" for t in counted)
         assert out and out[0].n_complete == 3
+    finally:
+        _drop(name)
+
+
+def test_a_trial_failed_as_stale_while_it_ran_is_superseded_not_counted(tmp_path: Path) -> None:
+    """Another worker fails a live trial as stale (its worker was cut off from the database longer than the
+    grace period): when it ends, the storage's FAIL stands, its result and MLflow run say superseded, the study
+    runs a replacement, and the summary counts only the trials the storage counts."""
+    import optuna
+
+    from hpo.config import load
+    from hpo.study import run_study
+
+    name = f"stale-{uuid.uuid4().hex[:6]}"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = load(_config(tmp_path, name, PG, uri, study={"n_trials": 3}, training={"epochs": 2},
+                       ensemble={"enabled": False}))
+    failed: list[int] = []
+
+    def fail_from_outside(number: int, epoch: int, total: int, logs: Any) -> None:
+        if number == 0 and not failed:  # what another worker's stale check does to trial 0, mid-training
+            other = optuna.load_study(study_name=name, storage=PG)
+            trial = next(t for t in other.get_trials(deepcopy=False) if t.number == 0)
+            assert other._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+            failed.append(trial.number)
+
+    try:
+        summary = run_study(cfg, on_epoch_end=fail_from_outside)
+        assert failed == [0]
+        study = _study(name)
+        states = {t.number: t.state.name for t in study.get_trials()}
+        assert states[0] == "FAIL" and len(_counted(study)) == 3 and summary.n_complete == 3, states
+        result = json.loads((cfg.run_dir / "trials" / "00000" / "result.json").read_text())
+        assert result["state"] == "FAILED" and result["error"].startswith("superseded")
+        runs = {int(r.data.tags["hpo.trial"]): r for r in _trial_runs(uri, name)}
+        assert runs[0].data.tags["hpo.state"] == "SUPERSEDED"
+        assert all(runs[n].data.tags["hpo.state"] == "COMPLETE" for n in states if states[n] == "COMPLETE")
+        assert 0 not in [t["number"] for t in summary.trials if t["state"] == "COMPLETE"]
     finally:
         _drop(name)

@@ -53,8 +53,10 @@ class Driver(abc.ABC):
         study whose last trials are running elsewhere."""
 
     @abc.abstractmethod
-    def tell(self, proposal: Proposal, result: TrialResult) -> None:
-        """Record a finished trial."""
+    def tell(self, proposal: Proposal, result: TrialResult) -> bool:
+        """Record a finished trial; False when the engine had settled it already (another worker of a shared
+        study failed it as stale), so this result is not the one it keeps."""
+        return True
 
     def finished_numbers(self) -> list[int]:
         """Numbers of the trials that count as finished (every worker's, for a shared study)."""

@@ -77,7 +77,7 @@ class HyperoptDriver(Driver):
         sample = hyperopt.space_eval(self.expression, base.spec_from_misc(doc["misc"]))
         return Proposal(number=int(doc["tid"]), params=self.space.from_hyperopt(sample), handle=doc)
 
-    def tell(self, proposal: Proposal, result: TrialResult) -> None:
+    def tell(self, proposal: Proposal, result: TrialResult) -> bool:
         doc = proposal.handle
         if result.state is TrialState.COMPLETE and result.value is not None:
             doc["result"] = {"status": base.STATUS_OK, "loss": self.loss(result.value),
@@ -88,6 +88,7 @@ class HyperoptDriver(Driver):
         doc["refresh_time"] = hyperopt.utils.coarse_utcnow()
         self.trials.refresh()
         self._save()
+        return True
 
     def _save(self) -> None:
         tmp = self.save_file.with_suffix(".tmp")

@@ -73,7 +73,7 @@ class KerasTunerDriver(Driver):
         return Proposal(number=len(self.oracle.start_order) - 1, params=params,
                         epochs=int(epochs) if epochs else None, handle=trial)
 
-    def tell(self, proposal: Proposal, result: TrialResult) -> None:
+    def tell(self, proposal: Proposal, result: TrialResult) -> bool:
         trial = proposal.handle
         if result.state is TrialState.COMPLETE and result.value is not None:
             self.oracle.update_trial(trial.trial_id, {OBJECTIVE: result.value})
@@ -82,3 +82,4 @@ class KerasTunerDriver(Driver):
             trial.status = kt.engine.trial.TrialStatus.FAILED
             trial.message = result.error
         self.oracle.end_trial(trial)
+        return True

@@ -413,18 +413,25 @@ class OptunaDriver(Driver):
         self._call(lambda: trial.report(value, step), "reporting an epoch")
         return self._call(trial.should_prune, "asking the pruner")
 
-    def tell(self, proposal: Proposal, result: TrialResult) -> None:
+    def tell(self, proposal: Proposal, result: TrialResult) -> bool:
         assert self.study is not None
         trial: optuna.Trial = proposal.handle
         study = self.study
 
-        def record() -> None:
+        def record() -> bool:
             try:
                 _record()
+                return True
             except optuna.exceptions.UpdateFinishedTrialError:
                 # A retried tell whose first attempt was stored before the connection dropped, or a trial
                 # failed as stale while its worker was cut off from the database: the stored state stands.
-                log.warning("trial %d was already finished in the storage; keeping the stored state", trial.number)
+                stored = self._call(lambda: study._storage.get_trial(trial._trial_id), "reading a trial")
+                want = {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED", "FAILED": "FAIL"}[result.state.value]
+                kept = stored.state.name == want and (result.state is not TrialState.COMPLETE
+                                                      or stored.value == result.value)
+                log.warning("trial %d was already finished in the storage (%s); keeping the stored state",
+                            trial.number, stored.state.name)
+                return kept
 
         def _record() -> None:
             for k, v in result.metrics.items():
@@ -446,7 +453,7 @@ class OptunaDriver(Driver):
                     raise
 
         try:
-            self._call(record, "recording a trial")
+            return self._call(record, "recording a trial")
         finally:
             self._stop_heartbeat(trial)
 
