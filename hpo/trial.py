@@ -92,7 +92,14 @@ def make_model(build: Builder, hp: Any, splits_spec: Any, compile_default: Calla
 def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor: str, started: float,
                audit: tuple[Any, Any] | None, audit_history: dict[str, list[float]],
                select: tuple[Any, Any] | None = None) -> list[Any]:
+    """Keras callbacks of a trial. ``select`` and ``audit`` come from :func:`_scorable`: tensors already on the
+    backend's device when small (one ``test_on_batch`` each), NumPy otherwise (``evaluate``)."""
     import keras
+
+    class _StopOnNaN(keras.callbacks.TerminateOnNaN):
+        # Keras runs batch-end callbacks on a helper thread only when every callback says it is safe there;
+        # TerminateOnNaN does not, so each batch's loss was pulled to Python on the training thread.
+        async_safe = True
 
     class _Listen(keras.callbacks.Callback):
         """Scores select (as ``val_*``, when fit is not given validation data) and audit (for reports only),
@@ -103,11 +110,11 @@ def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor:
                 # Written into Keras' own logs dict: the callbacks after this one (EarlyStopping, the user's,
                 # History) see val_* exactly as if fit had validated. One test_on_batch call instead of fit's
                 # per-epoch evaluate, which builds a fresh data pipeline and callback list every epoch.
-                logs.update({f"val_{k}": v for k, v in score(self.model, select[0], select[1]).items()})
+                logs.update({f"val_{k}": v for k, v in _score_on_batch(self.model, select).items()})
             logs = dict(logs or {})
             if audit is not None:
                 # Never seen by the pruner or the sampler: they only read val_* (select).
-                scores = score(self.model, audit[0], audit[1])
+                scores = score(self.model, audit[0], audit[1]) if audit[2] else _score_on_batch(self.model, audit)
                 for k, v in scores.items():
                     audit_history.setdefault(f"audit_{k}", []).append(float(v))
                     logs[f"audit_{k}"] = float(v)
@@ -117,7 +124,7 @@ def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor:
                 self.model.stop_training = True
                 self.timed_out = True
 
-    cbs: list[Any] = [keras.callbacks.TerminateOnNaN(), _Listen()]
+    cbs: list[Any] = [_StopOnNaN(), _Listen()]
     if settings.early_stopping_patience is not None:
         cbs.append(keras.callbacks.EarlyStopping(
             monitor=monitor, patience=settings.early_stopping_patience,
@@ -140,6 +147,25 @@ def score(model: Any, x: Any, y: Any) -> dict[str, float]:
     if _nbytes(x) <= ONE_BATCH_BYTES:
         return {k: float(v) for k, v in model.test_on_batch(x, y, return_dict=True).items()}
     return {k: float(v) for k, v in model.evaluate(x, y, batch_size=1024, verbose=0, return_dict=True).items()}
+
+
+def _score_on_batch(model: Any, xy: tuple[Any, ...]) -> dict[str, float]:
+    return {k: float(v) for k, v in model.test_on_batch(xy[0], xy[1], return_dict=True).items()}
+
+
+def _scorable(x: Any, y: Any) -> tuple[Any, Any, bool]:
+    """``(x, y, large)``: a split small enough for one ``test_on_batch`` as backend tensors, made once per trial
+    instead of converting the NumPy arrays on every epoch's call (~0.5 ms of a 1.5 ms call on CPU; a copy to the
+    accelerator each time on GPU); a large one stays NumPy and is scored with ``evaluate``."""
+    if _nbytes(x) > ONE_BATCH_BYTES:
+        return x, y, True
+    import keras
+
+    try:
+        return (keras.tree.map_structure(keras.ops.convert_to_tensor, x),
+                keras.tree.map_structure(keras.ops.convert_to_tensor, y), False)
+    except Exception:  # inputs the backend holds no tensor type for (strings on JAX, say): scored as NumPy
+        return x, y, False
 
 
 def predict(model: Any, x: Any, batch_size: int = 1024) -> Any:
@@ -192,9 +218,9 @@ def run_trial(
         model = make_model(build, hp, splits.spec)
         monitor = f"val_{settings.objective}"
         audit_history: dict[str, list[float]] = {}
-        audit = (splits.x["audit"], splits.y["audit"]) if settings.audit_per_epoch else None
-        select = (splits.x["select"], splits.y["select"])
-        small_select = _nbytes(select[0]) <= ONE_BATCH_BYTES
+        audit = _scorable(splits.x["audit"], splits.y["audit"]) if settings.audit_per_epoch else None
+        select = _scorable(splits.x["select"], splits.y["select"])
+        small_select = not select[2]
         cbs = _callbacks(settings, listener, monitor, started, audit, audit_history,
                          select if small_select else None) + list(extra_callbacks or [])
         if settings.callbacks is not None:
@@ -202,7 +228,7 @@ def run_trial(
             cbs.extend(settings.callbacks(trial_dir))
         hist = model.fit(
             splits.x["train"], splits.y["train"],
-            validation_data=None if small_select else select,
+            validation_data=None if small_select else select[:2],
             epochs=epochs or settings.epochs, batch_size=settings.batch_size, verbose=0, callbacks=cbs,
         )
         result.history = {k: [float(v) for v in vals] for k, vals in hist.history.items()} | audit_history

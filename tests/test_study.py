@@ -187,6 +187,8 @@ def test_failing_and_nan_trials_are_recorded_and_the_study_goes_on(tmp_path: Pat
     assert by_act["relu"]["state"] == "COMPLETE"
     assert by_act["boom"]["state"] == "FAILED" and "builder exploded" in by_act["boom"]["error"]
     assert by_act["nan"]["state"] == "FAILED" and "NaN" in by_act["nan"]["error"]
+    # Training stops in the epoch the loss turned NaN (2 were asked for), not after the last one.
+    assert by_act["nan"]["error"].endswith("at epoch 1")
     assert summary.n_complete == 1 and summary.n_failed == 2
     client = mlflow.tracking.MlflowClient(f"sqlite:///{cfg.run_dir.resolve() / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("faults").experiment_id],
