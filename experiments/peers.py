@@ -202,8 +202,12 @@ def runner_loop(configs: Sequence[Mapping[str, Any]], build: Any, space: Any, sp
                              save_models=save_models)
     t0 = time.monotonic()
     durations = []
+    cycles = []  # each configuration's whole iteration, run_trial's cleanup after duration_s included
     for i, params in enumerate(configs):
+        t1 = time.monotonic()
         r = run_trial(number=i, params=params, seed=trial_seed(seed, i), build=build, space=space, splits=splits,
                       settings=settings, trial_dir=directory / f"{i:05d}")
         durations.append(r.duration_s)
-    return {"wall_s": time.monotonic() - t0, "per_trial_s": durations, "configs_hash": configs_hash(configs)}
+        cycles.append(time.monotonic() - t1)
+    return {"wall_s": time.monotonic() - t0, "per_trial_s": durations, "cycle_s": cycles,
+            "configs_hash": configs_hash(configs)}

@@ -229,6 +229,16 @@ def render_overhead(d: Mapping[str, Any], name: str) -> str:
             + ("" if cpu is None else f" In CPU time (every thread of the process, less sensitive to other work on "
                                       f"the machine): {pct(cpu['study']['median'], 1)}, within 5%: "
                                       f"{'yes' if p.get('ours_within_5pct_cpu') else 'no'}."),
+            *([] if "trial_ratio" not in p else [
+                "Trial by trial (each trial's whole cycle against the bare loop's same configuration in the same "
+                "repetition; the machine's load moves less within one trial than across whole runs, and there are "
+                "n−1 samples per repetition instead of one):",
+                table(["variant", "per-trial overhead, median", "quartiles", "pairs"],
+                      [[VARIANTS.get(v, v), pct(t["median"], 1), f"{pct(t['quartiles'][0], 1)} to {pct(t['quartiles'][2], 1)}",
+                        str(t["n"])] for v, t in p["trial_ratio"].items()]),
+                f"Whole study estimated from these (per-trial median plus the study's setup and end spread over its "
+                f"trials): {pct(p['study_estimate'], 1)}, within 5%: {'yes' if p['study_estimate'] <= 0.05 else 'no'}.",
+            ]),
             "Where our time goes (medians over repetitions; per-trial times from `trials/*/result.json` `duration_s` "
             "against the study's wall time):",
             table(["part", "time"], br),
