@@ -58,7 +58,7 @@ MNIST_MLP = {"layers": {"min": 1, "max": 3}, "units": {"min": 32, "max": 1024, "
 
 SCALES: dict[str, dict[str, Any]] = {
     "digits": {"dataset": "digits", "space": SMALL_MLP, "trials": 12, "seeds": 3, "epochs": 5, "batch_size": 64,
-               "overhead": [{"configs": 10, "epochs": 5, "reps": 5}, {"configs": 4, "epochs": 30, "reps": 3}]},
+               "overhead": [{"configs": 10, "epochs": 5, "reps": 5}, {"configs": 4, "epochs": 30, "reps": 7}]},
     "mnist": {"dataset": "mnist", "space": MNIST_MLP, "trials": 20, "seeds": 3, "epochs": 10, "batch_size": 256,
               "overhead": [{"configs": 10, "epochs": 10, "reps": 3}]},
 }
