@@ -344,8 +344,9 @@ def overhead(settings: Mapping[str, Any], *, seed: int, runs: Path, out: Path, a
 
         study = [rep["study"] for rep in reps]
         med = statistics.median
-        trial_ratio = {v: {"median": med(paired(v)), "quartiles": statistics.quantiles(paired(v), n=4),
-                           "n": len(paired(v))} for v in ("runner_lean", "runner", "study", "study_cold")}
+        pairs = {v: paired(v) for v in ("runner_lean", "runner", "study", "study_cold")}
+        trial_ratio = {v: {"median": med(x), "quartiles": statistics.quantiles(x, n=4), "n": len(x)}
+                       for v, x in pairs.items()}
         once = med([s["setup_s"] + s["end_s"] for s in study])
         n = point["configs"]
         breakdown = {

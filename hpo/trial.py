@@ -90,8 +90,8 @@ def make_model(build: Builder, hp: Any, splits_spec: Any, compile_default: Calla
 
 
 def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor: str, started: float,
-               audit: tuple[Any, Any] | None, audit_history: dict[str, list[float]],
-               select: tuple[Any, Any] | None = None) -> list[Any]:
+               audit: tuple[Any, Any, bool] | None, audit_history: dict[str, list[float]],
+               select: tuple[Any, Any, bool] | None = None) -> list[Any]:
     """Keras callbacks of a trial. ``select`` and ``audit`` come from :func:`_scorable`: tensors already on the
     backend's device when small (one ``test_on_batch`` each), NumPy otherwise (``evaluate``)."""
     import keras
