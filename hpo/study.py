@@ -642,6 +642,9 @@ def _run_one(cfg: StudyConfig, proposal: Proposal, build: Builder, space: Search
         result = run_trial(number=proposal.number, params=proposal.params, seed=running.seed, build=build, space=space,
                            splits=splits, settings=settings, trial_dir=running.trial_dir, listener=running.listener,
                            epochs=proposal.epochs, extra_callbacks=running.extra_callbacks)
+        # A signal whose interrupt the trial's code caught and turned into an ordinary error (a library's
+        # `except`) would otherwise be recorded as the trial's failure and count against the budget on resume.
+        _raise_if_signalled()
     except BaseException:
         tracker.end_trial(running.run_id, {}, {"hpo.state": "INTERRUPTED"}, failed=True)
         raise
@@ -690,6 +693,7 @@ def _run_batch(cfg: StudyConfig, batch: list[Proposal], build: Builder, space: S
                                  seeds=[r.seed for r in runs], listeners=[r.listener for r in runs],
                                  trial_dirs=[r.trial_dir for r in runs], splits=splits, settings=settings,
                                  epochs=grp[0].epochs)
+            _raise_if_signalled()  # as in _run_one: the pack is interrupted, not failed
         except BaseException:
             for r in runs:
                 tracker.end_trial(r.run_id, {}, {"hpo.state": "INTERRUPTED"}, failed=True)

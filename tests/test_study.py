@@ -129,7 +129,8 @@ def test_sigterm_marks_the_running_trial_and_the_study_resumes(tmp_path: Path) -
     done = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((cfg.run_dir / "summary.json").read_text())
-    assert summary["n_complete"] == 5
+    assert summary["n_complete"] == 5, json.dumps(
+        {k: v for k, v in summary.items() if k.startswith("n_") or k == "trials"}, default=str)[:4000]
 
 
 def test_hyperopt_study_completes_and_resumes(tmp_path: Path) -> None:
