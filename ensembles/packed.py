@@ -119,9 +119,18 @@ class PackedMLPSpec:
         return asdict(self)
 
 
+# Derived seeds stay below 2**31 - 1: JAX's random keys take uint32 seeds (a trial's seed is up to 2**31, times
+# 1009 overflowed them); the bias adds 1. Small member seeds (0..N-1) derive the same seeds as before.
+_SEED_RANGE = 2**31 - 1
+
+
+def _derived_seed(seed: int, offset: int) -> int:
+    return (int(seed) * 1009 + offset) % _SEED_RANGE
+
+
 def _layer_seeds(spec: PackedMLPSpec, layer: int) -> list[int]:
     """Distinct initializer seeds per (member, layer); the bias uses ``seed + 1``."""
-    return [int(s) * 1009 + 2 * layer for s in spec.seeds]
+    return [_derived_seed(s, 2 * layer) for s in spec.seeds]
 
 
 def build_packed_mlp(spec: PackedMLPSpec, *, compile: bool = True, member_metrics: bool = True,
@@ -145,7 +154,7 @@ def build_packed_mlp(spec: PackedMLPSpec, *, compile: bool = True, member_metric
         x = PackedDense(m, spec.units, activation=spec.activation, l2=spec.l2s, seeds=_layer_seeds(spec, i),
                         name=f"dense_{i}")(x)
         if any(r > 0 for r in spec.dropouts):
-            x = PackedDropout(spec.dropouts, seed=int(spec.seeds[0]) * 1009 + 2 * i + 1, name=f"dropout_{i}")(x)
+            x = PackedDropout(spec.dropouts, seed=_derived_seed(spec.seeds[0], 2 * i + 1), name=f"dropout_{i}")(x)
     x = PackedDense(m, spec.n_classes, seeds=_layer_seeds(spec, spec.layers), name=spec.head_name)(x)
     outputs = SwapMemberBatch(name="to_batch_major")(x)
     model = keras.Model(inputs, outputs, name="packed_mlp")

@@ -31,6 +31,18 @@ def machine() -> dict[str, Any]:
     return {"cpu": cpu, "cpu_count": os.cpu_count(), "gpu": gpu}
 
 
+def device_tag() -> str:
+    """``cpu``, or a short name of the first GPU (``h100``, ``h200``, else the name's last word): for file names."""
+    gpu = machine().get("gpu")
+    if not gpu:
+        return "cpu"
+    first = gpu.splitlines()[0]
+    for key in ("H100", "H200", "A100", "L4", "L40S"):
+        if key in first.split() or f"{key} " in first or first.endswith(key):
+            return key.lower()
+    return first.split()[-1].lower().replace("/", "_")
+
+
 def header(module: str, argv: list[str] | None) -> dict[str, Any]:
     """The fields every results file starts with."""
     from hpo.repro import package_versions

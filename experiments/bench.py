@@ -17,7 +17,8 @@ Names (default: ``quality overhead``):
   ones want a GPU); their results files are rendered either way.
 
 ``--mnist`` runs ``quality``/``overhead`` on real MNIST with a larger space and budget (for GPU machines);
-their files get a ``_mnist`` suffix. Every run rewrites ``experiments/RESULTS.md`` from every results file
+their files get a ``_mnist`` suffix, and on a GPU machine the card's short name too
+(``bench_overhead_mnist_h100.json``), so GPU results sit beside the CPU machines'. Every run rewrites ``experiments/RESULTS.md`` from every results file
 (``--render-only`` only does that). A seed fixes the sampled configurations: each results file records
 their hashes, and a rerun keeps the previous file as ``<name>.previous.json`` and records how far every
 number moved.
@@ -345,7 +346,8 @@ def overhead(settings: Mapping[str, Any], *, seed: int, runs: Path, out: Path, a
         study = [rep["study"] for rep in reps]
         med = statistics.median
         pairs = {v: paired(v) for v in ("runner_lean", "runner", "study", "study_cold")}
-        trial_ratio = {v: {"median": med(x), "quartiles": statistics.quantiles(x, n=4), "n": len(x)}
+        trial_ratio = {v: {"median": med(x), "quartiles": statistics.quantiles(x, n=4) if len(x) > 1 else [x[0]] * 3,
+                           "n": len(x)}
                        for v, x in pairs.items()}
         once = med([s["setup_s"] + s["end_s"] for s in study])
         n = point["configs"]
@@ -432,7 +434,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.overhead:
             settings["overhead"] = [dict(zip(("configs", "epochs", "reps"), map(int, p.split(":"))))
                                     for p in args.overhead.split(",")]
-        suffix = "_mnist" if args.mnist else ""
+        from experiments._common import device_tag
+
+        # A GPU's results sit beside the CPU machines' instead of replacing them: bench_overhead_mnist_h100.json
+        device = device_tag()
+        suffix = ("_mnist" if args.mnist else "") + ("" if device == "cpu" else f"_{device}")
         runs = Path(args.runs) / ("mnist" if args.mnist else "digits")
         if "quality" in names or "ensemble" in names:
             quality(settings, tools=args.tools, seeds=range(settings["seeds"]), runs=runs, out=out, argv=argv, suffix=suffix)

@@ -20,7 +20,7 @@ Reported per configuration: wall time of the search loop (from the study's start
 end; summary, ensemble, guards and report are off), trials per hour, the ratio to ``inprocess``,
 the mean trial duration, and the worker start-up cost (from the pool's start until its workers say
 they are ready, having loaded the study's data and builder). Writes
-``<out>/executor_<device>.json`` with device ``cpu`` or ``gpu``.
+``<out>/executor_<device>.json`` with device ``cpu`` or the GPU's short name (``h100``).
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from experiments._common import header, write_result
+    from experiments._common import device_tag, header, write_result
     from hpo.executor import visible_gpus
 
     gpus = visible_gpus()
@@ -120,8 +120,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(run_one(f"packed x{p}", work, args.trials, args.epochs, {"mode": "inprocess", "pack": p}))
             print(rows[-1], flush=True)
     base = rows[0]["trials_per_hour"]
+    one = next((r["trials_per_hour"] for r in rows if r["label"] == "processes x1"), None)
     for r in rows:
         r["ratio_vs_inprocess"] = round(r["trials_per_hour"] / base, 2)
+        if one:
+            r["ratio_vs_one_worker"] = round(r["trials_per_hour"] / one, 2)
     import keras
 
     out = {**header("experiments.executor_bench", argv), "device": device, "gpus": gpus, "cores": cores,
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
            "note": ("wall_s runs from the study's start to the last trial's end and includes the workers' start-up; "
                     "the machine may be shared with other work (timings on it are noisy)"),
            "runs": rows}
-    path = write_result(args.out, f"executor_{device}", out)
+    path = write_result(args.out, f"executor_{device_tag() if gpus else 'cpu'}", out)
     print(f"wrote {path}")
     return 0
 

@@ -31,21 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from experiments._common import header, machine, write_result
+from experiments._common import device_tag, header, write_result
 
 # Dense FP32 peaks (no sparsity) of the GPUs this project is lent, from NVIDIA's datasheets (SXM parts).
 GPU_PEAKS_TFLOPS = {"H100": {"fp32": 67.0, "tf32_tensor": 494.7}, "H200": {"fp32": 67.0, "tf32_tensor": 494.7}}
-
-
-def _device_tag() -> str:
-    gpu = machine().get("gpu")
-    if not gpu:
-        return "cpu"
-    first = gpu.splitlines()[0]
-    for key in GPU_PEAKS_TFLOPS:
-        if key in first:
-            return key.lower()
-    return first.split()[-1].lower().replace("/", "_")
 
 
 def _peak(device: str) -> dict[str, Any]:
@@ -208,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     import keras
 
-    device = _device_tag()
+    device = device_tag()
     result = header("experiments.packed", argv)
     result["backend"] = keras.backend.backend()
     result["device"] = device

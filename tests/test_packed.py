@@ -106,6 +106,23 @@ def test_init_matches_unpacked_initializer_per_member():
     np.testing.assert_array_equal(k, _np(again.kernel))
 
 
+def test_trial_sized_seeds_derive_seeds_every_backend_takes():
+    """A search's trial seeds go up to 2**31; the per-layer seeds derived from them must still fit JAX's uint32
+    random keys (they overflowed there and failed every packed trial), stay distinct and be reproducible."""
+    from ensembles.packed import _layer_seeds
+
+    seeds = [2**31 - 2, 2**31 - 3, 172_882_524, 0]  # hpo.repro.trial_seed draws from [0, 2**31)
+    spec = PackedMLPSpec.from_params([{"layers": 2, "units": 8, "seed": s} for s in seeds], input_shape=(4,), n_classes=3)
+    for layer in range(spec.layers + 1):
+        derived = _layer_seeds(spec, layer)
+        assert all(0 <= d and d + 1 < 2**32 for d in derived)  # the bias takes seed + 1
+        assert len(set(derived)) == len(derived)  # every member its own draw
+    model = build_packed_mlp(spec)
+    again = build_packed_mlp(spec)
+    for a, b in zip(_weights(model), _weights(again)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_dropout_rate_per_member():
     layer = PackedDropout([0.0, 0.5], seed=1)
     x = np.ones((2, 500, 20), "float32")

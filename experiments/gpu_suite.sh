@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# The GPU benchmarks in one run, as run on the lent NVIDIA H100/H200 machine (JAX backend; that machine has no
+# TensorFlow). Each part has its own time limit, so one that overruns costs only its own numbers.
+#
+#   bash experiments/gpu_suite.sh [OUT]          (OUT: where results files go; default experiments/results)
+#
+# 1. overhead of run_study against a bare build/fit/evaluate loop and KerasTuner, on real MNIST
+#    (experiments.bench overhead --mnist; file bench_overhead_mnist_<gpu>.json);
+# 2. packed populations: 8 digits MLPs one after another vs packed, the course's 50 MNIST MLPs packed, and 5 of
+#    them one after another for the ratio (experiments.packed; packed_<gpu>.json);
+# 3. trials per hour in-process, with 1, 4 and 8 worker processes on the GPU, and packed 8
+#    (experiments.executor_bench; executor_gpu.json).
+# Render them into RESULTS.md afterwards with `python -m experiments.bench --render-only`.
+set -u
+out=${1:-experiments/results}
+mkdir -p "$out"
+export KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
+[ -f .data/mnist.npz ] && export HPO_MNIST_PATH=${HPO_MNIST_PATH:-$PWD/.data/mnist.npz}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+python3 -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__)" || exit 1
+
+part() {  # part LIMIT_S MODULE ARGS...
+    local limit=$1; shift
+    local t0=$SECONDS
+    echo "== python -m $* (limit ${limit} s)"
+    timeout "$limit" python3 -m "$@"
+    echo "== rc=$? after $((SECONDS - t0)) s"
+}
+
+part "${OVERHEAD_LIMIT_S:-240}" experiments.bench overhead --mnist --overhead "${OVERHEAD_POINTS:-5:5:3}" \
+    --out "$out" --runs /tmp/hpo-gpu-bench --results-md /tmp/hpo-gpu-bench/RESULTS.md
+part "${PACKED_LIMIT_S:-100}" experiments.packed --members 8 --epochs 20 --mnist-sequential 5 --out "$out"
+# Workers take no preallocated share of the card (hpo.executor sets that for its workers; the study's own
+# process runs the in-process rows and must not hold 75% of the memory while the workers start).
+XLA_PYTHON_CLIENT_PREALLOCATE=false part "${EXECUTOR_LIMIT_S:-200}" experiments.executor_bench \
+    --trials "${EXECUTOR_TRIALS:-32}" --workers 1 4 8 --packs 8 --epochs 3 --out "$out"
+ls -la "$out"
