@@ -286,8 +286,16 @@ def _timed_study(settings: Mapping[str, Any], point: Mapping[str, Any], seed: in
 
 
 def overhead(settings: Mapping[str, Any], *, seed: int, runs: Path, out: Path, argv: list[str] | None,
-             suffix: str = "") -> dict[str, Any]:
-    """Our run_study, our trial runner, KerasTuner and the bare loop on the same configurations, interleaved."""
+             suffix: str = "", warmup_reps: int | None = None) -> dict[str, Any]:
+    """Our run_study, our trial runner, KerasTuner and the bare loop on the same configurations, interleaved.
+
+    ``warmup_reps`` untimed repetitions of every variant run first (default: 1 where a GPU is visible, else 0).
+    On a GPU, XLA compiles each new computation once per process (autotuning included: seconds a model). The
+    warm-up study has compiled our runner's functions but not the bare loop's ``evaluate`` or KerasTuner's, so
+    without this the variant that first meets a computation pays for it: on an H100 the bare loop's first
+    repetition took 6.2 s a trial, its second 3.4 s, ours ~3 s in both (the probable cause; on a CPU, where
+    compiling is cheap, the first repetition is not slower).
+    """
     from experiments._common import header
     from experiments.peers import bare_loop, replay_tuner, runner_loop
     from hpo.study import clear_prepared, prepare
@@ -296,6 +304,10 @@ def overhead(settings: Mapping[str, Any], *, seed: int, runs: Path, out: Path, a
         clear_prepared()  # as the first study of a process (`hpo run`): space discovery and preflight run again
         return _timed_study(settings, point, seed, run_dir, build, splits)
 
+    if warmup_reps is None:
+        from experiments._common import machine
+
+        warmup_reps = 1 if machine().get("gpu") else 0
     points = []
     t_all = time.monotonic()
     for p_i, point in enumerate(settings["overhead"]):
@@ -318,6 +330,10 @@ def overhead(settings: Mapping[str, Any], *, seed: int, runs: Path, out: Path, a
             "kerastuner": lambda r: replay_tuner(configs, build, space, splits, directory=root / f"kt-r{r}", **kw),
         }
         names = list(variants)
+        for w in range(warmup_reps):
+            for v in names:
+                variants[v](-1 - w)
+                _log(f"overhead point {p_i} warm-up {w} {v} done")
         reps: list[dict[str, Any]] = []
         for r in range(point["reps"]):
             order = names[r % len(names):] + names[: r % len(names)]  # rotate, so no variant always runs first
@@ -364,6 +380,7 @@ def overhead(settings: Mapping[str, Any], *, seed: int, runs: Path, out: Path, a
         }
         points.append({
             "n_configs": n, "epochs": point["epochs"], "reps": point["reps"], "batch_size": settings["batch_size"],
+            "warmup_reps": warmup_reps,
             "configs_hash": warm["configs_hash"], "same_configs_everywhere": all(h == [warm["configs_hash"]] for h in hashes.values()),
             "hashes_by_variant": hashes, "configs": configs, "repetitions": reps,
             "median_wall_s": {v: med([rep[v]["wall_s"] for rep in reps]) for v in names},
@@ -415,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, help="quality: epochs per trial")
     ap.add_argument("--overhead", help="overhead points as CONFIGS:EPOCHS:REPS[,...], e.g. 10:5:3")
     ap.add_argument("--seed", type=int, default=0, help="overhead: study seed")
+    ap.add_argument("--warmup-reps", type=int, help="overhead: untimed repetitions of every variant first "
+                                                    "(default 1 on a GPU machine, 0 otherwise)")
     ap.add_argument("--out", default=str(RESULTS), help="where results files go")
     ap.add_argument("--runs", default="runs/bench", help="where the studies run (deleted and rewritten)")
     ap.add_argument("--results-md", default=None, help="RESULTS.md to write (default: experiments/RESULTS.md "
@@ -443,7 +462,8 @@ def main(argv: list[str] | None = None) -> int:
         if "quality" in names or "ensemble" in names:
             quality(settings, tools=args.tools, seeds=range(settings["seeds"]), runs=runs, out=out, argv=argv, suffix=suffix)
         if "overhead" in names:
-            overhead(settings, seed=args.seed, runs=runs, out=out, argv=argv, suffix=suffix)
+            overhead(settings, seed=args.seed, runs=runs, out=out, argv=argv, suffix=suffix,
+                     warmup_reps=args.warmup_reps)
         for name in names:
             if name in SCRIPTS:
                 import importlib

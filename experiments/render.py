@@ -214,6 +214,15 @@ def render_overhead(d: Mapping[str, Any], name: str) -> str:
               ["study end, once (summary, test scoring, MLflow)", secs(b["study_end_s"])]]
         ours = p["overhead_ratio"]["study"]["median"]
         kt = p["overhead_ratio"]["kerastuner"]["median"]
+        decided = p["reps"] >= 3
+
+        def yes(flag: Any) -> str:
+            return ("yes" if flag else "no") if decided else "—"
+
+        orders = "; ".join(f"{r + 1}: " + ", ".join(rep["order"]) for r, rep in enumerate(p["repetitions"]))
+        warm = p.get("warmup_reps")
+        run_note = (f"Order of the variants in each repetition: {orders}. Untimed warm-up repetitions of every variant "
+                    f"before them: {'not recorded (none)' if warm is None else warm}.")
         parts += [
             f"### Point {i + 1}: {p['n_configs']} configurations × {p['epochs']} epochs, batch {p['batch_size']}, "
             f"{p['reps']} repetitions",
@@ -221,14 +230,16 @@ def render_overhead(d: Mapping[str, Any], name: str) -> str:
             f"{'yes' if p['same_configs_everywhere'] else 'no'}.",
             table(["variant", "median wall", "overhead ratio, median (per repetition)"]
                   + ([] if cpu is None else ["CPU-time overhead ratio, median (per repetition)"]), rows),
-            f"Verdict: our overhead {pct(ours, 1)} against KerasTuner's {pct(kt, 1)}: within 5%: "
-            f"{'yes' if p['ours_within_5pct'] else 'no'}; below KerasTuner: {'yes' if p['ours_below_kerastuner'] else 'no'}."
+            run_note,
+            ("Verdict" if decided else f"No verdict from {p['reps']} repetitions (3 needed; — below)")
+            + f": our overhead {pct(ours, 1)} against KerasTuner's {pct(kt, 1)}: within 5%: "
+            f"{yes(p['ours_within_5pct'])}; below KerasTuner: {yes(p['ours_below_kerastuner'])}."
             + ("" if "study_cold" not in p["overhead_ratio"] else
                f" As the first study of a process: {pct(p['overhead_ratio']['study_cold']['median'], 1)}, within 5%: "
-               f"{'yes' if p.get('ours_cold_within_5pct') else 'no'}.")
+               f"{yes(p.get('ours_cold_within_5pct'))}.")
             + ("" if cpu is None else f" In CPU time (every thread of the process, less sensitive to other work on "
                                       f"the machine): {pct(cpu['study']['median'], 1)}, within 5%: "
-                                      f"{'yes' if p.get('ours_within_5pct_cpu') else 'no'}."),
+                                      f"{yes(p.get('ours_within_5pct_cpu'))}."),
             *([] if "trial_ratio" not in p else [
                 "Trial by trial (each trial's whole cycle against the bare loop's same configuration in the same "
                 "repetition; the machine's load moves less within one trial than across whole runs, and there are "
@@ -237,7 +248,7 @@ def render_overhead(d: Mapping[str, Any], name: str) -> str:
                       [[VARIANTS.get(v, v), pct(t["median"], 1), f"{pct(t['quartiles'][0], 1)} to {pct(t['quartiles'][2], 1)}",
                         str(t["n"])] for v, t in p["trial_ratio"].items()]),
                 f"Whole study estimated from these (per-trial median plus the study's setup and end spread over its "
-                f"trials): {pct(p['study_estimate'], 1)}, within 5%: {'yes' if p['study_estimate'] <= 0.05 else 'no'}.",
+                f"trials): {pct(p['study_estimate'], 1)}, within 5%: {yes(p['study_estimate'] <= 0.05)}.",
             ]),
             "Where our time goes (medians over repetitions; per-trial times from `trials/*/result.json` `duration_s` "
             "against the study's wall time):",

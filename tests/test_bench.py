@@ -33,9 +33,14 @@ def test_bench_tiny_budget_and_render(tmp_path: Path) -> None:
     e = json.loads((out / "bench_ensemble.json").read_text())
     assert e["studies"][0]["tool"] == "optuna_tpe" and "greedy" in e["studies"][0]
 
-    # The overhead benchmark on 3 configurations of 1 epoch, once: every variant, and the trial-by-trial pairs.
-    assert bench.main(["overhead", "--overhead", "3:1:1", "--out", str(out), "--runs", str(tmp_path / "runs")]) == 0
+    # The overhead benchmark on 3 configurations of 1 epoch, once after an untimed warm-up of every variant (the
+    # GPU default): every variant, and the trial-by-trial pairs.
+    assert bench.main(["overhead", "--overhead", "3:1:1", "--warmup-reps", "1", "--out", str(out),
+                       "--runs", str(tmp_path / "runs")]) == 0
     o = json.loads((out / "bench_overhead.json").read_text())["points"][0]
+    assert o["warmup_reps"] == 1 and len(o["repetitions"]) == 1
+    warm = tmp_path / "runs" / "digits" / "overhead" / "p0"
+    assert (warm / "study-r-1").is_dir() and (warm / "kt-r-1").is_dir() and (warm / "study-r0").is_dir()
     assert o["same_configs_everywhere"] and set(o["median_wall_s"]) >= {"bare", "runner", "study", "kerastuner"}
     assert {v: t["n"] for v, t in o["trial_ratio"].items()} == {v: 2 for v in ("runner_lean", "runner", "study", "study_cold")}
     study = o["repetitions"][0]["study"]
@@ -43,6 +48,8 @@ def test_bench_tiny_budget_and_render(tmp_path: Path) -> None:
     assert o["study_estimate"] >= o["trial_ratio"]["study"]["median"]  # plus the setup and end, spread over trials
 
     md = (out / "RESULTS.md").read_text()
+    assert "Untimed warm-up repetitions of every variant before them: 1." in md
+    assert "No verdict from 1 repetitions" in md  # one repetition decides nothing
     assert f"Whole study estimated from these (per-trial median plus the study's setup and end spread over its " \
            f"trials): {pct(o['study_estimate'], 1)}" in md
     for p in out.glob("*.json"):
