@@ -33,11 +33,10 @@ import keras
 import numpy as np
 
 from ensembles.packed_layers import (
-    MemberAccuracy,
-    MemberLoss,
     PackedDense,
     PackedDropout,
     PackedLayer,
+    PackedModel,
     PackedSparseCategoricalCrossentropy,
     SwapMemberBatch,
     packed_optimizer,
@@ -157,14 +156,12 @@ def build_packed_mlp(spec: PackedMLPSpec, *, compile: bool = True, member_metric
             x = PackedDropout(spec.dropouts, seed=_derived_seed(spec.seeds[0], 2 * i + 1), name=f"dropout_{i}")(x)
     x = PackedDense(m, spec.n_classes, seeds=_layer_seeds(spec, spec.layers), name=spec.head_name)(x)
     outputs = SwapMemberBatch(name="to_batch_major")(x)
-    model = keras.Model(inputs, outputs, name="packed_mlp")
+    model = PackedModel(inputs, outputs, name="packed_mlp")
     if compile:
-        metrics: list[Any] = []
         if member_metrics:
-            metrics = [MemberAccuracy(i) for i in range(m)] + [MemberLoss(i) for i in range(m)]
+            model.track_members(m)
         model.compile(optimizer=packed_optimizer(spec.optimizer, spec.learning_rates),
-                      loss=PackedSparseCategoricalCrossentropy(from_logits=True), metrics=metrics,
-                      jit_compile=jit_compile)
+                      loss=PackedSparseCategoricalCrossentropy(from_logits=True), jit_compile=jit_compile)
     return model
 
 

@@ -288,7 +288,11 @@ class PackedSparseCategoricalCrossentropy(keras.losses.Loss):
 
 
 class _MemberMean(keras.metrics.Metric):
-    """Mean over samples of a per-(sample, member) quantity, for one member."""
+    """Mean over samples of a per-(sample, member) quantity, for one member.
+
+    Packed models now report members through :class:`MemberMetrics`; this one-metric-per-member form stays
+    registered so packed models saved with it still load.
+    """
 
     def __init__(self, member: int, name: str | None = None, **kwargs):
         super().__init__(name=name or f"member_{member}_{self.suffix}", **kwargs)
@@ -341,6 +345,88 @@ class MemberLoss(_MemberMean):
 
     def values(self, y, logits):
         return ops.sparse_categorical_crossentropy(y, logits, from_logits=True)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MemberMetrics(keras.metrics.Metric):
+    """Every member's accuracy and cross-entropy (without regularization) in one metric whose state carries the
+    member axis; its result is logged as ``member_{m}_accuracy`` and ``member_{m}_loss``.
+
+    Written by hand instead of one Keras metric per member (:class:`MemberAccuracy`, :class:`MemberLoss`): those
+    are 2 x members sub-graphs in every train and test step, and compiling them dominated a packed model's
+    first epoch (50 members, JAX on a CPU: 4.7 s against 0.9 s without them). Here the step's work is the
+    same few ops whatever the member count.
+    """
+
+    def __init__(self, members: int, name: str = "member_metrics", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.members = int(members)
+        self.correct = self.add_variable(shape=(self.members,), initializer="zeros", name="correct")
+        self.cross_entropy = self.add_variable(shape=(self.members,), initializer="zeros", name="cross_entropy")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y = _member_labels(y_true, y_pred)  # (batch, members)
+        hit = ops.cast(ops.equal(ops.cast(ops.argmax(y_pred, axis=-1), "int32"), y), self.dtype)
+        ce = ops.cast(ops.sparse_categorical_crossentropy(y, y_pred, from_logits=True), self.dtype)
+        if sample_weight is None:
+            n = ops.cast(ops.shape(hit)[0], self.dtype)
+        else:
+            w = ops.cast(ops.reshape(sample_weight, (-1, 1)), self.dtype)
+            hit, ce, n = hit * w, ce * w, ops.sum(w)
+        self.correct.assign_add(ops.sum(hit, axis=0))
+        self.cross_entropy.assign_add(ops.sum(ce, axis=0))
+        self.count.assign_add(n)
+
+    def result(self):
+        acc = ops.divide_no_nan(self.correct, self.count)
+        ce = ops.divide_no_nan(self.cross_entropy, self.count)
+        out = {f"member_{m}_accuracy": acc[m] for m in range(self.members)}
+        out.update({f"member_{m}_loss": ce[m] for m in range(self.members)})
+        return out
+
+    def reset_state(self):
+        for v in (self.correct, self.cross_entropy):
+            v.assign(ops.zeros((self.members,), dtype=self.dtype))
+        self.count.assign(0.0)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"members": self.members, "name": self.name, "dtype": self.dtype}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PackedModel(keras.Model):
+    """A functional packed model that also reports every member's metrics (:class:`MemberMetrics`).
+
+    Keras nests a dict-valued metric given to ``compile(metrics=...)`` under its own name; a metric tracked
+    by the model itself has its dict flattened into the logs, so ``member_{m}_accuracy`` and
+    ``val_member_{m}_loss`` reach ``History`` and callbacks as with one metric per member.
+    """
+
+    def track_members(self, members: int) -> None:
+        """Report ``members`` members' accuracy and loss from now on (before ``compile``)."""
+        self.member_metrics = MemberMetrics(members)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        tracked = getattr(self, "member_metrics", None)
+        if tracked is not None:
+            tracked.update_state(y, y_pred, sample_weight)
+        return super().compute_metrics(x, y, y_pred, sample_weight)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        tracked = getattr(self, "member_metrics", None)
+        config["member_metrics"] = None if tracked is None else tracked.members
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        members = config.pop("member_metrics", None)
+        model = super().from_config(config, custom_objects=custom_objects)
+        if members:
+            model.track_members(members)
+        return model
 
 
 # -- optimizers ------------------------------------------------------------------------------

@@ -145,6 +145,26 @@ def test_loss_is_sum_of_member_means():
         [-logp[np.arange(8), m, y].mean() for m in range(3)], rel=1e-5)
 
 
+def test_member_metrics_weigh_samples_like_numpy():
+    from ensembles.packed_layers import MemberMetrics
+
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(12, 3, 4)).astype("float32")
+    y = rng.integers(0, 4, 12)
+    w = rng.random(12).astype("float32")
+    metric = MemberMetrics(3)
+    metric.update_state(y[:5], z[:5], sample_weight=w[:5])  # two batches accumulate
+    metric.update_state(y[5:], z[5:], sample_weight=w[5:])
+    got = {k: float(keras.ops.convert_to_numpy(v)) for k, v in metric.result().items()}
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    for m in range(3):
+        hit = (z[:, m].argmax(-1) == y).astype("float64")
+        assert got[f"member_{m}_accuracy"] == pytest.approx((hit * w).sum() / w.sum(), rel=1e-5)
+        assert got[f"member_{m}_loss"] == pytest.approx((-logp[np.arange(12), m, y] * w).sum() / w.sum(), rel=1e-5)
+    metric.reset_state()
+    assert all(float(keras.ops.convert_to_numpy(v)) == 0 for v in metric.result().values())
+
+
 def test_train_save_load_and_unpack(digits, tmp_path):
     x, y = digits
     keras.utils.set_random_seed(1)
@@ -160,6 +180,7 @@ def test_train_save_load_and_unpack(digits, tmp_path):
     scores = evaluate_members(result.logits["val"], y[1000:])
     assert min(scores["accuracy"]) > 0.3
     assert scores["accuracy"] == pytest.approx([h["val_accuracy"][-1] for h in result.histories], abs=1e-6)
+    assert scores["loss"] == pytest.approx([h["val_loss"][-1] for h in result.histories], rel=1e-4)
 
     models = unpack(result.model)
     assert [layer.__class__.__name__ for layer in models[1].layers[1:]] == ["Dense", "Dropout", "Dense"]
@@ -175,6 +196,8 @@ def test_train_save_load_and_unpack(digits, tmp_path):
     loaded = keras.saving.load_model(path)
     np.testing.assert_allclose(member_logits(loaded, x[1000:]), result.logits["val"], atol=1e-6)
     assert list(loaded.optimizer.member_learning_rates) == pytest.approx([1e-2, 3e-3])
+    again = loaded.evaluate(x[1000:], y[1000:], batch_size=256, verbose=0, return_dict=True)  # still per member
+    assert [again[f"member_{m}_accuracy"] for m in range(2)] == pytest.approx(scores["accuracy"], abs=1e-6)
     xb, yb = x[:64], y[:64]  # optimizer state came back too: one more step agrees (member 0 has no dropout)
     result.model.train_on_batch(xb, yb)
     loaded.train_on_batch(xb, yb)
