@@ -36,11 +36,9 @@ def device_tag() -> str:
     gpu = machine().get("gpu")
     if not gpu:
         return "cpu"
-    first = gpu.splitlines()[0]
-    for key in ("H100", "H200", "A100", "L4", "L40S"):
-        if key in first.split() or f"{key} " in first or first.endswith(key):
-            return key.lower()
-    return first.split()[-1].lower().replace("/", "_")
+    words = gpu.splitlines()[0].split()
+    known = next((w for w in words if w in ("H100", "H200", "A100", "L4", "L40S")), None)
+    return (known or words[-1]).lower().replace("/", "_")
 
 
 def header(module: str, argv: list[str] | None) -> dict[str, Any]:

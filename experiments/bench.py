@@ -18,10 +18,10 @@ Names (default: ``quality overhead``):
 
 ``--mnist`` runs ``quality``/``overhead`` on real MNIST with a larger space and budget (for GPU machines);
 their files get a ``_mnist`` suffix, and on a GPU machine the card's short name too
-(``bench_overhead_mnist_h100.json``), so GPU results sit beside the CPU machines'. Every run rewrites ``experiments/RESULTS.md`` from every results file
-(``--render-only`` only does that). A seed fixes the sampled configurations: each results file records
-their hashes, and a rerun keeps the previous file as ``<name>.previous.json`` and records how far every
-number moved.
+(``bench_overhead_mnist_h100.json``), so GPU results sit beside the CPU machines'. Every run rewrites
+``experiments/RESULTS.md`` from every results file (``--render-only`` only does that). A seed fixes the
+sampled configurations: each results file records their hashes, and a rerun keeps the previous file as
+``<name>.previous.json`` and records how far every number moved.
 """
 
 from __future__ import annotations
