@@ -13,6 +13,11 @@
 #    (experiments.executor_bench; executor_<gpu>.json).
 # Render them into RESULTS.md afterwards with `python -m experiments.bench --render-only`.
 #
+# On the lent machine (no TensorFlow, Keras or tuning stack there): here, `bash ../shared/gpu/fetch-wheels.sh`
+# and `mkdir -p .data && cp ../shared/data/mnist.npz .data/`; carry `.whl` and `.data`; the device command:
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+#     .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD && bash experiments/gpu_suite.sh $OUT overhead
+#
 # Time on an H100 (2026-11-27, results/gpu_suite_h100_2026-11-27.log): small-model trials there are dominated by
 # XLA compiling each new model (a 3-epoch digits trial ~6 s, a 3-epoch MNIST trial ~3 s once compiled shapes
 # repeat), so all three parts at these defaults need about 10 minutes: run them as two device calls
