@@ -100,6 +100,21 @@ def _spread(values: Sequence[float]) -> dict[str, float]:
             "min": min(vals), "max": max(vals), "n": len(vals)}
 
 
+def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free interval for the median: order statistics k and n+1-k, k the largest with
+    P(Binomial(n, 1/2) < k) <= (1 - level) / 2 (what the sign test inverts). None for too few values."""
+    from scipy.stats import binom
+
+    xs = sorted(values)
+    n = len(xs)
+    k = 0
+    while k + 1 <= n // 2 and binom.cdf(k, n, 0.5) <= (1 - level) / 2:
+        k += 1
+    if k == 0:
+        return None
+    return xs[k - 1], xs[n - k]
+
+
 def _log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -304,6 +319,18 @@ def overhead(settings: Mapping[str, Any], *, seed: int, runs: Path, out: Path, a
         clear_prepared()  # as the first study of a process (`hpo run`): space discovery and preflight run again
         return _timed_study(settings, point, seed, run_dir, build, splits)
 
+    def thread_study(point: Mapping[str, Any], run_dir: Path, build: Any, splits: Any) -> dict[str, Any]:
+        # MLflow writes made by the study's own background thread, as before the writer process (hpo.mlflow_writer)
+        before = os.environ.get("HPO_MLFLOW_WRITER")
+        os.environ["HPO_MLFLOW_WRITER"] = "thread"
+        try:
+            return _timed_study(settings, point, seed, run_dir, build, splits)
+        finally:
+            if before is None:
+                os.environ.pop("HPO_MLFLOW_WRITER", None)
+            else:
+                os.environ["HPO_MLFLOW_WRITER"] = before
+
     if warmup_reps is None:
         from experiments._common import machine
 
@@ -327,6 +354,7 @@ def overhead(settings: Mapping[str, Any], *, seed: int, runs: Path, out: Path, a
             "runner": lambda r: runner_loop(configs, build, space, splits, directory=root / f"runner-r{r}", **kw),
             "study": lambda r: _timed_study(settings, point, seed, root / f"study-r{r}", build, splits),
             "study_cold": lambda r: cold_study(point, root / f"cold-r{r}", build, splits),
+            "study_thread": lambda r: thread_study(point, root / f"thread-r{r}", build, splits),
             "kerastuner": lambda r: replay_tuner(configs, build, space, splits, directory=root / f"kt-r{r}", **kw),
         }
         names = list(variants)
@@ -361,9 +389,9 @@ def overhead(settings: Mapping[str, Any], *, seed: int, runs: Path, out: Path, a
 
         study = [rep["study"] for rep in reps]
         med = statistics.median
-        pairs = {v: paired(v) for v in ("runner_lean", "runner", "study", "study_cold")}
+        pairs = {v: paired(v) for v in ("runner_lean", "runner", "study", "study_cold", "study_thread")}
         trial_ratio = {v: {"median": med(x), "quartiles": statistics.quantiles(x, n=4) if len(x) > 1 else [x[0]] * 3,
-                           "n": len(x)}
+                           "n": len(x), "median_ci95": median_interval(x)}
                        for v, x in pairs.items()}
         once = med([s["setup_s"] + s["end_s"] for s in study])
         n = point["configs"]

@@ -177,7 +177,28 @@ VARIANTS = {
     "study": "our `run_study` (Optuna TPE, MLflow, default settings)",
     "study_cold": "our `run_study` as the first study of a process (`hpo run`): space discovery and preflight again",
     "kerastuner": "KerasTuner RandomSearch tuner replaying the same configurations",
+    "study_thread": "our `run_study` with its MLflow writes made by a thread of the study's process "
+                    "(`HPO_MLFLOW_WRITER=thread`; the default before the writer process)",
 }
+
+
+def interval(ci: Sequence[float] | None) -> str:
+    return "— (too few pairs)" if not ci else f"{pct(ci[0], 1)} to {pct(ci[1], 1)}"
+
+
+def trial_verdict(t: Mapping[str, Any], target: float = 0.05) -> str:
+    """The per-trial target verdict from the median's 95% interval: decided only where the interval is."""
+    ci = t.get("median_ci95")
+    if not ci:
+        return "Per-trial verdict: none (too few pairs for a 95% interval)."
+    if ci[1] <= target:
+        word = "yes (the whole interval is at or below 5%)"
+    elif ci[0] > target:
+        word = "no (the whole interval is above 5%)"
+    else:
+        word = "not decided on this machine (the interval spans 5%)"
+    return (f"Per-trial verdict for `run_study`: median {pct(t['median'], 1)}, 95% interval {interval(ci)} "
+            f"({t['n']} pairs): within 5%: {word}.")
 
 
 def render_overhead(d: Mapping[str, Any], name: str) -> str:
@@ -244,9 +265,11 @@ def render_overhead(d: Mapping[str, Any], name: str) -> str:
                 "Trial by trial (each trial's whole cycle against the bare loop's same configuration in the same "
                 "repetition; the machine's load moves less within one trial than across whole runs, and there are "
                 "n−1 samples per repetition instead of one):",
-                table(["variant", "per-trial overhead, median", "quartiles", "pairs"],
-                      [[VARIANTS.get(v, v), pct(t["median"], 1), f"{pct(t['quartiles'][0], 1)} to {pct(t['quartiles'][2], 1)}",
+                table(["variant", "per-trial overhead, median", "95% interval of the median", "quartiles", "pairs"],
+                      [[VARIANTS.get(v, v), pct(t["median"], 1), interval(t.get("median_ci95")),
+                        f"{pct(t['quartiles'][0], 1)} to {pct(t['quartiles'][2], 1)}",
                         str(t["n"])] for v, t in p["trial_ratio"].items()]),
+                trial_verdict(p["trial_ratio"]["study"]),
                 f"Whole study estimated from these (per-trial median plus the study's setup and end spread over its "
                 f"trials): {pct(p['study_estimate'], 1)}, within 5%: {yes(p['study_estimate'] <= 0.05)}.",
             ]),

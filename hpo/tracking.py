@@ -47,8 +47,10 @@ import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
+from hpo.mlflow_writer import WRITE_OPS, Refused, WriteFailed, WriterUnavailable, execute_write, shared_writer, \
+    writer_failed
 from hpo.repro import redact
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,8 @@ def is_transient(exc: BaseException) -> bool:
 
     if isinstance(exc, _Refused):
         return False
+    if isinstance(exc, WriteFailed):  # made by the writer process, which classified it there
+        return exc.transient
     if isinstance(exc, MlflowException):
         status = exc.get_http_status_code()
         return not (400 <= status < 500 and status not in (408, 429))
@@ -109,8 +113,7 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-class _Refused(Exception):
-    """A queued call that can never be delivered (its file is gone)."""
+_Refused = Refused  # a queued call that can never be delivered (its file is gone)
 
 
 class _Unmapped(Exception):
@@ -148,6 +151,8 @@ class Tracker:
         self._setup(uri, run_dir if run_dir is not None else (artifact_root.parent if artifact_root else None),
                     shared, probe_s, retry_pause_s)
         self._background = background
+        if background:
+            shared_writer()  # starts the writer process now: it imports MLflow while the study sets up
         if self._pending:  # calls a previous, interrupted run of this study could not deliver
             self.flush()
         # A server's default artifact root serves every machine; a local directory only this one.
@@ -450,6 +455,15 @@ class Tracker:
                 if op["op"] == "_stop":
                     return
                 self._hurry.wait(handed + self.LINGER_S - time.monotonic())
+                if op["op"] in WRITE_OPS:
+                    # A new helper imports MLflow for seconds: wait for it here, not while holding the store
+                    # lock the next trial's run creation needs.
+                    writer = shared_writer()
+                    if writer is not None:
+                        try:
+                            writer.ready()
+                        except WriterUnavailable as exc:
+                            writer_failed(exc)
                 with self._store_lock:
                     result = self._send_now(op)
                 if op.get("ref") and result is not None and result != op["ref"]:
@@ -497,7 +511,7 @@ class Tracker:
         return value
 
     def _execute(self, op: dict[str, Any]) -> Any:
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Param, RunTag
         from mlflow.exceptions import MlflowException
 
         c = self.client
@@ -539,20 +553,19 @@ class Tracker:
             if op["params"]:
                 c.log_batch(run_id, params=[Param(k, v) for k, v in op["params"].items()])
             return run_id
-        if kind == "log_batch":
-            c.log_batch(self._resolve(op["run"]), metrics=[Metric(k, float(v), ts, step) for k, v, ts, step in op["metrics"]],
-                        tags=[RunTag(k, v) for k, v in op["tags"].items()])
-            return None
-        if kind == "terminate":
-            c.set_terminated(self._resolve(op["run"]), status=op["status"])
+        if kind in WRITE_OPS:
+            write = {**op, "run": self._resolve(op["run"])}
+            writer = shared_writer() if threading.current_thread() is self._thread else None
+            if writer is not None:
+                try:
+                    writer.call(self.uri, write)
+                    return None
+                except WriterUnavailable as exc:  # made here instead, and from now on in this process
+                    writer_failed(exc)
+            execute_write(c, write)
             return None
         if kind == "kill_orphans":
             self._kill_orphans(self._resolve(op["exp"]), self._resolve(op["parent"]))
-            return None
-        if kind == "artifact":
-            if not Path(op["path"]).exists():
-                raise _Refused(f"{op['path']} no longer exists")
-            c.log_artifact(self._resolve(op["run"]), op["path"], op["artifact_path"])
             return None
         raise ValueError(f"unknown outbox call {kind!r}")
 
@@ -636,14 +649,22 @@ class Tracker:
     # -- trials ------------------------------------------------------------------------
     def start_trial(self, number: int, params: Mapping[str, Any], tags: Mapping[str, Any]) -> str:
         assert self.parent_run_id is not None
-        return self._send({
+        run_id = self._send({
             "op": "create_run", "exp": self.experiment_id, "run_name": f"trial-{number:04d}",
             "tags": {"mlflow.parentRunId": self.parent_run_id, KIND_TAG: "trial", TRIAL_TAG: str(number),
                      **{k: _param_value(v) for k, v in tags.items()}},
             "params": {k: _param_value(v) for k, v in params.items()},
         }, creates=True)
+        # The first epochs wait EPOCH_FLUSH_S too: a trial shorter than that sends its epochs once, at its end.
+        self._epochs_sent[run_id] = time.monotonic()
+        return run_id
 
-    EPOCH_FLUSH_S = 1.0  # per-epoch metrics reach the store at most this often per run, and at the trial's end
+    # Per-epoch metrics reach the store at most this often per run, and at the trial's end. Each flush is a
+    # log_batch call: ~15 ms of SQLAlchemy work on the embedded SQLite store (in the writer process, or in the
+    # background thread, holding the interpreter lock, where there is none), CPU time a 2-core machine also
+    # needs for training. Every 2 s keeps that under 1% of a trial's time and the MLflow UI still follows a
+    # long trial.
+    EPOCH_FLUSH_S = 2.0
     MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
 
     def log_epoch(self, run_id: str, epoch: int, logs: Mapping[str, float]) -> None:
@@ -651,8 +672,9 @@ class Tracker:
 
         Epochs are written in batches: one ``log_batch`` per epoch cost ~12 ms on the embedded SQLite
         store (a transaction each), 0.36 s per 30-epoch trial. A batch goes out once ``EPOCH_FLUSH_S`` has
-        passed since the run's last one, so the MLflow UI still follows a trial live, and at ``end_trial``;
-        each metric keeps its own epoch step and timestamp."""
+        passed since the run's start or its last batch, so the MLflow UI still follows a trial live, and
+        the rest with the trial's final metrics at ``end_trial``; each metric keeps its own epoch step and
+        timestamp."""
         now = int(time.time() * 1000)
         buf = self._epochs.setdefault(run_id, [])
         for k, v in logs.items():
@@ -676,20 +698,25 @@ class Tracker:
         for i in range(0, len(buf), self.MAX_BATCH):
             self._send({"op": "log_batch", "run": run_id, "metrics": buf[i:i + self.MAX_BATCH], "tags": {}})
 
-    def _log_batch(self, run_id: str, metrics: Mapping[str, float | None], tags: Mapping[str, Any]) -> None:
+    def _log_batch(self, run_id: str, metrics: Mapping[str, float | None], tags: Mapping[str, Any],
+                   before: Sequence[list[Any]] = ()) -> None:
+        """One ``log_batch`` call (more past MAX_BATCH metrics) with ``before`` (queued epoch metrics) first."""
         now = int(time.time() * 1000)
-        self._send({"op": "log_batch", "run": run_id,
-                    "metrics": [[k, float(v), now, 0] for k, v in metrics.items() if v is not None],
-                    "tags": {k: _param_value(v) for k, v in tags.items()}})
+        rows = [*before, *([k, float(v), now, 0] for k, v in metrics.items() if v is not None)]
+        starts = range(0, len(rows), self.MAX_BATCH) if rows else [0]
+        for i in starts:
+            last = i == starts[-1]
+            self._send({"op": "log_batch", "run": run_id, "metrics": rows[i:i + self.MAX_BATCH],
+                        "tags": {k: _param_value(v) for k, v in tags.items()} if last else {}})
 
     def tag_run(self, run_id: str, tags: Mapping[str, Any]) -> None:
         """Set tags on a run, open or ended."""
         self._log_batch(run_id, {}, tags)
 
     def end_trial(self, run_id: str, metrics: Mapping[str, float], tags: Mapping[str, Any], failed: bool) -> None:
-        self.flush_epochs(run_id)
         self._epochs_sent.pop(run_id, None)
-        self._log_batch(run_id, metrics, tags)
+        # The epochs not sent yet and the final metrics and tags in one call: each call is a transaction.
+        self._log_batch(run_id, metrics, tags, before=self._epochs.pop(run_id, []))
         self._send({"op": "terminate", "run": run_id, "status": "FAILED" if failed else "FINISHED"})
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -42,7 +43,9 @@ def test_bench_tiny_budget_and_render(tmp_path: Path) -> None:
     warm = tmp_path / "runs" / "digits" / "overhead" / "p0"
     assert (warm / "study-r-1").is_dir() and (warm / "kt-r-1").is_dir() and (warm / "study-r0").is_dir()
     assert o["same_configs_everywhere"] and set(o["median_wall_s"]) >= {"bare", "runner", "study", "kerastuner"}
-    assert {v: t["n"] for v, t in o["trial_ratio"].items()} == {v: 2 for v in ("runner_lean", "runner", "study", "study_cold")}
+    assert {v: t["n"] for v, t in o["trial_ratio"].items()} == \
+        {v: 2 for v in ("runner_lean", "runner", "study", "study_cold", "study_thread")}
+    assert (warm / "thread-r0").is_dir() and "HPO_MLFLOW_WRITER" not in os.environ  # the thread variant restores it
     study = o["repetitions"][0]["study"]
     assert len(study["cycle_s"]) == 3 and all(c > 0 for c in study["cycle_s"][1:])
     assert o["study_estimate"] >= o["trial_ratio"]["study"]["median"]  # plus the setup and end, spread over trials
