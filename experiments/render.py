@@ -175,7 +175,8 @@ VARIANTS = {
     "runner_lean": "our trial runner without per-epoch audit and model saving",
     "runner": "our trial runner (`run_trial`), default settings",
     "study": "our `run_study` (Optuna TPE, MLflow, default settings)",
-    "study_cold": "our `run_study` as the first study of a process (`hpo run`): space discovery and preflight again",
+    "study_cold": "our `run_study` as the first study of a process (`hpo run`): space discovery and preflight again "
+                  "(the MLflow writer process already running, where there is one)",
     "kerastuner": "KerasTuner RandomSearch tuner replaying the same configurations",
     "study_thread": "our `run_study` with its MLflow writes made by a thread of the study's process "
                     "(`HPO_MLFLOW_WRITER=thread`; the default before the writer process)",

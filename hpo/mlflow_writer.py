@@ -2,10 +2,11 @@
 
 A trial's tracking writes (its epoch batches, final metrics, end status, files) cost ~50-80 ms of
 Python per trial on the embedded SQLite store (SQLAlchemy's ORM). Done by a thread of the study's
-process they hold the interpreter lock the training loop also needs: on 2 CPU cores, an MLflow-like
-load of 12% duty made a bare Keras loop 11% slower from a thread and 2% slower from a process
-(experiments/RESULTS.md, overhead). So the tracker's background thread hands each write to one helper
-process per study process (``python -m hpo.mlflow_writer``) and waits for its reply, without the lock.
+process they hold the interpreter lock the training loop also needs: on 2 CPU cores the study's median
+overhead over a bare Keras loop was +9.0% and +19.7% with in-thread writes against -3.0% and +5.0% with
+this helper, side by side in one run (experiments/RESULTS.md, overhead). So the tracker's background
+thread hands each write to one helper process per study process (``python -m hpo.mlflow_writer``) and
+waits for its reply, without the lock.
 
 The protocol is one JSON line each way: ``{"uri": ..., "op": {...}}`` -> ``{"ok": true}`` or
 ``{"ok": false, "error": ..., "transient": bool, "refused": bool}``. The helper ends when its stdin
