@@ -53,6 +53,22 @@ class WriterUnavailable(OSError):
     """The helper could not start, died or stopped answering."""
 
 
+def open_client(uri: str) -> Any:
+    """An ``MlflowClient`` for ``uri``; on an embedded SQLite store, committing without an fsync each
+    (:mod:`hpo.sqlite_wal`). Used by the tracker and by the helper, which write to the same file."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    if uri.startswith("sqlite:///"):
+        from hpo.sqlite_wal import use_wal
+
+        try:
+            use_wal(client._tracking_client.store.engine)
+        except AttributeError:  # another store implementation: leave it as it is
+            pass
+    return client
+
+
 def execute_write(client: Any, op: Mapping[str, Any]) -> None:
     """Make one write call (``log_batch``, ``terminate``, ``artifact``) whose run id is the store's own."""
     from mlflow.entities import Metric, RunTag
@@ -235,19 +251,10 @@ class _Clients:
         self._clients: OrderedDict[str, Any] = OrderedDict()
 
     def get(self, uri: str) -> Any:
-        from mlflow.tracking import MlflowClient
-
         if uri in self._clients:
             self._clients.move_to_end(uri)
             return self._clients[uri]
-        client = MlflowClient(tracking_uri=uri)
-        if uri.startswith("sqlite:///"):
-            from hpo.sqlite_wal import use_wal
-
-            try:
-                use_wal(client._tracking_client.store.engine)
-            except AttributeError:  # another store implementation: leave it as it is
-                pass
+        client = open_client(uri)
         self._clients[uri] = client
         while len(self._clients) > self.KEEP:
             _, old = self._clients.popitem(last=False)

@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from hpo.mlflow_writer import WRITE_OPS, Refused, WriteFailed, WriterUnavailable, execute_write, shared_writer, \
-    writer_failed
+from hpo.mlflow_writer import WRITE_OPS, Refused, WriteFailed, WriterUnavailable, execute_write, open_client, \
+    shared_writer, writer_failed
 from hpo.repro import redact
 
 log = logging.getLogger(__name__)
@@ -172,21 +172,13 @@ class Tracker:
 
     def _setup(self, uri: str, run_dir: Path | None, shared: bool, probe_s: float, retry_pause_s: float) -> None:
         import mlflow
-        from mlflow.tracking import MlflowClient
 
         self.uri = uri
         self._mlflow = mlflow
         from hpo.mlflow_schema import seed_sqlite_store
 
         seed_sqlite_store(uri)  # a new embedded store: copy the migrated schema instead of migrating (~1.6 s)
-        self.client = MlflowClient(tracking_uri=uri)
-        if uri.startswith("sqlite:///"):  # the embedded store: commits without an fsync each (hpo.sqlite_wal)
-            from hpo.sqlite_wal import use_wal
-
-            try:
-                use_wal(self.client._tracking_client.store.engine)
-            except AttributeError:  # another store implementation: leave it as it is
-                pass
+        self.client = open_client(uri)
         self.shared = shared  # other processes log to the same study: never touch their running runs
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.probe_s = probe_s
