@@ -1,0 +1,1 @@
+"""Execution: one trial, a packed population of trials, or trials on worker processes."""
