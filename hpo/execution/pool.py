@@ -2,13 +2,13 @@
 
 The driver stays in the study's process (ask/tell, tracking, pruning decisions);
 each worker is a fresh Python process that loads the study's builder, space and
-data once and then runs :func:`hpo.trial.run_trial` for every trial it is sent.
+data once and then runs :func:`hpo.execution.trial.run_trial` for every trial it is sent.
 A worker that dies (segfault, out-of-memory kill, ``kill -9``) ends its trial as
 FAILED with the reason and is replaced; its GPU memory comes back because its
 process ended, which is the only reliable way to get it back from TensorFlow or
 XLA (keras-tuner #395, optuna #3050).
 
-Workers are started with ``subprocess`` (``python -m hpo.executor``) rather than
+Workers are started with ``subprocess`` (``python -m hpo.execution.worker``) rather than
 ``multiprocessing``'s spawn, so a user's script without an ``if __name__ ==
 "__main__"`` guard is never re-run in the workers; messages travel as pickles
 over two pipes (``multiprocessing.connection.Connection``).
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hpo.errors import ConfigError, HpoError
+from hpo.results import TrialResult, TrialState
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class EpochEvent:
 @dataclass
 class DoneEvent:
     number: int
-    result: Any  # hpo.trial.TrialResult
+    result: TrialResult
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -184,7 +185,7 @@ class WorkerPool:
         except (AttributeError, OSError, ValueError):
             out = None
         proc = subprocess.Popen(
-            [sys.executable, "-m", "hpo.executor", str(to_child_r), str(from_child_w)],
+            [sys.executable, "-m", "hpo.execution.worker", str(to_child_r), str(from_child_w)],
             pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL, stdout=out,
             start_new_session=True,  # Ctrl-C reaches the study, which stops its workers itself
         )
@@ -230,8 +231,6 @@ class WorkerPool:
 
     def poll(self, timeout: float = 1.0) -> list[EpochEvent | DoneEvent]:
         """Events from the workers; a dead worker's trial comes back as a FAILED result."""
-        from hpo.trial import TrialResult, TrialState
-
         events: list[EpochEvent | DoneEvent] = []
         conns = {w.inbox: w for w in self.workers.values()}
         for conn in wait(list(conns), timeout=timeout):
@@ -335,85 +334,3 @@ def _exit_reason(code: int) -> str:
         hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if name == "SIGKILL" else ""
         return f"killed by {name}{hint}"
     return f"exited with code {code}"
-
-
-# -- the worker's side ----------------------------------------------------------------------------
-def _limit_memory(limit_mb: int) -> None:
-    """Cap the data segment (heap and anonymous mappings) so runaway allocations raise MemoryError here."""
-    import resource
-
-    used_mb = 0
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmData:"):
-            used_mb = int(line.split()[1]) // 1024
-    if used_mb >= limit_mb:
-        raise HpoError(f"executor.memory_limit_mb={limit_mb} is below what a worker uses after loading the study "
-                       f"({used_mb} MB); raise it")
-    limit = limit_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
-
-
-def _child_main(read_fd: int, write_fd: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the study process decides when workers stop
-    inbox = Connection(read_fd, writable=False)
-    outbox = Connection(write_fd, readable=False)
-    try:
-        meta = inbox.recv()
-        for p in reversed(meta["sys_path"]):
-            if p not in sys.path:
-                sys.path.insert(0, p)
-        fraction = os.environ.get("HPO_TORCH_MEMORY_FRACTION")
-        with open(meta["payload"], "rb") as f:
-            payload = pickle.load(f)
-        import keras
-
-        if fraction and keras.backend.backend() == "torch":
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.set_per_process_memory_fraction(float(fraction))
-        build = payload["build"]
-        if isinstance(build, str):
-            from search_spaces import get_builder
-
-            build = get_builder(build)
-        if meta.get("memory_limit_mb"):
-            _limit_memory(int(meta["memory_limit_mb"]))
-    except Exception as exc:  # report instead of dying silently
-        outbox.send(("error", f"{type(exc).__name__}: {exc}"))
-        return
-    outbox.send(("ready", os.getpid()))
-    from hpo.errors import TrialPruned
-    from hpo.trial import run_trial
-
-    while True:
-        try:
-            task = inbox.recv()
-        except EOFError:
-            return
-        if task is None:
-            return
-
-        def listener(epoch: int, logs: Mapping[str, float], _n: int = task.number) -> None:
-            outbox.send(("epoch", _n, epoch, {k: float(v) for k, v in logs.items()}))
-            prune, message = inbox.recv()
-            if prune:
-                raise TrialPruned(message)
-
-        extra, board = [], None
-        if task.histograms:
-            from hpo.tensorboard import TrialBoard, histogram_callback
-
-            board = TrialBoard(Path(payload["run_dir"]), task.number, task.params, session=False)
-            extra.append(histogram_callback(board))
-        result = run_trial(number=task.number, params=task.params, seed=task.seed, build=build,
-                           space=payload["space"], splits=payload["splits"], settings=payload["settings"],
-                           trial_dir=Path(task.trial_dir), listener=listener, epochs=task.epochs,
-                           extra_callbacks=extra)
-        if board is not None:
-            board.writer.close()
-        outbox.send(("done", result))
-
-
-if __name__ == "__main__":
-    _child_main(int(sys.argv[1]), int(sys.argv[2]))

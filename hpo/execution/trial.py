@@ -1,0 +1,224 @@
+"""One trial: build, fit with callbacks, score ``select`` and ``audit``, save logits and the model.
+
+The runner never raises for a bad trial: exceptions, NaN losses and budgets end
+in a :class:`TrialResult` with state FAILED and the reason, pruning in state
+PRUNED, so the study goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol
+
+import numpy as np
+
+from hpo.data import Splits, concat
+from hpo.errors import TrialFailed, TrialPruned
+from hpo.execution.memory import release_memory
+from hpo.execution.scoring import count_rows, flatten_predictions, predict, score, score_on_batch, scorable
+from hpo.repro import seed_everything
+from hpo.results import TrialResult, TrialState
+from hpo.space import Builder, SearchSpace, call_builder
+
+log = logging.getLogger(__name__)
+
+
+class EpochListener(Protocol):
+    """Receives each epoch's logs; may raise :class:`TrialPruned`."""
+
+    def __call__(self, epoch: int, logs: Mapping[str, float]) -> None: ...
+
+
+@dataclass
+class TrialSettings:
+    """How every trial of a study is trained and scored."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    objective: str = "accuracy"
+    direction: str = "maximize"
+    early_stopping_patience: int | None = None
+    restore_best_weights: bool = False
+    timeout_s: float | None = None
+    deterministic: bool = True
+    save_models: bool = True
+    audit_per_epoch: bool = True
+    callbacks: Callable[[Path], list[Any]] | None = None  # user callbacks, made fresh for each trial directory
+
+
+def make_model(build: Builder, hp: Any, splits_spec: Any, compile_default: Callable[..., Any] | None = None) -> Any:
+    """Build a model; compile it with the space's defaults when the builder did not."""
+    model = call_builder(build, hp, splits_spec)
+    if model is None:
+        raise TrialFailed("the builder returned None instead of a keras.Model")
+    if not getattr(model, "compiled", False):
+        if compile_default is None:
+            from search_spaces.common import compile_for
+
+            compile_default = compile_for
+        compile_default(model, hp, splits_spec)
+    return model
+
+
+def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor: str, started: float,
+               audit: tuple[Any, Any, bool] | None, audit_history: dict[str, list[float]],
+               select: tuple[Any, Any, bool] | None = None) -> list[Any]:
+    """Keras callbacks of a trial. ``select`` and ``audit`` come from :func:`~hpo.execution.scoring.scorable`: tensors already on the
+    backend's device when small (one ``test_on_batch`` each), NumPy otherwise (``evaluate``)."""
+    import keras
+
+    class _StopOnNaN(keras.callbacks.TerminateOnNaN):
+        # Keras runs batch-end callbacks on a helper thread only when every callback says it is safe there;
+        # TerminateOnNaN does not, so each batch's loss was pulled to Python on the training thread.
+        async_safe = True
+
+    class _Listen(keras.callbacks.Callback):
+        """Scores select (as ``val_*``, when fit is not given validation data) and audit (for reports only),
+        forwards epoch logs (tracking, pruning), enforces the time budget."""
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            if select is not None and logs is not None:
+                # Written into Keras' own logs dict: the callbacks after this one (EarlyStopping, the user's,
+                # History) see val_* exactly as if fit had validated. One test_on_batch call instead of fit's
+                # per-epoch evaluate, which builds a fresh data pipeline and callback list every epoch.
+                logs.update({f"val_{k}": v for k, v in score_on_batch(self.model, select).items()})
+            logs = dict(logs or {})
+            if audit is not None:
+                # Never seen by the pruner or the sampler: they only read val_* (select).
+                scores = score(self.model, audit[0], audit[1]) if audit[2] else score_on_batch(self.model, audit)
+                for k, v in scores.items():
+                    audit_history.setdefault(f"audit_{k}", []).append(float(v))
+                    logs[f"audit_{k}"] = float(v)
+            if listener is not None:
+                listener(epoch, logs)
+            if settings.timeout_s is not None and time.monotonic() - started > settings.timeout_s:
+                self.model.stop_training = True
+                self.timed_out = True
+
+    cbs: list[Any] = [_StopOnNaN(), _Listen()]
+    if settings.early_stopping_patience is not None:
+        cbs.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, patience=settings.early_stopping_patience,
+            mode="max" if settings.direction == "maximize" else "min",
+            restore_best_weights=settings.restore_best_weights,
+        ))
+    return cbs
+
+
+def run_trial(
+    *,
+    number: int,
+    params: Mapping[str, Any],
+    seed: int,
+    build: Builder,
+    space: SearchSpace,
+    splits: Splits,
+    settings: TrialSettings,
+    trial_dir: Path,
+    listener: EpochListener | None = None,
+    epochs: int | None = None,
+    extra_callbacks: list[Any] | None = None,
+) -> TrialResult:
+    """Train and score one configuration; never raises for a failing trial."""
+    started = time.monotonic()
+    result = TrialResult(number=number, params=dict(params), seed=seed, state=TrialState.FAILED)
+    model = None
+    try:
+        seed_everything(seed, settings.deterministic)
+        model = make_model(build, space.hyperparameters_for(params), splits.spec)
+        audit_history = _fit(model, result, splits, settings, trial_dir, listener, epochs, extra_callbacks, started)
+        _final_scores(model, result, splits, settings, audit_history)
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        result.predictions_path = str(save_predictions(model, splits, trial_dir))
+        if settings.save_models:
+            model_path = trial_dir / "model.keras"
+            model.save(model_path)
+            result.model_path = str(model_path)
+        result.state = TrialState.COMPLETE
+    except TrialPruned as exc:
+        result.state = TrialState.PRUNED
+        result.error = str(exc) or "pruned"
+    except TrialFailed as exc:
+        result.error = str(exc)
+    except Exception as exc:  # a bad trial must not end the study
+        result.error = f"{type(exc).__name__}: {exc}"
+        log.debug("trial %d failed:\n%s", number, traceback.format_exc())
+    finally:
+        result.duration_s = time.monotonic() - started
+        del model
+        release_memory()
+    return result
+
+
+def _fit(model: Any, result: TrialResult, splits: Splits, settings: TrialSettings, trial_dir: Path,
+         listener: EpochListener | None, epochs: int | None, extra_callbacks: list[Any] | None,
+         started: float) -> dict[str, list[float]]:
+    """Fit ``model`` with the trial's callbacks; fills ``result.history`` and ``result.epochs`` and returns the
+    per-epoch audit scores."""
+    audit_history: dict[str, list[float]] = {}
+    audit = scorable(splits.x["audit"], splits.y["audit"]) if settings.audit_per_epoch else None
+    select = scorable(splits.x["select"], splits.y["select"])
+    small_select = not select[2]
+    cbs = _callbacks(settings, listener, f"val_{settings.objective}", started, audit, audit_history,
+                     select if small_select else None) + list(extra_callbacks or [])
+    if settings.callbacks is not None:
+        trial_dir.mkdir(parents=True, exist_ok=True)
+        cbs.extend(settings.callbacks(trial_dir))
+    hist = model.fit(
+        splits.x["train"], splits.y["train"],
+        validation_data=None if small_select else select[:2],
+        epochs=epochs or settings.epochs, batch_size=settings.batch_size, verbose=0, callbacks=cbs,
+    )
+    result.history = {k: [float(v) for v in vals] for k, vals in hist.history.items()} | audit_history
+    result.epochs = len(result.history.get("loss", []))
+    losses = result.history.get("loss", [])
+    if not losses or any(not math.isfinite(v) for v in losses):
+        raise TrialFailed(f"loss became NaN or infinite at epoch {len(losses)}")
+    return audit_history
+
+
+def _final_scores(model: Any, result: TrialResult, splits: Splits, settings: TrialSettings,
+                  audit_history: Mapping[str, list[float]]) -> None:
+    """``result.metrics`` (select_* and audit_*) and ``result.value``, the objective on select."""
+    # Without weight restoring or user callbacks, the final weights are the ones the last epoch's
+    # validation (select) and audit scores were computed with: reuse them instead of evaluating again.
+    reuse = not settings.restore_best_weights and settings.callbacks is None
+    if reuse:
+        result.metrics.update({f"select_{k[4:]}": v[-1] for k, v in result.history.items() if k.startswith("val_")})
+        result.metrics.update({k: v[-1] for k, v in audit_history.items()})
+    for split_name in ("select", "audit"):
+        if reuse and any(k.startswith(f"{split_name}_") for k in result.metrics):
+            continue
+        scores = score(model, splits.x[split_name], splits.y[split_name])
+        result.metrics.update({f"{split_name}_{k}": float(v) for k, v in scores.items()})
+    key = f"select_{settings.objective}"
+    if key not in result.metrics:
+        raise TrialFailed(f"objective metric {settings.objective!r} not reported; the model reports "
+                          f"{sorted(k[7:] for k in result.metrics if k.startswith('select_'))}")
+    result.value = result.metrics[key]
+    if not math.isfinite(result.value):
+        raise TrialFailed(f"objective {key} is {result.value}")
+
+
+def save_predictions(model: Any, splits: Splits, trial_dir: Path) -> Path:
+    """The model's outputs on select, audit and test, saved as ``predictions.npz`` (``split/head`` arrays)."""
+    head_names = [h.name for h in splits.spec.heads]
+    arrays: dict[str, np.ndarray] = {}
+    # One predict call over the three splits: one traced function instead of three.
+    names = ("select", "audit", "test")
+    sizes = [count_rows(splits, n) for n in names]
+    pred = flatten_predictions(predict(model, concat([splits.x[n] for n in names])), head_names)
+    bounds = np.cumsum([0, *sizes])
+    for i, split_name in enumerate(names):
+        for head, arr in pred.items():
+            arrays[f"{split_name}/{head}"] = arr[bounds[i]:bounds[i + 1]].astype("float32")
+    pred_path = trial_dir / "predictions.npz"
+    tmp = trial_dir / "predictions.tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(pred_path)
+    return pred_path

@@ -1,0 +1,97 @@
+"""A worker process of a :class:`~hpo.execution.pool.WorkerPool`: loads the study's payload once, then runs
+every trial it is sent and reports epochs (waiting for the pruning decision) and results over its pipes.
+
+Started as ``python -m hpo.execution.worker READ_FD WRITE_FD`` by the pool."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import sys
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Mapping
+
+from hpo.errors import HpoError
+
+
+def _limit_memory(limit_mb: int) -> None:
+    """Cap the data segment (heap and anonymous mappings) so runaway allocations raise MemoryError here."""
+    import resource
+
+    used_mb = 0
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmData:"):
+            used_mb = int(line.split()[1]) // 1024
+    if used_mb >= limit_mb:
+        raise HpoError(f"executor.memory_limit_mb={limit_mb} is below what a worker uses after loading the study "
+                       f"({used_mb} MB); raise it")
+    limit = limit_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+
+
+def _child_main(read_fd: int, write_fd: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the study process decides when workers stop
+    inbox = Connection(read_fd, writable=False)
+    outbox = Connection(write_fd, readable=False)
+    try:
+        meta = inbox.recv()
+        for p in reversed(meta["sys_path"]):
+            if p not in sys.path:
+                sys.path.insert(0, p)
+        fraction = os.environ.get("HPO_TORCH_MEMORY_FRACTION")
+        with open(meta["payload"], "rb") as f:
+            payload = pickle.load(f)
+        import keras
+
+        if fraction and keras.backend.backend() == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.set_per_process_memory_fraction(float(fraction))
+        build = payload["build"]
+        if isinstance(build, str):
+            from search_spaces import get_builder
+
+            build = get_builder(build)
+        if meta.get("memory_limit_mb"):
+            _limit_memory(int(meta["memory_limit_mb"]))
+    except Exception as exc:  # report instead of dying silently
+        outbox.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    outbox.send(("ready", os.getpid()))
+    from hpo.errors import TrialPruned
+    from hpo.execution.trial import run_trial
+
+    while True:
+        try:
+            task = inbox.recv()
+        except EOFError:
+            return
+        if task is None:
+            return
+
+        def listener(epoch: int, logs: Mapping[str, float], _n: int = task.number) -> None:
+            outbox.send(("epoch", _n, epoch, {k: float(v) for k, v in logs.items()}))
+            prune, message = inbox.recv()
+            if prune:
+                raise TrialPruned(message)
+
+        extra, board = [], None
+        if task.histograms:
+            from hpo.tensorboard import TrialBoard, histogram_callback
+
+            board = TrialBoard(Path(payload["run_dir"]), task.number, task.params, session=False)
+            extra.append(histogram_callback(board))
+        result = run_trial(number=task.number, params=task.params, seed=task.seed, build=build,
+                           space=payload["space"], splits=payload["splits"], settings=payload["settings"],
+                           trial_dir=Path(task.trial_dir), listener=listener, epochs=task.epochs,
+                           extra_callbacks=extra)
+        if board is not None:
+            board.writer.close()
+        outbox.send(("done", result))
+
+
+if __name__ == "__main__":
+    _child_main(int(sys.argv[1]), int(sys.argv[2]))

@@ -1,0 +1,182 @@
+"""Running a study: plan it (nothing written), open it (run directory, engine, tracking store), run its trials,
+then its end stages. Rerunning the same study resumes it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from hpo import config as config_mod
+from hpo.config import StudyConfig
+from hpo.data import Splits
+from hpo.drivers import make_driver
+from hpo.errors import ConfigError
+from hpo.execution import callbacks as cb_mod
+from hpo.execution.memory import frozen_heap
+from hpo.execution.trial import TrialSettings
+from hpo.redaction import redact
+from hpo.repro import device_description, package_versions
+from hpo.results import load_results
+from hpo.space import Builder
+from hpo.study.context import EpochCallback, StudyPlan, StudyRun, TrialCallback
+from hpo.study.listeners import (Listeners, ProgressListener, PruningListener, TensorBoardListener, TrialListener,
+                                 TrackingListener)
+from hpo.study.loop import run_trials
+from hpo.study.prepare import is_config_builder, prepare, redacted_config, save_study_files
+from hpo.study.shared import collect_shared_results, shared_parent_run
+from hpo.study.signals import install_signals, restore_signals
+from hpo.study.stages import finish_study
+from hpo.study.summary import StudySummary, worker_summary
+
+log = logging.getLogger(__name__)
+
+
+def run_study(
+    cfg: StudyConfig,
+    *,
+    build: Builder | None = None,
+    splits: Splits | None = None,
+    callbacks: Any = None,
+    on_trial_end: TrialCallback | None = None,
+    on_epoch_end: EpochCallback | None = None,
+    on_pool: Callable[[Any], None] | None = None,
+    role: str = "owner",
+) -> StudySummary:
+    """Run (or resume) the study ``cfg`` describes and, if enabled, ensemble its best trials.
+
+    Trials run in this process or on worker processes (``cfg.executor``); ``on_pool`` receives
+    the :class:`hpo.execution.pool.WorkerPool` once it has started (tests use it to kill workers).
+
+    ``role="worker"`` joins a study in a shared storage (``hpo worker``): it runs trials until the
+    study's budget is used and returns; the owner (``hpo run``) waits for every worker's trials
+    and then summarises and ensembles."""
+    with frozen_heap():  # what exists before the study stays out of its garbage collections
+        config_mod.validate(cfg)
+        started = time.monotonic()
+        run = open_study(cfg, plan_study(cfg, build, splits), callbacks=callbacks, on_epoch_end=on_epoch_end,
+                         role=role)
+        run.on_trial_end, run.on_pool, run.started = on_trial_end, on_pool, started
+        reselection = _run(run)
+        if role == "worker":
+            return worker_summary(cfg, run.run_dir, run.results, run.started, run.parent, run.uri)
+        return finish_study(run, reselection)
+
+
+def plan_study(cfg: StudyConfig, build: Builder | None, splits: Splits | None) -> StudyPlan:
+    """Data, space and where trials run; bad input stops here, before anything is written."""
+    from hpo.execution.pool import plan_slots
+
+    packing = cfg.executor.pack > 1
+    # Packs train in this process: "auto" stays here, an explicit "processes" is refused by packed.check.
+    slots = None if packing and cfg.executor.mode == "auto" else plan_slots(cfg.executor)
+    build, splits, space = prepare(cfg, build, splits)
+    if packing:
+        from hpo.execution.packed import check
+
+        check(cfg, splits, space, in_process=slots is None, builtin_builder=is_config_builder(cfg, build))
+    return StudyPlan(build, splits, space, slots, packing)
+
+
+def open_study(cfg: StudyConfig, plan: StudyPlan, *, callbacks: Any, on_epoch_end: EpochCallback | None,
+               role: str) -> StudyRun:
+    """The run directory, the engine (a resumed study with another config is refused first), the study's files,
+    the tracking store and its parent run."""
+    from hpo.tracking import Tracker, default_tracking_uri
+
+    run_dir = cfg.run_dir.resolve()
+    identity = cfg.search_identity() | {"space": plan.space.describe(), "data_hashes": plan.splits.hashes}
+    parallel = (plan.slots is not None and len(plan.slots) > 1) or plan.packing
+    driver = make_driver(cfg, plan.space, run_dir, parallel=parallel, config=redacted_config(cfg))
+    if role == "worker" and not driver.shared:
+        raise ConfigError("driver.storage", "a worker joins a study in a shared storage: give driver.storage "
+                                            "(postgresql://..., mysql://... or a sqlite/journal file on this machine)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    driver.open(identity)  # refuses a resumed study with another config before anything else is written
+    save_study_files(cfg, run_dir, plan.splits, plan.space)
+    uri = cfg.tracking.uri or default_tracking_uri(run_dir)
+    tracker = Tracker(uri, cfg.tracking.experiment or cfg.study.name, artifact_root=run_dir / "mlartifacts",
+                      shared=driver.shared)
+    params, tags = _parent_record(cfg, plan)
+    tags["hpo.run_dir"] = str(run_dir)
+    if driver.shared:
+        parent = shared_parent_run(driver, tracker, cfg.study.name, params, tags)
+    else:
+        parent = tracker.start_study(cfg.study.name, params=params, tags=tags)
+    tracker.log_study_artifact(run_dir / "config.yaml")
+    if cfg.tensorboard.enabled:
+        from hpo.tracking.tensorboard import write_experiment
+
+        m = cfg.objective.metric
+        write_experiment(run_dir, plan.space, [f"select_{m}", f"audit_{m}", "select_loss", "audit_loss"],
+                         description=f"study {cfg.study.name}: {cfg.space.builder} on {cfg.data.dataset}")
+    listeners = _listeners(cfg, run_dir, driver, tracker, on_epoch_end)
+    return StudyRun(cfg, plan, run_dir, driver, tracker, uri, parent, trial_settings(cfg, callbacks), listeners,
+                    role=role, results={} if role == "worker" else load_results(run_dir))
+
+
+def _parent_record(cfg: StudyConfig, plan: StudyPlan) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Params and tags of the study's MLflow parent run: what reproduces it (config, data hashes, versions)."""
+    params = {"driver": cfg.driver.name, "sampler": cfg.driver.sampler, "pruner": cfg.driver.pruner,
+              "dataset": cfg.data.dataset, "builder": cfg.space.builder, "seed": cfg.study.seed,
+              "n_trials": cfg.study.n_trials, "epochs": cfg.training.epochs, "batch_size": cfg.training.batch_size,
+              "objective": f"select_{cfg.objective.metric}", "direction": cfg.objective.direction,
+              "storage": redact(cfg.driver.storage or "embedded sqlite")}
+    tags = {"hpo.data_hashes": plan.splits.hashes, "hpo.versions": package_versions(),
+            "hpo.device": device_description(), "hpo.space": plan.space.describe()}
+    return params, tags
+
+
+def trial_settings(cfg: StudyConfig, callbacks: Any = None) -> TrialSettings:
+    """How every trial of the study trains and is scored."""
+    t = cfg.training
+    return TrialSettings(
+        epochs=t.epochs, batch_size=t.batch_size, objective=cfg.objective.metric,
+        direction=cfg.objective.direction, early_stopping_patience=t.early_stopping_patience,
+        restore_best_weights=t.restore_best_weights, timeout_s=t.trial_timeout_s,
+        deterministic=t.deterministic, save_models=t.save_models,
+        callbacks=cb_mod.combine(cb_mod.from_config(t.callbacks), cb_mod.as_factory(callbacks)),
+        audit_per_epoch=cfg.guards.audit_per_epoch,
+    )
+
+
+def _listeners(cfg: StudyConfig, run_dir: Any, driver: Any, tracker: Any,
+               on_epoch_end: EpochCallback | None) -> Listeners:
+    items: list[TrialListener] = [TrackingListener(tracker, cfg.driver.name, driver.shared)]
+    if on_epoch_end is not None:
+        items.append(ProgressListener(on_epoch_end))
+    if cfg.tensorboard.enabled:
+        items.append(TensorBoardListener(run_dir, cfg.tensorboard.histograms))
+    items.append(PruningListener(driver, cfg.objective.metric))
+    return Listeners(items)
+
+
+def _run(run: StudyRun) -> dict[str, Any] | None:
+    """The trials, then (the owner) the shared study's other trials and the reselection; the engine and tracking
+    store closed, and the parent run marked KILLED when the study is interrupted."""
+    from hpo.study.reselect import reselect
+
+    previous_handler = install_signals()
+    try:
+        run_trials(run)
+        if run.role == "worker":
+            run.driver.close()
+            run.tracker.close()
+            return None
+        if run.driver.shared:
+            collect_shared_results(run)
+        reselection = reselect(run) if run.cfg.guards.reselect_top_k > 0 else None
+    except BaseException:
+        try:  # what the tracker hit must not hide why the study stopped
+            if run.role == "worker":
+                run.tracker.close()
+            else:
+                run.tracker.end_study({}, {"hpo.status": "interrupted"}, status="KILLED")
+        except Exception as exc:
+            log.error("MLflow could not record the interrupted study: %s", exc)
+        run.driver.close()
+        raise
+    finally:
+        restore_signals(previous_handler)
+    run.driver.close()
+    return reselection

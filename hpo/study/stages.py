@@ -1,0 +1,170 @@
+"""The end of a study, as a list of small stages run in order on the open :class:`StudyRun`: summary,
+ensemble, seed refit, plots, guards, summary file and report, and the parent run's final record."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from hpo.results import write_json
+from hpo.study.context import StudyRun
+from hpo.study.summary import StudySummary, summarise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Ending:
+    """What the stages leave for the parent run's final record."""
+
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    tags: dict[str, Any] = field(default_factory=dict)
+
+
+Stage = Callable[[StudyRun, StudySummary, Ending], None]
+
+
+def ensemble_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
+    """The ensemble of the best trials, logged to MLflow (or only saved, while the tracking store is unreachable)."""
+    cfg = run.cfg
+    if not (cfg.ensemble.enabled and summary.n_complete > 0):
+        return
+    from hpo.tracking import is_transient
+
+    logged = run.tracker.healthy()
+    try:
+        summary.ensemble = _ensemble(run, logged)
+    except Exception as exc:
+        if not (logged and is_transient(exc)):
+            raise
+        logged = False
+        summary.ensemble = _ensemble(run, False)
+    if not logged and cfg.training.save_models:
+        log.warning("the ensemble is saved in %s but not logged to MLflow (the tracking store is unreachable); "
+                    "`hpo ensemble %s` logs one once it is back", summary.ensemble.get("artifact_dir"), run.run_dir)
+
+
+def _ensemble(run: StudyRun, logged: bool) -> dict[str, Any]:
+    from ensembles import build_ensemble
+
+    e, save = run.cfg.ensemble, run.cfg.training.save_models
+    rep = build_ensemble(run.run_dir, method=e.method, combine=e.combine, size=e.size, metric=e.metric,
+                         save_artifact=save, tracking_uri=run.uri if (save and logged) else None,
+                         parent_run_id=run.parent)
+    return {"members": [(m["trial"], m["weight"]) for m in rep.members], "metrics": rep.metrics,
+            "best_single": rep.best_single["metrics"], "artifact_dir": rep.artifact_dir,
+            "mlflow_run_id": rep.mlflow_run_id, "model_uri": rep.model_uri}
+
+
+def seed_refit_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
+    """``ensemble.seed_refit``: the incumbent retrained with new seeds as one packed model."""
+    cfg = run.cfg
+    if not (cfg.ensemble.seed_refit > 0 and summary.best_trial is not None):
+        return
+    from hpo.analysis.guards import record_test_use
+    from hpo.execution.refit import seed_refit
+
+    summary.seed_refit = seed_refit(cfg.space.builder, summary.best_params, run.splits, members=cfg.ensemble.seed_refit,
+                                    epochs=cfg.training.epochs, batch_size=cfg.training.batch_size,
+                                    seed=cfg.study.seed, out_dir=run.run_dir / "refit")
+    if "skipped" in summary.seed_refit:
+        log.warning("seed refit skipped: %s", summary.seed_refit["skipped"])
+    else:
+        record_test_use(run.run_dir, f"seed refit of trial {summary.best_trial}")
+        ending.metrics.update({f"seed_refit_test_{k}": v for k, v in summary.seed_refit["test"].items()})
+        ending.metrics["seed_refit_wall_s"] = summary.seed_refit["wall_s"]
+
+
+def plots_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
+    """Model plots of the best trial and the ensemble."""
+    if not (run.cfg.plots.enabled and summary.best_trial is not None):
+        return
+    from hpo.analysis.plots import plot_study
+
+    best = run.results.get(summary.best_trial, {})
+    summary.plots = plot_study(run.run_dir, best.get("model_path"),
+                               summary.ensemble.get("artifact_dir") if summary.ensemble else None)
+    for key in ("best_trial", "ensemble"):
+        if summary.plots.get(key):
+            run.tracker.log_study_artifact(Path(summary.plots[key]), "plots")
+
+
+def guards_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
+    """The guard report (guards.json, parent-run metrics and tags) and the count of test-split uses."""
+    from hpo.analysis.guards import test_uses
+
+    cfg = run.cfg
+    if cfg.guards.enabled and summary.best_trial is not None:
+        from hpo.analysis.guards import check_study
+
+        members = None
+        if summary.ensemble:
+            members = ([m[0] for m in summary.ensemble["members"]], [m[1] for m in summary.ensemble["members"]],
+                       cfg.ensemble.combine)
+        report = check_study(run.run_dir, list(run.results.values()), metric=cfg.objective.metric,
+                             direction=cfg.objective.direction, incumbent=summary.best_trial,
+                             threshold=cfg.guards.gap_threshold, n_resamples=cfg.guards.n_bootstrap,
+                             confidence=cfg.guards.confidence, seed=cfg.study.seed, ensemble_counts=members)
+        summary.guards = report.to_dict() | {"verdict": report.verdict()}
+        write_json(run.run_dir / "guards.json", summary.guards)
+        run.tracker.log_study_artifact(run.run_dir / "guards.json")
+        c = report.incumbent_check
+        ending.metrics.update({
+            "guard_gap": c.gap if c else None, "guard_gap_threshold": c.threshold if c else None,
+            "guard_gap_se": c.gap_se if c else None, "guard_select_audit_correlation": report.correlation,
+            "guard_overtuning": report.overtuning, "guard_tied_trials": float(len(report.tied)),
+            "guard_ensemble_gap": report.ensemble_check.gap if report.ensemble_check else None})
+        ending.tags.update({"hpo.guard.overfit": str(report.overfit).lower(), "hpo.guard.verdict": report.verdict()})
+    ending.metrics["test_split_uses"] = float(test_uses(run.run_dir))
+
+
+def files_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
+    """summary.json and the offline report, logged to the parent run."""
+    summary.duration_s = time.monotonic() - run.started
+    write_json(run.run_dir / "summary.json", summary.to_dict())
+    run.tracker.log_study_artifact(run.run_dir / "summary.json")
+    if run.cfg.report.enabled:
+        from hpo.analysis.report import build_report
+
+        summary.report = str(build_report(run.run_dir))
+        write_json(run.run_dir / "summary.json", summary.to_dict())
+        run.tracker.log_study_artifact(Path(summary.report))
+
+
+def end_tracking_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
+    """The parent run's final metrics and tags; a warning (and the count in summary.json) for MLflow calls still
+    waiting in the outbox."""
+    metrics: dict[str, float | None] = {
+        "n_complete": summary.n_complete, "n_failed": summary.n_failed, "n_pruned": summary.n_pruned,
+        "best_select": summary.best_select, "best_audit": summary.best_audit,
+        **{f"best_test_{k}": v for k, v in summary.best_test.items()},
+    }
+    if summary.ensemble:
+        metrics.update({f"ensemble_{k}": v for k, v in summary.ensemble["metrics"].items()})
+    metrics.update(ending.metrics)
+    tags = {"hpo.best_trial": summary.best_trial, "hpo.status": "finished", **ending.tags}
+    if run.stopped_early:
+        tags["hpo.stopped_early"] = run.stopped_early
+    run.tracker.end_study(metrics, tags, status="FINISHED")
+    undelivered = run.tracker.undelivered_message()
+    if undelivered:
+        summary.tracking_undelivered = run.tracker.pending
+        write_json(run.run_dir / "summary.json", summary.to_dict())
+        log.warning(undelivered)
+
+
+STAGES: tuple[Stage, ...] = (ensemble_stage, seed_refit_stage, plots_stage, guards_stage, files_stage,
+                             end_tracking_stage)
+
+
+def finish_study(run: StudyRun, reselection: dict[str, Any] | None) -> StudySummary:
+    """Summarise the study and run its end stages in order."""
+    summary = summarise(run.cfg, run.run_dir, run.results, run.started, run.parent, run.uri, reselection)
+    summary.stopped_early = run.stopped_early
+    ending = Ending()
+    for stage in STAGES:
+        stage(run, summary, ending)
+    return summary
