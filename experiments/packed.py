@@ -7,7 +7,7 @@
 (a) ``--members`` MLPs on ``--dataset`` (``mlp`` space: 2 x 64 ReLU, Adam, per-member learning rates drawn
 log-uniformly in [3e-4, 3e-3], seeds 0..N-1), trained one after another the way a search runs its trials
 (seed, build with ``search_spaces.mlp.build``, fit, predict, ``clear_session``), against one packed model
-with the same members (``ensembles.packed.train_packed``). Wall time includes building, compiling/tracing,
+with the same members (``hpo.execution.packed.train_packed``). Wall time includes building, compiling/tracing,
 fitting and predicting the test split, for both sides, in the same process; the sides alternate when
 ``--repeats`` > 1, after one small warm-up fit of each so process start-up is charged to neither.
 (b) The course's ensemble of 50 MNIST MLPs 784-500-500-10 (ReLU, Adam 1e-3, batch 1024, 10 epochs) as one
@@ -101,7 +101,7 @@ def packed(splits: Any, params: list[dict[str, Any]], epochs: int, batch_size: i
     import keras
 
     from ensembles.combine import combine
-    from ensembles.packed import PackedMLPSpec, evaluate_members, matmul_flops, train_packed
+    from hpo.execution.packed import PackedMLPSpec, evaluate_members, matmul_flops, train_packed
 
     x, y = _flat(splits.x["train"]), splits.y["train"]
     x_test, y_test = _flat(splits.x["test"]), splits.y["test"]
@@ -129,7 +129,7 @@ def packed(splits: Any, params: list[dict[str, Any]], epochs: int, batch_size: i
 
 def member_params(n: int, *, layers: int, units: int, lr_range: tuple[float, float] | None, lr: float = 1e-3,
                   seed: int = 0) -> list[dict[str, Any]]:
-    from ensembles.packed import log_uniform
+    from hpo.execution.packed import log_uniform
 
     lrs = log_uniform(*lr_range, n, seed=seed) if lr_range else [lr] * n
     return [{"layers": layers, "units": units, "activation": "relu", "dropout": 0.0, "batchnorm": False,

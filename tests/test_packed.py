@@ -1,4 +1,4 @@
-"""Packed populations (ensembles.packed): a packed member trains exactly like its unpacked Keras model."""
+"""Packed populations (hpo.execution.packed): a packed member trains exactly like its unpacked Keras model."""
 
 from __future__ import annotations
 
@@ -7,20 +7,18 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from ensembles.packed import (  # noqa: E402
+from hpo.execution.packed import (  # noqa: E402
+    PackedDense,
+    PackedDropout,
     PackedMLPSpec,
+    PackedSparseCategoricalCrossentropy,
     build_packed_mlp,
     evaluate_members,
     member_histories,
     member_logits,
+    packed_optimizer,
     train_packed,
     unpack,
-)
-from ensembles.packed_layers import (  # noqa: E402
-    PackedDense,
-    PackedDropout,
-    PackedSparseCategoricalCrossentropy,
-    packed_optimizer,
     variable_numpy,
 )
 
@@ -109,7 +107,7 @@ def test_init_matches_unpacked_initializer_per_member():
 def test_trial_sized_seeds_derive_seeds_every_backend_takes():
     """A search's trial seeds go up to 2**31; the per-layer seeds derived from them must still fit JAX's uint32
     random keys (they overflowed there and failed every packed trial), stay distinct and be reproducible."""
-    from ensembles.packed import _layer_seeds
+    from hpo.execution.packed.spec import layer_seeds as _layer_seeds
 
     seeds = [2**31 - 2, 2**31 - 3, 172_882_524, 0]  # hpo.repro.trial_seed draws from [0, 2**31)
     spec = PackedMLPSpec.from_params([{"layers": 2, "units": 8, "seed": s} for s in seeds], input_shape=(4,), n_classes=3)
@@ -146,7 +144,7 @@ def test_loss_is_sum_of_member_means():
 
 
 def test_member_metrics_weigh_samples_like_numpy():
-    from ensembles.packed_layers import MemberMetrics
+    from hpo.execution.packed import MemberMetrics
 
     rng = np.random.default_rng(1)
     z = rng.normal(size=(12, 3, 4)).astype("float32")

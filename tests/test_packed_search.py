@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ensembles.packed import SHAPE_PARAMS
 from hpo.errors import ConfigError
+from hpo.execution.packed import SHAPE_PARAMS
 from hpo.study import run_study
 from tests.conftest import ROOT, small_config
 
