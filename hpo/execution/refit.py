@@ -3,7 +3,7 @@
 After a search, retraining the incumbent with N new seeds and averaging their logits is
 the cheapest ensemble there is (the course's 50-MLP experiment). The N members share an
 architecture, so they train together as one model whose weights carry a member axis
-(:mod:`ensembles.packed`) instead of N fits one after another. Only the ``mlp`` space on
+(:mod:`hpo.execution.packed`) instead of N fits one after another. Only the ``mlp`` space on
 one multiclass head packs today; other studies get a reason instead.
 """
 
@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from hpo.data import Splits, leaves
+from hpo.data import Splits
+from hpo.execution.packed.rows import class_labels, flat_rows
 from hpo.repro import trial_seed
 
 
@@ -32,25 +33,13 @@ def packable(builder: str, splits: Splits, params: Mapping[str, Any]) -> str | N
     return None
 
 
-def flat_rows(x: Any) -> np.ndarray:
-    """A single-input split as float32 rows ``(n, features)``: what a packed MLP takes."""
-    a = np.asarray(leaves(x)[0], dtype="float32")
-    return a.reshape(len(a), -1)
-
-
-def class_labels(y: Any, one_hot: bool = False) -> np.ndarray:
-    """A single multiclass head's labels as integer classes ``(n,)`` (one-hot labels are decoded)."""
-    a = np.asarray(leaves(y)[0])
-    return a.argmax(-1) if one_hot or (a.ndim == 2 and a.shape[1] > 1) else a.reshape(-1).astype("int64")
-
-
 def seed_refit(builder: str, params: Mapping[str, Any], splits: Splits, *, members: int, epochs: int,
                batch_size: int, seed: int, out_dir: Path) -> dict[str, Any]:
     """Train ``members`` seeds of ``params`` packed; logits on select/audit/test, per-member and averaged metrics."""
     import keras
 
     from ensembles.metrics import classification_metrics, softmax
-    from ensembles.packed import PackedMLPSpec, train_packed
+    from hpo.execution.packed import PackedMLPSpec, train_packed
 
     reason = packable(builder, splits, params)
     if reason:

@@ -38,7 +38,11 @@ from hpo.execution.packed.optimizers import PACKED_OPTIMIZERS
 from hpo.execution.packed.spec import SHAPE_PARAMS, PackedMLPSpec
 from hpo.repro import seed_everything
 from hpo.space import SearchSpace
-from hpo.trial import TrialResult, TrialSettings, TrialState, predict, release_memory
+from hpo.execution.memory import release_memory
+from hpo.execution.packed.rows import class_labels, flat_rows
+from hpo.execution.scoring import predict
+from hpo.execution.trial import TrialSettings
+from hpo.results import TrialResult, TrialState
 
 Listener = Callable[[int, Mapping[str, float]], None]
 PACK_METRICS = ("accuracy", "loss")
@@ -139,9 +143,6 @@ def train_pack(*, numbers: Sequence[int], params: Sequence[Mapping[str, Any]], s
 
 def _rows(splits: Splits) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Every split's inputs as float32 rows and its labels as integer classes: what a packed MLP takes."""
-    # Imported here: hpo.refit imports this package (its seed refit trains packed).
-    from hpo.refit import class_labels, flat_rows
-
     head = splits.spec.heads[0]
     return ({s: flat_rows(splits.x[s]) for s in SPLITS},
             {s: class_labels(splits.y[s], head.one_hot) for s in SPLITS})
