@@ -320,7 +320,7 @@ def overhead(settings: Mapping[str, Any], *, seed: int, runs: Path, out: Path, a
         return _timed_study(settings, point, seed, run_dir, build, splits)
 
     def thread_study(point: Mapping[str, Any], run_dir: Path, build: Any, splits: Any) -> dict[str, Any]:
-        # MLflow writes made by the study's own background thread, as before the writer process (hpo.mlflow_writer)
+        # MLflow writes made by the study's own background thread, as before the writer process (hpo.tracking.writer)
         before = os.environ.get("HPO_MLFLOW_WRITER")
         os.environ["HPO_MLFLOW_WRITER"] = "thread"
         try:

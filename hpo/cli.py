@@ -372,7 +372,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     """Deliver the MLflow calls a study queued while its tracking store was unreachable."""
     import yaml
 
-    from hpo.repro import redact
+    from hpo.redaction import redact
     from hpo.tracking import OUTBOX, default_tracking_uri, sync
 
     run_dir = _study_dir(args.run_dir)

@@ -7,7 +7,6 @@ import importlib.metadata
 import os
 import platform
 import sys
-from typing import Any
 
 PACKAGES = ("keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "keras-tuner", "optuna", "hyperopt",
             "mlflow", "mlflow-skinny", "numpy", "scikit-learn", "scipy")
@@ -74,14 +73,3 @@ def _has_gpu(backend: str) -> bool:
         return False
     return False
 
-
-def redact(url: Any) -> Any:
-    """Hide the password of a URL (``postgresql://user:***@host/db``) before it is logged."""
-    if not isinstance(url, str) or "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, _, host = rest.rpartition("@")
-    if ":" in creds:
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url

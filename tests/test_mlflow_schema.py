@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hpo.mlflow_schema import seed_sqlite_store, template_path
+from hpo.tracking.schema import seed_sqlite_store, template_path
 from hpo.tracking import Tracker
 
 

@@ -110,7 +110,7 @@ class _Recorder(_Slow):
 
 
 def test_a_trials_writes_are_made_by_the_writer_process_not_by_the_studys_interpreter(tmp_path: Path) -> None:
-    from hpo import mlflow_writer
+    from hpo.tracking import handover as mlflow_writer
 
     tracker, uri = _tracker(tmp_path, "writer")
     tracker.start_study("writer", params={}, tags={})
@@ -143,7 +143,7 @@ def _file(path: Path, text: str) -> Path:
 
 def test_when_the_writer_process_dies_the_calls_are_made_in_the_thread_and_none_is_lost(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    from hpo import mlflow_writer
+    from hpo.tracking import handover as mlflow_writer
 
     monkeypatch.setattr(mlflow_writer, "_FAILED_PIDS", set())  # this test's failure stays in this test
     tracker, uri = _tracker(tmp_path, "writer-dies")

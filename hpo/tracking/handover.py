@@ -1,17 +1,15 @@
-"""MLflow writes of a study's background thread, done in a helper process.
+"""The writer process as the study's process sees it: started with the tracker, one call at a time.
 
-A trial's tracking writes (its epoch batches, final metrics, end status, files) cost ~50-80 ms of
-Python per trial on the embedded SQLite store (SQLAlchemy's ORM). Done by a thread of the study's
-process they hold the interpreter lock the training loop also needs: on 2 CPU cores the study's median
-overhead over a bare Keras loop was +9.0% and +19.7% with in-thread writes against -3.0% and +5.0% with
-this helper, side by side in one run (experiments/RESULTS.md, overhead). So the tracker's background
-thread hands each write to one helper process per study process (``python -m hpo.mlflow_writer``) and
-waits for its reply, without the lock.
+A trial's tracking writes cost ~50-80 ms of Python per trial on the embedded SQLite store; the
+tracker's background thread hands each of them to one writer process per study process
+(``python -m hpo.tracking.writer``, :mod:`hpo.tracking.writer` says why) and waits for its reply,
+without the interpreter lock. Where the writer cannot start or stops answering, the calls are made in
+the thread again (``HPO_MLFLOW_WRITER=thread`` asks for that from the start).
 
 The protocol is one JSON line each way: ``{"uri": ..., "op": {...}}`` -> ``{"ok": true}`` or
-``{"ok": false, "error": ..., "transient": bool, "refused": bool}``. The helper ends when its stdin
-closes (the study's process ended, however it ended). Where the helper cannot start or stops answering,
-the calls are made in the thread again (``HPO_MLFLOW_WRITER=thread`` asks for that from the start).
+``{"ok": false, "error": ..., "transient": bool, "refused": bool}`` (plus ``mlflow_error_code`` for an
+error MLflow raised). The writer says ``{"ready": true}`` once MLflow is imported and ends when its
+stdin closes (the study's process ended, however it ended).
 """
 
 from __future__ import annotations
@@ -25,66 +23,22 @@ import subprocess
 import sys
 import threading
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Mapping
 
+from hpo.tracking.client import QUICK_HTTP
+from hpo.tracking.ops import Refused, WriteFailed
+
 log = logging.getLogger(__name__)
 
-WRITE_OPS = frozenset({"log_batch", "terminate", "artifact"})  # the calls the helper makes
 ENV = "HPO_MLFLOW_WRITER"  # "process" (default) or "thread"
+WRITER_MODULE = "hpo.tracking.writer"
 START_TIMEOUT_S = 120.0  # importing MLflow in the helper; seconds on a loaded 2-core machine
 CALL_TIMEOUT_S = 300.0  # one call, MLflow's own HTTP retries included
 
 
-class Refused(Exception):
-    """A call that can never be delivered (its file is gone)."""
-
-
-class WriteFailed(Exception):
-    """A call the helper made and the store refused or could not take; ``transient``: it may succeed later."""
-
-    def __init__(self, message: str, transient: bool) -> None:
-        super().__init__(message)
-        self.transient = transient
-
-
 class WriterUnavailable(OSError):
     """The helper could not start, died or stopped answering."""
-
-
-def open_client(uri: str) -> Any:
-    """An ``MlflowClient`` for ``uri``; on an embedded SQLite store, committing without an fsync each
-    (:mod:`hpo.sqlite_wal`). Used by the tracker and by the helper, which write to the same file."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri)
-    if uri.startswith("sqlite:///"):
-        from hpo.sqlite_wal import use_wal
-
-        try:
-            use_wal(client._tracking_client.store.engine)
-        except AttributeError:  # another store implementation: leave it as it is
-            pass
-    return client
-
-
-def execute_write(client: Any, op: Mapping[str, Any]) -> None:
-    """Make one write call (``log_batch``, ``terminate``, ``artifact``) whose run id is the store's own."""
-    from mlflow.entities import Metric, RunTag
-
-    kind = op["op"]
-    if kind == "log_batch":
-        client.log_batch(op["run"], metrics=[Metric(k, float(v), ts, step) for k, v, ts, step in op["metrics"]],
-                         tags=[RunTag(k, v) for k, v in op["tags"].items()])
-    elif kind == "terminate":
-        client.set_terminated(op["run"], status=op["status"])
-    elif kind == "artifact":
-        if not Path(op["path"]).exists():
-            raise Refused(f"{op['path']} no longer exists")
-        client.log_artifact(op["run"], op["path"], op["artifact_path"])
-    else:
-        raise ValueError(f"not a write call: {kind!r}")
 
 
 class WriterProcess:
@@ -92,10 +46,10 @@ class WriterProcess:
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self._lock = threading.Lock()
-        root = str(Path(__file__).resolve().parent.parent)  # so `-m hpo.mlflow_writer` finds this checkout
+        root = str(Path(__file__).resolve().parents[2])  # so `-m hpo.tracking.writer` finds this checkout
         env = dict(env)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        self._proc = subprocess.Popen([sys.executable, "-m", "hpo.mlflow_writer"], stdin=subprocess.PIPE,
+        self._proc = subprocess.Popen([sys.executable, "-m", WRITER_MODULE], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, env=env, close_fds=True)
         self._buf = b""
         self._ready = False
@@ -207,8 +161,6 @@ def shared_writer() -> WriterProcess | None:
         return None
     with _WRITER_LOCK:
         if _WRITER is None or _WRITER_PID != pid:  # a forked child starts its own
-            from hpo.tracking import QUICK_HTTP
-
             env = {**QUICK_HTTP, **os.environ}  # our short HTTP retries, unless the user set theirs
             try:
                 _WRITER, _WRITER_PID = WriterProcess(env), pid
@@ -233,74 +185,10 @@ def writer_failed(exc: BaseException) -> None:
 
 @atexit.register
 def _close_at_exit() -> None:
-    """Registered before the trackers' own drain (hpo.tracking), so it runs after it: what they hand over
-    at exit still goes through the helper."""
+    """Registered before the trackers' own drain (hpo.tracking.transport imports this module first), so it
+    runs after it: what they hand over at exit still goes through the helper."""
     global _WRITER
     with _WRITER_LOCK:
         if _WRITER is not None and _WRITER_PID == os.getpid():
             _WRITER.close()
         _WRITER = None
-
-
-class _Clients:
-    """MLflow clients of the helper, by tracking URI (the few most recent; an old one's engine is closed)."""
-
-    KEEP = 4
-
-    def __init__(self) -> None:
-        self._clients: OrderedDict[str, Any] = OrderedDict()
-
-    def get(self, uri: str) -> Any:
-        if uri in self._clients:
-            self._clients.move_to_end(uri)
-            return self._clients[uri]
-        client = open_client(uri)
-        self._clients[uri] = client
-        while len(self._clients) > self.KEEP:
-            _, old = self._clients.popitem(last=False)
-            try:
-                old._tracking_client.store.engine.dispose()
-            except AttributeError:
-                pass
-        return client
-
-
-def main() -> int:
-    """The helper: answer one JSON line per call until stdin closes."""
-    import signal
-
-    # Ctrl-C in a terminal reaches the whole process group: the study handles it (its trial is marked, its
-    # writes are finished) and this helper must outlive it to make those writes; it ends when stdin closes.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # what MLflow prints goes to stderr, not the replies
-    import mlflow  # noqa: F401  (the slow import, before saying ready)
-
-    from hpo import mlflow_writer as mw
-    from hpo.tracking import is_transient, scrub
-
-    clients = _Clients()
-    out.write(b'{"ready": true}\n')
-    out.flush()
-    for raw in sys.stdin.buffer:
-        if not raw.strip():
-            continue
-        try:
-            msg = json.loads(raw)
-            mw.execute_write(clients.get(msg["uri"]), msg["op"])
-            reply: dict[str, Any] = {"ok": True}
-        except Exception as exc:
-            from mlflow.exceptions import MlflowException
-
-            reply = {"ok": False, "refused": isinstance(exc, mw.Refused), "transient": is_transient(exc)}
-            if isinstance(exc, MlflowException):
-                reply |= {"error": scrub(exc.message)[:2000], "mlflow_error_code": exc.error_code}
-            else:
-                reply["error"] = scrub(f"{type(exc).__name__}: {exc}")[:2000]
-        out.write(json.dumps(reply).encode() + b"\n")
-        out.flush()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
