@@ -2,7 +2,7 @@
 Hyperopt and KerasTuner drivers, MLflow tracking, select/audit/test splits, and ensembles.
 
 The names below are imported on first use (PEP 562): ``import hpo.tracking`` or the MLflow writer
-process (:mod:`hpo.mlflow_writer`) do not pay for importing Keras and TensorFlow."""
+process (:mod:`hpo.tracking.writer`) do not pay for importing Keras and TensorFlow."""
 
 from __future__ import annotations
 

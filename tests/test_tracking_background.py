@@ -155,7 +155,7 @@ def test_when_the_writer_process_dies_the_calls_are_made_in_the_thread_and_none_
     assert writer is not None
     os.kill(writer.pid, signal.SIGKILL)
     writer._proc.wait()
-    with caplog.at_level("WARNING", logger="hpo.mlflow_writer"):
+    with caplog.at_level("WARNING", logger="hpo.tracking.handover"):
         second = tracker.start_trial(1, {}, tags={})
         tracker.log_epoch(second, 0, {"loss": 0.3})
         tracker.end_trial(second, {"select_accuracy": 0.6}, {}, failed=False)

@@ -80,7 +80,7 @@ def _child_main(read_fd: int, write_fd: int) -> None:
 
         extra, board = [], None
         if task.histograms:
-            from hpo.tensorboard import TrialBoard, histogram_callback
+            from hpo.tracking.tensorboard import TrialBoard, histogram_callback
 
             board = TrialBoard(Path(payload["run_dir"]), task.number, task.params, session=False)
             extra.append(histogram_callback(board))
