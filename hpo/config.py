@@ -247,12 +247,23 @@ def _one_of(value: str, allowed: tuple[str, ...], where: str) -> None:
 
 def validate(cfg: StudyConfig) -> StudyConfig:
     """Check values that types alone do not catch; returns ``cfg`` unchanged."""
+    # The order of the checks decides which of several bad fields is named first: keep it.
+    for check in (_check_study, _check_driver, _check_data, _check_training, _check_worker_liveness,
+                  _check_executor, _check_objective, _check_ensemble, _check_extras, _check_guards):
+        check(cfg)
+    return cfg
+
+
+def _check_study(cfg: StudyConfig) -> None:
     if not NAME_RE.match(cfg.study.name):
         raise ConfigError("study.name", f"{cfg.study.name!r} must be 1-100 letters, digits, '_', '-' or '.', starting with a letter or digit")
     if cfg.study.n_trials < 1:
         raise ConfigError("study.n_trials", f"must be at least 1, got {cfg.study.n_trials}")
     if cfg.study.seed < 0:
         raise ConfigError("study.seed", f"must be >= 0, got {cfg.study.seed}")
+
+
+def _check_driver(cfg: StudyConfig) -> None:
     _one_of(cfg.driver.name, tuple(SAMPLERS), "driver.name")
     _one_of(cfg.driver.sampler, SAMPLERS[cfg.driver.name], "driver.sampler")
     _one_of(cfg.driver.pruner, PRUNERS, "driver.pruner")
@@ -261,6 +272,9 @@ def validate(cfg: StudyConfig) -> StudyConfig:
                                             "state in the run directory (remove driver.storage)")
     if cfg.driver.pruner != "none" and cfg.driver.name != "optuna":
         raise ConfigError("driver.pruner", f"pruning needs the optuna driver; set pruner: none for {cfg.driver.name}")
+
+
+def _check_data(cfg: StudyConfig) -> None:
     from hpo.data import DATASETS
 
     _one_of(cfg.data.dataset, DATASETS, "data.dataset")
@@ -271,6 +285,9 @@ def validate(cfg: StudyConfig) -> StudyConfig:
             raise ConfigError("data.validation_size", f"must be between 2 and 30000 rows, got {cfg.data.validation_size}")
     if cfg.data.limit_train is not None and cfg.data.limit_train < 10:
         raise ConfigError("data.limit_train", f"must be at least 10, got {cfg.data.limit_train}")
+
+
+def _check_training(cfg: StudyConfig) -> None:
     if cfg.training.epochs < 1:
         raise ConfigError("training.epochs", f"must be at least 1, got {cfg.training.epochs}")
     if cfg.training.batch_size < 1:
@@ -285,6 +302,10 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     if k is not None and cfg.ensemble.enabled and cfg.training.save_models and k < cfg.ensemble.size:
         raise ConfigError("training.keep_top_models", f"keeps {k} models but the ensemble may take {cfg.ensemble.size} "
                                                       "members: keep at least ensemble.size models")
+
+
+def _check_worker_liveness(cfg: StudyConfig) -> None:
+    """Heartbeats, stale trials and storage retries of workers on a shared storage."""
     d = cfg.driver
     if d.heartbeat_s <= 0 or d.grace_s <= d.heartbeat_s:
         raise ConfigError("driver.grace_s" if d.heartbeat_s > 0 else "driver.heartbeat_s",
@@ -292,6 +313,9 @@ def validate(cfg: StudyConfig) -> StudyConfig:
     _one_of(d.stale_trials, ("fail", "retry"), "driver.stale_trials")
     if d.storage_retry_s < 0:
         raise ConfigError("driver.storage_retry_s", f"must be >= 0 seconds, got {d.storage_retry_s}")
+
+
+def _check_executor(cfg: StudyConfig) -> None:
     e = cfg.executor
     _one_of(e.mode, ("auto", "inprocess", "processes"), "executor.mode")
     if e.gpus is not None and any((not isinstance(g, int) or isinstance(g, bool) or g < 0) for g in e.gpus):
@@ -308,6 +332,9 @@ def validate(cfg: StudyConfig) -> StudyConfig:
         raise ConfigError("executor.start_timeout_s", "must be > 0 seconds")
     if not isinstance(e.pack, int) or isinstance(e.pack, bool) or not 1 <= e.pack <= 512:
         raise ConfigError("executor.pack", f"must be a whole number of trials per packed model, 1 (off) to 512; got {e.pack!r}")
+
+
+def _check_objective(cfg: StudyConfig) -> None:
     _one_of(cfg.objective.direction, ("maximize", "minimize"), "objective.direction")
     metric = cfg.objective.metric
     if re.match(r"^(test|audit)[_:]", metric) or metric in ("test", "audit"):
@@ -318,6 +345,9 @@ def validate(cfg: StudyConfig) -> StudyConfig:
         )
     if metric.startswith("val_"):
         raise ConfigError("objective.metric", f"{metric!r}: give the metric without 'val_'; it is always scored on select")
+
+
+def _check_ensemble(cfg: StudyConfig) -> None:
     _one_of(cfg.ensemble.method, METHODS, "ensemble.method")
     _one_of(cfg.ensemble.combine, COMBINES, "ensemble.combine")
     _one_of(cfg.ensemble.metric, ("nll", "accuracy"), "ensemble.metric")
@@ -325,14 +355,21 @@ def validate(cfg: StudyConfig) -> StudyConfig:
         raise ConfigError("ensemble.seed_refit", f"must be between 0 and 512 members, got {cfg.ensemble.seed_refit}")
     if cfg.ensemble.size < 1:
         raise ConfigError("ensemble.size", f"must be at least 1, got {cfg.ensemble.size}")
-    from hpo.callbacks import from_config
+
+
+def _check_extras(cfg: StudyConfig) -> None:
+    """Training callbacks and TensorBoard: checked by building them."""
+    from hpo.execution.callbacks import from_config
 
     from_config(cfg.training.callbacks)  # builds each once: bad names or arguments fail here
     if cfg.tensorboard.enabled:
-        from hpo.tensorboard import available
+        from hpo.tracking.tensorboard import available
 
         if not available():
             raise ConfigError("tensorboard.enabled", "needs the tensorboard package: pip install tensorboard")
+
+
+def _check_guards(cfg: StudyConfig) -> None:
     g = cfg.guards
     if g.gap_threshold is not None and g.gap_threshold < 0:
         raise ConfigError("guards.gap_threshold", f"must be >= 0, got {g.gap_threshold}")
@@ -345,7 +382,6 @@ def validate(cfg: StudyConfig) -> StudyConfig:
                           "reselect_top_k must be >= 0 and reselect_seeds >= 1")
     if g.stop_min_trials < 3:
         raise ConfigError("guards.stop_min_trials", f"must be at least 3, got {g.stop_min_trials}")
-    return cfg
 
 
 def from_dict(raw: Mapping[str, Any]) -> StudyConfig:

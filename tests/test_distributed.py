@@ -349,7 +349,7 @@ def test_workers_started_together_on_an_empty_database_all_open_the_study() -> N
     # Half open it as a study's driver does, half as `hpo worker` does when it looks up the study's config.
     code = (
         "import sys, time\n"
-        "from hpo.cli import _config_from_storage\n"
+        "from hpo.drivers.stored import stored_config\n"
         "from hpo.drivers.optuna_driver import resolve_storage\n"
         "from hpo.errors import ConfigError\n"
         "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
@@ -358,7 +358,7 @@ def test_workers_started_together_on_an_empty_database_all_open_the_study() -> N
         "    print('opened', len(storage.get_all_studies()))\n"
         "else:\n"
         "    try:\n"
-        "        _config_from_storage('no-such-study', sys.argv[1])\n"
+        "        stored_config('no-such-study', sys.argv[1])\n"
         "    except ConfigError as exc:\n"
         "        print('opened 0' if 'no study' in str(exc) else exc)\n"
     )

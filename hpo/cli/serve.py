@@ -1,0 +1,108 @@
+"""``hpo ui``, ``hpo dashboard`` and ``hpo tensorboard``: serve a study's tracking store, storage or event files."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from typing import Any
+
+from hpo.cli._common import resolve_run_dir
+
+
+def add_ui(sub: Any) -> None:
+    """The ``ui`` subcommand."""
+    u = sub.add_parser("ui", help="serve the MLflow UI of a study's tracking store")
+    u.add_argument("run_dir", help="the study's run directory, or its name (runs/<name>)")
+    u.add_argument("--host", default="127.0.0.1")
+    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--tracking-uri")
+    u.set_defaults(fn=cmd_ui)
+
+
+def add_dashboard(sub: Any) -> None:
+    """The ``dashboard`` subcommand."""
+    d = sub.add_parser("dashboard", help="serve optuna-dashboard on the study's Optuna storage")
+    d.add_argument("run_dir", help="the study's run directory, or its name (runs/<name>)")
+    d.add_argument("--storage", help="an Optuna storage URL (default: the run directory's optuna.journal)")
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--port", type=int, default=8080)
+    d.set_defaults(fn=cmd_dashboard)
+
+
+def add_tensorboard(sub: Any) -> None:
+    """The ``tensorboard`` subcommand."""
+    t = sub.add_parser("tensorboard", help="serve TensorBoard (scalars, HParams) of a study run with tensorboard on")
+    t.add_argument("run_dir", help="the study's run directory, or its name (runs/<name>)")
+    t.add_argument("--host", default="127.0.0.1")
+    t.add_argument("--port", type=int, default=6006)
+    t.set_defaults(fn=cmd_tensorboard)
+
+
+def _serve(cmd: list[str]) -> int:
+    """Run a server command; Ctrl-C or SIGTERM stops it and its process group."""
+    import signal
+
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def stop(*_: Any) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        stop()
+        return proc.wait()
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """``hpo ui``: the MLflow UI on the study's tracking store."""
+    from hpo.tracking import default_tracking_uri
+
+    run_dir = resolve_run_dir(args.run_dir)
+    uri = args.tracking_uri or default_tracking_uri(run_dir)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    if not args.tracking_uri:
+        cmd += ["--default-artifact-root", (run_dir / "mlartifacts").resolve().as_uri()]
+    print(f"MLflow UI for {run_dir} on http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    return _serve(cmd)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """``hpo dashboard``: optuna-dashboard on the study's Optuna storage."""
+    run_dir = resolve_run_dir(args.run_dir)
+    from hpo.drivers import default_storage
+    from hpo.drivers.optuna_driver import resolve_storage
+
+    storage = args.storage or default_storage(run_dir)
+    try:
+        import optuna_dashboard
+    except ImportError:
+        print("error: optuna-dashboard is not installed: pip install optuna-dashboard", file=sys.stderr)
+        return 2
+    print(f"optuna-dashboard for {storage.split('@')[-1]} on http://{args.host}:{args.port}  (Ctrl-C stops it)",
+          flush=True)
+    try:
+        optuna_dashboard.run_server(resolve_storage(storage), host=args.host, port=args.port)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def cmd_tensorboard(args: argparse.Namespace) -> int:
+    """``hpo tensorboard``: TensorBoard on the study's event files."""
+    from hpo.tracking.tensorboard import ROOT
+
+    logdir = resolve_run_dir(args.run_dir) / ROOT
+    if not logdir.exists():
+        print(f"error: run_dir: {logdir} does not exist; run the study with tensorboard: {{enabled: true}}",
+              file=sys.stderr)
+        return 2
+    cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", args.host, "--port", str(args.port)]
+    print(f"TensorBoard for {logdir} on http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    return _serve(cmd)
