@@ -210,7 +210,7 @@ PIECES = ("driver_ask", "driver_tell", "mlflow_start_trial", "mlflow_log_epoch",
 VARIANTS = {
     # name: (Optuna storage in WAL mode, MLflow store in WAL mode)
     "rollback_journal": (False, False),  # SQLite's default, what both stores used before this change
-    "optuna_wal": (True, False),  # the code as committed: hpo.drivers.optuna_driver puts optuna.db in WAL mode
+    "optuna_wal": (True, False),  # the code as committed: hpo.drivers.optuna puts optuna.db in WAL mode
     "optuna_wal+mlflow_wal": (True, True),  # plus the proposed hpo/tracking.py change (mlflow.db in WAL mode too)
 }
 
@@ -218,7 +218,7 @@ VARIANTS = {
 def bookkeeping(n_trials: int, work: Path, sampler: str, variant: str = "optuna_wal", keep_top: int = 10) -> dict[str, Any]:
     """Per-trial time of run_study's own loop around a trivial objective, to ``n_trials`` trials."""
     import hpo.study as study_mod
-    from hpo.drivers.optuna_driver import OptunaDriver
+    from hpo.drivers.optuna import OptunaDriver
     from hpo.sqlite_wal import use_wal
     from hpo.tracking import Tracker
     from hpo.trial import TrialResult, TrialState

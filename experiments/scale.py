@@ -25,14 +25,15 @@ def sampler_cost(sizes: tuple[int, ...] = (10, 100, 1000), repeats: int = 5, see
     from hyperopt import base
 
     from hpo.data import load_digits_splits
-    from hpo.drivers.hyperopt_driver import HyperoptDriver
+    from hpo.drivers.hyperopt import HyperoptDriver
+    from hpo.drivers.optuna import optuna_distributions, suggest_optuna
     from hpo.guards import sample_random
     from hpo.space import discover
     from hpo.trial import TrialResult, TrialState
     from search_spaces import get_builder
 
     space = discover(get_builder("mlp"), load_digits_splits().spec)
-    dists = space.optuna_distributions()
+    dists = optuna_distributions(space)
     rng = np.random.default_rng(seed)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = []
@@ -48,7 +49,7 @@ def sampler_cost(sizes: tuple[int, ...] = (10, 100, 1000), repeats: int = 5, see
         for _ in range(repeats):
             t0 = time.perf_counter()
             trial = study.ask()
-            space.suggest_optuna(trial)
+            suggest_optuna(space, trial)
             times.append(time.perf_counter() - t0)
             study.tell(trial, float(rng.random()))
         opt = float(np.median(times))

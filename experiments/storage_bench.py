@@ -40,7 +40,7 @@ def _ours(storage: str, study: str, n_trials: int, start: Any, out: Any) -> None
     import logging
 
     from hpo.drivers.base import Wait
-    from hpo.drivers.optuna_driver import OptunaDriver
+    from hpo.drivers.optuna import OptunaDriver
     from hpo.trial import TrialResult, TrialState
 
     logging.getLogger("hpo").setLevel(logging.ERROR)
@@ -66,7 +66,7 @@ def _plain(storage: str, study: str, n_trials: int, start: Any, out: Any) -> Non
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    from hpo.drivers.optuna_driver import resolve_storage
+    from hpo.drivers.optuna import resolve_storage
 
     s = optuna.load_study(study_name=study, storage=resolve_storage(storage),
                           sampler=optuna.samplers.TPESampler(seed=os.getpid()))
@@ -86,7 +86,7 @@ def _plain(storage: str, study: str, n_trials: int, start: Any, out: Any) -> Non
 def _run(kind: str, storage: str, workers: int, n_trials: int) -> dict[str, Any]:
     import optuna
 
-    from hpo.drivers.optuna_driver import resolve_storage
+    from hpo.drivers.optuna import resolve_storage
 
     study = f"bench-{uuid.uuid4().hex[:8]}"
     if kind == "plain":

@@ -49,13 +49,14 @@ def importances(run_dir: Path, results: Sequence[Mapping[str, Any]], direction: 
     """fANOVA parameter importances (Optuna's evaluator) over the completed trials."""
     import optuna
 
+    from hpo.drivers.optuna import optuna_distributions
     from hpo.space import SearchSpace
 
     complete = [r for r in results if r["state"] == "COMPLETE"]
     if len(complete) < 3:
         return {}
     space = SearchSpace([_param_from_description(d) for d in json.loads((run_dir / "space.json").read_text())])
-    dists = space.optuna_distributions()
+    dists = optuna_distributions(space)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction=direction)
     for r in complete:

@@ -2,27 +2,13 @@
 
 A builder is ``build(hp)`` (any existing KerasTuner builder) or ``build(hp, spec)``
 where ``spec`` (:class:`hpo.data.DataSpec`) gives input shapes and output heads.
+The table of built-in names and their resolution live in :mod:`hpo.space.builders`
+(the framework names this catalogue without importing it).
 """
 
 from __future__ import annotations
 
-import difflib
-import importlib
-from typing import Any, Callable
-
-from hpo.errors import ConfigError
-
-BUILTIN = {
-    "mlp": "search_spaces.mlp:build",
-    "convnet": "search_spaces.convnet:build",
-    "ticket": "search_spaces.ticket:build",
-    "text_qa": "search_spaces.text_qa:build",
-    "posts": "search_spaces.posts:build",
-    "siamese": "search_spaces.siamese:build",
-    "dual_view": "search_spaces.dual_view:build",
-    "transfer": "search_spaces.transfer:build",
-    "triplet_embedding": "search_spaces.triplet_embedding:build",
-}
+from hpo.space.builders import BUILTIN, get_builder
 
 # The dataset each built-in builder is made for (its experiment config and smoke test use it).
 DEFAULT_DATASET = {
@@ -30,26 +16,5 @@ DEFAULT_DATASET = {
     "siamese": "digit_pairs", "dual_view": "digit_views", "transfer": "digit_images",
     "triplet_embedding": "digit_triplets",
 }
-
-
-def get_builder(name: str) -> Callable[..., Any]:
-    """A built-in builder by name, or any ``package.module:function``."""
-    target = BUILTIN.get(name, name)
-    if ":" not in target:
-        close = difflib.get_close_matches(name, list(BUILTIN), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            "space.builder",
-            f"unknown builder {name!r}; use one of {', '.join(BUILTIN)} or 'package.module:function'{hint}",
-        )
-    module, _, attr = target.partition(":")
-    try:
-        fn = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError("space.builder", f"cannot import {target!r}: {exc}") from exc
-    if not callable(fn):
-        raise ConfigError("space.builder", f"{target!r} is not callable")
-    return fn
-
 
 __all__ = ["BUILTIN", "DEFAULT_DATASET", "get_builder"]

@@ -1,4 +1,5 @@
-"""Pieces every built-in search space shares: logit heads and compilation from the data spec."""
+"""Pieces every built-in search space shares: inputs and logit heads from the data spec, and the framework's
+default compilation (:mod:`hpo.space.compile`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from typing import Any
 
 import keras
 
-from hpo.data import DataSpec, Head
+from hpo.data import DataSpec
+from hpo.space.compile import compile_for
 
 
 def inputs_for(spec: DataSpec) -> dict[str, keras.KerasTensor]:
@@ -23,48 +25,9 @@ def logit_heads(features: Any, spec: DataSpec) -> dict[str, Any]:
     return out
 
 
-def loss_for(h: Head) -> keras.losses.Loss:
-    if h.kind == "multiclass":
-        if h.one_hot:
-            return keras.losses.CategoricalCrossentropy(from_logits=True)
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    if h.kind == "binary":
-        return keras.losses.BinaryCrossentropy(from_logits=True)
-    return keras.losses.MeanSquaredError()
-
-
-def metric_for(h: Head) -> keras.metrics.Metric:
-    if h.kind == "multiclass":
-        if h.one_hot:
-            return keras.metrics.CategoricalAccuracy(name="accuracy")
-        return keras.metrics.SparseCategoricalAccuracy(name="accuracy")
-    if h.kind == "binary":
-        return keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.0)  # threshold on logits
-    return keras.metrics.MeanAbsoluteError(name="mae")
-
-
-def optimizer_from(hp: Any) -> keras.optimizers.Optimizer:
-    """Optimizer and learning rate, searched."""
-    lr = hp.Float("learning_rate", 1e-4, 1e-2, sampling="log", default=1e-3)
-    name = hp.Choice("optimizer", ["adam", "rmsprop"], default="adam")
-    return keras.optimizers.Adam(lr) if name == "adam" else keras.optimizers.RMSprop(lr)
-
-
-def compile_for(model: keras.Model, hp: Any, spec: DataSpec, loss_weights: dict[str, float] | None = None) -> keras.Model:
-    """Compile with one loss and metric per head, named by head (works for one or many outputs)."""
-    if len(spec.heads) == 1:
-        h = spec.heads[0]
-        model.compile(optimizer=optimizer_from(hp), loss=loss_for(h), metrics=[metric_for(h)])
-    else:
-        model.compile(
-            optimizer=optimizer_from(hp),
-            loss={h.name: loss_for(h) for h in spec.heads},
-            metrics={h.name: [metric_for(h)] for h in spec.heads},
-            loss_weights=loss_weights,
-        )
-    return model
-
-
 def single_output(outputs: dict[str, Any], spec: DataSpec) -> Any:
     """A single-head model's output tensor, or the dict of heads."""
     return outputs[spec.heads[0].name] if len(spec.heads) == 1 else outputs
+
+
+__all__ = ["compile_for", "inputs_for", "logit_heads", "single_output"]

@@ -350,7 +350,7 @@ def test_workers_started_together_on_an_empty_database_all_open_the_study() -> N
     code = (
         "import sys, time\n"
         "from hpo.drivers.stored import stored_config\n"
-        "from hpo.drivers.optuna_driver import resolve_storage\n"
+        "from hpo.drivers.optuna import resolve_storage\n"
         "from hpo.errors import ConfigError\n"
         "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
         "if sys.argv[3] == 'driver':\n"

@@ -51,7 +51,7 @@ def _optuna_states(run_dir: Path, name: str) -> list[str]:
     import optuna
 
     from hpo.drivers import default_storage
-    from hpo.drivers.optuna_driver import resolve_storage
+    from hpo.drivers.optuna import resolve_storage
 
     study = optuna.load_study(study_name=name, storage=resolve_storage(default_storage(run_dir)))
     return [t.state.name for t in study.trials]

@@ -9,9 +9,9 @@ import keras_tuner as kt
 import optuna
 import pytest
 
-from hpo.drivers.hyperopt_driver import HyperoptDriver
-from hpo.drivers.kerastuner_driver import KerasTunerDriver
-from hpo.drivers.optuna_driver import OptunaDriver
+from hpo.drivers.hyperopt import HyperoptDriver
+from hpo.drivers.kerastuner import KerasTunerDriver
+from hpo.drivers.optuna import OptunaDriver
 from hpo.errors import ConfigError
 from hpo.space import SearchSpace, apply_overrides, discover
 from hpo.trial import TrialResult, TrialState

@@ -94,7 +94,7 @@ def test_killed_study_resumes_without_redoing_finished_trials(tmp_path: Path) ->
     assert sum(r["state"] == "COMPLETE" for r in finished) == 7
     import optuna
 
-    from hpo.drivers.optuna_driver import resolve_storage
+    from hpo.drivers.optuna import resolve_storage
 
     assert (cfg.run_dir / "optuna.journal").exists() and not (cfg.run_dir / "optuna.db").exists()
     study = optuna.load_study(study_name="killme", storage=resolve_storage(f"journal://{cfg.run_dir / 'optuna.journal'}"))

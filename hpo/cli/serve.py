@@ -77,7 +77,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     """``hpo dashboard``: optuna-dashboard on the study's Optuna storage."""
     run_dir = resolve_run_dir(args.run_dir)
     from hpo.drivers import default_storage
-    from hpo.drivers.optuna_driver import resolve_storage
+    from hpo.drivers.optuna import resolve_storage
 
     storage = args.storage or default_storage(run_dir)
     try:

@@ -1,9 +1,14 @@
-"""Search engines behind one ask/tell interface."""
+"""Search engines behind one ask/tell interface.
+
+Each engine is a package or module of its own, with its translation of the search space:
+:mod:`hpo.drivers.optuna`, :mod:`hpo.drivers.hyperopt`, :mod:`hpo.drivers.kerastuner`. They load
+on first use (each imports its engine), so importing this package stays as cheap as the interface.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hpo.drivers.base import Driver, Proposal, Wait
 
@@ -35,7 +40,7 @@ def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path, paralle
     ``parallel``: several trials will be pending at once (worker pool or shared storage)."""
     common = dict(direction=cfg.objective.direction, seed=cfg.study.seed)
     if cfg.driver.name == "optuna":
-        from hpo.drivers.optuna_driver import OptunaDriver
+        from hpo.drivers.optuna import OptunaDriver
 
         storage = cfg.driver.storage or default_storage(run_dir)
         # A storage named in the config may be shared by workers on other machines: trials carry
@@ -48,13 +53,27 @@ def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path, paralle
                             shared=shared, n_trials=cfg.study.n_trials, heartbeat_s=d.heartbeat_s, grace_s=d.grace_s,
                             stale_trials=d.stale_trials, retry_s=d.storage_retry_s, config=config, **common)
     if cfg.driver.name == "hyperopt":
-        from hpo.drivers.hyperopt_driver import HyperoptDriver
+        from hpo.drivers.hyperopt import HyperoptDriver
 
         return HyperoptDriver(space, save_file=run_dir / "hyperopt_trials.pkl", algo=cfg.driver.sampler, **common)
-    from hpo.drivers.kerastuner_driver import KerasTunerDriver
+    from hpo.drivers.kerastuner import KerasTunerDriver
 
     return KerasTunerDriver(space, directory=run_dir / "kerastuner", n_trials=cfg.study.n_trials,
                             oracle=cfg.driver.sampler, epochs=cfg.training.epochs, **common)
 
 
-__all__ = ["Driver", "Proposal", "Wait", "make_driver", "default_storage", "JOURNAL_FILE"]
+_LAZY = {"OptunaDriver": "hpo.drivers.optuna", "HyperoptDriver": "hpo.drivers.hyperopt",
+         "KerasTunerDriver": "hpo.drivers.kerastuner"}
+
+
+def __getattr__(name: str) -> Any:
+    """The engines' drivers, imported on first use (each loads its engine)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["Driver", "Proposal", "Wait", "make_driver", "default_storage", "JOURNAL_FILE",
+           "OptunaDriver", "HyperoptDriver", "KerasTunerDriver"]

@@ -28,16 +28,21 @@ class Wait:
 
 
 class Driver(abc.ABC):
-    """Ask/tell over one engine. The study loop owns training; the driver owns sampling and its storage."""
+    """Ask/tell over one engine. The study loop owns training; the driver owns sampling and its storage.
+
+    Everything the study calls on a driver is declared here. The defaults are those of a driver whose
+    study is not shared: one process owns it, so it created it, and only that process reads it."""
 
     name: str = "driver"
     supports_pruning: bool = False
     shared: bool = False  # several processes (machines) share this study's storage
+    created: bool = True  # this process created the study (and so its MLflow parent run)
 
     def __init__(self, space: SearchSpace, *, direction: str, seed: int) -> None:
         self.space = space
         self.direction = direction
         self.seed = seed
+        self._parent_run_id: str | None = None
 
     @abc.abstractmethod
     def open(self, identity: dict[str, Any]) -> None:
@@ -61,6 +66,15 @@ class Driver(abc.ABC):
     def finished_numbers(self) -> list[int]:
         """Numbers of the trials that count as finished (every worker's, for a shared study)."""
         return []
+
+    def parent_run_id(self) -> str | None:
+        """The MLflow parent run recorded with the study (read by the workers of a shared study); kept in
+        memory by a driver whose study is not shared."""
+        return self._parent_run_id
+
+    def set_parent_run_id(self, run_id: str) -> None:
+        """Record the study's MLflow parent run where every worker of a shared study can read it."""
+        self._parent_run_id = run_id
 
     def prefer(self, params: dict[str, Any]) -> bool:
         """Ask the engine to give its next proposal these parameter values, sampling the others itself

@@ -8,7 +8,7 @@ import optuna
 
 from hpo import config as config_mod
 from hpo.config import StudyConfig
-from hpo.drivers.optuna_driver import CONFIG_ATTR, racing_schema, resolve_storage
+from hpo.drivers.optuna import CONFIG_ATTR, racing_schema, resolve_storage
 from hpo.errors import ConfigError
 
 

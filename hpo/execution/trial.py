@@ -58,7 +58,7 @@ def make_model(build: Builder, hp: Any, splits_spec: Any, compile_default: Calla
         raise TrialFailed("the builder returned None instead of a keras.Model")
     if not getattr(model, "compiled", False):
         if compile_default is None:
-            from search_spaces.common import compile_for
+            from hpo.space.compile import compile_for
 
             compile_default = compile_for
         compile_default(model, hp, splits_spec)

@@ -52,7 +52,7 @@ def _child_main(read_fd: int, write_fd: int) -> None:
                 torch.cuda.set_per_process_memory_fraction(float(fraction))
         build = payload["build"]
         if isinstance(build, str):
-            from search_spaces import get_builder
+            from hpo.space.builders import get_builder
 
             build = get_builder(build)
         if meta.get("memory_limit_mb"):

@@ -20,6 +20,7 @@ import hyperopt
 from hyperopt import base
 
 from hpo.drivers.base import Driver, Proposal
+from hpo.drivers.hyperopt.space import from_hyperopt, to_hyperopt
 from hpo.errors import ConfigError
 from hpo.repro import trial_seed
 from hpo.space import SearchSpace
@@ -39,7 +40,7 @@ class HyperoptDriver(Driver):
             raise ConfigError("driver.sampler", f"unknown hyperopt algorithm {algo!r}; choose {', '.join(ALGOS)}")
         self.algo = importlib.import_module(ALGOS[algo]).suggest
         self.save_file = Path(save_file)
-        self.expression = space.to_hyperopt()
+        self.expression = to_hyperopt(space)
         self.domain = hyperopt.Domain(lambda _: None, self.expression)
         self.trials = hyperopt.Trials()
 
@@ -75,7 +76,7 @@ class HyperoptDriver(Driver):
         doc = next(d for d in self.trials._dynamic_trials if d["tid"] == new_ids[0])
         doc["state"] = base.JOB_STATE_RUNNING
         sample = hyperopt.space_eval(self.expression, base.spec_from_misc(doc["misc"]))
-        return Proposal(number=int(doc["tid"]), params=self.space.from_hyperopt(sample), handle=doc)
+        return Proposal(number=int(doc["tid"]), params=from_hyperopt(self.space, sample), handle=doc)
 
     def tell(self, proposal: Proposal, result: TrialResult) -> bool:
         doc = proposal.handle
