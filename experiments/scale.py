@@ -26,7 +26,7 @@ def sampler_cost(sizes: tuple[int, ...] = (10, 100, 1000), repeats: int = 5, see
 
     from hpo.data import load_digits_splits
     from hpo.drivers.hyperopt_driver import HyperoptDriver
-    from hpo.guards import sample_random
+    from hpo.analysis.guards import sample_random
     from hpo.space import discover
     from hpo.trial import TrialResult, TrialState
     from search_spaces import get_builder

@@ -301,7 +301,7 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from hpo.report import build_report
+    from hpo.analysis.report import build_report
     from hpo.tracking import default_tracking_uri
 
     run_dir = _resolve_run_dir(args.run_dir)
