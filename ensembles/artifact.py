@@ -19,6 +19,7 @@ import numpy as np
 
 from ensembles.layers import Combine
 from ensembles.pool import Pool
+from ensembles.versions import package_versions
 
 if TYPE_CHECKING:
     from ensembles.build import EnsembleReport
@@ -102,7 +103,6 @@ def log_to_mlflow(report: "EnsembleReport", pool: Pool, out_dir: Path, tracking_
     from mlflow.tracking import MlflowClient
 
     import ensembles.pyfunc as pyfunc_module
-    from hpo.repro import package_versions
 
     client = MlflowClient(tracking_uri)
     experiment_id = None

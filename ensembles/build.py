@@ -11,11 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from ensembles.embedding import embedding_metrics, pool_embeddings
 from ensembles.combine import apply_temperature, combine_regression, fit_temperature, pooled_log_probs
+from ensembles.embedding import embedding_metrics, pool_embeddings
+from ensembles.ledger import record_test_use
 from ensembles.metrics import classification_metrics, regression_metrics
 from ensembles.pool import SPLITS, Pool, load_pool
 from ensembles.select import greedy, one_per_config, top_k
+from ensembles.versions import package_versions
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +139,6 @@ def build_ensemble(
                 lp = pooled_log_probs(pool.outputs["select"][h.name][idx].astype(np.float64), w, combine)
                 temps[h.name] = fit_temperature(lp, pool.labels["select"][h.name])
     metrics = evaluate(pool, counts, combine, temps)
-    from hpo.guards import record_test_use
-
     record_test_use(pool.run_dir, f"ensemble {method}/{combine} of {int(counts.sum())}")
     best = int(pool.ranked()[0])
     single = np.zeros(len(pool))
@@ -171,8 +171,6 @@ def build_ensemble(
 
 
 def _manifest(report: EnsembleReport, pool: Pool) -> dict[str, Any]:
-    from hpo.repro import package_versions
-
     run_dir = pool.run_dir
     data = json.loads((run_dir / "data.json").read_text()) if run_dir else {}
     return {

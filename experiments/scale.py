@@ -25,9 +25,9 @@ def sampler_cost(sizes: tuple[int, ...] = (10, 100, 1000), repeats: int = 5, see
     from hyperopt import base
 
     from hpo.data import load_digits_splits
+    from hpo.analysis.guards import sample_random
     from hpo.drivers.hyperopt import HyperoptDriver
     from hpo.drivers.optuna import optuna_distributions, suggest_optuna
-    from hpo.guards import sample_random
     from hpo.space import discover
     from hpo.trial import TrialResult, TrialState
     from search_spaces import get_builder

@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import os
-import platform
-import sys
-
-PACKAGES = ("keras", "tensorflow", "tensorflow-cpu", "jax", "torch", "keras-tuner", "optuna", "hyperopt",
-            "mlflow", "mlflow-skinny", "numpy", "scikit-learn", "scipy")
 
 
 def trial_seed(study_seed: int, trial_number: int) -> int:
@@ -31,19 +25,13 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 
 def package_versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    try:
-        import keras
+    """Python, the platform, the installed versions of the packages a run depends on and the Keras backend."""
+    # The list lives in ensembles.versions, the lowest layer, so an ensemble's manifest records the same
+    # versions as its study. Imported on call, not at the top: importing ``ensembles`` loads Keras, and
+    # hpo.tracking (so the MLflow writer process too) imports this module without needing Keras.
+    from ensembles.versions import package_versions as versions
 
-        out["keras_backend"] = keras.backend.backend()
-    except Exception:  # pragma: no cover - keras is a dependency
-        pass
-    return out
+    return versions()
 
 
 def device_description() -> str:

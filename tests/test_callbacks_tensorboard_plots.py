@@ -111,7 +111,7 @@ def test_best_trial_and_ensemble_are_plotted_and_logged(tb_study: Any) -> None:
 
 def test_without_graphviz_plots_give_one_clear_line(tmp_path: Path) -> None:
     script = (
-        "import keras\nfrom pathlib import Path\nfrom hpo.plots import plot_model_file\n"
+        "import keras\nfrom pathlib import Path\nfrom hpo.analysis.plots import plot_model_file\n"
         "m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])\n"
         f"p, msg = plot_model_file(m, Path({str(tmp_path / 'm.png')!r}))\nprint(repr(p)); print(msg)\n"
     )

@@ -109,7 +109,7 @@ def test_seed_refit_trains_the_best_configuration_packed(tmp_path: Path) -> None
     """ensemble.seed_refit: N seeds of the incumbent in one packed model, logits saved, test use counted."""
     import numpy as np
 
-    from hpo.guards import test_uses
+    from ensembles.ledger import test_uses
 
     cfg = small_config(tmp_path, study={"n_trials": 2}, ensemble={"enabled": False, "seed_refit": 4},
                        space={"params": {"batchnorm": {"fixed": False}}},

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from hpo.data import DataSpec, Head, Splits, load_digits_splits
-from hpo.guards import bootstrap_mean, paired_tie, regret_bound
+from hpo.analysis.guards import bootstrap_mean, paired_tie, regret_bound
 from hpo.space import SearchSpace, discover
 from hpo.study import run_study
 

@@ -70,7 +70,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``hpo report``: write the study's HTML report and log it to the study's parent run."""
-    from hpo.report import build_report
+    from hpo.analysis.report import build_report
     from hpo.tracking import default_tracking_uri
 
     run_dir = resolve_run_dir(args.run_dir)

@@ -15,7 +15,8 @@ predictions:
 * how often the locked test split was used.
 
 It also holds the optional stopping rule (:func:`regret_bound`, after Makarova et
-al. 2022 as Optuna's terminator computes it) and the bookkeeping of test-split uses.
+al. 2022 as Optuna's terminator computes it). The bookkeeping of test-split uses is
+:mod:`ensembles.ledger`'s, re-exported here for the study.
 All scores are sign-adjusted so that larger is better.
 """
 
@@ -23,33 +24,18 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-TEST_USES_FILE = "test_uses.jsonl"
+from ensembles.ledger import TEST_USES_FILE, record_test_use, test_uses
 
-
-# -- the locked test split ----------------------------------------------------------------
-def record_test_use(run_dir: Path | None, what: str) -> int:
-    """Count one evaluation on the locked test split; returns the total so far."""
-    if run_dir is None:
-        return 0
-    path = Path(run_dir) / TEST_USES_FILE
-    with open(path, "a") as f:
-        f.write(json.dumps({"what": what, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
-    return test_uses(run_dir)
-
-
-def test_uses(run_dir: Path) -> int:
-    path = Path(run_dir) / TEST_USES_FILE
-    return sum(1 for _ in open(path)) if path.exists() else 0
-
-
-test_uses.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+__all__ = [
+    "TEST_USES_FILE", "GapCheck", "GuardReport", "bootstrap_mean", "check_study", "encode", "metric_head",
+    "paired_tie", "per_example", "record_test_use", "regret_bound", "sample_random", "statistical_error", "test_uses",
+]
 
 
 # -- per-example scores ---------------------------------------------------------------------

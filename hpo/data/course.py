@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpo.data import DataSpec, Head, Splits, split
+from hpo.data.splits import DataSpec, Head, Splits, split
 
 QA_VOCAB, QA_TEXT_LEN, QA_QUESTION_LEN, QA_ANSWERS = 1000, 60, 12, 20
 POSTS_VOCAB, POSTS_LEN, POSTS_INCOME = 1000, 80, 10

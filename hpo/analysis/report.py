@@ -1,0 +1,286 @@
+"""``hpo report``: one self-contained HTML page about a study (images embedded, works offline).
+
+Reads only the run directory (summary, trial results, guard report, ensemble manifest,
+model plots) and draws with matplotlib: optimisation history, parameter importances
+(Optuna's fANOVA evaluator on an in-memory copy of the trials, so every driver gets
+them), slices, select-versus-audit scatter, learning curves of the top trials, the
+ensemble-size curve, the guard verdicts and a table of the top trials with their
+MLflow run ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+REPORT_FILE = "report.html"
+
+
+def _img(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
+
+
+def _png_file(path: str | None) -> str:
+    if not path or not Path(path).exists():
+        return ""
+    return f'<img alt="model" src="data:image/png;base64,{base64.b64encode(Path(path).read_bytes()).decode()}"/>'
+
+
+def _load_results(run_dir: Path) -> list[dict[str, Any]]:
+    out = [json.loads(p.read_text()) for p in sorted((run_dir / "trials").glob("*/result.json"))]
+    return sorted(out, key=lambda r: r["number"])
+
+
+def importances(run_dir: Path, results: Sequence[Mapping[str, Any]], direction: str, seed: int = 0) -> dict[str, float]:
+    """fANOVA parameter importances (Optuna's evaluator) over the completed trials."""
+    import optuna
+
+    from hpo.drivers.optuna import optuna_distributions
+    from hpo.space import SearchSpace
+
+    complete = [r for r in results if r["state"] == "COMPLETE"]
+    if len(complete) < 3:
+        return {}
+    space = SearchSpace([_param_from_description(d) for d in json.loads((run_dir / "space.json").read_text())])
+    dists = optuna_distributions(space)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction=direction)
+    for r in complete:
+        params = {k: v for k, v in r["params"].items() if k in dists}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
+                                                  value=r["value"]))
+    try:
+        return optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=seed))
+    except (ValueError, RuntimeError) as exc:  # e.g. no parameter common to all trials
+        log.info("no parameter importances: %s", exc)
+        return {}
+
+
+def _param_from_description(d: Mapping[str, Any]) -> Any:
+    from hpo.space import Condition, Param
+
+    conds = tuple(Condition(c["parent"], tuple(c["values"])) for c in d.get("conditions", []))
+    return Param(name=d["name"], kind=d["kind"], low=d.get("low"), high=d.get("high"), step=d.get("step"),
+                 log=d.get("log", False), values=tuple(d.get("values", ())) or ((d["default"],) if d["kind"] == "fixed" else ()),
+                 default=d.get("default"), conditions=conds)
+
+
+def build_report(run_dir: str | Path) -> Path:
+    """Write ``<run_dir>/report.html`` and return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    run_dir = Path(run_dir)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    study = json.loads((run_dir / "study.json").read_text())
+    metric, direction = study["objective"], study["direction"]
+    sign = 1 if direction == "maximize" else -1
+    results = _load_results(run_dir)
+    complete = [r for r in results if r["state"] == "COMPLETE"]
+    sections: list[str] = []
+    if complete:
+        sections += _history_sections(complete, metric, sign, summary)
+    sections += _importance_sections(run_dir, results, direction)
+    if complete:
+        sections += _slice_sections(complete, metric)
+    sections += _learning_curve_sections(complete, metric, sign)
+    sections += _ensemble_sections(run_dir)
+    sections += _guard_sections(summary.get("guards"))
+    sections.append(_top_trials_section(complete, metric, sign))
+    sections += _model_sections(summary.get("plots") or {})
+    out = run_dir / REPORT_FILE
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(_page(summary, study, sections))
+    tmp.replace(out)
+    return out
+
+
+def _history_sections(complete: Sequence[Mapping[str, Any]], metric: str, sign: int,
+                      summary: Mapping[str, Any]) -> list[str]:
+    """The optimisation history and the select-against-audit scatter."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    xs = [r["number"] for r in complete]
+    sel = [r["value"] for r in complete]
+    aud = [r["metrics"].get(f"audit_{metric}") for r in complete]
+    best = list(np.maximum.accumulate(np.array(sel) * sign) * sign)
+    ax.plot(xs, sel, "o", label=f"select {metric}")
+    ax.plot(xs, aud, "x", alpha=0.7, label=f"audit {metric}")
+    ax.step(xs, best, where="post", label="best select so far")
+    ax.set_xlabel("trial")
+    ax.legend(fontsize=8)
+    sections = [f"<h2>Optimisation history</h2>{_img(fig)}"]
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(sel, aud, s=14)
+    lo, hi = min(sel + [a for a in aud if a is not None]), max(sel + [a for a in aud if a is not None])
+    ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    corr = summary.get("guards", {}) or {}
+    ax.set_title(f"select vs audit (r = {corr.get('correlation') if corr.get('correlation') is None else round(corr['correlation'], 3)})")
+    ax.set_xlabel(f"select {metric}")
+    ax.set_ylabel(f"audit {metric}")
+    sections.append(f"<h2>Select against audit</h2>{_img(fig)}")
+    return sections
+
+
+def _importance_sections(run_dir: Path, results: Sequence[Mapping[str, Any]], direction: str) -> list[str]:
+    """The fANOVA importances as bars (nothing with fewer than three complete trials)."""
+    import matplotlib.pyplot as plt
+
+    imp = importances(run_dir, results, direction)
+    if not imp:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 0.35 * len(imp) + 1))
+    names = list(imp)[::-1]
+    ax.barh(names, [imp[n] for n in names])
+    ax.set_xlabel("fANOVA importance")
+    return [f"<h2>Parameter importances</h2>{_img(fig)}"]
+
+
+def _slice_sections(complete: Sequence[Mapping[str, Any]], metric: str) -> list[str]:
+    """The select value against each parameter that varied (log x-axis for wide positive ranges)."""
+    import matplotlib.pyplot as plt
+
+    names = sorted({k for r in complete for k in r["params"]})
+    names = [n for n in names if len({json.dumps(r["params"].get(n), default=str) for r in complete}) > 1]
+    if not names:
+        return []
+    cols = min(4, len(names))
+    rows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    for ax, n in zip(axes.ravel(), names):
+        pts = [(r["params"][n], r["value"]) for r in complete if n in r["params"]]
+        xv = [p[0] for p in pts]
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xv):
+            ax.scatter(xv, [p[1] for p in pts], s=10)
+            if min(xv) > 0 and max(xv) / max(min(xv), 1e-300) > 50:
+                ax.set_xscale("log")
+        else:
+            cats = sorted({str(v) for v in xv})
+            ax.scatter([cats.index(str(v)) for v in xv], [p[1] for p in pts], s=10)
+            ax.set_xticks(range(len(cats)), cats, fontsize=7)
+        ax.set_title(n, fontsize=9)
+    for ax in axes.ravel()[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return [f"<h2>Slices (select {html.escape(metric)} by parameter)</h2>{_img(fig)}"]
+
+
+def _learning_curve_sections(complete: Sequence[Mapping[str, Any]], metric: str, sign: int) -> list[str]:
+    """Select (solid) and audit (dashed) curves per epoch of the five best trials."""
+    import matplotlib.pyplot as plt
+
+    top = sorted(complete, key=lambda r: -sign * r["value"])[:5]
+    if not (top and any(r.get("history") for r in top)):
+        return []
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for r in top:
+        h = r.get("history", {})
+        if f"val_{metric}" in h:
+            line, = ax.plot(range(1, len(h[f"val_{metric}"]) + 1), h[f"val_{metric}"], label=f"trial {r['number']} select")
+            if f"audit_{metric}" in h:
+                ax.plot(range(1, len(h[f"audit_{metric}"]) + 1), h[f"audit_{metric}"], "--", color=line.get_color(),
+                        alpha=0.7)
+    ax.set_xlabel("epoch (dashed: audit)")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=7)
+    return [f"<h2>Learning curves of the top trials</h2>{_img(fig)}"]
+
+
+def _ensemble_sections(run_dir: Path) -> list[str]:
+    """The ensemble-size curve and the ensemble against the best single trial (nothing without an ensemble)."""
+    import matplotlib.pyplot as plt
+
+    manifest_path = run_dir / "ensemble" / "manifest.json"
+    if not manifest_path.exists():
+        return []
+    sections = []
+    man = json.loads(manifest_path.read_text())
+    curve = man.get("curve", [])
+    key = next((k for k in ("accuracy", "nll") if any(f"select_{k}" in c for c in curve)), None)
+    if curve and key:
+        fig, ax = plt.subplots(figsize=(5, 3))
+        for split in ("select", "audit", "test"):
+            ax.plot([c["size"] for c in curve], [c.get(f"{split}_{key}") for c in curve], "o-", label=split)
+        ax.set_xlabel("ensemble size (members counted with repetition)")
+        ax.set_ylabel(key)
+        ax.legend(fontsize=8)
+        sections.append(f"<h2>Ensemble ({html.escape(man['method'])}, {html.escape(man['combine'])})</h2>{_img(fig)}")
+    sections.append(_table(["metric", "ensemble", "best single"],
+                           [[k, f"{v:.4f}", f"{man['best_single']['metrics'].get(k, float('nan')):.4f}"]
+                            for k, v in man["metrics"].items() if k.startswith(("audit_", "test_"))]))
+    return sections
+
+
+def _guard_sections(g: Mapping[str, Any] | None) -> list[str]:
+    """The guard report's verdicts as a table (nothing when the study has none)."""
+    if not g:
+        return []
+    rows = [["verdict", html.escape(g.get("verdict", ""))], ["overfit alarm", str(g.get("overfit"))]]
+    c = g.get("incumbent_check") or {}
+    for k in ("select", "audit", "gap", "gap_se", "threshold"):
+        if k in c:
+            rows.append([f"incumbent {k}", f"{c[k]:.4f}"])
+    rows += [["select/audit correlation", str(g.get("correlation"))], ["overtuning", str(g.get("overtuning"))],
+             ["tied with the incumbent", ", ".join(map(str, g.get("tied", []))) or "none"],
+             ["locked test split uses", str(g.get("test_uses"))]]
+    if g.get("restore_best_epoch"):
+        rows.append(["audit change if the best select epoch were restored",
+                     f"{g['restore_best_epoch']['audit_change_if_restored']:+.4f}"])
+    return ["<h2>Guards</h2>" + _table(["check", "value"], rows, escape=False)]
+
+
+def _top_trials_section(complete: Sequence[Mapping[str, Any]], metric: str, sign: int) -> str:
+    """The fifteen best trials: select and audit values, parameters and MLflow run ids."""
+    rows = []
+    for r in sorted(complete, key=lambda r: -sign * r["value"])[:15]:
+        rows.append([str(r["number"]), f"{r['value']:.4f}", f"{r['metrics'].get(f'audit_{metric}', float('nan')):.4f}",
+                     html.escape(json.dumps(r["params"], default=str)), html.escape(r.get("mlflow_run_id", ""))])
+    return "<h2>Top trials</h2>" + _table(
+        ["trial", f"select {metric}", f"audit {metric}", "params", "MLflow run id"], rows, escape=False)
+
+
+def _model_sections(plots: Mapping[str, Any]) -> list[str]:
+    """The model plots of the best trial and the ensemble, when they were drawn."""
+    if plots.get("best_trial") or plots.get("ensemble"):
+        return [f"<h2>Models</h2>{_png_file(plots.get('best_trial'))}{_png_file(plots.get('ensemble'))}"]
+    return []
+
+
+def _page(summary: Mapping[str, Any], study: Mapping[str, Any], sections: Sequence[str]) -> str:
+    """The whole HTML page: title, style, the study's one-paragraph header and the sections."""
+    metric, direction = study["objective"], study["direction"]
+    head = (f"<h1>Study {html.escape(summary['name'])}</h1><p>{summary['n_complete']} complete, {summary['n_pruned']} "
+            f"pruned, {summary['n_failed']} failed; driver {html.escape(study['driver'])}; objective select "
+            f"{html.escape(metric)} ({direction}); best trial {summary.get('best_trial')}; MLflow parent run "
+            f"<code>{html.escape(summary.get('parent_run_id', ''))}</code> in <code>{html.escape(summary.get('tracking_uri', ''))}</code></p>")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>hpo report: "
+        f"{html.escape(summary['name'])}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}}"
+        "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}"
+        "img{max-width:100%}code{font-size:12px}</style></head><body>" + head + "".join(sections) + "</body></html>"
+    )
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], escape: bool = True) -> str:
+    esc = html.escape if escape else (lambda s: s)
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{th}</tr>{body}</table>"
