@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from experiments._common import device_tag, header, write_result
-    from hpo.executor import visible_gpus
+    from hpo.execution.pool import visible_gpus
 
     gpus = visible_gpus()
     device = "gpu" if gpus else "cpu"

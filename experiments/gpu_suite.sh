@@ -46,7 +46,7 @@ want() { [[ "$parts" == *" $1 "* ]]; }
 want overhead && part "${OVERHEAD_LIMIT_S:-420}" experiments.bench overhead --mnist --overhead "${OVERHEAD_POINTS:-3:3:3}" \
     --out "$out" --runs /tmp/hpo-gpu-bench --results-md /tmp/hpo-gpu-bench/RESULTS.md
 want packed && part "${PACKED_LIMIT_S:-150}" experiments.packed --members 8 --epochs 20 --mnist-sequential 3 --out "$out"
-# Workers take no preallocated share of the card (hpo.executor sets that for its workers; the study's own
+# Workers take no preallocated share of the card (hpo.execution.pool sets that for its workers; the study's own
 # process runs the in-process rows and must not hold 75% of the memory while the workers start).
 want executor && XLA_PYTHON_CLIENT_PREALLOCATE=false part "${EXECUTOR_LIMIT_S:-270}" experiments.executor_bench \
     --trials "${EXECUTOR_TRIALS:-16}" --workers 1 8 --packs 8 --epochs 3 --out "$out"

@@ -13,7 +13,7 @@ Writes ``experiments/results/long_study.json`` (parts not run are kept from the 
    waits for its next task) and its growth within each worker's lifetime.
 2. Bookkeeping (``bookkeeping``). ``run_study``'s real loop (driver ask/tell on the embedded SQLite
    storage, MLflow child runs on the embedded SQLite store, result.json, ``keep_top_models``, progress)
-   with the objective replaced by a trivial function: ``hpo.study.run_trial`` is patched with a
+   with the objective replaced by a trivial function: ``hpo.study.trials.run_trial`` is patched with a
    stand-in that reports one epoch through the real listener (MLflow ``log_batch`` and the pruner),
    writes a ``predictions.npz`` of the real split sizes and a placeholder ``model.keras``, and returns
    a ``TrialResult``. Per trial: the wall time between consecutive trial ends minus the stand-in's own
@@ -218,10 +218,12 @@ VARIANTS = {
 def bookkeeping(n_trials: int, work: Path, sampler: str, variant: str = "optuna_wal", keep_top: int = 10) -> dict[str, Any]:
     """Per-trial time of run_study's own loop around a trivial objective, to ``n_trials`` trials."""
     import hpo.study as study_mod
+    import hpo.study.loop as loop_mod
+    import hpo.study.trials as trials_mod
     from hpo.drivers.optuna import OptunaDriver
     from hpo.sqlite_wal import use_wal
     from hpo.tracking import Tracker
-    from hpo.trial import TrialResult, TrialState
+    from hpo.results import TrialResult, TrialState
 
     optuna_wal, mlflow_wal = VARIANTS[variant]
     timer = _Timer()
@@ -292,10 +294,10 @@ def bookkeeping(n_trials: int, work: Path, sampler: str, variant: str = "optuna_
     timer.wrap(Tracker, "start_trial", "mlflow_start_trial")
     timer.wrap(Tracker, "log_epoch", "mlflow_log_epoch")
     timer.wrap(Tracker, "end_trial", "mlflow_end_trial")
-    timer.wrap(study_mod, "_write_json", "write_result_json")
-    timer.wrap(study_mod, "_retain_models", "keep_top_models")
-    original_run_trial = study_mod.run_trial
-    study_mod.run_trial = timer.timed("objective_stand_in", trivial_trial)
+    timer.wrap(trials_mod, "write_json", "write_result_json")
+    timer.wrap(loop_mod, "retain_models", "keep_top_models")
+    original_run_trial = trials_mod.run_trial
+    trials_mod.run_trial = timer.timed("objective_stand_in", trivial_trial)
     Tracker.start_study = start_study  # type: ignore[method-assign]
     Tracker.__init__ = init  # type: ignore[method-assign]
     OptunaDriver.sqlite_wal = optuna_wal
@@ -306,7 +308,7 @@ def bookkeeping(n_trials: int, work: Path, sampler: str, variant: str = "optuna_
         summary = study_mod.run_study(cfg, on_trial_end=on_end)
         total = time.perf_counter() - t_study
     finally:
-        study_mod.run_trial = original_run_trial
+        trials_mod.run_trial = original_run_trial
         Tracker.start_study = real_start_study  # type: ignore[method-assign]
         Tracker.__init__ = real_init  # type: ignore[method-assign]
         OptunaDriver.sqlite_wal = True

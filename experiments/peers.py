@@ -46,7 +46,7 @@ def _hypermodel(build: Any, spec: Any, seed: int) -> Any:
     import keras_tuner as kt
 
     from hpo.repro import seed_everything, trial_seed
-    from hpo.trial import make_model
+    from hpo.execution.trial import make_model
 
     class Seeded(kt.HyperModel):
         def __init__(self) -> None:
@@ -170,7 +170,7 @@ def bare_loop(configs: Sequence[Mapping[str, Any]], build: Any, space: Any, spli
     import keras
 
     from hpo.repro import trial_seed
-    from hpo.trial import make_model
+    from hpo.execution.trial import make_model
 
     t0 = time.monotonic()
     per: list[float] = []
@@ -191,9 +191,9 @@ def bare_loop(configs: Sequence[Mapping[str, Any]], build: Any, space: Any, spli
 def runner_loop(configs: Sequence[Mapping[str, Any]], build: Any, space: Any, splits: Any, *, epochs: int,
                 batch_size: int, seed: int, directory: Path, audit_per_epoch: bool = True,
                 save_models: bool = True) -> dict[str, Any]:
-    """Our trial runner (:func:`hpo.trial.run_trial`) on ``configs``, without a driver or tracking."""
+    """Our trial runner (:func:`hpo.execution.trial.run_trial`) on ``configs``, without a driver or tracking."""
     from hpo.repro import trial_seed
-    from hpo.trial import TrialSettings, run_trial
+    from hpo.execution.trial import TrialSettings, run_trial
 
     directory = Path(directory)
     if directory.exists():

@@ -29,7 +29,7 @@ def sampler_cost(sizes: tuple[int, ...] = (10, 100, 1000), repeats: int = 5, see
     from hpo.drivers.hyperopt import HyperoptDriver
     from hpo.drivers.optuna import optuna_distributions, suggest_optuna
     from hpo.space import discover
-    from hpo.trial import TrialResult, TrialState
+    from hpo.results import TrialResult, TrialState
     from search_spaces import get_builder
 
     space = discover(get_builder("mlp"), load_digits_splits().spec)

@@ -41,7 +41,7 @@ def _ours(storage: str, study: str, n_trials: int, start: Any, out: Any) -> None
 
     from hpo.drivers.base import Wait
     from hpo.drivers.optuna import OptunaDriver
-    from hpo.trial import TrialResult, TrialState
+    from hpo.results import TrialResult, TrialState
 
     logging.getLogger("hpo").setLevel(logging.ERROR)
     d = OptunaDriver(_space(), direction="maximize", seed=os.getpid(), study_name=study, storage=storage,

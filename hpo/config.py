@@ -91,7 +91,7 @@ class ExecutorSection:
     recycle_after: int | None = 25  # replace a worker process after this many trials (TF grows ~4 MB per trial)
     memory_limit_mb: int | None = None  # cap each worker's address space; a trial that exceeds it fails
     start_timeout_s: float = 300.0
-    pack: int = 1  # >1: up to this many trials sharing an architecture train as one packed model (mlp; hpo.packing)
+    pack: int = 1  # >1: up to this many trials sharing an architecture train as one packed model (mlp; hpo.execution.packed)
 
 
 @dataclass

@@ -14,7 +14,7 @@ from hpo.drivers.kerastuner import KerasTunerDriver
 from hpo.drivers.optuna import OptunaDriver
 from hpo.errors import ConfigError
 from hpo.space import SearchSpace, apply_overrides, discover
-from hpo.trial import TrialResult, TrialState
+from hpo.results import TrialResult, TrialState
 
 
 def declare(hp: Any) -> dict[str, Any]:

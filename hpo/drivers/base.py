@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hpo.space import SearchSpace
-from hpo.trial import TrialResult
+from hpo.results import TrialResult
 
 
 @dataclass

@@ -17,7 +17,7 @@ import keras_tuner as kt
 from hpo.drivers.base import Driver, Proposal
 from hpo.errors import ConfigError
 from hpo.space import SearchSpace
-from hpo.trial import TrialResult, TrialState
+from hpo.results import TrialResult, TrialState
 
 OBJECTIVE = "select_score"
 

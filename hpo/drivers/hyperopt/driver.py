@@ -24,7 +24,7 @@ from hpo.drivers.hyperopt.space import from_hyperopt, to_hyperopt
 from hpo.errors import ConfigError
 from hpo.repro import trial_seed
 from hpo.space import SearchSpace
-from hpo.trial import TrialResult, TrialState
+from hpo.results import TrialResult, TrialState
 
 ALGOS = {"tpe": "hyperopt.tpe", "anneal": "hyperopt.anneal", "rand": "hyperopt.rand"}
 

@@ -22,7 +22,7 @@ from hpo.drivers.optuna.storage import (
 )
 from hpo.errors import ConfigError
 from hpo.space import SearchSpace
-from hpo.trial import TrialResult, TrialState
+from hpo.results import TrialResult, TrialState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
