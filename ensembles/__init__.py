@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ensembles.artifact import load_ensemble
-from ensembles.build import EnsembleReport, build_ensemble, choose, evaluate, predict_pool
+from ensembles.build import build_ensemble, choose, evaluate, predict_pool
+from ensembles.report import EnsembleReport
 from ensembles.combine import COMBINES, combine, combine_regression, fit_temperature
 from ensembles.layers import Combine
 from ensembles.pool import Pool, load_pool

@@ -13,7 +13,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -21,13 +21,12 @@ from ensembles.layers import Combine
 from ensembles.pool import Pool
 from ensembles.versions import package_versions
 
-if TYPE_CHECKING:
-    from ensembles.build import EnsembleReport
+from ensembles.report import EnsembleReport, manifest
 
 MODEL_FILE = "ensemble.keras"
 
 
-def build_keras_model(report: "EnsembleReport", pool: Pool, inputs_spec: dict[str, list[int]]) -> Any:
+def build_keras_model(report: EnsembleReport, pool: Pool, inputs_spec: dict[str, list[int]]) -> Any:
     """Assemble the members' saved models and the combination into one functional model."""
     import keras
 
@@ -64,17 +63,15 @@ def build_keras_model(report: "EnsembleReport", pool: Pool, inputs_spec: dict[st
     return keras.Model(model_inputs, model_outputs, name="ensemble")
 
 
-def save_artifact(report: "EnsembleReport", pool: Pool, out_dir: Path) -> Path:
+def save_artifact(report: EnsembleReport, pool: Pool, out_dir: Path) -> Path:
     """Write ``ensemble.keras`` and ``manifest.json`` into ``out_dir``."""
-    from ensembles.build import _manifest
-
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = _manifest(report, pool)
-    model = build_keras_model(report, pool, manifest["inputs"])
+    record = manifest(report, pool)
+    model = build_keras_model(report, pool, record["inputs"])
     tmp = out_dir / f".{MODEL_FILE}.tmp.keras"
     model.save(tmp)
     tmp.replace(out_dir / MODEL_FILE)
-    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
+    (out_dir / "manifest.json").write_text(json.dumps(record, indent=2, default=str))
     return out_dir / MODEL_FILE
 
 
@@ -94,7 +91,7 @@ def _example_input(pool: Pool, inputs_spec: dict[str, list[int]], n: int = 2) ->
     return {k: np.zeros((n, *shape), dtype="float32") for k, shape in inputs_spec.items()}
 
 
-def log_to_mlflow(report: "EnsembleReport", pool: Pool, out_dir: Path, tracking_uri: str,
+def log_to_mlflow(report: EnsembleReport, pool: Pool, out_dir: Path, tracking_uri: str,
                   parent_run_id: str | None) -> tuple[str, str]:
     """Log the ensemble as an MLflow pyfunc model in a run nested under the study's parent run."""
     import mlflow

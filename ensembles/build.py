@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -16,30 +13,10 @@ from ensembles.embedding import embedding_metrics, pool_embeddings
 from ensembles.ledger import record_test_use
 from ensembles.metrics import classification_metrics, regression_metrics
 from ensembles.pool import SPLITS, Pool, load_pool
+from ensembles.report import EnsembleReport, manifest
 from ensembles.select import greedy, one_per_config, top_k
-from ensembles.versions import package_versions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EnsembleReport:
-    """What an ensemble is made of and how it scores."""
-
-    method: str
-    combine: str
-    metric: str
-    members: list[dict[str, Any]]
-    temperature: dict[str, float]
-    metrics: dict[str, float]  # ensemble: {split}_{[head_]}{metric}
-    best_single: dict[str, Any]  # trial number and the same metrics for the best member on select
-    curve: list[dict[str, float]] = field(default_factory=list)
-    artifact_dir: str | None = None
-    mlflow_run_id: str | None = None
-    model_uri: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _key(split: str, head: str, name: str, multi: bool) -> str:
@@ -166,22 +143,5 @@ def build_ensemble(
             from ensembles.artifact import log_to_mlflow
 
             report.mlflow_run_id, report.model_uri = log_to_mlflow(report, pool, out, tracking_uri, parent_run_id)
-            (out / "manifest.json").write_text(json.dumps(_manifest(report, pool), indent=2, default=str))
+            (out / "manifest.json").write_text(json.dumps(manifest(report, pool), indent=2, default=str))
     return report
-
-
-def _manifest(report: EnsembleReport, pool: Pool) -> dict[str, Any]:
-    run_dir = pool.run_dir
-    data = json.loads((run_dir / "data.json").read_text()) if run_dir else {}
-    return {
-        "format": "hpo-ensemble/1",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model_file": "ensemble.keras",
-        "load": "import ensembles; keras.saving.load_model(path, safe_mode=True)",
-        "inputs": data.get("inputs"),
-        "heads": data.get("heads"),
-        "data_hashes": data.get("hashes"),
-        "study": str(run_dir) if run_dir else None,
-        **report.to_dict(),
-        "package_versions": package_versions(),
-    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable
 
 from hpo.config import StudyConfig
 from hpo.data import Splits
@@ -14,13 +14,14 @@ from hpo.execution.trial import TrialSettings
 from hpo.results import TrialResult
 from hpo.space import Builder, SearchSpace
 
+from hpo.study.listeners import EpochCallback, Listeners
+from hpo.study.summary import StudyProgress
+
 if TYPE_CHECKING:
-    from hpo.study.listeners import Listeners
-    from hpo.study.summary import StudyProgress
     from hpo.tracking import Tracker
 
-TrialCallback = Callable[[TrialResult, "StudyProgress"], None]
-EpochCallback = Callable[[int, int, int, Mapping[str, float]], None]  # (trial number, epoch, of epochs, logs)
+TrialCallback = Callable[[TrialResult, StudyProgress], None]
+__all__ = ["EpochCallback", "StudyPlan", "StudyRun", "TrialCallback"]
 
 
 @dataclass
@@ -47,7 +48,7 @@ class StudyRun:
     uri: str  # the effective tracking URI (the embedded store's when the config names none)
     parent: str  # the study's MLflow parent run
     settings: TrialSettings
-    listeners: "Listeners"
+    listeners: Listeners
     role: str = "owner"
     results: dict[int, dict[str, Any]] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)

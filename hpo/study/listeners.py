@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from hpo.drivers.base import Driver, Proposal
 from hpo.errors import TrialPruned
@@ -19,8 +19,9 @@ from hpo.results import TrialResult, TrialState
 from hpo.study.signals import raise_if_signalled
 
 if TYPE_CHECKING:
-    from hpo.study.context import EpochCallback
     from hpo.tracking import Tracker
+
+EpochCallback = Callable[[int, int, int, Mapping[str, float]], None]  # (trial number, epoch, of epochs, logs)
 
 
 @dataclass
@@ -151,7 +152,7 @@ class ProgressListener(TrialListener):
     """Passes each epoch to the caller's ``on_epoch_end(number, epoch, total_epochs, logs)`` (``hpo run``'s
     live display)."""
 
-    def __init__(self, callback: "EpochCallback") -> None:
+    def __init__(self, callback: EpochCallback) -> None:
         self.callback = callback
 
     def on_epoch_end(self, trial: RunningTrial, epoch: int, logs: Mapping[str, float]) -> None:

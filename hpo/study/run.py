@@ -12,7 +12,7 @@ from hpo.config import StudyConfig
 from hpo.data import Splits
 from hpo.drivers import make_driver
 from hpo.errors import ConfigError
-from hpo.execution import callbacks as cb_mod
+from hpo.config import callbacks as cb_mod
 from hpo.execution.memory import frozen_heap
 from hpo.execution.trial import TrialSettings
 from hpo.redaction import redact

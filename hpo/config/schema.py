@@ -359,7 +359,7 @@ def _check_ensemble(cfg: StudyConfig) -> None:
 
 def _check_extras(cfg: StudyConfig) -> None:
     """Training callbacks and TensorBoard: checked by building them."""
-    from hpo.execution.callbacks import from_config
+    from hpo.config.callbacks import from_config
 
     from_config(cfg.training.callbacks)  # builds each once: bad names or arguments fail here
     if cfg.tensorboard.enabled:
