@@ -21,7 +21,7 @@ Writes ``experiments/results/long_study.json`` (parts not run are kept from the 
    the pieces (exclusive times: ask, tell, MLflow start/epoch/end, result.json, model retention,
    the rest). Variants: ``rollback_journal`` (both SQLite stores in SQLite's default mode, as before),
    ``optuna_wal`` (the committed code: optuna.db in WAL mode), ``optuna_wal+mlflow_wal`` (plus the
-   proposed hpo/tracking.py change, applied here by the benchmark), with the random sampler and TPE.
+   proposed hpo.tracking change, applied here by the benchmark), with the random sampler and TPE.
 3. ``quickstart``: the duration of quickstart trials (experiments/quickstart.yaml), set against the
    sampler proposal cost and greedy ensembling time in ``experiments/results/scale.json``
    (``python -m experiments.scale``).
@@ -211,7 +211,7 @@ VARIANTS = {
     # name: (Optuna storage in WAL mode, MLflow store in WAL mode)
     "rollback_journal": (False, False),  # SQLite's default, what both stores used before this change
     "optuna_wal": (True, False),  # the code as committed: hpo.drivers.optuna puts optuna.db in WAL mode
-    "optuna_wal+mlflow_wal": (True, True),  # plus the proposed hpo/tracking.py change (mlflow.db in WAL mode too)
+    "optuna_wal+mlflow_wal": (True, True),  # plus the proposed hpo.tracking change (mlflow.db in WAL mode too)
 }
 
 
@@ -275,7 +275,7 @@ def bookkeeping(n_trials: int, work: Path, sampler: str, variant: str = "optuna_
 
     def init(self: Any, *a: Any, **k: Any) -> None:
         real_init(self, *a, **k)
-        if mlflow_wal:  # what the proposed hpo/tracking.py change does for a sqlite:/// tracking URI
+        if mlflow_wal:  # what the proposed hpo.tracking change does for a sqlite:/// tracking URI
             use_wal(self.client._tracking_client.store.engine)
 
     def on_end(result: Any, progress: Any) -> None:

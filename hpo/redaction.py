@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+REDACTED = "***"  # what a password becomes
 _SCHEME = r"[a-zA-Z][a-zA-Z0-9+.-]*://"
 _ONE_URL = re.compile(rf"{_SCHEME}\S*")
 # ``scheme://user:password@`` anywhere in a text (an error message, a log line): the password ends at the

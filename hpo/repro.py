@@ -12,6 +12,13 @@ def trial_seed(study_seed: int, trial_number: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+def process_seed(study_seed: int, process_id: str) -> int:
+    """The sampling seed of one process of a shared study: derived from the study's seed and an id unique to
+    the process, so processes draw different streams, reproducible from the two recorded values."""
+    digest = hashlib.sha256(f"{study_seed}:process:{process_id}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 def seed_everything(seed: int, deterministic: bool = True) -> None:
     """Seed Python, NumPy and the Keras backend; ask the backend for deterministic kernels."""
     import keras

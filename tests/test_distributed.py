@@ -176,6 +176,77 @@ def test_four_workers_forty_trials_no_duplicates(tmp_path: Path, mlflow_server: 
         _drop(name)
 
 
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_four_processes_default_tracking_forty_distinct_configurations(tmp_path: Path, sampler: str) -> None:
+    """What a user runs on one machine: `hpo run --storage` and three `hpo worker`s, no tracking URI anywhere,
+    each worker keeping its files in its own run directory. Every process takes trials, no configuration is
+    run twice, and every trial has one MLflow run under the study's one parent, in the creator's store."""
+    name = f"dflt-{sampler}-{uuid.uuid4().hex[:6]}"
+    cfg = _config(tmp_path, name, PG, None, driver={"sampler": sampler})
+    logs = [tmp_path / f"p{i}.log" for i in range(4)]
+    try:
+        procs = [_start(["run", str(cfg), "--quiet", "--json"], logs[0])]
+        procs += [_start(["worker", "--study", name, "--storage", PG, "--quiet", "--run-dir", str(tmp_path / f"w{i}")],
+                         logs[i]) for i in (1, 2, 3)]
+        _finish(procs, logs)
+        for p, log in zip(procs, logs):
+            assert p.returncode == 0, log.read_text()[-3000:]
+        study = _study(name)
+        finished = _counted(study)
+        assert len(finished) == 40 and all(t.state.name == "COMPLETE" for t in finished), _table(study)
+        configs = [json.dumps(t.params, sort_keys=True) for t in finished]
+        repeats = sorted(t.number for t in finished if configs.count(json.dumps(t.params, sort_keys=True)) > 1)
+        assert not repeats, f"trials {repeats} repeat another trial's configuration"
+        by_process = {t.user_attrs["hpo.worker"] for t in finished}
+        assert len(by_process) == 4, f"every process takes trials: {by_process}"
+        seeds = {t.user_attrs["hpo.sampler_seed"] for t in finished}
+        assert len(seeds) == 4 and 0 in seeds, f"one sampling stream per process, the creator's the study's: {seeds}"
+        store = f"sqlite:///{(tmp_path / 'run' / 'mlflow.db').resolve()}"
+        runs = [r for r in _trial_runs(store, name) if r.info.status == "FINISHED"]
+        assert sorted(int(r.data.tags["hpo.trial"]) for r in runs) == sorted(t.number for t in finished), \
+            "one MLflow run per trial, all in the creator's store"
+        out = logs[0].read_text()
+        summary = json.loads(out[out.index("{\n"):])
+        assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {summary["parent_run_id"]}
+        assert summary["n_complete"] == 40 and summary["ensemble"] is not None
+        for i in (1, 2, 3):  # no worker opened a store of its own
+            assert not (tmp_path / f"w{i}" / "mlflow.db").exists()
+    finally:
+        _drop(name)
+
+
+def test_a_worker_that_cannot_reach_the_tracking_store_stops_before_any_trial(tmp_path: Path) -> None:
+    """The study's tracking server answers the creator's machine only (here: nothing answers at all): a worker
+    stops at once with one line naming tracking.uri and the fix, exit status 2, and takes no trial."""
+    name = f"unreach-{uuid.uuid4().hex[:6]}"
+    closed = f"http://127.0.0.1:{_free_port()}"
+    cfg = _config(tmp_path, name, PG, closed, study={"n_trials": 6})
+    logs = [tmp_path / "owner.log", tmp_path / "worker.log"]
+    try:
+        owner = _start(["run", str(cfg), "--quiet"], logs[0])
+        deadline = time.monotonic() + 180
+        while True:  # the worker joins once the study exists
+            try:
+                _study(name)
+                break
+            except KeyError:
+                assert owner.poll() is None and time.monotonic() < deadline, logs[0].read_text()[-3000:]
+                time.sleep(0.5)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+        worker = subprocess.run([sys.executable, "-m", "hpo.cli", "worker", "--study", name, "--storage", PG,
+                                 "--quiet", "--run-dir", str(tmp_path / "w")], env=env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=300)
+        _finish([owner], logs[:1])
+        assert worker.returncode == 2, worker.stdout[-2000:] + worker.stderr[-3000:]
+        errors = [line for line in worker.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "tracking.uri" in errors[0] and "--tracking-uri" in errors[0], worker.stderr
+        assert "Traceback" not in worker.stderr
+        taken = {t.user_attrs.get("hpo.worker") for t in _study(name).get_trials()}
+        assert len(taken) == 1, f"only the owner ran trials: {taken}"
+    finally:
+        _drop(name)
+
+
 def test_kill_9_of_a_worker_mid_trial_is_retried_and_nothing_is_lost(tmp_path: Path, mlflow_server: str) -> None:
     import optuna
 

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from hpo.errors import ConfigError
+from hpo.redaction import REDACTED
 
-REDACTED = "***"  # what hpo.redaction.redact puts in place of a password in the URLs it records
 
 
 def fmt(v: Any) -> str:

@@ -42,7 +42,9 @@ class Driver(abc.ABC):
         self.space = space
         self.direction = direction
         self.seed = seed
+        self.sampler_seed = seed  # the seed of the stream this process samples from (see OptunaDriver.open)
         self._parent_run_id: str | None = None
+        self._tracking_uri: str | None = None
 
     @abc.abstractmethod
     def open(self, identity: dict[str, Any]) -> None:
@@ -75,6 +77,14 @@ class Driver(abc.ABC):
     def set_parent_run_id(self, run_id: str) -> None:
         """Record the study's MLflow parent run where every worker of a shared study can read it."""
         self._parent_run_id = run_id
+
+    def tracking_uri(self) -> str | None:
+        """The study's effective MLflow tracking URI as its creator recorded it (password redacted)."""
+        return self._tracking_uri
+
+    def set_tracking_uri(self, uri: str) -> None:
+        """Record the study's effective tracking URI where every worker of a shared study can read it."""
+        self._tracking_uri = uri
 
     def prefer(self, params: dict[str, Any]) -> bool:
         """Ask the engine to give its next proposal these parameter values, sampling the others itself

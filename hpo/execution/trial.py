@@ -21,6 +21,7 @@ from hpo.data import Splits, concat
 from hpo.errors import TrialFailed, TrialPruned
 from hpo.execution.memory import release_memory
 from hpo.execution.scoring import count_rows, flatten_predictions, predict, score, score_on_batch, scorable
+from hpo.metric_names import split_name
 from hpo.repro import seed_everything
 from hpo.results import TrialResult, TrialState
 from hpo.space import Builder, SearchSpace, call_builder
@@ -189,13 +190,13 @@ def _final_scores(model: Any, result: TrialResult, splits: Splits, settings: Tri
     # validation (select) and audit scores were computed with: reuse them instead of evaluating again.
     reuse = not settings.restore_best_weights and settings.callbacks is None
     if reuse:
-        result.metrics.update({f"select_{k[4:]}": v[-1] for k, v in result.history.items() if k.startswith("val_")})
+        result.metrics.update({split_name(k): v[-1] for k, v in result.history.items() if k.startswith("val_")})
         result.metrics.update({k: v[-1] for k, v in audit_history.items()})
-    for split_name in ("select", "audit"):
-        if reuse and any(k.startswith(f"{split_name}_") for k in result.metrics):
+    for split in ("select", "audit"):
+        if reuse and any(k.startswith(f"{split}_") for k in result.metrics):
             continue
-        scores = score(model, splits.x[split_name], splits.y[split_name])
-        result.metrics.update({f"{split_name}_{k}": float(v) for k, v in scores.items()})
+        scores = score(model, splits.x[split], splits.y[split])
+        result.metrics.update({f"{split}_{k}": float(v) for k, v in scores.items()})
     key = f"select_{settings.objective}"
     if key not in result.metrics:
         raise TrialFailed(f"objective metric {settings.objective!r} not reported; the model reports "
@@ -214,9 +215,9 @@ def save_predictions(model: Any, splits: Splits, trial_dir: Path) -> Path:
     sizes = [count_rows(splits, n) for n in names]
     pred = flatten_predictions(predict(model, concat([splits.x[n] for n in names])), head_names)
     bounds = np.cumsum([0, *sizes])
-    for i, split_name in enumerate(names):
+    for i, split in enumerate(names):
         for head, arr in pred.items():
-            arrays[f"{split_name}/{head}"] = arr[bounds[i]:bounds[i + 1]].astype("float32")
+            arrays[f"{split}/{head}"] = arr[bounds[i]:bounds[i + 1]].astype("float32")
     pred_path = trial_dir / "predictions.npz"
     tmp = trial_dir / "predictions.tmp.npz"
     np.savez_compressed(tmp, **arrays)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from hpo.drivers.base import Driver, Proposal
 from hpo.errors import TrialPruned
+from hpo.metric_names import split_name
 from hpo.repro import device_description
 from hpo.results import TrialResult, TrialState
 from hpo.study.signals import raise_if_signalled
@@ -100,15 +101,17 @@ class TrackingListener(TrialListener):
     A worker of a shared study closes the run (with the trial's files) before the engine is told: the owner
     reads the runs of the trials the engine says are done. Otherwise the run is closed after the tell."""
 
-    def __init__(self, tracker: "Tracker", driver_name: str, shared: bool) -> None:
+    def __init__(self, tracker: "Tracker", driver: Driver) -> None:
         self.tracker = tracker
-        self.driver_name = driver_name
-        self.shared = shared
+        self.driver = driver
+        self.shared = driver.shared
 
     def on_trial_begin(self, trial: RunningTrial) -> None:
-        trial.run_id = self.tracker.start_trial(trial.number, trial.proposal.params, tags={
-            "hpo.seed": trial.seed, "hpo.driver": self.driver_name,
-            "hpo.device": trial.device or device_description()})
+        tags = {"hpo.seed": trial.seed, "hpo.driver": self.driver.name,
+                "hpo.device": trial.device or device_description()}
+        if self.shared:  # each process of a shared study samples from its own stream
+            tags["hpo.sampler_seed"] = self.driver.sampler_seed
+        trial.run_id = self.tracker.start_trial(trial.number, trial.proposal.params, tags=tags)
 
     def on_epoch_end(self, trial: RunningTrial, epoch: int, logs: Mapping[str, float]) -> None:
         self.tracker.log_epoch(trial.run_id, epoch, logs)
@@ -175,10 +178,7 @@ class TensorBoardListener(TrialListener):
             trial.extra_callbacks.append(histogram_callback(board))
 
     def on_epoch_end(self, trial: RunningTrial, epoch: int, logs: Mapping[str, float]) -> None:
-        self._boards[trial.number].scalars(epoch, {
-            ("epoch_select_" + k[4:]) if k.startswith("val_") else (f"epoch_{k}" if k.startswith("audit_")
-                                                                     else f"epoch_train_{k}"): v
-            for k, v in logs.items()})
+        self._boards[trial.number].scalars(epoch, {f"epoch_{split_name(k)}": v for k, v in logs.items()})
 
     def on_trial_end(self, trial: RunningTrial, result: TrialResult) -> None:
         board = self._boards.pop(trial.number)

@@ -24,7 +24,7 @@ from hpo.study.listeners import (Listeners, ProgressListener, PruningListener, T
                                  TrackingListener)
 from hpo.study.loop import run_trials
 from hpo.study.prepare import is_config_builder, prepare, redacted_config, save_study_files
-from hpo.study.shared import collect_shared_results, shared_parent_run
+from hpo.study.shared import collect_shared_results, shared_parent_run, study_tracking_uri
 from hpo.study.signals import install_signals, restore_signals
 from hpo.study.stages import finish_study
 from hpo.study.summary import StudySummary, worker_summary
@@ -82,7 +82,7 @@ def open_study(cfg: StudyConfig, plan: StudyPlan, *, callbacks: Any, on_epoch_en
                role: str) -> StudyRun:
     """The run directory, the engine (a resumed study with another config is refused first), the study's files,
     the tracking store and its parent run."""
-    from hpo.tracking import Tracker, default_tracking_uri
+    from hpo.tracking import Tracker
 
     run_dir = cfg.run_dir.resolve()
     identity = cfg.search_identity() | {"space": plan.space.describe(), "data_hashes": plan.splits.hashes}
@@ -94,7 +94,7 @@ def open_study(cfg: StudyConfig, plan: StudyPlan, *, callbacks: Any, on_epoch_en
     run_dir.mkdir(parents=True, exist_ok=True)
     driver.open(identity)  # refuses a resumed study with another config before anything else is written
     save_study_files(cfg, run_dir, plan.splits, plan.space)
-    uri = cfg.tracking.uri or default_tracking_uri(run_dir)
+    uri = study_tracking_uri(cfg, driver, run_dir)
     tracker = Tracker(uri, cfg.tracking.experiment or cfg.study.name, artifact_root=run_dir / "mlartifacts",
                       shared=driver.shared)
     params, tags = _parent_record(cfg, plan)
@@ -142,7 +142,7 @@ def trial_settings(cfg: StudyConfig, callbacks: Any = None) -> TrialSettings:
 
 def _listeners(cfg: StudyConfig, run_dir: Any, driver: Any, tracker: Any,
                on_epoch_end: EpochCallback | None) -> Listeners:
-    items: list[TrialListener] = [TrackingListener(tracker, cfg.driver.name, driver.shared)]
+    items: list[TrialListener] = [TrackingListener(tracker, driver)]
     if on_epoch_end is not None:
         items.append(ProgressListener(on_epoch_end))
     if cfg.tensorboard.enabled:

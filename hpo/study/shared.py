@@ -9,7 +9,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from hpo.config import StudyConfig
 from hpo.drivers.base import Driver
+from hpo.errors import ConfigError
+from hpo.redaction import REDACTED, redact
 from hpo.results import load_results, trial_dir, write_json
 
 if TYPE_CHECKING:
@@ -17,6 +20,52 @@ if TYPE_CHECKING:
     from hpo.tracking import Tracker
 
 log = logging.getLogger(__name__)
+
+
+FIX = ("give every process of the study one shared tracking store: --tracking-uri http://<mlflow server>:5000 "
+       "(or tracking.uri in the config)")
+
+
+def study_tracking_uri(cfg: StudyConfig, driver: Driver, run_dir: Path, timeout_s: float = 120.0) -> str:
+    """The MLflow tracking URI of this process of a study.
+
+    The config's when it names one. Otherwise, the process that created the study uses its run directory's
+    embedded store and records that URI (its absolute path, password redacted) with the study; every other
+    process of a shared study uses the recorded one, so all trial runs nest under one parent run whatever run
+    directory each process keeps its files in. A process that cannot reach the study's store stops here,
+    before it takes a trial (:class:`ConfigError` naming ``tracking.uri``)."""
+    from hpo.tracking import default_tracking_uri
+    from hpo.tracking.client import unreachable
+
+    uri = cfg.tracking.uri
+    if driver.created or not driver.shared:
+        uri = uri or default_tracking_uri(run_dir)
+        if driver.shared:
+            driver.set_tracking_uri(redact(uri))
+        return uri
+    if uri is None:
+        recorded = _recorded(driver, timeout_s)
+        if recorded is None:  # the creator died before recording it (or an older version created the study)
+            return default_tracking_uri(run_dir)
+        if f":{REDACTED}@" in recorded:
+            raise ConfigError("tracking.uri", f"the study's tracking store {recorded} is recorded without its "
+                                              f"password; pass --tracking-uri with it")
+        uri = recorded
+    reason = unreachable(uri)
+    if reason:
+        raise ConfigError("tracking.uri", f"this process cannot reach the study's MLflow tracking store "
+                                          f"{redact(uri)} ({reason}); {FIX}")
+    return uri
+
+
+def _recorded(driver: Driver, timeout_s: float) -> str | None:
+    """The tracking URI the study's creator records right after creating the study (waiting for it)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        recorded = driver.tracking_uri()
+        if recorded is not None or driver.parent_run_id() is not None or time.monotonic() >= deadline:
+            return recorded
+        time.sleep(0.5)
 
 
 def shared_parent_run(driver: Driver, tracker: "Tracker", name: str, params: dict[str, Any],
@@ -29,7 +78,11 @@ def shared_parent_run(driver: Driver, tracker: "Tracker", name: str, params: dic
     parent = driver.parent_run_id()
     assert parent is not None
     tracker.parent_run_id = parent
-    tracker.client.update_run(parent, status="RUNNING")
+    try:
+        tracker.client.update_run(parent, status="RUNNING")
+    except Exception as exc:
+        raise ConfigError("tracking.uri", f"the study's MLflow parent run {parent} is not in the tracking store "
+                                          f"{redact(tracker.uri)} ({type(exc).__name__}); {FIX}") from exc
     return parent
 
 

@@ -23,6 +23,30 @@ def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://", "databricks"))
 
 
+def unreachable(uri: str, timeout_s: float = 5.0) -> str | None:
+    """Why this process cannot use the existing tracking store ``uri``, or None when it can: a store file that
+    is not on this machine, or a server that does not answer its health check."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+        # Opening a missing file would create an empty store, where the study's parent run is not.
+        return None if path.is_file() else f"no store file {path} on this machine"
+    if uri.startswith("file:") or "://" not in uri:
+        path = Path(uri[len("file://"):] if uri.startswith("file://") else uri.removeprefix("file:"))
+        return None if path.is_dir() else f"no store folder {path} on this machine"
+    if uri.startswith(("http://", "https://")):
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+                return None
+        except urllib.error.HTTPError:  # it answers (a proxy, an auth wall): MLflow's own calls will tell
+            return None
+        except OSError as exc:
+            return f"no answer from the server ({getattr(exc, 'reason', exc)})"
+    return None
+
+
 def open_client(uri: str) -> Any:
     """An ``MlflowClient`` for ``uri``; on an embedded SQLite store, committing without an fsync each
     (:mod:`hpo.sqlite_wal`). Used by the tracker and by the writer process, which write to the same file."""

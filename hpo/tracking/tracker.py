@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from hpo.metric_names import split_name
 from hpo.redaction import redact
 from hpo.tracking.client import is_server, quick_http
 from hpo.tracking.ops import KIND_TAG, TRIAL_TAG, Unmapped, is_transient, param_value
@@ -156,14 +157,8 @@ class Tracker(Transport):
         now = int(time.time() * 1000)
         buf = self._epochs.setdefault(run_id, [])
         for k, v in logs.items():
-            if k.startswith("val_"):
-                name = "select_" + k[4:]
-            elif k.startswith("audit_"):
-                name = k
-            else:
-                name = "train_" + k
             try:
-                buf.append([f"epoch_{name}", float(v), now, epoch])
+                buf.append([f"epoch_{split_name(k)}", float(v), now, epoch])
             except (TypeError, ValueError):
                 continue
         if time.monotonic() - self._epochs_sent.get(run_id, 0.0) >= self.EPOCH_FLUSH_S:

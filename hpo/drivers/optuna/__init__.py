@@ -9,12 +9,14 @@ from hpo.drivers.optuna.driver import OptunaDriver
 from hpo.drivers.optuna.samplers import make_pruner, make_sampler
 from hpo.drivers.optuna.space import optuna_distributions, suggest_optuna
 from hpo.drivers.optuna.storage import (
-    CONFIG_ATTR, ERROR_ATTR, GHOST_ATTR, IDENTITY_ATTR, PARENT_RUN_ATTR, SURPLUS_ATTR, WORKER_ATTR,
+    CONFIG_ATTR, ERROR_ATTR, GHOST_ATTR, IDENTITY_ATTR, PARENT_RUN_ATTR, SAMPLER_SEED_ATTR, SURPLUS_ATTR,
+    TRACKING_ATTR, WORKER_ATTR,
     racing_schema, resolve_storage, retrying,
 )
 
 __all__ = [
-    "CONFIG_ATTR", "ERROR_ATTR", "GHOST_ATTR", "IDENTITY_ATTR", "PARENT_RUN_ATTR", "SURPLUS_ATTR", "WORKER_ATTR",
+    "CONFIG_ATTR", "ERROR_ATTR", "GHOST_ATTR", "IDENTITY_ATTR", "PARENT_RUN_ATTR", "SAMPLER_SEED_ATTR",
+    "SURPLUS_ATTR", "TRACKING_ATTR", "WORKER_ATTR",
     "OptunaDriver", "make_pruner", "make_sampler", "optuna_distributions", "racing_schema", "resolve_storage",
     "retrying", "suggest_optuna",
 ]

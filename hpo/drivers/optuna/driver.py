@@ -17,7 +17,8 @@ from hpo.drivers.base import Driver, Proposal, Wait
 from hpo.drivers.optuna.samplers import make_pruner, make_sampler
 from hpo.drivers.optuna.space import suggest_optuna
 from hpo.drivers.optuna.storage import (
-    CONFIG_ATTR, ERROR_ATTR, GHOST_ATTR, IDENTITY_ATTR, PARENT_RUN_ATTR, SURPLUS_ATTR, WORKER_ATTR,
+    CONFIG_ATTR, ERROR_ATTR, GHOST_ATTR, IDENTITY_ATTR, PARENT_RUN_ATTR, SAMPLER_SEED_ATTR, SURPLUS_ATTR,
+    TRACKING_ATTR, WORKER_ATTR,
     resolve_storage, retrying,
 )
 from hpo.errors import ConfigError
@@ -43,6 +44,7 @@ class OptunaDriver(Driver):
         self.study_name = study_name
         self.storage = storage
         self.sampler = make_sampler(sampler, seed, space, parallel)
+        self._sampler_name, self._parallel = sampler, parallel
         self.pruner = make_pruner(pruner, epochs)
         self.pruning = pruner != "none"
         self.fail_stale = fail_stale
@@ -91,6 +93,8 @@ class OptunaDriver(Driver):
                 self.created = True
                 return study
             except optuna.exceptions.DuplicatedStudyError:
+                if self.shared:
+                    self._own_stream()
                 return optuna.load_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
                                          pruner=self.pruner)
 
@@ -117,6 +121,24 @@ class OptunaDriver(Driver):
             for t in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
                 self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
                 log.warning("trial %d was interrupted by a previous run; marked FAIL and replaced", t.number)
+
+    def _own_stream(self) -> None:
+        """A process joining a shared study samples from a stream of its own.
+
+        Every process seeding its sampler with the study's seed drew the same random start-up proposals: in a
+        4-process study half of the completed trials repeated another process's configuration (Optuna's docs
+        warn against one fixed seed in every process of a distributed study). The process that created the
+        study keeps the study's seed (one process alone reproduces a single-process study); every other one
+        derives a seed from it and an id unique to the process, recorded with each trial it proposes."""
+        import uuid
+
+        from hpo.repro import process_seed
+
+        self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.sampler_seed = process_seed(self.seed, self.process_id)
+        self.sampler = make_sampler(self._sampler_name, self.sampler_seed, self.space, self._parallel)
+        log.info("this process samples with seed %d (study seed %d, process %s)", self.sampler_seed, self.seed,
+                 self.process_id)
 
     # -- counting ---------------------------------------------------------------------------------
     @staticmethod
@@ -147,6 +169,16 @@ class OptunaDriver(Driver):
         assert self.study is not None
         study = self.study
         self._call(lambda: study.set_user_attr(PARENT_RUN_ATTR, run_id), "writing the study")
+
+    def tracking_uri(self) -> str | None:
+        assert self.study is not None
+        study = self.study
+        return self._call(lambda: study.user_attrs.get(TRACKING_ATTR), "reading the study")
+
+    def set_tracking_uri(self, uri: str) -> None:
+        assert self.study is not None
+        study = self.study
+        self._call(lambda: study.set_user_attr(TRACKING_ATTR, uri), "writing the study")
 
     def _budget(self) -> tuple[int, int]:
         """(finished, running) over every worker of a shared study; stale trials are failed first."""
@@ -219,8 +251,9 @@ class OptunaDriver(Driver):
                 self._call(lambda: study.tell(trial, state=optuna.trial.TrialState.FAIL), "releasing a trial")
                 return Wait(0.5)
         params = self._call(lambda: suggest_optuna(self.space, trial), "sampling a trial")
-        if self.shared:  # which process runs it, for operators (and the worker-kill test)
+        if self.shared:  # which process runs it (for operators and the worker-kill test) and its sampling stream
             self._call(lambda: trial.set_user_attr(WORKER_ATTR, f"{socket.gethostname()}:{os.getpid()}"), "asking")
+            self._call(lambda: trial.set_user_attr(SAMPLER_SEED_ATTR, self.sampler_seed), "asking")
         return Proposal(number=trial.number, params=params, handle=trial)
 
     def _surplus(self, trial: optuna.Trial) -> bool:
