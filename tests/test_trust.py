@@ -129,3 +129,69 @@ def test_the_worker_payload_lies_in_a_private_folder_outside_the_run_directory(t
     with pytest.raises(Exception, match="0700"):
         _load_payload(shared / "payload.pkl")
     assert not marker.exists()
+
+
+# -- a shared study's stored config is data -------------------------------------------------------------
+def _store(tmp_path: Path, name: str, **changes: Any) -> str:
+    """A study in a journal storage whose stored config is ``small_config``'s with ``changes`` (crafted)."""
+    import optuna
+
+    from hpo.drivers.optuna import CONFIG_ATTR
+    from tests.conftest import small_config
+
+    raw = small_config(tmp_path / "owner", study={"name": name}).to_dict()
+    for section, fields in changes.items():
+        raw[section] = {**raw.get(section, {}), **fields}
+    url = f"journal://{tmp_path / 'shared.journal'}"
+    from hpo.drivers.optuna import resolve_storage
+
+    study = optuna.create_study(study_name=name, storage=resolve_storage(url))
+    study.set_user_attr(CONFIG_ATTR, json.loads(json.dumps(raw, default=str)))
+    return url
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"space": {"builder": "os:system"}}, "space.builder"),
+    ({"training": {"callbacks": [{"name": "builtins:dict"}]}}, "training.callbacks[0].name"),
+    ({"training": {"callbacks": [{"name": "BackupAndRestore", "args": {"backup_dir": "/tmp/victim"}}]}},
+     "training.callbacks[0].args.backup_dir"),
+    ({"training": {"callbacks": [{"name": "CSVLogger", "args": {"filename": "../../../outside.csv"}}]}},
+     "training.callbacks[0].args.filename"),
+])
+def test_hpo_worker_refuses_code_and_outside_paths_from_the_stored_config(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], changes: dict[str, Any], field: str) -> None:
+    from hpo.cli import main
+
+    url = _store(tmp_path, "crafted", **changes)
+    assert main(["worker", "--study", "crafted", "--storage", url, "--wait", "0", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and field in errors[0] and "Traceback" not in err
+    assert not (tmp_path / "victim").exists()
+
+
+def test_hpo_worker_takes_run_dir_and_tracking_uri_from_its_own_command_line(tmp_path: Path) -> None:
+    from hpo.drivers.stored import stored_config
+
+    url = _store(tmp_path, "mine", study={"run_dir": "/tmp/chosen-by-the-database"},
+                 tracking={"uri": "http://attacker.invalid:5000", "experiment": "exp"},
+                 executor={"memory_limit_mb": 1})
+    cfg = stored_config("mine", url)
+    assert cfg.study.run_dir is None and cfg.run_dir == Path("runs/mine")
+    assert cfg.tracking.uri is None and cfg.tracking.experiment == "exp"
+    assert cfg.executor.memory_limit_mb is None
+    assert cfg.driver.storage == url
+
+
+def test_a_callback_path_through_a_symlink_out_of_the_trial_directory_is_refused(tmp_path: Path) -> None:
+    from hpo.config.callbacks import from_config
+
+    factory = from_config([{"name": "CSVLogger", "args": {"filename": "logs/epochs.csv"}}])
+    assert factory is not None
+    trial = tmp_path / "trial"
+    trial.mkdir()
+    assert factory(trial)[0].filename == str(trial / "logs" / "epochs.csv")
+    (trial / "logs").symlink_to(tmp_path)
+    with pytest.raises(ConfigError) as err:
+        factory(trial)
+    assert err.value.field == "training.callbacks[0].args.filename"
