@@ -195,3 +195,94 @@ def test_a_callback_path_through_a_symlink_out_of_the_trial_directory_is_refused
     with pytest.raises(ConfigError) as err:
         factory(trial)
     assert err.value.field == "training.callbacks[0].args.filename"
+
+
+# -- paths named by a run directory's files stay inside it ------------------------------------------------
+def _ops(path: Path, *ops: dict[str, Any]) -> None:
+    path.write_text("".join(json.dumps(op) + "\n" for op in ops))
+
+
+def test_hpo_sync_uploads_no_file_from_outside_the_run_directory(tmp_path: Path) -> None:
+    import mlflow
+
+    from hpo.cli import main
+    from hpo.tracking import OUTBOX
+
+    run_dir, secret = tmp_path / "run", tmp_path / "secret.txt"
+    run_dir.mkdir()
+    secret.write_text("private")
+    (run_dir / "linked.txt").symlink_to(secret)  # inside by name, outside once resolved
+    (run_dir / "mine.txt").write_text("a file of the study")
+    (run_dir / "study.json").write_text(json.dumps({"name": "crafted"}))
+    _ops(run_dir / OUTBOX,
+         {"op": "experiment", "ref": "offline-e", "name": "crafted", "location": (tmp_path / "elsewhere").as_uri()},
+         {"op": "create_run", "ref": "offline-r", "exp": "offline-e", "run_name": "r", "tags": {}, "params": {}},
+         {"op": "artifact", "run": "offline-r", "path": str(secret), "artifact_path": "x"},
+         {"op": "artifact", "run": "offline-r", "path": str(run_dir / "linked.txt"), "artifact_path": "x"},
+         {"op": "artifact", "run": "offline-r", "path": str(run_dir / "mine.txt"), "artifact_path": "x"})
+    uri = f"sqlite:///{tmp_path / 'store.db'}"
+    assert main(["sync", str(run_dir), "--tracking-uri", uri]) == 0
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("crafted")
+    assert not (tmp_path / "elsewhere").exists() and exp.artifact_location.endswith("run/mlartifacts")
+    run = client.search_runs([exp.experiment_id])[0]
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "x")] == ["x/mine.txt"]
+
+
+def test_keep_top_models_deletes_no_file_outside_the_run_directory(tmp_path: Path) -> None:
+    from hpo.study.loop import retain_models
+
+    run_dir, victim = tmp_path / "run", tmp_path / "victim.keras"
+    victim.write_text("not the study's")
+    mine = trial_dir(run_dir, 1) / "model.keras"
+    mine.parent.mkdir(parents=True)
+    mine.write_text("model")
+    results = {0: {"number": 0, "state": "COMPLETE", "value": 0.9, "model_path": None},
+               1: {"number": 1, "state": "COMPLETE", "value": 0.5, "model_path": str(mine)},
+               2: {"number": 2, "state": "COMPLETE", "value": 0.1, "model_path": str(victim)}}
+    results[0]["model_path"] = str(trial_dir(run_dir, 0) / "model.keras")
+    retain_models(run_dir, results, keep=1, direction="maximize")
+    assert victim.exists() and not mine.exists()
+
+
+def test_a_symlinked_config_yaml_is_replaced_not_followed(tmp_path: Path) -> None:
+    from hpo.results import replace_file
+
+    run_dir, target = tmp_path / "run", tmp_path / "bashrc"
+    run_dir.mkdir()
+    target.write_text("untouched")
+    (run_dir / "config.yaml").symlink_to(target)
+    (run_dir / "space.json.tmp").symlink_to(target)  # the old write_json's fixed temporary name
+    replace_file(run_dir / "config.yaml", "study: {}\n")
+    write_json(run_dir / "space.json", {"a": 1})
+    assert target.read_text() == "untouched"
+    assert not (run_dir / "config.yaml").is_symlink() and (run_dir / "config.yaml").read_text() == "study: {}\n"
+    assert oct((run_dir / "config.yaml").stat().st_mode & 0o777) != oct(0o600)
+
+
+SCRIPT = "<script>alert(1)</script>"
+
+
+def test_report_escapes_every_summary_field_and_embeds_no_file_from_outside(tmp_path: Path) -> None:
+    from hpo.analysis.report import build_report
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    png = b"\x89PNG\r\n\x1a\n" + b"0" * 64
+    (tmp_path / "outside.png").write_bytes(png + b"SECRET-OUTSIDE")
+    (run_dir / "inside.png").write_bytes(png + b"INSIDE")
+    (run_dir / "study.json").write_text(json.dumps({"name": SCRIPT, "direction": SCRIPT, "objective": SCRIPT,
+                                                   "driver": SCRIPT}))
+    guards = {"verdict": SCRIPT, "overfit": SCRIPT, "correlation": SCRIPT, "overtuning": SCRIPT, "tied": [SCRIPT],
+              "test_uses": SCRIPT, "incumbent_check": {"select": SCRIPT, "gap": 0.1},
+              "restore_best_epoch": {"audit_change_if_restored": SCRIPT}}
+    (run_dir / "summary.json").write_text(json.dumps({
+        "name": SCRIPT, "n_complete": SCRIPT, "n_pruned": SCRIPT, "n_failed": SCRIPT, "best_trial": SCRIPT,
+        "parent_run_id": SCRIPT, "tracking_uri": SCRIPT, "guards": guards,
+        "plots": {"best_trial": str(tmp_path / "outside.png"), "ensemble": str(run_dir / "inside.png")}}))
+    page = build_report(run_dir).read_text()
+    assert "<script" not in page.lower() and "&lt;script&gt;" in page
+    import base64
+
+    assert base64.b64encode(png + b"INSIDE").decode() in page
+    assert base64.b64encode(png + b"SECRET-OUTSIDE").decode() not in page
