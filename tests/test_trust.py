@@ -286,3 +286,14 @@ def test_report_escapes_every_summary_field_and_embeds_no_file_from_outside(tmp_
 
     assert base64.b64encode(png + b"INSIDE").decode() in page
     assert base64.b64encode(png + b"SECRET-OUTSIDE").decode() not in page
+
+
+@pytest.mark.parametrize("host, warned", [("127.0.0.1", False), ("localhost", False), ("::1", False),
+                                          ("0.0.0.0", True), ("192.168.1.5", True), ("myhost", True)])
+def test_a_server_bound_beyond_loopback_warns_once_naming_what_has_no_login(
+        host: str, warned: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    from hpo.cli.serve import warn_if_exposed
+
+    assert warn_if_exposed(host, "optuna-dashboard") is warned
+    err = capsys.readouterr().err
+    assert (err.count("\n") == 1 and "optuna-dashboard" in err and "no authentication" in err) if warned else err == ""
