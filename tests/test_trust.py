@@ -297,3 +297,25 @@ def test_a_server_bound_beyond_loopback_warns_once_naming_what_has_no_login(
     assert warn_if_exposed(host, "optuna-dashboard") is warned
     err = capsys.readouterr().err
     assert (err.count("\n") == 1 and "optuna-dashboard" in err and "no authentication" in err) if warned else err == ""
+
+
+# -- passwords ------------------------------------------------------------------------------------------
+def test_a_storage_that_cannot_be_reached_is_one_error_line_without_the_password(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import yaml
+
+    from hpo.cli import main
+    from tests.conftest import small_config
+
+    cfg = small_config(tmp_path, study={"n_trials": 1})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(cfg.to_dict(), default=str))))
+    url = "postgresql://u:userinfo-pw@127.0.0.1:1/db?password=query-pw&sslpassword=ssl-pw"
+    assert main(["run", str(path), "--storage", url, "--quiet"]) == 2
+    out = capsys.readouterr()
+    errors = [line for line in out.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: driver.storage:") and "Traceback" not in out.err
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and p != path]
+    for secret in ("userinfo-pw", "query-pw", "ssl-pw"):
+        assert secret not in out.out + out.err
+        assert not [p for p in files if secret.encode() in p.read_bytes()]

@@ -31,7 +31,7 @@ def stored_config(study: str, storage: str, wait_s: float = 0.0) -> StudyConfig:
     if isinstance(opened, str):  # one engine for every poll, not one per poll
         url = opened
         # Workers started with their owner on a new database race it to create Optuna's tables.
-        opened = racing_schema(lambda: optuna.storages.RDBStorage(url))
+        opened = racing_schema(lambda: optuna.storages.RDBStorage(url), url=url)
     while True:
         try:
             found = optuna.load_study(study_name=study, storage=opened)
