@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+
+_UMASK = os.umask(0o022)  # read once (os.umask can only be read by setting it), then put back
+os.umask(_UMASK)
 
 
 class TrialState(str, enum.Enum):
@@ -52,9 +60,7 @@ def trial_dir(run_dir: Path, number: int) -> Path:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as JSON through a temporary file and a rename (a reader never sees half a file)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    tmp.replace(path)
+    replace_file(path, json.dumps(obj, indent=2, default=str))
 
 
 def load_results(run_dir: Path) -> dict[int, dict[str, Any]]:
@@ -64,3 +70,33 @@ def load_results(run_dir: Path) -> dict[int, dict[str, Any]]:
         r = json.loads(p.read_text())
         out[r["number"]] = r
     return out
+
+
+def inside(run_dir: Path, path: str | Path | None, what: str) -> Path | None:
+    """``path`` resolved (symlinks first) when it lies inside ``run_dir``; None, with a warning, when not.
+
+    A run directory may come from someone else: every path one of its files names (an outbox entry, a plot,
+    a trial's model) is checked here before it is read, uploaded or deleted. A relative path is taken from
+    the current directory, as the study that wrote it took it."""
+    if path is None or path == "":
+        return None
+    root = Path(run_dir).resolve()
+    target = Path(path).expanduser().resolve()
+    if target == root or root in target.parents:
+        return target
+    log.warning("%s %s lies outside the run directory %s: skipped", what, path, root)
+    return None
+
+
+def replace_file(path: Path, text: str | bytes) -> None:
+    """Write ``text`` (or bytes) to ``path`` through a temporary file and a rename: a symlink at ``path`` is replaced by
+    the file, never followed (its target is left alone), and a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # the mode a plain open() gives (mkstemp's is 0600)
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -90,6 +90,12 @@ def test_user_callbacks_run_fresh_in_every_trial(tb_study: Any) -> None:
     ({"name": "EarlyStopping", "args": {"patiance": 2}}, "training.callbacks[0].args"),
     ({"name": "ModelCheckpoint", "args": {"filepath": "../../escape.keras"}}, "training.callbacks[0].args.filepath"),
     ({"name": "builtins:dict"}, "training.callbacks[0].name"),
+    # every path-like argument of any callback stays in the trial directory (issue 28)
+    ({"name": "BackupAndRestore", "args": {"backup_dir": "/tmp/elsewhere"}}, "training.callbacks[0].args.backup_dir"),
+    ({"name": "CSVLogger", "args": {"filename": "../../log.csv"}}, "training.callbacks[0].args.filename"),
+    ({"name": "TensorBoard", "args": {"log_dir": "~/tb"}}, "training.callbacks[0].args.log_dir"),
+    ({"name": "CSVLogger", "args": {"filename": "log.csv", "separator": "/etc/x"}},
+     "training.callbacks[0].args.separator"),
     ({"name": "EarlyStopping", "when": 1}, "training.callbacks[0].when"),
 ])
 def test_bad_callbacks_are_refused_up_front(tmp_path: Path, spec: dict[str, Any], field: str) -> None:

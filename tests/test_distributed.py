@@ -151,7 +151,9 @@ def test_four_workers_forty_trials_no_duplicates(tmp_path: Path, mlflow_server: 
     logs = [tmp_path / f"p{i}.log" for i in range(4)]
     try:
         procs = [_start(["run", str(cfg), "--quiet", "--json"], logs[0])]
-        procs += [_start(["worker", "--study", name, "--storage", PG, "--quiet"], logs[i]) for i in (1, 2, 3)]
+        # Each worker keeps its files in its own run directory: a stored config never chooses one (issue 28).
+        procs += [_start(["worker", "--study", name, "--storage", PG, "--quiet", "--run-dir", str(tmp_path / f"w{i}")],
+                         logs[i]) for i in (1, 2, 3)]
         _finish(procs, logs)
         for p, log in zip(procs, logs):
             assert p.returncode == 0, log.read_text()[-3000:]
@@ -256,8 +258,8 @@ def test_kill_9_of_a_worker_mid_trial_is_retried_and_nothing_is_lost(tmp_path: P
     logs = [tmp_path / "owner.log", tmp_path / "victim.log", tmp_path / "other.log"]
     try:
         owner = _start(["run", str(cfg), "--quiet"], logs[0])
-        victim = _start(["worker", "--study", name, "--storage", PG, "--quiet"], logs[1])
-        other = _start(["worker", "--study", name, "--storage", PG, "--quiet"], logs[2])
+        victim = _start(["worker", "--study", name, "--storage", PG, "--quiet", "--run-dir", str(tmp_path / "victim")], logs[1])
+        other = _start(["worker", "--study", name, "--storage", PG, "--quiet", "--run-dir", str(tmp_path / "other")], logs[2])
         # Wait until the victim runs a trial, after some trials have finished, then kill -9 it.
         deadline = time.monotonic() + 300
         killed = None
@@ -378,7 +380,8 @@ def test_database_outage_workers_retry_and_carry_on(tmp_path: Path, mlflow_serve
     logs = [tmp_path / "owner.log", tmp_path / "worker.log"]
     try:
         procs = [_start(["run", str(cfg), "--quiet"], logs[0]),
-                 _start(["worker", "--study", name, "--storage", via_proxy, "--quiet"], logs[1])]
+                 _start(["worker", "--study", name, "--storage", via_proxy, "--quiet",
+                         "--run-dir", str(tmp_path / "w")], logs[1])]
         deadline = time.monotonic() + 300
         while True:
             assert time.monotonic() < deadline

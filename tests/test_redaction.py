@@ -25,3 +25,16 @@ def test_every_url_in_free_text_loses_its_password_and_the_text_stays() -> None:
 def test_redacting_twice_changes_nothing() -> None:
     for value in ("postgresql://u:p@ss@h/db", "see http://u:p@h and https://v:q@k"):
         assert redact(redact(value)) == redact(value)
+
+
+def test_query_and_connection_string_passwords_are_hidden_in_every_form() -> None:
+    assert (redact("postgresql://u@host/db?password=hunter2&sslmode=require")
+            == "postgresql://u@host/db?password=***&sslmode=require")
+    assert (redact("postgresql://u:pw1@host/db?sslpassword=hunter2&PASSWORD=x")
+            == "postgresql://u:***@host/db?sslpassword=***&PASSWORD=***")
+    assert redact("mysql+pymysql://u:p%40ss@h/db") == "mysql+pymysql://u:***@h/db"
+    assert redact("connect failed: host=h password=hunter2 dbname=x") == "connect failed: host=h password=*** dbname=x"
+    text = "error at postgresql://u@h/db?password=hunter2 (retry)"
+    assert "hunter2" not in redact(text) and redact(text).endswith("(retry)")
+    for value in ("postgresql://u@host/db?password=hunter2", "a password=hunter2 b"):
+        assert redact(redact(value)) == redact(value)

@@ -96,7 +96,7 @@ def test_optuna_proposes_only_declared_values(space: SearchSpace, tmp_path: Path
 
 @pytest.mark.parametrize("algo", ["tpe", "anneal", "rand"])
 def test_hyperopt_proposes_only_declared_values(space: SearchSpace, tmp_path: Path, algo: str) -> None:
-    drv = HyperoptDriver(space, direction="maximize", seed=1, save_file=tmp_path / "h.pkl", algo=algo)
+    drv = HyperoptDriver(space, direction="maximize", seed=1, save_file=tmp_path / "h.json", algo=algo)
     samples = drive(drv, 30)
     for v in samples:
         check_sample(space, v)
@@ -122,16 +122,16 @@ def test_kerastuner_hyperband_sets_epoch_budgets(space: SearchSpace, tmp_path: P
 
 
 def test_hyperopt_resumes_from_its_save_file(space: SearchSpace, tmp_path: Path) -> None:
-    first = drive(HyperoptDriver(space, direction="minimize", seed=3, save_file=tmp_path / "h.pkl"), 5)
-    again = HyperoptDriver(space, direction="minimize", seed=3, save_file=tmp_path / "h.pkl")
+    first = drive(HyperoptDriver(space, direction="minimize", seed=3, save_file=tmp_path / "h.json"), 5)
+    again = HyperoptDriver(space, direction="minimize", seed=3, save_file=tmp_path / "h.json")
     again.open({"test": 1})
     assert again.n_finished() == 5
     assert len(first) == 5
 
 
 def test_seeded_engines_repeat_their_proposals(space: SearchSpace, tmp_path: Path) -> None:
-    a = drive(HyperoptDriver(space, direction="maximize", seed=9, save_file=tmp_path / "a.pkl"), 8)
-    b = drive(HyperoptDriver(space, direction="maximize", seed=9, save_file=tmp_path / "b.pkl"), 8)
+    a = drive(HyperoptDriver(space, direction="maximize", seed=9, save_file=tmp_path / "a.json"), 8)
+    b = drive(HyperoptDriver(space, direction="maximize", seed=9, save_file=tmp_path / "b.json"), 8)
     assert a == b
     mk = lambda p: OptunaDriver(space, direction="maximize", seed=9, study_name="s", storage=f"sqlite:///{tmp_path}/{p}.db")
     assert drive(mk("a"), 8) == drive(mk("b"), 8)

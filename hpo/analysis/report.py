@@ -21,6 +21,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from hpo.redaction import redact
+from hpo.results import inside, replace_file
+
 log = logging.getLogger(__name__)
 REPORT_FILE = "report.html"
 
@@ -34,10 +37,21 @@ def _img(fig: Any) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}"/>'
 
 
-def _png_file(path: str | None) -> str:
-    if not path or not Path(path).exists():
+def _png_file(run_dir: Path, path: str | None, what: str) -> str:
+    """An embedded PNG from the run directory; a path outside it (summary.json is data) or a non-PNG is left out."""
+    found = inside(run_dir, path, f"summary.json plots.{what}")
+    if found is None or not found.is_file():
         return ""
-    return f'<img alt="model" src="data:image/png;base64,{base64.b64encode(Path(path).read_bytes()).decode()}"/>'
+    data = found.read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        log.warning("summary.json plots.%s: %s is not a PNG image; left out of the report", what, found)
+        return ""
+    return f'<img alt="model" src="data:image/png;base64,{base64.b64encode(data).decode()}"/>'
+
+
+def _e(value: Any) -> str:
+    """``value`` as HTML text: every value from a run directory's files goes through here (they are data)."""
+    return html.escape(str(value), quote=True)
 
 
 def _load_results(run_dir: Path) -> list[dict[str, Any]]:
@@ -103,11 +117,10 @@ def build_report(run_dir: str | Path) -> Path:
     sections += _ensemble_sections(run_dir)
     sections += _guard_sections(summary.get("guards"))
     sections.append(_top_trials_section(complete, metric, sign))
-    sections += _model_sections(summary.get("plots") or {})
+    plots = summary.get("plots") or {}
+    sections += _model_sections(run_dir, plots if isinstance(plots, Mapping) else {})
     out = run_dir / REPORT_FILE
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(_page(summary, study, sections))
-    tmp.replace(out)
+    replace_file(out, _page(summary, study, sections))
     return out
 
 
@@ -180,7 +193,7 @@ def _slice_sections(complete: Sequence[Mapping[str, Any]], metric: str) -> list[
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")
     fig.tight_layout()
-    return [f"<h2>Slices (select {html.escape(metric)} by parameter)</h2>{_img(fig)}"]
+    return [f"<h2>Slices (select {_e(metric)} by parameter)</h2>{_img(fig)}"]
 
 
 def _learning_curve_sections(complete: Sequence[Mapping[str, Any]], metric: str, sign: int) -> list[str]:
@@ -222,9 +235,9 @@ def _ensemble_sections(run_dir: Path) -> list[str]:
         ax.set_xlabel("ensemble size (members counted with repetition)")
         ax.set_ylabel(key)
         ax.legend(fontsize=8)
-        sections.append(f"<h2>Ensemble ({html.escape(man['method'])}, {html.escape(man['combine'])})</h2>{_img(fig)}")
+        sections.append(f"<h2>Ensemble ({_e(man['method'])}, {_e(man['combine'])})</h2>{_img(fig)}")
     sections.append(_table(["metric", "ensemble", "best single"],
-                           [[k, f"{v:.4f}", f"{man['best_single']['metrics'].get(k, float('nan')):.4f}"]
+                           [[k, _num(v), _num(man["best_single"]["metrics"].get(k, float("nan")))]
                             for k, v in man["metrics"].items() if k.startswith(("audit_", "test_"))]))
     return sections
 
@@ -233,54 +246,59 @@ def _guard_sections(g: Mapping[str, Any] | None) -> list[str]:
     """The guard report's verdicts as a table (nothing when the study has none)."""
     if not g:
         return []
-    rows = [["verdict", html.escape(g.get("verdict", ""))], ["overfit alarm", str(g.get("overfit"))]]
+    rows = [["verdict", g.get("verdict", "")], ["overfit alarm", g.get("overfit")]]
     c = g.get("incumbent_check") or {}
     for k in ("select", "audit", "gap", "gap_se", "threshold"):
         if k in c:
-            rows.append([f"incumbent {k}", f"{c[k]:.4f}"])
-    rows += [["select/audit correlation", str(g.get("correlation"))], ["overtuning", str(g.get("overtuning"))],
-             ["tied with the incumbent", ", ".join(map(str, g.get("tied", []))) or "none"],
-             ["locked test split uses", str(g.get("test_uses"))]]
-    if g.get("restore_best_epoch"):
+            rows.append([f"incumbent {k}", _num(c[k])])
+    tied = g.get("tied") or []
+    rows += [["select/audit correlation", g.get("correlation")], ["overtuning", g.get("overtuning")],
+             ["tied with the incumbent", ", ".join(map(str, tied if isinstance(tied, list) else [tied])) or "none"],
+             ["locked test split uses", g.get("test_uses")]]
+    if isinstance(g.get("restore_best_epoch"), Mapping):
         rows.append(["audit change if the best select epoch were restored",
-                     f"{g['restore_best_epoch']['audit_change_if_restored']:+.4f}"])
-    return ["<h2>Guards</h2>" + _table(["check", "value"], rows, escape=False)]
+                     _num(g["restore_best_epoch"].get("audit_change_if_restored"), "+.4f")])
+    return ["<h2>Guards</h2>" + _table(["check", "value"], rows)]
+
+
+def _num(value: Any, spec: str = ".4f") -> str:
+    """A number as the report shows it; anything else (a hand-edited file) as its text, escaped later."""
+    return format(value, spec) if isinstance(value, (int, float)) else str(value)
 
 
 def _top_trials_section(complete: Sequence[Mapping[str, Any]], metric: str, sign: int) -> str:
     """The fifteen best trials: select and audit values, parameters and MLflow run ids."""
     rows = []
     for r in sorted(complete, key=lambda r: -sign * r["value"])[:15]:
-        rows.append([str(r["number"]), f"{r['value']:.4f}", f"{r['metrics'].get(f'audit_{metric}', float('nan')):.4f}",
-                     html.escape(json.dumps(r["params"], default=str)), html.escape(r.get("mlflow_run_id", ""))])
+        rows.append([r["number"], _num(r["value"]), _num(r["metrics"].get(f"audit_{metric}", float("nan"))),
+                     json.dumps(r["params"], default=str), r.get("mlflow_run_id", "")])
     return "<h2>Top trials</h2>" + _table(
-        ["trial", f"select {metric}", f"audit {metric}", "params", "MLflow run id"], rows, escape=False)
+        ["trial", f"select {metric}", f"audit {metric}", "params", "MLflow run id"], rows)
 
 
-def _model_sections(plots: Mapping[str, Any]) -> list[str]:
-    """The model plots of the best trial and the ensemble, when they were drawn."""
-    if plots.get("best_trial") or plots.get("ensemble"):
-        return [f"<h2>Models</h2>{_png_file(plots.get('best_trial'))}{_png_file(plots.get('ensemble'))}"]
-    return []
+def _model_sections(run_dir: Path, plots: Mapping[str, Any]) -> list[str]:
+    """The model plots of the best trial and the ensemble, when they were drawn (inside the run directory)."""
+    images = "".join(_png_file(run_dir, plots.get(k), k) for k in ("best_trial", "ensemble"))
+    return [f"<h2>Models</h2>{images}"] if images else []
 
 
 def _page(summary: Mapping[str, Any], study: Mapping[str, Any], sections: Sequence[str]) -> str:
     """The whole HTML page: title, style, the study's one-paragraph header and the sections."""
     metric, direction = study["objective"], study["direction"]
-    head = (f"<h1>Study {html.escape(summary['name'])}</h1><p>{summary['n_complete']} complete, {summary['n_pruned']} "
-            f"pruned, {summary['n_failed']} failed; driver {html.escape(study['driver'])}; objective select "
-            f"{html.escape(metric)} ({direction}); best trial {summary.get('best_trial')}; MLflow parent run "
-            f"<code>{html.escape(summary.get('parent_run_id', ''))}</code> in <code>{html.escape(summary.get('tracking_uri', ''))}</code></p>")
+    head = (f"<h1>Study {_e(summary['name'])}</h1><p>{_e(summary['n_complete'])} complete, {_e(summary['n_pruned'])} "
+            f"pruned, {_e(summary['n_failed'])} failed; driver {_e(study['driver'])}; objective select "
+            f"{_e(metric)} ({_e(direction)}); best trial {_e(summary.get('best_trial'))}; MLflow parent run "
+            f"<code>{_e(summary.get('parent_run_id', ''))}</code> in <code>{_e(redact(str(summary.get('tracking_uri', ''))))}</code></p>")
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>hpo report: "
-        f"{html.escape(summary['name'])}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}}"
+        f"{_e(summary['name'])}</title><style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}"
         "img{max-width:100%}code{font-size:12px}</style></head><body>" + head + "".join(sections) + "</body></html>"
     )
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], escape: bool = True) -> str:
-    esc = html.escape if escape else (lambda s: s)
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """An HTML table; every header and cell is escaped here (callers pass plain values)."""
+    th = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{th}</tr>{body}</table>"

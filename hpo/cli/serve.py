@@ -40,11 +40,26 @@ def add_tensorboard(sub: Any) -> None:
     t.set_defaults(fn=cmd_tensorboard)
 
 
-def _serve(cmd: list[str]) -> int:
+def warn_if_exposed(host: str, what: str) -> bool:
+    """Print a one-line warning when ``host`` is not a loopback address; whether it did."""
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        print(f"warning: --host {host} exposes {what} to the network; it has no authentication: anyone who can "
+              "reach this port can read the study (bind to 127.0.0.1 and use an SSH tunnel instead)",
+              file=sys.stderr, flush=True)
+    return not loopback
+
+
+def _serve(cmd: list[str], env: dict[str, str] | None = None) -> int:
     """Run a server command; Ctrl-C or SIGTERM stops it and its process group."""
     import signal
 
-    proc = subprocess.Popen(cmd, start_new_session=True)
+    proc = subprocess.Popen(cmd, start_new_session=True, env={**os.environ, **env} if env else None)
 
     def stop(*_: Any) -> None:
         try:
@@ -66,11 +81,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     run_dir = resolve_run_dir(args.run_dir)
     uri = args.tracking_uri or default_tracking_uri(run_dir)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    # The store's URI goes through MLflow's environment variable, not its command line: a password in it
+    # would be readable by every user in the process list.
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--host", args.host, "--port", str(args.port)]
     if not args.tracking_uri:
         cmd += ["--default-artifact-root", (run_dir / "mlartifacts").resolve().as_uri()]
+    warn_if_exposed(args.host, "the MLflow UI (and its REST API, which can also change and delete runs)")
     print(f"MLflow UI for {run_dir} on http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
-    return _serve(cmd)
+    return _serve(cmd, {"MLFLOW_BACKEND_STORE_URI": uri})
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -85,6 +103,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     except ImportError:
         print("error: optuna-dashboard is not installed: pip install optuna-dashboard", file=sys.stderr)
         return 2
+    warn_if_exposed(args.host, "optuna-dashboard (which can also change the study)")
     print(f"optuna-dashboard for {storage.split('@')[-1]} on http://{args.host}:{args.port}  (Ctrl-C stops it)",
           flush=True)
     try:
@@ -104,5 +123,6 @@ def cmd_tensorboard(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     cmd = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--host", args.host, "--port", str(args.port)]
+    warn_if_exposed(args.host, "TensorBoard")
     print(f"TensorBoard for {logdir} on http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
     return _serve(cmd)

@@ -2,9 +2,13 @@
 
 A config names Keras callbacks (``EarlyStopping``, ``ReduceLROnPlateau``,
 ``ModelCheckpoint``, ``TerminateOnNaN``, ...) or any ``package.module:Class``
-subclass of ``keras.callbacks.Callback``, with keyword arguments. String arguments
-may use ``{trial_dir}``; a ``ModelCheckpoint`` file path is relative to the trial's
-directory and may not leave it.
+subclass of ``keras.callbacks.Callback``, with keyword arguments. Every path a
+callback is given stays inside the trial's directory, whoever wrote the config (a
+shared study's stored config is someone else's data): an argument named like a path
+(``filepath``, ``filename``, ``log_dir``, ``backup_dir``, ``path``, ``*_dir``,
+``*_path``, ``*_file``...) is relative to the trial's directory, and any string that
+is an absolute path, starts with ``~`` or climbs with ``..`` is refused, naming the
+field. String arguments may use ``{trial_dir}``.
 """
 
 from __future__ import annotations
@@ -41,20 +45,44 @@ def _callback_class(name: str, where: str) -> type:
     return cls
 
 
-def _inside(trial_dir: Path, value: str, where: str) -> str:
-    p = Path(value)
-    if p.is_absolute() or ".." in p.parts:
+_PATH_NAMES = {"filepath", "filename", "file", "path", "dir", "directory", "log_dir", "logdir", "backup_dir",
+               "root", "folder", "output", "save_path", "checkpoint_dir"}
+_PATH_ENDINGS = ("_dir", "_path", "_file", "_filename", "_folder", "_directory", "filepath", "logdir")
+
+
+def is_path_name(name: str) -> bool:
+    """Whether a callback argument's name says it holds a file or folder."""
+    n = name.lower()
+    return n in _PATH_NAMES or n.endswith(_PATH_ENDINGS)
+
+
+def _leaves(value: str) -> bool:
+    """Whether a string, read as a path, names a place outside the folder it is relative to."""
+    posix = value.replace("\\", "/")
+    return Path(value).is_absolute() or posix.startswith(("/", "~")) or ".." in posix.split("/")
+
+
+def _inside(trial_dir: Path, value: str, where: str, real: bool) -> str:
+    if _leaves(value):
         raise ConfigError(where, f"{value!r} must be a path relative to the trial directory, without '..'")
-    return str(trial_dir / p)
+    target = trial_dir / value
+    # A symlink inside the trial directory may still point out of it: resolve before trusting the path.
+    if real and not target.resolve().is_relative_to(trial_dir.resolve()):
+        raise ConfigError(where, f"{value!r} leads out of the trial directory {trial_dir} (through a link)")
+    return str(target)
 
 
-def _substitute(args: Mapping[str, Any], trial_dir: Path, cls_name: str, where: str) -> dict[str, Any]:
+def _substitute(args: Mapping[str, Any], trial_dir: Path, where: str, real: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in args.items():
+        w = f"{where}.{k}"
         if isinstance(v, str) and "{trial_dir}" in v:
-            v = _inside(trial_dir, v.replace("{trial_dir}", "").lstrip("/\\") or ".", f"{where}.{k}")
-        elif cls_name == "ModelCheckpoint" and k == "filepath":
-            v = _inside(trial_dir, str(v), f"{where}.{k}")
+            v = _inside(trial_dir, v.replace("{trial_dir}", "").lstrip("/\\") or ".", w, real)
+        elif isinstance(v, (str, Path)) and is_path_name(str(k)):
+            v = _inside(trial_dir, str(v), w, real)
+        elif isinstance(v, str) and _leaves(v):
+            raise ConfigError(w, f"{v!r} names a place outside the trial directory; callback paths are relative "
+                                 "to it (or use '{trial_dir}/...')")
         out[k] = v
     return out
 
@@ -79,7 +107,7 @@ def from_config(specs: Sequence[Any], where: str = "training.callbacks") -> Call
         if not isinstance(args, Mapping):
             raise ConfigError(f"{w}.args", f"must be a mapping of keyword arguments, got {type(args).__name__}")
         cls = _callback_class(spec["name"], f"{w}.name")
-        probe = _substitute(args, Path("trial"), cls.__name__, f"{w}.args")
+        probe = _substitute(args, Path("trial"), f"{w}.args", real=False)
         try:
             cls(**probe)
         except (TypeError, ValueError) as exc:
@@ -87,7 +115,7 @@ def from_config(specs: Sequence[Any], where: str = "training.callbacks") -> Call
         resolved.append((cls, dict(args), f"{w}.args"))
 
     def factory(trial_dir: Path) -> list[Any]:
-        return [cls(**_substitute(args, trial_dir, cls.__name__, w)) for cls, args, w in resolved]
+        return [cls(**_substitute(args, trial_dir, w)) for cls, args, w in resolved]
 
     return factory
 

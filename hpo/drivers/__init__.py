@@ -55,7 +55,7 @@ def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path, paralle
     if cfg.driver.name == "hyperopt":
         from hpo.drivers.hyperopt import HyperoptDriver
 
-        return HyperoptDriver(space, save_file=run_dir / "hyperopt_trials.pkl", algo=cfg.driver.sampler, **common)
+        return HyperoptDriver(space, save_file=run_dir / "hyperopt_trials.json", algo=cfg.driver.sampler, **common)
     from hpo.drivers.kerastuner import KerasTunerDriver
 
     return KerasTunerDriver(space, directory=run_dir / "kerastuner", n_trials=cfg.study.n_trials,

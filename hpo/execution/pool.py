@@ -11,7 +11,10 @@ XLA (keras-tuner #395, optuna #3050).
 Workers are started with ``subprocess`` (``python -m hpo.execution.worker``) rather than
 ``multiprocessing``'s spawn, so a user's script without an ``if __name__ ==
 "__main__"`` guard is never re-run in the workers; messages travel as pickles
-over two pipes (``multiprocessing.connection.Connection``).
+over two pipes (``multiprocessing.connection.Connection``). The study's payload (builder,
+space, data) is written once, for every worker to load, into a private temporary folder
+(mode 0700, outside the run directory): whoever can write to a run directory must not be
+able to hand a worker a pickle.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
@@ -154,7 +158,6 @@ class WorkerPool:
 
     slots: list[Slot]
     payload: dict[str, Any]
-    work_dir: Path
     recycle_after: int | None = 50
     memory_limit_mb: int | None = None
     start_timeout_s: float = 300.0
@@ -165,9 +168,10 @@ class WorkerPool:
     def start(self) -> None:
         import cloudpickle  # ships with MLflow; pickles a user's builder defined in a script or notebook
 
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        path = self.work_dir / f"payload-{os.getpid()}.pkl"
-        with open(path, "wb") as f:
+        # mkdtemp makes the folder readable and writable by its owner only (0700); the file is created
+        # exclusively inside it, so nobody else can replace it before a worker loads it.
+        path = Path(tempfile.mkdtemp(prefix="hpo-payload-")) / "payload.pkl"
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
             cloudpickle.dump(self.payload, f, protocol=pickle.HIGHEST_PROTOCOL)
         self._payload_path = path
         for slot in self.slots:
@@ -298,7 +302,7 @@ class WorkerPool:
             self._spawn(w.slot)
 
     def close(self, grace_s: float = 5.0) -> None:
-        """Stop every worker (a running trial is abandoned) and remove the payload file."""
+        """Stop every worker (a running trial is abandoned) and remove the payload's private folder."""
         for w in list(self.workers.values()):
             try:
                 if w.task is None:
@@ -318,7 +322,8 @@ class WorkerPool:
                 c.close()
         self.workers.clear()
         if self._payload_path is not None:
-            self._payload_path.unlink(missing_ok=True)
+            shutil.rmtree(self._payload_path.parent, ignore_errors=True)
+            self._payload_path = None
 
     def pids(self) -> dict[int, int]:
         """Trial number -> pid of the worker running it."""

@@ -31,6 +31,15 @@ def _limit_memory(limit_mb: int) -> None:
     resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
 
 
+def _load_payload(path: Path) -> dict:
+    """The study's payload, from the pool's private folder only: owned by this user, closed to others."""
+    folder = path.parent.stat()
+    if folder.st_uid != os.getuid() or folder.st_mode & 0o077 or path.stat().st_uid != os.getuid():
+        raise HpoError(f"{path}: the payload must lie in a folder only this user can open (0700); not loading it")
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
 def _child_main(read_fd: int, write_fd: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the study process decides when workers stop
     inbox = Connection(read_fd, writable=False)
@@ -41,8 +50,7 @@ def _child_main(read_fd: int, write_fd: int) -> None:
             if p not in sys.path:
                 sys.path.insert(0, p)
         fraction = os.environ.get("HPO_TORCH_MEMORY_FRACTION")
-        with open(meta["payload"], "rb") as f:
-            payload = pickle.load(f)
+        payload = _load_payload(Path(meta["payload"]))
         import keras
 
         if fraction and keras.backend.backend() == "torch":

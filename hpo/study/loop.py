@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.drivers.base import Wait
-from hpo.results import TrialResult, result_dict, trial_dir, write_json
+from hpo.results import TrialResult, inside, result_dict, trial_dir, write_json
 from hpo.study.context import StudyRun
 from hpo.study.signals import raise_if_signalled
 from hpo.study.summary import progress
@@ -90,7 +90,9 @@ def retain_models(run_dir: Path, results: dict[int, dict[str, Any]], keep: int, 
     complete = sorted((r for r in results.values() if r["state"] == "COMPLETE" and r.get("model_path")),
                       key=lambda r: (-sign * r["value"], r["number"]))
     for r in complete[keep:]:
-        Path(r["model_path"]).unlink(missing_ok=True)
+        model = inside(run_dir, r["model_path"], f"trial {r['number']}: model_path")
+        if model is not None and model.is_file():
+            model.unlink()
         r["model_path"] = None
         path = trial_dir(run_dir, r["number"]) / "result.json"
         if path.exists():

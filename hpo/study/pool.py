@@ -34,7 +34,7 @@ def run_in_pool(run: StudyRun, remaining: int, on_done: Callable[[TrialResult], 
     cfg, ex = run.cfg, run.cfg.executor
     payload = {"build": cfg.space.builder if is_config_builder(cfg, run.build) else run.build, "space": run.space,
                "splits": run.splits, "settings": run.settings, "run_dir": str(run.run_dir)}
-    pool = WorkerPool(run.plan.slots or [], payload, run.run_dir / ".executor", recycle_after=ex.recycle_after,
+    pool = WorkerPool(run.plan.slots or [], payload, recycle_after=ex.recycle_after,
                       memory_limit_mb=ex.memory_limit_mb, start_timeout_s=ex.start_timeout_s)
     pool.start()
     if run.on_pool is not None:

@@ -33,7 +33,13 @@ def study_tracking_uri(cfg: StudyConfig, driver: Driver, run_dir: Path, timeout_
     embedded store and records that URI (its absolute path, password redacted) with the study; every other
     process of a shared study uses the recorded one, so all trial runs nest under one parent run whatever run
     directory each process keeps its files in. A process that cannot reach the study's store stops here,
-    before it takes a trial (:class:`ConfigError` naming ``tracking.uri``)."""
+    before it takes a trial (:class:`ConfigError` naming ``tracking.uri``).
+
+    Trust: a worker joining with ``--study/--storage`` never takes ``tracking.uri`` from the stored config
+    (:mod:`hpo.drivers.stored`); without ``--tracking-uri`` it sends its own trials' records (metrics, its trial
+    directories' files) to the URI the creator recorded in the shared database, so whoever can write to that
+    database chooses where a worker's results go (never which files: uploads stay inside the worker's run
+    directory). Pass ``--tracking-uri`` to choose it yourself."""
     from hpo.tracking import default_tracking_uri
     from hpo.tracking.client import unreachable
 

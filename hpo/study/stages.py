@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from hpo.results import write_json
+from hpo.results import inside, write_json
 from hpo.study.context import StudyRun
 from hpo.study.summary import StudySummary, summarise
 
@@ -85,7 +85,8 @@ def plots_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
     from hpo.analysis.plots import plot_study
 
     best = run.results.get(summary.best_trial, {})
-    summary.plots = plot_study(run.run_dir, best.get("model_path"),
+    model = inside(run.run_dir, best.get("model_path"), f"trial {summary.best_trial}: model_path")
+    summary.plots = plot_study(run.run_dir, str(model) if model else None,
                                summary.ensemble.get("artifact_dir") if summary.ensemble else None)
     for key in ("best_trial", "ensemble"):
         if summary.plots.get(key):

@@ -4,7 +4,11 @@ One JSON line per call (an op, :mod:`hpo.tracking.ops`). Runs created while the 
 get local ids (``offline-...``) that later calls refer to; the real ids they receive on delivery are kept
 in ``mlflow_outbox.ids.json``. The outbox is replayed in order: by the tracker every ``probe_s`` seconds
 while the store is down, and by ``hpo sync RUN_DIR`` (:func:`sync`) later.
-"""
+
+The outbox file is read as data from a run directory that may come from someone else: an ``artifact``
+entry whose file lies outside the run directory (symlinks resolved) is never uploaded, and an
+``experiment`` entry's artifact location outside it is replaced by the run directory's ``mlartifacts/``;
+each is reported as refused."""
 
 from __future__ import annotations
 
@@ -14,8 +18,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from hpo.redaction import redact
+from hpo.results import inside
 from hpo.tracking.client import open_client, quick_http
 from hpo.tracking.ops import Unmapped, execute, is_transient, resolve_local
 
@@ -46,14 +53,32 @@ class Outbox:
         self.pending: list[dict[str, Any]] = []
         self.ids: dict[str, str] = {}  # local id -> the store's id, once delivered
         self.refused: list[str] = []  # queued calls the store refused on replay (reported, then dropped)
+        self.outside: list[str] = []  # queued calls naming a place outside the run directory (dropped or changed)
         self._dead_refs: set[str] = set()
         self._warned_disk = False
         self._down_since: float | None = None
         self._last_failure = 0.0
         if self.path is not None and self.path.exists():
-            self.pending = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            queued = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            self.pending = [op for op in queued if self._confined(op)]
         if self.ids_path is not None and self.ids_path.exists():
             self.ids = dict(json.loads(self.ids_path.read_text()).get("ids", {}))
+
+    def _confined(self, op: dict[str, Any]) -> bool:
+        """Whether a queued call keeps to the run directory (a location outside it is dropped from ``op``)."""
+        assert self.run_dir is not None
+        if op.get("op") == "artifact":
+            if inside(self.run_dir, op.get("path"), f"{OUTBOX} artifact") is None:
+                self.outside.append(f"artifact {op.get('path')} lies outside the run directory: not uploaded")
+                return False
+        elif op.get("op") == "experiment" and op.get("location"):
+            parsed = urlsplit(str(op["location"]))
+            local = url2pathname(parsed.path) if parsed.scheme == "file" else None
+            if local is None or inside(self.run_dir, local, f"{OUTBOX} experiment location") is None:
+                self.outside.append(f"experiment artifact location {op['location']} lies outside the run "
+                                    "directory: its mlartifacts/ is used")
+                op["location"] = (self.run_dir / "mlartifacts").resolve().as_uri()  # what a study there uses
+        return True
 
     @property
     def path(self) -> Path | None:
@@ -206,7 +231,9 @@ def sync(run_dir: Path, uri: str) -> SyncResult:
     outbox = Outbox(run_dir, uri, probe_s=0.0)
     before = len(outbox.pending)
     if not before:
-        return SyncResult(0, 0)
+        if outbox.outside:
+            outbox._save()  # the entries left out are dropped from the file too
+        return SyncResult(0, 0, refused=list(outbox.outside))
 
     def deliver(op: dict[str, Any]) -> Any:
         with quick_http():
@@ -217,7 +244,8 @@ def sync(run_dir: Path, uri: str) -> SyncResult:
     error = None
     if left:
         error = f"{left} calls still cannot be delivered to {redact(uri)}; is the tracking store reachable?"
-    return SyncResult(delivered=before - left - len(outbox.refused), remaining=left, refused=list(outbox.refused),
+    return SyncResult(delivered=before - left - len(outbox.refused), remaining=left,
+                      refused=list(outbox.outside) + list(outbox.refused),
                       error=error)
 
 

@@ -3,16 +3,15 @@
 Hyperopt's ``fmin`` owns its loop; to keep one study loop for every engine (and,
 later, worker pools), this driver does what ``fmin`` does for one trial with
 Hyperopt's public pieces (``Domain``, ``Trials``, the ``suggest`` functions).
-Trials are saved after every tell by writing a temporary file and renaming it,
-so a crash never leaves a half-written save file (``fmin``'s own
-``trials_save_file`` writes in place).
+Trials are saved after every tell as JSON (never a pickle: a run directory may
+come from someone else, see :mod:`hpo.drivers.hyperopt.persist`) by writing a
+temporary file and renaming it, so a crash never leaves a half-written save file.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,12 @@ import hyperopt
 from hyperopt import base
 
 from hpo.drivers.base import Driver, Proposal
+from hpo.drivers.hyperopt.persist import dump_trials, load_trials, refuse_legacy_pickle, trials_from_records
 from hpo.drivers.hyperopt.space import from_hyperopt, to_hyperopt
 from hpo.errors import ConfigError
 from hpo.repro import trial_seed
 from hpo.space import SearchSpace
-from hpo.results import TrialResult, TrialState
+from hpo.results import TrialResult, TrialState, load_results
 
 ALGOS = {"tpe": "hyperopt.tpe", "anneal": "hyperopt.anneal", "rand": "hyperopt.rand"}
 
@@ -45,21 +45,27 @@ class HyperoptDriver(Driver):
         self.trials = hyperopt.Trials()
 
     def open(self, identity: dict[str, Any]) -> None:
+        """Load the saved trials (JSON), or rebuild them from the run directory's ``result.json`` records."""
         meta = self.save_file.with_suffix(".identity.json")
         mine = json.dumps(identity, sort_keys=True, default=str)
+        run_dir = self.save_file.parent
+        if meta.exists() and meta.read_text() != mine:
+            raise ConfigError("study.name", f"{run_dir} holds a study with a different configuration; "
+                                            "use another study name or run_dir")
         if self.save_file.exists():
-            if meta.exists() and meta.read_text() != mine:
-                raise ConfigError("study.name", f"{self.save_file} holds a study with a different configuration; "
-                                                "use another study name or run_dir")
-            with open(self.save_file, "rb") as f:
-                self.trials = pickle.load(f)
-            # Trials asked but never told belong to a process that died: drop them (they are redone).
-            for doc in self.trials._dynamic_trials:
-                if doc["state"] in (base.JOB_STATE_NEW, base.JOB_STATE_RUNNING):
-                    doc["state"] = base.JOB_STATE_ERROR
-                    doc["misc"]["error"] = ("interrupted", "the process running this trial died")
-            self.trials.refresh()
-        self.save_file.parent.mkdir(parents=True, exist_ok=True)
+            self.trials = load_trials(self.save_file)
+        else:
+            refuse_legacy_pickle(run_dir)
+            records = load_results(run_dir) if (run_dir / "trials").is_dir() else {}
+            if records:
+                self.trials = trials_from_records(self.space, self.domain.params, records, self.loss)
+        # Trials asked but never told belong to a process that died: drop them (they are redone).
+        for doc in self.trials._dynamic_trials:
+            if doc["state"] in (base.JOB_STATE_NEW, base.JOB_STATE_RUNNING):
+                doc["state"] = base.JOB_STATE_ERROR
+                doc["misc"]["error"] = ("interrupted", "the process running this trial died")
+        self.trials.refresh()
+        run_dir.mkdir(parents=True, exist_ok=True)
         meta.write_text(mine)
 
     def n_finished(self) -> int:
@@ -93,8 +99,8 @@ class HyperoptDriver(Driver):
 
     def _save(self) -> None:
         tmp = self.save_file.with_suffix(".tmp")
-        with open(tmp, "wb") as f:
-            pickle.dump(self.trials, f)
+        with open(tmp, "w") as f:
+            f.write(dump_trials(self.trials))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.save_file)

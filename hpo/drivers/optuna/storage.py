@@ -11,6 +11,7 @@ from typing import Callable, TypeVar
 import optuna
 
 from hpo.errors import ConfigError
+from hpo.redaction import redact
 
 log = logging.getLogger(__name__)
 IDENTITY_ATTR = "hpo.identity"
@@ -80,7 +81,7 @@ def resolve_storage(url: str, *, heartbeat_s: float | None = None, grace_s: floa
         return JournalStorage(JournalFileBackend(path))
     if heartbeat_s is not None:
         callback = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1) if retry_stale else None
-        return racing_schema(lambda: optuna.storages.RDBStorage(
+        return racing_schema(url=url, make=lambda: optuna.storages.RDBStorage(
             # Two idle connections per process at most: many workers (and an MLflow server) share one
             # database whose max_connections is often 100; overflow connections close when returned.
             url, engine_kwargs={"pool_pre_ping": True, "pool_size": 2, "max_overflow": 16}
@@ -107,7 +108,20 @@ def _schema_race(exc: BaseException) -> bool:
     return False
 
 
-def racing_schema(make: Callable[[], T], attempts: int = 8) -> T:
+def unreachable_storage(exc: BaseException, url: str) -> ConfigError | None:
+    """A one-line ConfigError (``driver.storage``, password hidden) for a database that cannot be reached or
+    logged into; None for any other error."""
+    import sqlalchemy.exc as sa
+
+    if not isinstance(exc, (sa.OperationalError, sa.InterfaceError)):
+        return None
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+    return ConfigError("driver.storage", f"cannot open the storage {redact(url)}: {redact(reason)}; is the database "
+                                         "running and reachable from here? (a password is best given through "
+                                         "PGPASSWORD or ~/.pgpass, not on the command line)")
+
+
+def racing_schema(make: Callable[[], T], attempts: int = 8, url: str | None = None) -> T:
     """``make()``, again after a short random pause when it lost a race to create the storage's tables.
 
     Optuna creates its schema when a storage first opens an empty database, without a lock; workers
@@ -120,6 +134,9 @@ def racing_schema(make: Callable[[], T], attempts: int = 8) -> T:
             return make()
         except Exception as exc:
             if not _schema_race(exc) or attempt == attempts - 1:
+                unreachable = unreachable_storage(exc, url) if url is not None else None
+                if unreachable is not None:
+                    raise unreachable from None
                 raise
             log.info("another process is creating the study tables; retrying (%s)", type(exc).__name__)
             time.sleep(0.2 + random.random() * 0.8)
