@@ -31,18 +31,10 @@ from typing import Any
 import yaml
 
 from experiments._common import header, write_result
+from experiments.storage_bench import _space, ask_and_tell
 
 OUT = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _space() -> Any:
-    from hpo.space import Param, SearchSpace
-
-    return SearchSpace([Param("units", "int", 16, 512, log=True, default=64),
-                        Param("dropout", "float", 0.0, 0.5, default=0.0),
-                        Param("activation", "choice", values=("relu", "gelu", "tanh"), default="relu"),
-                        Param("learning_rate", "float", 1e-4, 1e-1, log=True, default=1e-3)])
 
 
 def _value(params: dict[str, Any]) -> float:
@@ -57,9 +49,7 @@ def _process(storage: str, study: str, sampler: str, n_trials: int, seed: int, o
              out: Any) -> None:
     import logging
 
-    from hpo.drivers.base import Wait
     from hpo.drivers.optuna import OptunaDriver
-    from hpo.results import TrialResult, TrialState
 
     logging.getLogger("hpo").setLevel(logging.ERROR)
     if one_seed:  # the behaviour before each process sampled its own stream
@@ -68,18 +58,7 @@ def _process(storage: str, study: str, sampler: str, n_trials: int, seed: int, o
                      fail_stale=False, shared=True, n_trials=n_trials, parallel=True, heartbeat_s=5, grace_s=60)
     d.open({"bench": "shared"})
     start.wait()
-    done = 0
-    while True:
-        p = d.ask()
-        if p is None:
-            break
-        if isinstance(p, Wait):
-            time.sleep(0.05)
-            continue
-        d.tell(p, TrialResult(number=p.number, params=p.params, seed=0, state=TrialState.COMPLETE,
-                              value=_value(p.params)))
-        done += 1
-    out.put(done)
+    out.put(ask_and_tell(d, _value))
 
 
 def distinct(storage_dir: Path, sampler: str, processes: int, n_trials: int, seed: int, one_seed: bool) -> dict[str, Any]:

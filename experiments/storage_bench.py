@@ -39,27 +39,34 @@ def _space() -> Any:
 def _ours(storage: str, study: str, n_trials: int, start: Any, out: Any) -> None:
     import logging
 
-    from hpo.drivers.base import Wait
     from hpo.drivers.optuna import OptunaDriver
-    from hpo.results import TrialResult, TrialState
 
     logging.getLogger("hpo").setLevel(logging.ERROR)
     d = OptunaDriver(_space(), direction="maximize", seed=os.getpid(), study_name=study, storage=storage,
                      sampler="tpe", fail_stale=False, shared=True, n_trials=n_trials, heartbeat_s=5, grace_s=60)
     d.open({"bench": True})
     start.wait()
-    t0, done = time.perf_counter(), 0
+    t0 = time.perf_counter()
+    done = ask_and_tell(d, lambda params: float(params["dropout"]))
+    out.put((done, time.perf_counter() - t0))
+
+
+def ask_and_tell(d: Any, value: Any) -> int:
+    """Ask ``d`` and tell ``value(params)`` until the shared study's budget is used; the trials this process ran."""
+    from hpo.drivers.base import Wait
+    from hpo.results import TrialResult, TrialState
+
+    done = 0
     while True:
         p = d.ask()
         if p is None:
-            break
+            return done
         if isinstance(p, Wait):
             time.sleep(0.05)
             continue
         d.tell(p, TrialResult(number=p.number, params=p.params, seed=0, state=TrialState.COMPLETE,
-                              value=float(p.params["dropout"])))
+                              value=value(p.params)))
         done += 1
-    out.put((done, time.perf_counter() - t0))
 
 
 def _plain(storage: str, study: str, n_trials: int, start: Any, out: Any) -> None:

@@ -145,18 +145,25 @@ def _trial_runs(tracking: str, name: str) -> list[Any]:
     return client.search_runs([exp.experiment_id], "tags.`hpo.kind` = 'trial'", max_results=1000)
 
 
+def _owner_and_three_workers(tmp_path: Path, name: str, cfg: Path) -> list[Path]:
+    """`hpo run CONFIG` and three `hpo worker --study --storage` processes to the end; their logs (the owner's
+    first, its summary as JSON). Each worker keeps its files in its own run directory: a stored config never
+    chooses one (issue 28)."""
+    logs = [tmp_path / f"p{i}.log" for i in range(4)]
+    procs = [_start(["run", str(cfg), "--quiet", "--json"], logs[0])]
+    procs += [_start(["worker", "--study", name, "--storage", PG, "--quiet", "--run-dir", str(tmp_path / f"w{i}")],
+                     logs[i]) for i in (1, 2, 3)]
+    _finish(procs, logs)
+    for p, log in zip(procs, logs):
+        assert p.returncode == 0, log.read_text()[-3000:]
+    return logs
+
+
 def test_four_workers_forty_trials_no_duplicates(tmp_path: Path, mlflow_server: str) -> None:
     name = f"four-{uuid.uuid4().hex[:6]}"
     cfg = _config(tmp_path, name, PG, mlflow_server)
-    logs = [tmp_path / f"p{i}.log" for i in range(4)]
     try:
-        procs = [_start(["run", str(cfg), "--quiet", "--json"], logs[0])]
-        # Each worker keeps its files in its own run directory: a stored config never chooses one (issue 28).
-        procs += [_start(["worker", "--study", name, "--storage", PG, "--quiet", "--run-dir", str(tmp_path / f"w{i}")],
-                         logs[i]) for i in (1, 2, 3)]
-        _finish(procs, logs)
-        for p, log in zip(procs, logs):
-            assert p.returncode == 0, log.read_text()[-3000:]
+        logs = _owner_and_three_workers(tmp_path, name, cfg)
         study = _study(name)
         finished = _counted(study)
         assert len(finished) == 40 and all(t.state.name == "COMPLETE" for t in finished)
@@ -185,14 +192,8 @@ def test_four_processes_default_tracking_forty_distinct_configurations(tmp_path:
     run twice, and every trial has one MLflow run under the study's one parent, in the creator's store."""
     name = f"dflt-{sampler}-{uuid.uuid4().hex[:6]}"
     cfg = _config(tmp_path, name, PG, None, driver={"sampler": sampler})
-    logs = [tmp_path / f"p{i}.log" for i in range(4)]
     try:
-        procs = [_start(["run", str(cfg), "--quiet", "--json"], logs[0])]
-        procs += [_start(["worker", "--study", name, "--storage", PG, "--quiet", "--run-dir", str(tmp_path / f"w{i}")],
-                         logs[i]) for i in (1, 2, 3)]
-        _finish(procs, logs)
-        for p, log in zip(procs, logs):
-            assert p.returncode == 0, log.read_text()[-3000:]
+        logs = _owner_and_three_workers(tmp_path, name, cfg)
         study = _study(name)
         finished = _counted(study)
         assert len(finished) == 40 and all(t.state.name == "COMPLETE" for t in finished), _table(study)
