@@ -44,7 +44,7 @@ def plot_study(run_dir: Path, best_model_path: str | None, ensemble_dir: str | N
         keras.backend.clear_session(free_memory=False)
         if message:
             out["message"] = message
-            log.warning(message)
+            log.info(message)  # the study summary reports it (once)
             break
         out[name] = str(path)
     return out

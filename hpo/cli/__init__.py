@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from hpo.cli.output import quiet_library_environment
 
-from hpo.cli import run, serve, tools  # noqa: E402  (after TensorFlow's log level is set)
+quiet_library_environment()  # before anything imports TensorFlow or MLflow
+
+from hpo.cli import run, serve, tools  # noqa: E402
 
 __all__ = ["build_parser", "main"]
 

@@ -10,6 +10,7 @@ from hpo.cli._common import fmt, tracking_uri
 from hpo.errors import ConfigError
 
 if TYPE_CHECKING:
+    from hpo.cli.output import LibraryOutput
     from hpo.config import StudyConfig
     from hpo.study import StudyProgress, StudySummary
     from hpo.results import TrialResult
@@ -25,6 +26,8 @@ def add_run(sub: Any) -> None:
     r.add_argument("--run-dir")
     r.add_argument("--name", help="study name (default: the config's)")
     r.add_argument("--quiet", action="store_true", help="print only the final summary")
+    r.add_argument("-v", "--verbose", action="store_true",
+                   help="also show the libraries' output (TensorFlow, MLflow, warnings) kept in <run dir>/hpo.log")
     r.add_argument("--json", action="store_true", help="print the summary as JSON")
     r.add_argument("--storage", help="Optuna storage URL shared with `hpo worker` processes (sets driver.storage)")
     r.add_argument("--tracking-uri", help="MLflow tracking URI (sets tracking.uri)")
@@ -45,6 +48,8 @@ def add_worker(sub: Any) -> None:
     w.add_argument("--workers", type=int, help="worker processes on this machine (per GPU when GPUs are visible)")
     w.add_argument("--wait", type=float, default=120.0, help="seconds to wait for the study to be created")
     w.add_argument("--quiet", action="store_true")
+    w.add_argument("-v", "--verbose", action="store_true",
+                   help="also show the libraries' output (TensorFlow, MLflow, warnings) kept in <run dir>/hpo.log")
     w.add_argument("--json", action="store_true")
     w.set_defaults(fn=cmd_worker)
 
@@ -55,7 +60,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace, role: str = "owner") -> int:
-    """``hpo run`` (``role="owner"``) or ``hpo worker``; the exit status."""
+    """``hpo run`` (``role="owner"``) or ``hpo worker``; the exit status. The libraries' output goes to the run
+    directory's ``hpo.log`` (and the terminal with ``--verbose``); the terminal shows the command's own lines."""
+    from hpo.cli.output import LibraryOutput
+
+    with LibraryOutput(verbose=getattr(args, "verbose", False)) as output:
+        return _cmd_run(args, role, output)
+
+
+def _cmd_run(args: argparse.Namespace, role: str, output: "LibraryOutput") -> int:
     try:
         cfg = load_config(args, role)
     except ConfigError as exc:
@@ -65,7 +78,7 @@ def cmd_run(args: argparse.Namespace, role: str = "owner") -> int:
         print(f"{'worker on ' if role == 'worker' else ''}study {cfg.study.name!r}: {cfg.study.n_trials} trials, "
               f"driver {cfg.driver.name}/{cfg.driver.sampler}, {cfg.space.builder} on {cfg.data.dataset}, "
               f"run dir {cfg.run_dir}", flush=True)
-    summary = _run(cfg, args, role)
+    summary = _run(cfg, args, role, output)
     if isinstance(summary, int):
         return summary
     if args.json:
@@ -80,6 +93,8 @@ def cmd_run(args: argparse.Namespace, role: str = "owner") -> int:
     from hpo.cli.summary import print_summary
 
     print_summary(cfg, summary)
+    if output.path is not None:
+        print(f"log: {output.path}  (the libraries' output; -v shows it here)")
     return 0
 
 
@@ -143,7 +158,8 @@ def _apply_overrides(cfg: "StudyConfig", args: argparse.Namespace) -> bool:
     return changed
 
 
-def _run(cfg: "StudyConfig", args: argparse.Namespace, role: str) -> "StudySummary | int":
+def _run(cfg: "StudyConfig", args: argparse.Namespace, role: str,
+         output: "LibraryOutput") -> "StudySummary | int":
     """Run the study, with live progress on a terminal; its summary, or the exit status when it stopped."""
     from hpo.errors import HpoError
     from hpo.study import run_study
@@ -152,8 +168,9 @@ def _run(cfg: "StudyConfig", args: argparse.Namespace, role: str) -> "StudySumma
     try:
         if live is not None:
             with live:
-                return run_study(cfg, on_trial_end=on_trial_end, on_epoch_end=on_epoch_end, role=role)
-        return run_study(cfg, on_trial_end=on_trial_end, role=role)
+                return run_study(cfg, on_trial_end=on_trial_end, on_epoch_end=on_epoch_end, role=role,
+                                 on_open=output.attach)
+        return run_study(cfg, on_trial_end=on_trial_end, role=role, on_open=output.attach)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -4,7 +4,9 @@ then its end stages. Rerunning the same study resumes it."""
 from __future__ import annotations
 
 import logging
+import shutil
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from hpo import config as config_mod
@@ -41,12 +43,14 @@ def run_study(
     on_trial_end: TrialCallback | None = None,
     on_epoch_end: EpochCallback | None = None,
     on_pool: Callable[[Any], None] | None = None,
+    on_open: Callable[[Path], None] | None = None,
     role: str = "owner",
 ) -> StudySummary:
     """Run (or resume) the study ``cfg`` describes and, if enabled, ensemble its best trials.
 
     Trials run in this process or on worker processes (``cfg.executor``); ``on_pool`` receives
-    the :class:`hpo.execution.pool.WorkerPool` once it has started (tests use it to kill workers).
+    the :class:`hpo.execution.pool.WorkerPool` once it has started (tests use it to kill workers);
+    ``on_open`` the run directory once the study is open (the CLI starts its ``hpo.log`` there).
 
     ``role="worker"`` joins a study in a shared storage (``hpo worker``): it runs trials until the
     study's budget is used and returns; the owner (``hpo run``) waits for every worker's trials
@@ -57,6 +61,8 @@ def run_study(
         run = open_study(cfg, plan_study(cfg, build, splits), callbacks=callbacks, on_epoch_end=on_epoch_end,
                          role=role)
         run.on_trial_end, run.on_pool, run.started = on_trial_end, on_pool, started
+        if on_open is not None:
+            on_open(run.run_dir)
         reselection = _run(run)
         if role == "worker":
             return worker_summary(cfg, run.run_dir, run.results, run.started, run.parent, run.uri)
@@ -81,10 +87,32 @@ def plan_study(cfg: StudyConfig, build: Builder | None, splits: Splits | None) -
 def open_study(cfg: StudyConfig, plan: StudyPlan, *, callbacks: Any, on_epoch_end: EpochCallback | None,
                role: str) -> StudyRun:
     """The run directory, the engine (a resumed study with another config is refused first), the study's files,
-    the tracking store and its parent run."""
+    the tracking store and its parent run. A study that cannot open (its storage or tracking store unreachable
+    or refusing) leaves nothing behind that was not there before: directories this call made are removed."""
+    run_dir = cfg.run_dir.resolve()
+    made = _first_missing(run_dir)
+    try:
+        return _open_study(cfg, plan, run_dir, callbacks=callbacks, on_epoch_end=on_epoch_end, role=role)
+    except BaseException:
+        if made is not None and made.exists():
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory of ``path`` (itself included) that does not exist yet; None when it exists."""
+    missing = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _open_study(cfg: StudyConfig, plan: StudyPlan, run_dir: Path, *, callbacks: Any,
+                on_epoch_end: EpochCallback | None, role: str) -> StudyRun:
     from hpo.tracking import Tracker
 
-    run_dir = cfg.run_dir.resolve()
     identity = cfg.search_identity() | {"space": plan.space.describe(), "data_hashes": plan.splits.hashes}
     parallel = (plan.slots is not None and len(plan.slots) > 1) or plan.packing
     driver = make_driver(cfg, plan.space, run_dir, parallel=parallel, config=redacted_config(cfg))
@@ -95,14 +123,18 @@ def open_study(cfg: StudyConfig, plan: StudyPlan, *, callbacks: Any, on_epoch_en
     driver.open(identity)  # refuses a resumed study with another config before anything else is written
     save_study_files(cfg, run_dir, plan.splits, plan.space)
     uri = study_tracking_uri(cfg, driver, run_dir)
-    tracker = Tracker(uri, cfg.tracking.experiment or cfg.study.name, artifact_root=run_dir / "mlartifacts",
-                      shared=driver.shared)
     params, tags = _parent_record(cfg, plan)
     tags["hpo.run_dir"] = str(run_dir)
-    if driver.shared:
-        parent = shared_parent_run(driver, tracker, cfg.study.name, params, tags)
-    else:
-        parent = tracker.start_study(cfg.study.name, params=params, tags=tags)
+    try:
+        tracker = Tracker(uri, cfg.tracking.experiment or cfg.study.name, artifact_root=run_dir / "mlartifacts",
+                          shared=driver.shared)
+        if driver.shared:
+            parent = shared_parent_run(driver, tracker, cfg.study.name, params, tags)
+        else:
+            parent = tracker.start_study(cfg.study.name, params=params, tags=tags)
+    except Exception as exc:
+        driver.close()
+        raise refused_tracking(exc, uri) from None
     tracker.log_study_artifact(run_dir / "config.yaml")
     if cfg.tensorboard.enabled:
         from hpo.tracking.tensorboard import write_experiment
@@ -113,6 +145,21 @@ def open_study(cfg: StudyConfig, plan: StudyPlan, *, callbacks: Any, on_epoch_en
     listeners = _listeners(cfg, run_dir, driver, tracker, on_epoch_end)
     return StudyRun(cfg, plan, run_dir, driver, tracker, uri, parent, trial_settings(cfg, callbacks), listeners,
                     role=role, results={} if role == "worker" else load_results(run_dir))
+
+
+def refused_tracking(exc: Exception, uri: str) -> Exception:
+    """A one-line ConfigError naming ``tracking.uri`` (password hidden) for a store that refused the study's
+    first calls (the study cannot go on without its experiment and parent run); other errors as they are."""
+    from mlflow.exceptions import MlflowException
+
+    from hpo.tracking.ops import Refused, WriteFailed
+
+    if not isinstance(exc, (MlflowException, Refused, WriteFailed, OSError)):
+        return exc
+    reason = str(getattr(exc, "message", None) or exc).strip().splitlines()
+    first = reason[0][:300] if reason else type(exc).__name__
+    return ConfigError("tracking.uri", f"the tracking store {redact(uri)} refused the study's experiment or parent "
+                                       f"run: {redact(first)}; check the URI and your access to that server")
 
 
 def _parent_record(cfg: StudyConfig, plan: StudyPlan) -> tuple[dict[str, Any], dict[str, Any]]:
