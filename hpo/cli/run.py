@@ -74,10 +74,6 @@ def _cmd_run(args: argparse.Namespace, role: str, output: "LibraryOutput") -> in
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not args.quiet:
-        print(f"{'worker on ' if role == 'worker' else ''}study {cfg.study.name!r}: {cfg.study.n_trials} trials, "
-              f"driver {cfg.driver.name}/{cfg.driver.sampler}, {cfg.space.builder} on {cfg.data.dataset}, "
-              f"run dir {cfg.run_dir}", flush=True)
     summary = _run(cfg, args, role, output)
     if isinstance(summary, int):
         return summary
@@ -165,12 +161,20 @@ def _run(cfg: "StudyConfig", args: argparse.Namespace, role: str,
     from hpo.study import run_study
 
     live, on_trial_end, on_epoch_end = _progress(cfg, args.quiet)
+
+    def on_open(run_dir: Any) -> None:  # the header once the study is open: a start-up failure is one line
+        output.attach(run_dir)
+        if not args.quiet:
+            print(f"{'worker on ' if role == 'worker' else ''}study {cfg.study.name!r}: {cfg.study.n_trials} "
+                  f"trials, driver {cfg.driver.name}/{cfg.driver.sampler}, {cfg.space.builder} on "
+                  f"{cfg.data.dataset}, run dir {cfg.run_dir}", flush=True)
+
     try:
         if live is not None:
             with live:
                 return run_study(cfg, on_trial_end=on_trial_end, on_epoch_end=on_epoch_end, role=role,
-                                 on_open=output.attach)
-        return run_study(cfg, on_trial_end=on_trial_end, role=role, on_open=output.attach)
+                                 on_open=on_open)
+        return run_study(cfg, on_trial_end=on_trial_end, role=role, on_open=on_open)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -116,9 +116,11 @@ def unreachable_storage(exc: BaseException, url: str) -> ConfigError | None:
     if not isinstance(exc, (sa.OperationalError, sa.InterfaceError)):
         return None
     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
-    return ConfigError("driver.storage", f"cannot open the storage {redact(url)}: {redact(reason)}; is the database "
-                                         "running and reachable from here? (a password is best given through "
-                                         "PGPASSWORD or ~/.pgpass, not on the command line)")
+    hint = ("create it first (PostgreSQL: createdb NAME; MySQL: CREATE DATABASE NAME) or fix its name"
+            if "does not exist" in reason or "unknown database" in reason.lower()
+            else "is the database running and reachable from here?")
+    return ConfigError("driver.storage", f"cannot open the storage {redact(url)}: {redact(reason)}; {hint} (a password "
+                                         "is best given through PGPASSWORD or ~/.pgpass, not on the command line)")
 
 
 def racing_schema(make: Callable[[], T], attempts: int = 8, url: str | None = None) -> T:
