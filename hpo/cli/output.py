@@ -76,6 +76,8 @@ class LibraryOutput:
         self._saved_stderr: IO[str] | None = None
         self._thread: threading.Thread | None = None
         self._handlers: list[logging.Handler] = []
+        self._root_before: tuple[int, list[logging.Handler]] = (logging.WARNING, [])
+        self._own_terminal = False
         self.path: Path | None = None
 
     def __enter__(self) -> "LibraryOutput":
@@ -84,9 +86,14 @@ class LibraryOutput:
         read_fd, write_fd = os.pipe()
         os.dup2(write_fd, 2)
         os.close(write_fd)
-        self._terminal = open(self._terminal_fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace",
-                              closefd=False)
-        self._saved_stderr, sys.stderr = sys.stderr, self._terminal
+        self._saved_stderr = sys.stderr
+        if _on_fd2(sys.stderr):  # it now writes into the pipe: the terminal is the saved descriptor
+            self._terminal = open(self._terminal_fd, "w", buffering=1, encoding="utf-8", errors="backslashreplace",
+                                  closefd=False)
+            self._own_terminal = True
+        else:  # a stream of its own (a notebook's, a test's capture): our lines stay there
+            self._terminal = sys.stderr
+        sys.stderr = self._terminal
         self._thread = threading.Thread(target=self._copy, args=(read_fd,), name="hpo-library-output", daemon=True)
         self._thread.start()
         self._configure_logging()
@@ -99,6 +106,9 @@ class LibraryOutput:
         for h in self._handlers:
             h.flush()
             root.removeHandler(h)
+        for h in self._root_before[1]:
+            root.addHandler(h)
+        root.setLevel(self._root_before[0])
         sys.stderr = self._saved_stderr  # type: ignore[assignment]
         os.dup2(self._terminal_fd, 2)  # closes this process's end of the pipe: the copier sees its end
         if self._thread is not None:
@@ -107,7 +117,7 @@ class LibraryOutput:
             if self._file is not None:
                 self._file.close()
                 self._file = None
-        if self._terminal is not None:
+        if self._own_terminal and self._terminal is not None:
             self._terminal.close()
         os.close(self._terminal_fd)
 
@@ -138,6 +148,7 @@ class LibraryOutput:
 
     def _configure_logging(self) -> None:
         root = logging.getLogger()
+        self._root_before = (root.level, list(root.handlers))
         for h in list(root.handlers):  # an earlier basicConfig writes to the old stderr, i.e. into the pipe
             root.removeHandler(h)
         root.setLevel(logging.INFO)
@@ -155,6 +166,14 @@ class LibraryOutput:
         for name in ("absl", "tensorflow", "alembic", "mlflow", "sqlalchemy", "optuna", "keras", "urllib3"):
             logging.getLogger(name).setLevel(logging.NOTSET)  # the root's level and handlers decide
         logging.captureWarnings(True)
+
+
+def _on_fd2(stream: object) -> bool:
+    """Whether ``stream`` writes to file descriptor 2."""
+    try:
+        return stream.fileno() == 2  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 class _BytesSink:

@@ -184,9 +184,10 @@ class WorkerPool:
         env.update(slot.env)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         env["PYTHONPATH"] = os.pathsep.join(p for p in [*sys.path, env.get("PYTHONPATH", "")] if p)
-        try:  # workers' prints go to our stderr; in a notebook (no real stderr) they inherit the kernel's
-            out: int | None = sys.stderr.fileno()
-        except (AttributeError, OSError, ValueError):
+        try:  # workers' prints go where this process's descriptor 2 goes (`hpo run`: its hpo.log), not stdout
+            os.fstat(2)
+            out: int | None = 2
+        except OSError:
             out = None
         proc = subprocess.Popen(
             [sys.executable, "-m", "hpo.execution.worker", str(to_child_r), str(from_child_w)],
