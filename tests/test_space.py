@@ -176,3 +176,38 @@ def test_optuna_journal_storage(space: SearchSpace, tmp_path: Path) -> None:
     again = OptunaDriver(space, direction="maximize", seed=1, study_name="j", storage=url)
     again.open({"test": 1})
     assert again.n_finished() == 4 and (tmp_path / "j" / "study.log").exists()
+
+
+@pytest.mark.parametrize(
+    "override, field, words",
+    [
+        ({"units": {"fixed": 4096}}, "space.params.units.fixed", "outside the declared range [8, 128]"),
+        ({"units": {"fixed": 12}}, "space.params.units.fixed", "step grid"),
+        ({"units": {"fixed": 16.5}}, "space.params.units.fixed", "whole number"),
+        ({"lr": {"fixed": "fast"}}, "space.params.lr.fixed", "not a number"),
+        ({"act": {"fixed": "swish"}}, "space.params.act.fixed", "not one of the builder's choices"),
+        ({"act": {"values": ["relu", "swish"]}}, "space.params.act.values", "'swish' is not one of"),
+        ({"act": {"values": ["relu"], "default": "tanh"}}, "space.params.act.default", "not one of the values"),
+        ({"bn": {"fixed": "yes"}}, "space.params.bn.fixed", "true or false"),
+        ({"width": {"values": [2, 3]}}, "space.params.width.values", "step grid"),
+        ({"fixed": {"fixed": "seven"}}, "space.params.fixed.fixed", "fixes 'fixed' to a int"),
+        ({"units": {"min": 8.5, "max": 256}}, "space.params.units.min", "integer parameter"),
+        ({"units": {"min": 8, "max": 64, "default": 100}}, "space.params.units.default", "outside the declared range"),
+        ({"units": {"fixed": 16, "min": 8}}, "space.params.units", "give one of"),
+    ],
+)
+def test_values_a_config_gives_meet_the_declared_parameter(space: SearchSpace, override: dict[str, Any],
+                                                           field: str, words: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(space, override)
+    assert err.value.field == field, str(err.value)
+    assert words in str(err.value)
+
+
+def test_values_a_config_gives_inside_the_declaration_are_kept(space: SearchSpace) -> None:
+    s = apply_overrides(space, {"units": {"fixed": 64}, "lr": {"fixed": 1e-3}, "b_rate": {"values": [0, 0.25]},
+                                "width": {"values": [4, 8]}, "a_depth": {"min": 1, "max": 8},  # a widened range
+                                "fixed": {"fixed": 9}})
+    assert s["units"].default == 64 and s["lr"].default == 1e-3
+    assert s["b_rate"].values == (0.0, 0.25) and isinstance(s["b_rate"].values[0], float)
+    assert s["width"].values == (4, 8) and s["a_depth"].high == 8 and s["fixed"].default == 9
