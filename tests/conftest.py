@@ -71,12 +71,15 @@ def wait_healthy(url: str, proc: subprocess.Popen[Any], *, what: str, timeout: f
 
 
 @contextmanager
-def serving(args: list[str], health: str, cwd: Path) -> Iterator[int]:
-    """Run ``python -m hpo.cli <args> --port P`` until ``health`` answers on 127.0.0.1:P."""
+def serving(args: list[str], health: str, cwd: Path, out: Path | None = None) -> Iterator[int]:
+    """Run ``python -m hpo.cli <args> --port P`` until ``health`` answers on 127.0.0.1:P (its stdout in ``out``)."""
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    stdout = open(out, "w") if out is not None else subprocess.DEVNULL
     proc = subprocess.Popen([sys.executable, "-m", "hpo.cli", *args, "--port", str(port)], env=env, cwd=cwd,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=stdout, stderr=subprocess.DEVNULL)
+    if out is not None:
+        stdout.close()  # type: ignore[union-attr]
     try:
         wait_healthy(f"http://127.0.0.1:{port}{health}", proc, what=f"hpo {args[0]}", timeout=120)
         yield port

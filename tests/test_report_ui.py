@@ -50,21 +50,38 @@ def test_mlflow_ui_lists_parent_trials_and_ensemble_in_a_browser(finished_study:
     exp_id = client.get_experiment_by_name("shared").experiment_id
     trial_run = client.search_runs([exp_id], filter_string="tags.`hpo.kind` = 'trial'", max_results=1)[0]
     ARTIFACTS.mkdir(exist_ok=True)
-    with serving(["ui", str(cfg.run_dir)], "/health", tmp_path) as port, sync_playwright() as p:
+    # a model-training experiment (MLflow 3 opens it on its runs, not on the GenAI overview), described
+    experiment = client.get_experiment(exp_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    parent = client.get_run(summary.parent_run_id)
+    for note in (experiment.tags["mlflow.note.content"], parent.data.tags["mlflow.note.content"]):
+        assert f"Best trial {summary.best_trial}" in note and "Guards" in note and summary.ensemble["artifact_dir"] in note
+    out = tmp_path / "ui.out"
+    with serving(["ui", str(cfg.run_dir)], "/health", tmp_path, out=out) as port, sync_playwright() as p:
+        base = f"http://127.0.0.1:{port}/#/experiments/{exp_id}"
+        printed = re.search(r"the study's runs: (\S+)", out.read_text())  # `hpo ui` says where the study is
+        assert printed and printed.group(1).startswith(f"{base}/runs"), out.read_text()
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
             "--disable-sync", "--no-first-run"])
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        base = f"http://127.0.0.1:{port}/#/experiments/{exp_id}"
-        page.goto(f"{base}/runs")
+        page.goto(printed.group(1))
         page.get_by_text("shared", exact=True).last.wait_for(timeout=60_000)
+        assert "/runs" in page.url, page.url  # stays on the runs table
+        page.screenshot(path=str(ARTIFACTS / "mlflow-ui-landing.png"))
         # expand the parent run: its trial runs and the ensemble run are nested under it
         page.locator("button[data-component-id$='runnamecellrenderer.tsx_46']").first.click()
         page.get_by_text("trial-0011").wait_for(timeout=60_000)
         page.screenshot(path=str(ARTIFACTS / "mlflow-ui-runs.png"))
-        names = set(page.inner_text("body").split("\n"))
+        body = page.inner_text("body")
+        (ARTIFACTS / "mlflow-ui-runs.txt").write_text(body)
+        names = set(body.split("\n"))
         assert {f"trial-{i:04d}" for i in range(12)} <= names
         assert any(n.startswith("ensemble-") for n in names)
+        # the trials' select and audit scores are columns of the runs table
+        headers = page.locator("[role='columnheader']").all_inner_texts()
+        for column in ("select_accuracy", "audit_accuracy"):
+            assert any(column in h for h in headers), f"{column} is not a column of the runs view: {headers}"
         # the runs' own pages show their metrics
         for run_id, expected in ((summary.parent_run_id, ["best_select", "guard_gap", "ensemble_test_accuracy"]),
                                  (trial_run.info.run_id, ["select_accuracy", "audit_accuracy"]),

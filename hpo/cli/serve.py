@@ -6,6 +6,7 @@ import argparse
 import os
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from hpo.cli._common import resolve_run_dir
@@ -88,7 +89,42 @@ def cmd_ui(args: argparse.Namespace) -> int:
         cmd += ["--default-artifact-root", (run_dir / "mlartifacts").resolve().as_uri()]
     warn_if_exposed(args.host, "the MLflow UI (and its REST API, which can also change and delete runs)")
     print(f"MLflow UI for {run_dir} on http://{args.host}:{args.port}  (Ctrl-C stops it)", flush=True)
+    experiment = _experiment_id(uri, run_dir)
+    if experiment is not None:
+        # MLflow 3's UI keeps a GenAI/model-training switch of its own (GenAI by default, whatever the
+        # experiment's kind): the query selects model training, and the study's view of its runs table
+        # (metric columns, its parent run expanded; written by the study's end).
+        from hpo.tracking.ops import VIEW_KEY
+
+        print(f"the study's runs: http://{args.host}:{args.port}/#/experiments/{experiment}/runs"
+              f"?viewStateShareKey={VIEW_KEY}&workflowType=machine_learning", flush=True)
     return _serve(cmd, {"MLFLOW_BACKEND_STORE_URI": uri})
+
+
+def _experiment_id(uri: str, run_dir: Path) -> str | None:
+    """The MLflow experiment of the study in ``run_dir`` (its parent run's, from summary.json, else the config's
+    experiment name); None when the store does not have it (yet)."""
+    import json
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    try:
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        summary = run_dir / "summary.json"
+        if summary.exists():
+            parent = json.loads(summary.read_text()).get("parent_run_id")
+            if parent:
+                return str(client.get_run(parent).info.experiment_id)
+        import yaml
+
+        raw = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        name = (raw.get("tracking") or {}).get("experiment") or (raw.get("study") or {}).get("name")
+        exp = client.get_experiment_by_name(name) if name else None
+        return None if exp is None else str(exp.experiment_id)
+    except Exception:  # the URL is a convenience: the UI still serves the store
+        return None
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:

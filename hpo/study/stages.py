@@ -149,6 +149,14 @@ def end_tracking_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> 
     tags = {"hpo.best_trial": summary.best_trial, "hpo.status": "finished", **ending.tags}
     if run.stopped_early:
         tags["hpo.stopped_early"] = run.stopped_early
+    from hpo.study.note import study_note
+
+    cfg = run.cfg
+    tags["mlflow.note.content"] = study_note(summary, study=cfg.study.name, metric=cfg.objective.metric,
+                                             builder=cfg.space.builder, dataset=cfg.data.dataset)
+    if run.role == "owner":  # the experiment's description is the study's (a shared study's owner writes it)
+        m = cfg.objective.metric
+        run.tracker.describe_experiment(tags["mlflow.note.content"], columns=[f"select_{m}", f"audit_{m}"])
     run.tracker.end_study(metrics, tags, status="FINISHED")
     undelivered = run.tracker.undelivered_message()
     if undelivered:

@@ -33,6 +33,12 @@ MAX_PARAM_LEN = 6000
 # Writes the study needs no reply to: the background thread makes them, through the writer process where
 # it runs. A trial's run is still created before it trains: a worker killed mid-trial leaves a run that
 # the study's end marks KILLED, instead of no trace in MLflow.
+# MLflow 3's experiment kind: its UI opens a model-training experiment on the runs table (Training runs), not
+# on the GenAI overview (traces, an assistant), which it shows an experiment of no declared kind.
+KIND_OF_EXPERIMENT = ("mlflow.experimentKind", "custom_model_development")
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."  # + a key: a runs-table view the UI opens with ?viewStateShareKey=
+VIEW_KEY = "hpo-study"
+NOTE_TAG = "mlflow.note.content"  # the description the MLflow UI shows (markdown) on an experiment or a run
 WRITE_OPS = frozenset({"log_batch", "terminate", "artifact"})
 
 
@@ -100,6 +106,9 @@ def execute(client: Any, op: dict[str, Any], resolve: Callable[[Any], Any] = _sa
     if kind in WRITE_OPS:
         _write(client, {**op, "run": resolve(op["run"])})
         return None
+    if kind == "experiment_tag":
+        client.set_experiment_tag(resolve(op["exp"]), op["key"], op["value"])
+        return None
     if kind == "kill_orphans":
         kill_orphans(client, resolve(op["exp"]), resolve(op["parent"]))
         return None
@@ -111,9 +120,12 @@ def _experiment(client: Any, op: Mapping[str, Any]) -> str:
 
     exp = client.get_experiment_by_name(op["name"])
     if exp is not None:
+        if KIND_OF_EXPERIMENT[0] not in exp.tags:  # made by an older version: the UI would open on GenAI pages
+            client.set_experiment_tag(exp.experiment_id, *KIND_OF_EXPERIMENT)
         return exp.experiment_id
     try:
-        return client.create_experiment(op["name"], artifact_location=op["location"])
+        return client.create_experiment(op["name"], artifact_location=op["location"],
+                                        tags=dict([KIND_OF_EXPERIMENT]))
     except MlflowException:
         # Another worker created it between our lookup and our create.
         exp = client.get_experiment_by_name(op["name"])

@@ -10,6 +10,7 @@ end before its next trial: the study's owner reads those runs.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Any, Mapping, Sequence
 from hpo.metric_names import split_name
 from hpo.redaction import redact
 from hpo.tracking.client import is_server, quick_http
-from hpo.tracking.ops import KIND_TAG, TRIAL_TAG, Unmapped, is_transient, param_value
+from hpo.tracking.ops import (KIND_TAG, NOTE_TAG, SHARED_VIEW_PREFIX, TRIAL_TAG, VIEW_KEY, Unmapped,
+                              is_transient, param_value)
 from hpo.tracking.transport import Transport
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,16 @@ class Tracker(Transport):
         self._log_batch(self.parent_run_id, metrics, tags)
         self.send({"op": "terminate", "run": self.parent_run_id, "status": status})
         self.close()
+
+    def describe_experiment(self, markdown: str, columns: Sequence[str] = ()) -> None:
+        """The experiment's description in the MLflow UI (its ``mlflow.note.content`` tag) and the view of its runs
+        that ``hpo ui`` opens (:data:`VIEW_KEY`), ``columns`` (metric names) shown."""
+        self.send({"op": "experiment_tag", "exp": self.experiment_id, "key": NOTE_TAG, "value": param_value(markdown)})
+        # MLflow 3's runs table shows no metric columns until a user picks them; a shared view (the UI's own
+        # "share" format: an experiment tag holding the table's state as JSON) opens with them.
+        view = {"selectedColumns": [f"metrics.`{c}`" for c in columns]}
+        self.send({"op": "experiment_tag", "exp": self.experiment_id, "key": SHARED_VIEW_PREFIX + VIEW_KEY,
+                   "value": json.dumps(view)})
 
     def log_study_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         assert self.parent_run_id is not None
