@@ -152,9 +152,10 @@ def refused_tracking(exc: Exception, uri: str) -> Exception:
     first calls (the study cannot go on without its experiment and parent run); other errors as they are."""
     from mlflow.exceptions import MlflowException
 
+    from hpo.tracking.handover import WriterUnavailable
     from hpo.tracking.ops import Refused, WriteFailed
 
-    if not isinstance(exc, (MlflowException, Refused, WriteFailed, OSError)):
+    if isinstance(exc, WriterUnavailable) or not isinstance(exc, (MlflowException, Refused, WriteFailed, OSError)):
         return exc
     reason = str(getattr(exc, "message", None) or exc).strip().splitlines()
     first = reason[0][:300] if reason else type(exc).__name__
