@@ -45,8 +45,8 @@ def _value(params: dict[str, Any]) -> float:
              + math.log10(params["learning_rate"] / 3e-3) ** 2) + (0.1 if params["activation"] == "gelu" else 0.0)
 
 
-def _process(storage: str, study: str, sampler: str, n_trials: int, seed: int, one_seed: bool, start: Any,
-             out: Any) -> None:
+def _process(storage: str, study: str, sampler: str, n_trials: int, seed: int, one_seed: bool, ready: Any,
+             start: Any, out: Any) -> None:
     import logging
 
     from hpo.drivers.optuna import OptunaDriver
@@ -57,6 +57,7 @@ def _process(storage: str, study: str, sampler: str, n_trials: int, seed: int, o
     d = OptunaDriver(_space(), direction="maximize", seed=seed, study_name=study, storage=storage, sampler=sampler,
                      fail_stale=False, shared=True, n_trials=n_trials, parallel=True, heartbeat_s=5, grace_s=60)
     d.open({"bench": "shared"})
+    ready.put(os.getpid())
     start.wait()
     out.put(ask_and_tell(d, _value))
 
@@ -70,14 +71,15 @@ def distinct(storage_dir: Path, sampler: str, processes: int, n_trials: int, see
     storage = f"journal:///{storage_dir / f'{uuid.uuid4().hex[:8]}.log'}"
     study = "shared-bench"
     ctx = mp.get_context("spawn")
-    start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_process, args=(storage, study, sampler, n_trials, seed, one_seed, start, out))
+    ready, start, out = ctx.Queue(), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_process, args=(storage, study, sampler, n_trials, seed, one_seed, ready, start, out))
              for _ in range(processes)]
     for i, p in enumerate(procs):
         p.start()
-        if i == 0:
-            time.sleep(4.0)  # the first process creates the study (and keeps the study's seed)
-    time.sleep(2.0 + processes)
+        if i == 0:  # the first process creates the study (and keeps the study's seed)
+            ready.get(timeout=600)
+    for _ in procs[1:]:  # every process has opened the study before any asks
+        ready.get(timeout=600)
     start.set()
     per_process = [out.get(timeout=900) for _ in procs]
     for p in procs:

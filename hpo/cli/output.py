@@ -35,6 +35,8 @@ def quiet_library_environment() -> None:
     # MLflow otherwise installs its own stderr handler (propagate=False) at import; its records then reach
     # the root logger's handlers below, which send them to hpo.log.
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    # tqdm bars of MLflow's artifact downloads (the owner of a shared study fetches other workers' trials).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 class _OwnRecords(logging.Filter):

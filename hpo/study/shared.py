@@ -65,13 +65,15 @@ def study_tracking_uri(cfg: StudyConfig, driver: Driver, run_dir: Path, timeout_
 
 
 def _recorded(driver: Driver, timeout_s: float) -> str | None:
-    """The tracking URI the study's creator records right after creating the study (waiting for it)."""
+    """The tracking URI the study's creator recorded, once its store holds the study's parent run.
+
+    The creator records the URI before it opens the store, and an embedded store's file only exists from then
+    on: a process that checked the file as soon as the URI appeared found none (two processes started together;
+    found by experiments/shared_bench), so this waits for the parent run id, recorded once the run exists."""
     deadline = time.monotonic() + timeout_s
-    while True:
-        recorded = driver.tracking_uri()
-        if recorded is not None or driver.parent_run_id() is not None or time.monotonic() >= deadline:
-            return recorded
+    while driver.parent_run_id() is None and time.monotonic() < deadline:
         time.sleep(0.5)
+    return driver.tracking_uri()
 
 
 def shared_parent_run(driver: Driver, tracker: "Tracker", name: str, params: dict[str, Any],
