@@ -13,7 +13,7 @@ from hpo.drivers.hyperopt import HyperoptDriver
 from hpo.drivers.kerastuner import KerasTunerDriver
 from hpo.drivers.optuna import OptunaDriver
 from hpo.errors import ConfigError
-from hpo.space import SearchSpace, apply_overrides, discover
+from hpo.space import Param, SearchSpace, apply_overrides, discover
 from hpo.results import TrialResult, TrialState
 
 
@@ -211,3 +211,10 @@ def test_values_a_config_gives_inside_the_declaration_are_kept(space: SearchSpac
     assert s["units"].default == 64 and s["lr"].default == 1e-3
     assert s["b_rate"].values == (0.0, 0.25) and isinstance(s["b_rate"].values[0], float)
     assert s["width"].values == (4, 8) and s["a_depth"].high == 8 and s["fixed"].default == 9
+
+
+def test_a_log_sampled_integer_with_step_one_has_every_integer_as_its_grid() -> None:
+    """step=1 is no multiplicative factor (it raised ZeroDivisionError in math.log(x, 1))."""
+    p = Param("units", "int", 8, 12, step=1, log=True, default=8)
+    assert p.grid == (8, 9, 10, 11, 12)
+    assert Param("units", "int", 2, 32, step=2, log=True, default=2).grid == (2, 4, 8, 16, 32)

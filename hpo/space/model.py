@@ -75,7 +75,7 @@ class Param:
         if self.step is None:
             return None
         assert self.low is not None and self.high is not None
-        if self.log:
+        if self.log_grid:
             # KerasTuner: with log sampling, ``step`` is a multiplicative factor.
             n = int(math.log(self.high / self.low, self.step) + 1e-8) + 1
             out = [self.low * self.step**i for i in range(n)]
