@@ -229,6 +229,31 @@ def test_hpo_sync_uploads_no_file_from_outside_the_run_directory(tmp_path: Path)
     assert [a.path for a in client.list_artifacts(run.info.run_id, "x")] == ["x/mine.txt"]
 
 
+def test_a_tracking_uri_named_by_a_run_directory_is_used_only_when_asked(tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """hpo sync on someone's run directory: its config.yaml chooses no destination by itself."""
+    import mlflow
+
+    from hpo.cli import main
+    from hpo.tracking import OUTBOX
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "study.json").write_text(json.dumps({"name": "crafted"}))
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    (run_dir / "config.yaml").write_text(f"tracking:\n  uri: {elsewhere}\n")
+    _ops(run_dir / OUTBOX, {"op": "experiment", "ref": "offline-e", "name": "crafted", "location": None},
+         {"op": "create_run", "ref": "offline-r", "exp": "offline-e", "run_name": "r", "tags": {}, "params": {}})
+    capsys.readouterr()
+    assert main(["sync", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "tracking.uri" in err and "--use-recorded-uri" in err and "--tracking-uri" in err
+    assert not (tmp_path / "elsewhere.db").exists(), "nothing was sent to the recorded store"
+    assert (run_dir / OUTBOX).read_text().count("\n") == 2, "the queued calls are kept"
+    assert main(["sync", str(run_dir), "--use-recorded-uri"]) == 0
+    assert mlflow.MlflowClient(elsewhere).get_experiment_by_name("crafted") is not None
+
+
 def test_keep_top_models_deletes_no_file_outside_the_run_directory(tmp_path: Path) -> None:
     from hpo.study.loop import retain_models
 
@@ -319,3 +344,49 @@ def test_a_storage_that_cannot_be_reached_is_one_error_line_without_the_password
     for secret in ("userinfo-pw", "query-pw", "ssl-pw"):
         assert secret not in out.out + out.err
         assert not [p for p in files if secret.encode() in p.read_bytes()]
+
+
+@pytest.mark.skipif(not os.environ.get("HPO_TEST_POSTGRES_URL"), reason="set HPO_TEST_POSTGRES_URL=postgresql://"
+                    "root@127.0.0.1:5432/test to run the PostgreSQL password test (.ci/run sets it)")
+def test_postgresql_passwords_reach_no_file_record_attribute_log_or_command_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A storage URL with a password in its userinfo and in its query, through a whole study with a worker
+    process: neither password in any file of the run directory (config, summary, the MLflow store's records),
+    the Optuna study's attributes, a log record, or any process's command line while trials run."""
+    import logging
+    import subprocess
+    import uuid
+
+    import optuna
+
+    from hpo.study import run_study
+    from tests.conftest import small_config
+
+    pg = os.environ["HPO_TEST_POSTGRES_URL"]  # trust auth on this machine: the passwords are not checked
+    secrets = ("userinfo-s3cret", "query-s3cret")
+    url = pg.replace("://root@", f"://root:{secrets[0]}@", 1) + f"?password={secrets[1]}"
+    assert secrets[0] in url
+    name = f"pw-{uuid.uuid4().hex[:6]}"
+    cfg = small_config(tmp_path, study={"name": name, "n_trials": 2}, driver={"storage": url},
+                       training={"epochs": 1}, executor={"mode": "processes", "cpu_workers": 1},
+                       ensemble={"enabled": False})
+    commands: list[str] = []
+
+    def look_at_processes(result: Any, progress: Any) -> None:
+        commands.append(subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout)
+
+    with caplog.at_level(logging.DEBUG):
+        summary = run_study(cfg, on_trial_end=look_at_processes)
+    try:
+        assert summary.n_complete == 2 and commands
+        leaks = [str(p) for p in cfg.run_dir.rglob("*") if p.is_file()
+                 and any(s.encode() in p.read_bytes() for s in secrets)]
+        assert not leaks, f"a password is in {leaks}"
+        study = optuna.load_study(study_name=name, storage=pg)
+        attrs = json.dumps([study.user_attrs, study._storage.get_study_system_attrs(study._study_id)]
+                           + [[t.user_attrs, t.system_attrs] for t in study.get_trials()], default=str)
+        assert not any(s in attrs for s in secrets)
+        assert not any(s in r.getMessage() for r in caplog.records for s in secrets)
+        assert not any(s in c for c in commands for s in secrets)
+    finally:
+        optuna.delete_study(study_name=name, storage=pg)

@@ -48,3 +48,31 @@ def tracking_uri(given: str | None, recorded: str | None, fallback: str | None =
                                               "pass --tracking-uri")
         return fallback
     return recorded or fallback
+
+
+def run_dir_tracking_uri(given: str | None, recorded: str | None, run_dir: Path, *,
+                         use_recorded: bool) -> str | None:
+    """The tracking URI a command working on a run directory (sync, report, ensemble) may send to.
+
+    ``--tracking-uri`` when given; the run directory's own embedded store when its files name that one or none.
+    A URI its files name elsewhere is used only with ``--use-recorded-uri``: a run directory may come from
+    someone else, and its files alone must not choose where its contents are sent. None when not allowed.
+    A recorded URI whose password is redacted cannot be opened: ConfigError asking for ``--tracking-uri``."""
+    from hpo.tracking import default_tracking_uri
+
+    if given is not None:
+        return given
+    own = default_tracking_uri(run_dir)
+    if not recorded or recorded == own:
+        return own
+    if not use_recorded:
+        return None
+    return tracking_uri(None, recorded)
+
+
+def refused_uri_hint(recorded: str, where: str) -> str:
+    """Why a recorded tracking URI was not used, and the two ways to use one."""
+    from hpo.redaction import redact
+
+    return (f"{where} names the tracking store {redact(recorded)}, which is not this run directory's own; pass "
+            "--tracking-uri URI, or --use-recorded-uri to send there")

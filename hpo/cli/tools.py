@@ -7,8 +7,11 @@ import json
 import sys
 from typing import Any
 
-from hpo.cli._common import resolve_run_dir, study_dir, tracking_uri
+from hpo.cli._common import refused_uri_hint, resolve_run_dir, run_dir_tracking_uri, study_dir
 from hpo.errors import ConfigError
+
+
+USE_RECORDED_HELP = "send to the tracking URI the run directory's files name, when it is not the run directory's own store"
 
 
 def add_ensemble(sub: Any) -> None:
@@ -23,6 +26,7 @@ def add_ensemble(sub: Any) -> None:
     e.add_argument("--distinct", action="store_true", help="at most one member per identical configuration")
     e.add_argument("--out", help="artifact directory (default <run_dir>/ensemble)")
     e.add_argument("--tracking-uri")
+    e.add_argument("--use-recorded-uri", action="store_true", help=USE_RECORDED_HELP)
     e.set_defaults(fn=cmd_ensemble)
 
 
@@ -31,6 +35,7 @@ def add_report(sub: Any) -> None:
     rp = sub.add_parser("report", help="write the study's self-contained HTML report and log it to MLflow")
     rp.add_argument("run_dir", help="the study's run directory, or its name (runs/<name>)")
     rp.add_argument("--tracking-uri")
+    rp.add_argument("--use-recorded-uri", action="store_true", help=USE_RECORDED_HELP)
     rp.set_defaults(fn=cmd_report)
 
 
@@ -38,14 +43,14 @@ def add_sync(sub: Any) -> None:
     """The ``sync`` subcommand."""
     sy = sub.add_parser("sync", help="deliver the MLflow calls a study queued while its tracking store was down")
     sy.add_argument("run_dir", help="the study's run directory, or its name (runs/<name>)")
-    sy.add_argument("--tracking-uri", help="MLflow tracking URI (default: the study's)")
+    sy.add_argument("--tracking-uri", help="MLflow tracking URI (default: the run directory's own store)")
+    sy.add_argument("--use-recorded-uri", action="store_true", help=USE_RECORDED_HELP)
     sy.set_defaults(fn=cmd_sync)
 
 
 def cmd_ensemble(args: argparse.Namespace) -> int:
     """``hpo ensemble``: build an ensemble of a study's trials and compare it with the best single trial."""
     from ensembles import build_ensemble
-    from hpo.tracking import default_tracking_uri
 
     run_dir = study_dir(args.run_dir)
     if run_dir is None:
@@ -53,7 +58,14 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     parent = summary.get("parent_run_id")
-    uri = tracking_uri(args.tracking_uri or None, summary.get("tracking_uri"), default_tracking_uri(run_dir))
+    try:
+        uri = run_dir_tracking_uri(args.tracking_uri or None, summary.get("tracking_uri"), run_dir,
+                                   use_recorded=args.use_recorded_uri)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if uri is None:
+        print(f"not logged to MLflow: {refused_uri_hint(summary['tracking_uri'], 'summary.json')}", file=sys.stderr)
     rep = build_ensemble(run_dir, method=args.method, combine=args.combine, size=args.top_k, metric=args.metric,
                          temperature=args.temperature, distinct_configs=args.distinct, out_dir=args.out,
                          tracking_uri=uri, parent_run_id=parent)
@@ -71,7 +83,6 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """``hpo report``: write the study's HTML report and log it to the study's parent run."""
     from hpo.analysis.report import build_report
-    from hpo.tracking import default_tracking_uri
 
     run_dir = resolve_run_dir(args.run_dir)
     if not (run_dir / "summary.json").exists():
@@ -79,7 +90,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 2
     path = build_report(run_dir)
     summary = json.loads((run_dir / "summary.json").read_text())
-    uri = tracking_uri(args.tracking_uri or None, summary["tracking_uri"], default_tracking_uri(run_dir))
+    uri = run_dir_tracking_uri(args.tracking_uri or None, summary.get("tracking_uri"), run_dir,
+                               use_recorded=args.use_recorded_uri)
+    if uri is None:
+        print(f"report: {path} (not logged to MLflow: {refused_uri_hint(summary['tracking_uri'], 'summary.json')})")
+        return 0
     try:
         from mlflow.tracking import MlflowClient
 
@@ -96,20 +111,21 @@ def cmd_sync(args: argparse.Namespace) -> int:
     import yaml
 
     from hpo.redaction import redact
-    from hpo.tracking import OUTBOX, default_tracking_uri, sync
+    from hpo.tracking import OUTBOX, sync
 
     run_dir = study_dir(args.run_dir)
     if run_dir is None:
         return 2
-    uri = args.tracking_uri
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
+    recorded = ((saved or {}).get("tracking") or {}).get("uri")
+    try:
+        uri = run_dir_tracking_uri(args.tracking_uri, recorded, run_dir, use_recorded=args.use_recorded_uri)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if uri is None:
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text()) if (run_dir / "config.yaml").exists() else {}
-        recorded = ((saved or {}).get("tracking") or {}).get("uri") or default_tracking_uri(run_dir)
-        try:
-            uri = tracking_uri(None, recorded)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        print(f"error: tracking.uri: {refused_uri_hint(recorded, str(run_dir / 'config.yaml'))}", file=sys.stderr)
+        return 2
     if not (run_dir / OUTBOX).exists():
         print(f"nothing to sync: {run_dir} has no queued MLflow calls")
         return 0
