@@ -7,12 +7,13 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from hpo import config as config_mod
 from hpo.config import StudyConfig
 from hpo.data import Splits
 from hpo.drivers import make_driver
+from hpo.drivers.base import Driver
 from hpo.errors import ConfigError
 from hpo.config import callbacks as cb_mod
 from hpo.execution.memory import frozen_heap
@@ -30,6 +31,9 @@ from hpo.study.shared import collect_shared_results, shared_parent_run, study_tr
 from hpo.study.signals import install_signals, restore_signals
 from hpo.study.stages import finish_study
 from hpo.study.summary import StudySummary, worker_summary
+
+if TYPE_CHECKING:
+    from hpo.tracking import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +192,7 @@ def trial_settings(cfg: StudyConfig, callbacks: Any = None) -> TrialSettings:
     )
 
 
-def _listeners(cfg: StudyConfig, run_dir: Any, driver: Any, tracker: Any,
+def _listeners(cfg: StudyConfig, run_dir: Path, driver: Driver, tracker: "Tracker",
                on_epoch_end: EpochCallback | None) -> Listeners:
     items: list[TrialListener] = [TrackingListener(tracker, driver)]
     if on_epoch_end is not None:

@@ -161,24 +161,27 @@ class OptunaDriver(Driver):
                           "listing finished trials")
 
     def parent_run_id(self) -> str | None:
-        assert self.study is not None
-        study = self.study
-        return self._call(lambda: study.user_attrs.get(PARENT_RUN_ATTR), "reading the study")
+        return self._study_attr(PARENT_RUN_ATTR)
 
     def set_parent_run_id(self, run_id: str) -> None:
-        assert self.study is not None
-        study = self.study
-        self._call(lambda: study.set_user_attr(PARENT_RUN_ATTR, run_id), "writing the study")
+        self._set_study_attr(PARENT_RUN_ATTR, run_id)
 
     def tracking_uri(self) -> str | None:
-        assert self.study is not None
-        study = self.study
-        return self._call(lambda: study.user_attrs.get(TRACKING_ATTR), "reading the study")
+        return self._study_attr(TRACKING_ATTR)
 
     def set_tracking_uri(self, uri: str) -> None:
+        self._set_study_attr(TRACKING_ATTR, uri)
+
+    def _study_attr(self, key: str) -> Any:
+        """A user attribute of the study as the storage has it now (other processes may have set it)."""
         assert self.study is not None
         study = self.study
-        self._call(lambda: study.set_user_attr(TRACKING_ATTR, uri), "writing the study")
+        return self._call(lambda: study.user_attrs.get(key), "reading the study")
+
+    def _set_study_attr(self, key: str, value: Any) -> None:
+        assert self.study is not None
+        study = self.study
+        self._call(lambda: study.set_user_attr(key, value), "writing the study")
 
     def _budget(self) -> tuple[int, int]:
         """(finished, running) over every worker of a shared study; stale trials are failed first."""
