@@ -306,8 +306,10 @@ def _alive(pid: int) -> bool:
 
 def _sigint_case(tmp_path: Path, name: str, n_trials: int, group: bool = False, **sections: Any) -> None:
     """``group``: Ctrl-C as a terminal sends it, to the whole process group (the MLflow writer process too)."""
+    # CSVLogger writes a row at every epoch's end: the test sees which trials are training.
     cfg = small_config(tmp_path, study={"name": name, "n_trials": n_trials}, ensemble={"enabled": False},
-                       training={"epochs": 6}, **QUIET, **sections)
+                       training={"epochs": 6, "callbacks": [{"name": "CSVLogger", "args": {"filename": "epochs.csv"}}]},
+                       **QUIET, **sections)
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     cmd = [sys.executable, "-m", "hpo.cli", "run", str(path), "--quiet"]
@@ -315,12 +317,19 @@ def _sigint_case(tmp_path: Path, name: str, n_trials: int, group: bool = False, 
                             start_new_session=group)
     trials = cfg.run_dir / "trials"
     workers: set[int] = set()
+
+    def training_after_a_finished_one() -> bool:
+        """A trial is recorded, and another is between its first and last epochs."""
+        if not list(trials.glob("*/result.json")):
+            return False
+        return any(2 <= len(p.read_text().splitlines()) <= 6 and not (p.parent / "result.json").exists()
+                   for p in trials.glob("*/epochs.csv"))  # header and 1 to 5 of the 6 epochs
+
     deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and not list(trials.glob("*/result.json")):
+    while time.monotonic() < deadline and not training_after_a_finished_one():
         workers.update(_children(proc.pid))
-        time.sleep(0.1)
+        time.sleep(0.05)
         assert proc.poll() is None, "the study ended before Ctrl-C"
-    time.sleep(1.0)  # inside the next trial's training
     workers.update(_children(proc.pid))
     if group:
         os.killpg(proc.pid, signal.SIGINT)
@@ -386,3 +395,25 @@ def test_ctrl_c_swallowed_by_a_finalizer_still_stops_the_study(tmp_path: Path) -
     done = [json.loads(p.read_text()) for p in (cfg.run_dir / "trials").glob("*/result.json")]
     assert [r["number"] for r in done] == [0], "the study went on after the Ctrl-C"
     assert signal.getsignal(signal.SIGINT) is before, "the study left its handler installed"
+
+
+def test_ctrl_c_while_a_trial_is_recorded_waits_for_the_record_and_a_second_one_does_not() -> None:
+    """Recording a trial (result.json, the engine, MLflow) is never cut halfway by a first Ctrl-C; a second
+    Ctrl-C still stops at once, so a hung store cannot trap the user."""
+    from hpo.study.signals import deferred, install_signals, raise_if_signalled, restore_signals
+
+    previous = install_signals()
+    try:
+        steps: list[str] = []
+        with deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            steps.append("recorded")
+        assert steps == ["recorded"]
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_signalled()
+        with pytest.raises(KeyboardInterrupt), deferred():
+            os.kill(os.getpid(), signal.SIGINT)  # the second of this study
+            steps.append("not reached")
+        assert steps == ["recorded"]
+    finally:
+        restore_signals(previous)

@@ -13,7 +13,7 @@ from hpo.results import TrialResult
 from hpo.study.context import StudyRun
 from hpo.study.listeners import RunningTrial
 from hpo.study.prepare import is_config_builder
-from hpo.study.signals import raise_if_signalled
+from hpo.study.signals import deferred, raise_if_signalled
 from hpo.study.trials import begin, finish
 
 
@@ -49,8 +49,9 @@ def run_in_pool(run: StudyRun, remaining: int, on_done: Callable[[TrialResult], 
                 if trial is None:
                     continue
                 if isinstance(ev, DoneEvent):
-                    del state.running[ev.number]
-                    finish(run, trial, ev.result)
+                    with deferred():  # a trial is running or recorded, never neither
+                        del state.running[ev.number]
+                        finish(run, trial, ev.result)
                     state.remaining = (cfg.study.n_trials - run.driver.n_finished() if run.driver.shared
                                        else state.remaining - 1)
                     state.wait_for_engine = False
@@ -84,10 +85,11 @@ def _submit(run: StudyRun, pool: Any, state: _Asking) -> None:
                 state.asking = False
             return
         slot = pool.idle()[0]
-        trial = begin(run, proposal, histograms_here=False, device=pool.slots[slot].describe())
-        state.running[proposal.number] = trial
-        pool.submit(slot, Task(proposal.number, proposal.params, trial.seed, str(trial.trial_dir), proposal.epochs,
-                               histograms=board.enabled and board.histograms))
+        with deferred():  # once its MLflow run is open, the trial is one an interrupt marks
+            trial = begin(run, proposal, histograms_here=False, device=pool.slots[slot].describe())
+            state.running[proposal.number] = trial
+            pool.submit(slot, Task(proposal.number, proposal.params, trial.seed, str(trial.trial_dir),
+                                   proposal.epochs, histograms=board.enabled and board.histograms))
 
 
 def _answer_epoch(run: StudyRun, pool: Any, trial: RunningTrial, ev: Any) -> None:

@@ -28,7 +28,7 @@ from hpo.study.listeners import (Listeners, ProgressListener, PruningListener, T
 from hpo.study.loop import run_trials
 from hpo.study.prepare import is_config_builder, prepare, redacted_config, save_study_files
 from hpo.study.shared import collect_shared_results, shared_parent_run, study_tracking_uri
-from hpo.study.signals import install_signals, restore_signals
+from hpo.study.signals import install_signals, raise_if_signalled, restore_signals
 from hpo.study.stages import finish_study
 from hpo.study.summary import StudySummary, worker_summary
 
@@ -211,6 +211,7 @@ def _run(run: StudyRun) -> dict[str, Any] | None:
     previous_handler = install_signals()
     try:
         run_trials(run)
+        raise_if_signalled()  # a Ctrl-C while the last trial was being recorded
         if run.role == "worker":
             run.driver.close()
             run.tracker.close()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from hpo.errors import StudyInterrupted
 
 _SIGNALLED: list[BaseException] = []  # the interrupt a signal raised during this study, kept until it ends
+_DEFERRING: list[bool] = []  # inside :func:`deferred`: a first signal is recorded, not raised
 
 
 def install_signals() -> Any:
@@ -24,14 +26,33 @@ def install_signals() -> Any:
     _SIGNALLED.clear()
 
     def on_term(signum: int, frame: Any) -> None:
-        _SIGNALLED.append(StudyInterrupted(f"stopped by signal {signum}"))
-        raise StudyInterrupted(f"stopped by signal {signum}")
+        _record_or_raise(StudyInterrupted(f"stopped by signal {signum}"))
 
     def on_int(signum: int, frame: Any) -> None:
-        _SIGNALLED.append(KeyboardInterrupt())
-        raise KeyboardInterrupt()
+        _record_or_raise(KeyboardInterrupt())
 
     return signal.signal(signal.SIGTERM, on_term), signal.signal(signal.SIGINT, on_int)
+
+
+def _record_or_raise(exc: BaseException) -> None:
+    first = not _SIGNALLED
+    _SIGNALLED.append(exc)
+    if first and _DEFERRING:
+        return  # raised by the caller's next raise_if_signalled, once the bookkeeping is whole
+    raise type(exc)(*exc.args)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A first Ctrl-C or SIGTERM inside is recorded and raised at the next :func:`raise_if_signalled`, not in
+    the middle: recording a finished trial (result.json, the engine's tell, its MLflow run) or opening one is
+    never cut halfway, which would leave a trial that is neither running nor finished. A second signal still
+    raises at once, so a hung store cannot trap the user."""
+    _DEFERRING.append(True)
+    try:
+        yield
+    finally:
+        _DEFERRING.pop()
 
 
 def raise_if_signalled() -> None:

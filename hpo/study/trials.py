@@ -9,7 +9,7 @@ from hpo.repro import trial_seed
 from hpo.results import TrialResult, TrialState, result_dict, trial_dir, write_json
 from hpo.study.context import StudyRun
 from hpo.study.listeners import RunningTrial
-from hpo.study.signals import raise_if_signalled
+from hpo.study.signals import deferred, raise_if_signalled
 
 
 def begin(run: StudyRun, proposal: Proposal, *, histograms_here: bool = True, device: str | None = None) -> RunningTrial:
@@ -17,7 +17,8 @@ def begin(run: StudyRun, proposal: Proposal, *, histograms_here: bool = True, de
     trial = RunningTrial(proposal, trial_seed(run.cfg.study.seed, proposal.number),
                          trial_dir(run.run_dir, proposal.number), proposal.epochs or run.cfg.training.epochs,
                          device=device, histograms_here=histograms_here)
-    run.listeners.begin(trial)
+    with deferred():
+        run.listeners.begin(trial)
     return trial
 
 
@@ -27,7 +28,14 @@ def finish(run: StudyRun, trial: RunningTrial, result: TrialResult) -> None:
     the engine (see :class:`~hpo.study.listeners.TrackingListener`).
 
     When result.json cannot be written (the disk is full or the run directory unwritable) the study stops
-    cleanly: the trial is not told to the engine, so a rerun once the disk is writable runs it again."""
+    cleanly: the trial is not told to the engine, so a rerun once the disk is writable runs it again.
+
+    A Ctrl-C arriving meanwhile is raised once the trial is recorded (see :func:`deferred`)."""
+    with deferred():
+        _finish(run, trial, result)
+
+
+def _finish(run: StudyRun, trial: RunningTrial, result: TrialResult) -> None:
     try:
         trial.trial_dir.mkdir(parents=True, exist_ok=True)
         _write_result(run, trial, result)
@@ -59,6 +67,7 @@ def run_one(run: StudyRun, proposal: Proposal) -> TrialResult:
     """One trial in this process."""
     trial = begin(run, proposal)
     try:
+        raise_if_signalled()  # a Ctrl-C while the trial opened: it is interrupted before training
         result = run_trial(number=proposal.number, params=proposal.params, seed=trial.seed, build=run.build,
                            space=run.space, splits=run.splits, settings=run.settings, trial_dir=trial.trial_dir,
                            listener=run.listeners.epoch_listener(trial), epochs=proposal.epochs,
@@ -112,6 +121,7 @@ def _run_pack(run: StudyRun, grp: list[Proposal]) -> list[TrialResult]:
 
     trials = [begin(run, p, histograms_here=False) for p in grp]
     try:
+        raise_if_signalled()
         results = train_pack(numbers=[p.number for p in grp], params=[p.params for p in grp],
                              seeds=[t.seed for t in trials], listeners=[run.listeners.epoch_listener(t) for t in trials],
                              trial_dirs=[t.trial_dir for t in trials], splits=run.splits, settings=run.settings,
