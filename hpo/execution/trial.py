@@ -19,7 +19,7 @@ import numpy as np
 
 from hpo.data import Splits, concat
 from hpo.errors import TrialFailed, TrialPruned
-from hpo.execution.memory import release_memory
+from hpo.execution.memory import release_memory, start_trial_memory
 from hpo.execution.scoring import count_rows, flatten_predictions, predict, score, score_on_batch, scorable
 from hpo.metric_names import split_name
 from hpo.repro import seed_everything
@@ -129,6 +129,7 @@ def run_trial(
     started = time.monotonic()
     result = TrialResult(number=number, params=dict(params), seed=seed, state=TrialState.FAILED)
     model = None
+    start_trial_memory()
     try:
         seed_everything(seed, settings.deterministic)
         model = make_model(build, space.hyperparameters_for(params), splits.spec)

@@ -12,9 +12,11 @@ from hpo import config as config_mod
 from hpo.data import DataSpec, Splits, check_rows, concat, infer_heads, n_rows, take
 from hpo.errors import ConfigError
 from hpo.space import Builder
+from hpo.results import TrialResult
 from hpo.study.context import TrialCallback
+from hpo.study.live import SearchProgress
 from hpo.study.run import run_study
-from hpo.study.summary import StudySummary
+from hpo.study.summary import StudyProgress, StudySummary
 
 
 def _materialise(data: Any) -> tuple[Any, Any]:
@@ -56,6 +58,7 @@ def search(
     heads: Any = None,
     on_trial_end: TrialCallback | None = None,
     executor: Mapping[str, Any] | None = None,
+    progress: bool = True,
 ) -> StudySummary:
     """Search ``build(hp)`` on the user's own data, like ``tuner.search(x, y, validation_data=...)``.
 
@@ -63,6 +66,9 @@ def search(
     ``(x, y)`` batches (materialised into arrays). ``validation_data`` is cut into the
     ``select`` and ``audit`` halves; ``test_data``, when given, is the locked test split
     (otherwise 20% of ``x`` is held out). Labels stay in the form the user's loss expects.
+
+    ``progress`` shows trials done, the best so far, elapsed and remaining time while it runs: refreshed in
+    place in Jupyter and on a terminal, a line per trial elsewhere; ``progress=False`` prints nothing.
     """
     splits = user_splits(x, y, validation_data, test_data, heads=heads, seed=seed, name=name)
     ens = {} if isinstance(ensemble, bool) else dict(ensemble)
@@ -80,7 +86,20 @@ def search(
         "executor": dict(executor or {}),
     }
     cfg = config_mod.from_dict(raw)
-    return run_study(cfg, build=build, splits=splits, callbacks=callbacks, on_trial_end=on_trial_end)
+    if not progress:
+        return run_study(cfg, build=build, splits=splits, callbacks=callbacks, on_trial_end=on_trial_end)
+    live = SearchProgress(cfg.study.n_trials, cfg.objective.metric)
+
+    def trial_end(result: TrialResult, state: StudyProgress) -> None:
+        live.on_trial_end(result, state)
+        if on_trial_end is not None:
+            on_trial_end(result, state)
+
+    try:
+        return run_study(cfg, build=build, splits=splits, callbacks=callbacks, on_trial_end=trial_end,
+                         on_epoch_end=live.on_epoch_end)
+    finally:
+        live.close()
 
 
 def user_splits(x: Any, y: Any, validation_data: Any, test_data: Any, *, heads: Any, seed: int, name: str) -> Splits:

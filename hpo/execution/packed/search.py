@@ -38,7 +38,7 @@ from hpo.execution.packed.optimizers import PACKED_OPTIMIZERS
 from hpo.execution.packed.spec import SHAPE_PARAMS, PackedMLPSpec
 from hpo.repro import seed_everything
 from hpo.space import SearchSpace
-from hpo.execution.memory import release_memory
+from hpo.execution.memory import release_memory, start_trial_memory
 from hpo.execution.packed.rows import class_labels, flat_rows
 from hpo.execution.scoring import predict
 from hpo.execution.trial import TrialSettings
@@ -118,6 +118,7 @@ def train_pack(*, numbers: Sequence[int], params: Sequence[Mapping[str, Any]], s
                for n, p, s in zip(numbers, params, seeds)]
     head = splits.spec.heads[0]
     model = None
+    start_trial_memory()
     try:
         seed_everything(seeds[0], settings.deterministic)
         x, y = _rows(splits)
