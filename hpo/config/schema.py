@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
+import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Union, get_args, get_origin, get_type_hints
@@ -35,6 +37,10 @@ class StudySection:
     seed: int = 0
     n_trials: int = 12
     run_dir: str | None = None  # default: runs/<name>
+    # Wall-clock budget of one `hpo run` (seconds from its start): no trial starts after it; running ones finish.
+    timeout_s: float | None = None
+    enqueue: list[Any] = field(default_factory=list)  # [{param: value, ...}, ...] evaluated first, in order
+    warm_start: str | None = None  # a run directory whose finished trials (same space) the sampler starts from
 
 
 @dataclass
@@ -183,7 +189,7 @@ class StudyConfig:
 # -- parsing ------------------------------------------------------------------------------
 def _check_type(value: Any, typ: Any, where: str) -> Any:
     origin = get_origin(typ)
-    if origin is Union or str(origin) == "types.UnionType":
+    if origin is Union or origin is types.UnionType:  # Optional[X] and X | None
         args = get_args(typ)
         if value is None and type(None) in args:
             return None
@@ -261,6 +267,17 @@ def _check_study(cfg: StudyConfig) -> None:
         raise ConfigError("study.n_trials", f"must be at least 1, got {cfg.study.n_trials}")
     if cfg.study.seed < 0:
         raise ConfigError("study.seed", f"must be >= 0, got {cfg.study.seed}")
+    t = cfg.study.timeout_s
+    if t is not None and not (math.isfinite(t) and t > 0):
+        raise ConfigError("study.timeout_s", f"must be a positive number of seconds (or null for no budget), got {t!r}")
+    for i, point in enumerate(cfg.study.enqueue):
+        if not isinstance(point, Mapping) or not point:
+            raise ConfigError(f"study.enqueue[{i}]", f"must be a non-empty mapping {{param: value, ...}}, got {point!r}")
+        for name in point:
+            if not isinstance(name, str):
+                raise ConfigError(f"study.enqueue[{i}]", f"parameter names are strings, got {name!r}")
+    if cfg.study.warm_start is not None and not cfg.study.warm_start.strip():
+        raise ConfigError("study.warm_start", "must name an earlier study's run directory (runs/<name>), or be null")
 
 
 def _check_driver(cfg: StudyConfig) -> None:

@@ -56,6 +56,9 @@ def search(
     heads: Any = None,
     on_trial_end: TrialCallback | None = None,
     executor: Mapping[str, Any] | None = None,
+    timeout_s: float | None = None,
+    enqueue: list[Mapping[str, Any]] | None = None,
+    warm_start: str | Path | None = None,
 ) -> StudySummary:
     """Search ``build(hp)`` on the user's own data, like ``tuner.search(x, y, validation_data=...)``.
 
@@ -63,11 +66,15 @@ def search(
     ``(x, y)`` batches (materialised into arrays). ``validation_data`` is cut into the
     ``select`` and ``audit`` halves; ``test_data``, when given, is the locked test split
     (otherwise 20% of ``x`` is held out). Labels stay in the form the user's loss expects.
+    ``timeout_s``, ``enqueue`` and ``warm_start`` are ``study.timeout_s``, ``study.enqueue`` and
+    ``study.warm_start`` of a config (see the README).
     """
     splits = user_splits(x, y, validation_data, test_data, heads=heads, seed=seed, name=name)
     ens = {} if isinstance(ensemble, bool) else dict(ensemble)
     raw = {
-        "study": {"name": name, "seed": seed, "n_trials": n_trials, "run_dir": str(run_dir) if run_dir else None},
+        "study": {"name": name, "seed": seed, "n_trials": n_trials, "run_dir": str(run_dir) if run_dir else None,
+                  "timeout_s": timeout_s, "enqueue": [dict(p) for p in enqueue or []],
+                  "warm_start": str(warm_start) if warm_start is not None else None},
         "driver": {"name": driver, "sampler": sampler or config_mod.SAMPLERS.get(driver, ("tpe",))[0],
                    "pruner": pruner, "storage": storage},
         "data": {"dataset": "custom"},  # the data is given from Python

@@ -55,6 +55,7 @@ class StudyRun:
     on_trial_end: TrialCallback | None = None
     on_pool: Callable[[Any], None] | None = None
     stopped_early: str | None = None
+    timed_out: bool = False  # study.timeout_s was spent: no trial started after it (hpo.study.budget)
 
     @property
     def build(self) -> Builder:

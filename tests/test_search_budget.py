@@ -1,0 +1,72 @@
+"""Study budgets and seeding on digits: study.timeout_s, study.enqueue, study.warm_start."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpo.cli import main
+from hpo.config import from_dict
+from hpo.errors import ConfigError
+from hpo.study import run_study
+
+from .conftest import small_config
+
+
+def _sleep_past(timeout_s: float) -> Any:
+    """An on_trial_end callback that makes the first trial end after the study's budget is spent."""
+    def on_trial_end(result: Any, progress: Any) -> None:
+        if progress.done == 1:
+            time.sleep(max(0.0, timeout_s - progress.elapsed_s) + 0.3)
+    return on_trial_end
+
+
+@pytest.mark.parametrize("mode", ["inprocess", pytest.param("processes", marks=pytest.mark.slow)])
+def test_timeout_stops_between_trials_and_a_rerun_resumes(tmp_path: Path, mode: str) -> None:
+    timeout = 20.0 if mode == "inprocess" else 45.0
+    cfg = small_config(tmp_path, study={"n_trials": 3, "timeout_s": timeout}, ensemble={"enabled": False},
+                       executor={"mode": mode, "cpu_workers": 1}, report={"enabled": False},
+                       plots={"enabled": False})
+    summary = run_study(cfg, on_trial_end=_sleep_past(timeout))
+    assert summary.n_complete == 1  # the trial running when the budget ran out finished; none started after
+    assert summary.stopped_early.startswith("study.timeout_s") and "2 of 3 trials remain" in summary.stopped_early
+    saved = json.loads((cfg.run_dir / "summary.json").read_text())
+    assert saved["stopped_early"] == summary.stopped_early
+    first = (cfg.run_dir / "trials" / "00000" / "result.json").read_text()
+
+    cfg.study.timeout_s = None
+    again = run_study(cfg)
+    assert again.n_complete == 3 and again.stopped_early is None
+    assert sorted(t["number"] for t in again.trials) == [0, 1, 2]
+    assert (cfg.run_dir / "trials" / "00000" / "result.json").read_text() == first  # not redone
+
+
+@pytest.mark.parametrize("bad", [0, -5, "ten", True, math.nan, math.inf])
+def test_a_timeout_that_is_not_a_positive_number_is_refused_naming_the_field(tmp_path: Path, bad: Any) -> None:
+    with pytest.raises(ConfigError, match=r"study\.timeout_s"):
+        small_config(tmp_path, study={"timeout_s": bad})
+
+
+def test_search_and_the_cli_refuse_a_bad_timeout_before_anything_is_written(tmp_path: Path, capsys: Any) -> None:
+    import numpy as np
+    import keras
+
+    from hpo.study import search
+
+    def build(hp: Any) -> Any:
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(hp.Int("u", 2, 8)), keras.layers.Dense(2)])
+
+    x, y = np.zeros((20, 4), "float32"), np.zeros(20, "int64")
+    with pytest.raises(ConfigError, match=r"study\.timeout_s"):
+        search(build, x, y, validation_data=(x, y), n_trials=1, timeout_s=-1, run_dir=tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+    path = tmp_path / "c.yaml"
+    path.write_text(f"study: {{name: c, run_dir: {tmp_path / 'c'}}}\n")
+    assert main(["run", str(path), "--quiet", "--timeout", "soon"]) == 2
+    assert "study.timeout_s" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
