@@ -70,3 +70,60 @@ def test_search_and_the_cli_refuse_a_bad_timeout_before_anything_is_written(tmp_
     assert main(["run", str(path), "--quiet", "--timeout", "soon"]) == 2
     assert "study.timeout_s" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+FULL = [{"layers": 1, "units": 32, "activation": "tanh", "dropout": 0.1, "batchnorm": False, "use_l2": False,
+         "learning_rate": 0.003, "optimizer": "adam"},
+        {"layers": 2, "units": 16, "activation": "relu", "dropout": 0.0, "batchnorm": True, "use_l2": True,
+         "l2": 0.001, "learning_rate": 0.001, "optimizer": "rmsprop"}]
+
+
+def _matches(point: dict[str, Any], params: dict[str, Any]) -> bool:
+    return all(math.isclose(params[k], v) if isinstance(v, float) else params.get(k) == v for k, v in point.items())
+
+
+@pytest.mark.parametrize("driver", [("optuna", "tpe"), ("hyperopt", "tpe"), ("kerastuner", "bayesian")])
+def test_enqueued_configurations_are_the_first_trials_and_are_not_run_twice(tmp_path: Path, driver: Any) -> None:
+    cfg = small_config(tmp_path, study={"n_trials": 2, "enqueue": FULL}, driver={"name": driver[0], "sampler": driver[1]},
+                       training={"epochs": 1}, ensemble={"enabled": False}, report={"enabled": False},
+                       plots={"enabled": False}, guards={"enabled": False})
+    summary = run_study(cfg)
+    first = sorted(summary.trials, key=lambda t: t["number"])
+    assert [_matches(p, t["params"]) for p, t in zip(FULL, first)] == [True, True], [t["params"] for t in first]
+    assert first[1]["params"]["l2"] == pytest.approx(0.001)  # a conditional parameter's value reaches the trial
+
+    cfg.study.n_trials = 3  # the rerun resumes: the enqueued configurations already ran
+    again = run_study(cfg)
+    assert again.n_complete == 3
+    for p in FULL:
+        assert sum(_matches(p, t["params"]) for t in again.trials) == 1
+
+
+def test_a_partial_configuration_is_completed_by_optuna(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, study={"n_trials": 1, "enqueue": [{"units": 48, "activation": "gelu"}]},
+                       training={"epochs": 1}, ensemble={"enabled": False}, report={"enabled": False},
+                       plots={"enabled": False}, guards={"enabled": False})
+    params = run_study(cfg).trials[0]["params"]
+    assert params["units"] == 48 and params["activation"] == "gelu" and {"layers", "dropout"} <= set(params)
+
+
+@pytest.mark.parametrize("point, field, words", [
+    ({"units": 4096}, "study.enqueue[0].units", "outside the declared range"),
+    ({"activation": "swish"}, "study.enqueue[0].activation", "not one of the builder's choices"),
+    ({"unitz": 32}, "study.enqueue[0].unitz", "not a parameter"),
+    ({"use_l2": False, "l2": 0.01}, "study.enqueue[0].l2", "used only when use_l2"),
+])
+def test_a_bad_enqueued_value_is_refused_naming_it_before_anything_is_written(tmp_path: Path, point: Any,
+                                                                              field: str, words: str) -> None:
+    cfg = small_config(tmp_path, study={"enqueue": [point]})
+    with pytest.raises(ConfigError, match=words) as err:
+        run_study(cfg)
+    assert err.value.field == field
+    assert not cfg.run_dir.exists()
+
+
+def test_hyperopt_refuses_a_partial_configuration_naming_what_is_missing(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, study={"enqueue": [FULL[0], {"units": 32}]}, driver={"name": "hyperopt"})
+    with pytest.raises(ConfigError, match="misses layers") as err:
+        run_study(cfg)
+    assert err.value.field == "study.enqueue[1]" and not cfg.run_dir.exists()

@@ -34,6 +34,8 @@ class StudyPlan:
     space: SearchSpace
     slots: list[Any] | None
     packing: bool
+    enqueue: list[dict[str, Any]] = field(default_factory=list)  # study.enqueue, checked against the space
+    warm: list[dict[str, Any]] = field(default_factory=list)  # the warm start's finished trial records
 
 
 @dataclass
