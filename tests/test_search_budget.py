@@ -127,3 +127,56 @@ def test_hyperopt_refuses_a_partial_configuration_naming_what_is_missing(tmp_pat
     with pytest.raises(ConfigError, match="misses layers") as err:
         run_study(cfg)
     assert err.value.field == "study.enqueue[1]" and not cfg.run_dir.exists()
+
+
+def _quick(tmp: Path, name: str, **study: Any) -> Any:
+    return small_config(tmp, study={"name": name, "n_trials": 2, "run_dir": str(tmp / name), **study},
+                        training={"epochs": 1}, ensemble={"enabled": False}, report={"enabled": False},
+                        plots={"enabled": False}, guards={"enabled": False})
+
+
+def test_a_warm_started_tpe_study_proposes_from_the_earlier_trials(tmp_path: Path, finished_study: Any) -> None:
+    earlier, done = finished_study
+    earlier_params = [t["params"] for t in done.trials]
+    cold = run_study(_quick(tmp_path, "cold"))
+    warm_cfg = _quick(tmp_path, "warm", warm_start=str(earlier.run_dir))
+    warm = run_study(warm_cfg)
+    assert warm.n_complete == 2  # the earlier 12 trials do not count against n_trials
+    numbers = [t["number"] for t in warm.trials]
+    assert numbers == [12, 13], numbers  # they are the sampler's history, numbered before this study's trials
+    assert sorted(p.name for p in (warm_cfg.run_dir / "trials").iterdir()) == ["00012", "00013"]  # none re-run
+    assert all(t["params"] not in earlier_params for t in warm.trials)
+    # Same seed, same space: the cold start's first proposals are TPE's random start-up; the warm start's come
+    # from a model of the 12 earlier trials.
+    assert [t["params"] for t in warm.trials] != [t["params"] for t in cold.trials]
+    assert warm.trials[0]["params"] != cold.trials[0]["params"]
+
+    again = run_study(warm_cfg)  # a rerun adds the earlier trials once
+    assert again.n_complete == 2 and [t["number"] for t in again.trials] == [12, 13]
+
+
+def test_hyperopt_starts_from_an_earlier_study_and_kerastuner_refuses(tmp_path: Path, finished_study: Any) -> None:
+    earlier, _ = finished_study
+    cfg = _quick(tmp_path, "hyper", warm_start=str(earlier.run_dir), n_trials=1)
+    cfg.driver.name = "hyperopt"
+    summary = run_study(cfg)
+    assert summary.n_complete == 1 and summary.trials[0]["number"] == 12
+    saved = json.loads((cfg.run_dir / "hyperopt_trials.json").read_text())["docs"]
+    assert sum("hpo_warm_start" in d["misc"] for d in saved) == 12
+    kt = _quick(tmp_path, "kt", warm_start=str(earlier.run_dir))
+    kt.driver.name, kt.driver.sampler = "kerastuner", "random"
+    with pytest.raises(ConfigError, match="KerasTuner") as err:
+        run_study(kt)
+    assert err.value.field == "study.warm_start" and not kt.run_dir.exists()
+
+
+def test_a_warm_start_from_another_space_is_refused_naming_the_parameters(tmp_path: Path, finished_study: Any) -> None:
+    earlier, _ = finished_study
+    cfg = _quick(tmp_path, "other", warm_start=str(earlier.run_dir))
+    cfg.space.params = {**cfg.space.params, "units": {"min": 32, "max": 128}, "dropout": {"fixed": 0.2}}
+    with pytest.raises(ConfigError, match=r"differs in: units, dropout|differs in: dropout, units") as err:
+        run_study(cfg)
+    assert err.value.field == "study.warm_start" and not cfg.run_dir.exists()
+    missing = _quick(tmp_path, "missing", warm_start=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="not a study's run directory"):
+        run_study(missing)
