@@ -205,7 +205,7 @@ def _progress(cfg: "StudyConfig", quiet: bool) -> tuple[Any, Callable[..., None]
         live = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
         trials_task = live.add_task("trials", total=cfg.study.n_trials, info="")
-        epoch_task = live.add_task("epochs", total=cfg.training.epochs, info="")
+        epoch_task = live.add_task("epochs", total=cfg.max_epochs, info="")
 
     def on_epoch_end(number: int, epoch: int, total: int, logs: Any) -> None:
         if live is not None:

@@ -74,8 +74,9 @@ class SpaceSection:
 
 @dataclass
 class TrainingSection:
-    epochs: int = 10
-    batch_size: int = 64
+    # A number, or searched per trial with the syntax of a space.params entry ({min, max, step, log} or {values}).
+    epochs: Any = 10
+    batch_size: Any = 64
     early_stopping_patience: int | None = None
     restore_best_weights: bool = False
     trial_timeout_s: float | None = None
@@ -168,6 +169,14 @@ class StudyConfig:
     tensorboard: TensorBoardSection = field(default_factory=TensorBoardSection)
     plots: PlotsSection = field(default_factory=PlotsSection)
     report: ReportSection = field(default_factory=ReportSection)
+
+    @property
+    def max_epochs(self) -> int:
+        """``training.epochs``, or the most a searched one can take (pruners' and progress bars' horizon)."""
+        from hpo.space.fit_params import fit_param
+
+        e = self.training.epochs
+        return e if isinstance(e, int) else int(max(fit_param("epochs", e).grid or (fit_param("epochs", e).high,)))
 
     @property
     def run_dir(self) -> Path:
@@ -305,10 +314,22 @@ def _check_data(cfg: StudyConfig) -> None:
 
 
 def _check_training(cfg: StudyConfig) -> None:
-    if cfg.training.epochs < 1:
-        raise ConfigError("training.epochs", f"must be at least 1, got {cfg.training.epochs}")
-    if cfg.training.batch_size < 1:
-        raise ConfigError("training.batch_size", f"must be at least 1, got {cfg.training.batch_size}")
+    from hpo.space.fit_params import FIT_PARAMS, searched_fit_params
+
+    for name in FIT_PARAMS:
+        value = getattr(cfg.training, name)
+        if isinstance(value, Mapping):
+            continue  # checked as a parameter below
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"training.{name}", f"must be a whole number of at least 1, or a range/values mapping "
+                                                  f"such as {{min: 16, max: 256}} or {{values: [32, 64]}}; got {value!r}")
+    searched = searched_fit_params(cfg.training)
+    if "epochs" in searched and (cfg.driver.pruner == "hyperband" or cfg.driver.sampler == "hyperband"):
+        raise ConfigError("training.epochs", "Hyperband allots each trial its epochs; give training.epochs a number "
+                                             "(the maximum) or choose another pruner/oracle")
+    if searched and cfg.ensemble.seed_refit:
+        raise ConfigError("ensemble.seed_refit", f"retrains with one fixed batch size and epochs, but this study "
+                                                 f"searches {', '.join(searched)}; set seed_refit: 0")
     if cfg.training.early_stopping_patience is not None and cfg.training.early_stopping_patience < 0:
         raise ConfigError("training.early_stopping_patience", "must be >= 0")
     if cfg.training.trial_timeout_s is not None and cfg.training.trial_timeout_s <= 0:

@@ -42,8 +42,8 @@ def search(
     driver: str = "optuna",
     sampler: str | None = None,
     pruner: str = "none",
-    epochs: int = 10,
-    batch_size: int = 64,
+    epochs: int | Mapping[str, Any] = 10,
+    batch_size: int | Mapping[str, Any] = 64,
     objective: str = "accuracy",
     direction: str = "maximize",
     seed: int = 0,
@@ -66,6 +66,8 @@ def search(
     ``(x, y)`` batches (materialised into arrays). ``validation_data`` is cut into the
     ``select`` and ``audit`` halves; ``test_data``, when given, is the locked test split
     (otherwise 20% of ``x`` is held out). Labels stay in the form the user's loss expects.
+    ``epochs`` and ``batch_size`` may be searched: a mapping as in ``space.params`` (``{"values": [32, 128]}``).
+    ``build`` may be a ``keras_tuner.HyperModel``; its ``fit(hp, model, *args, **kwargs)`` override is called.
     ``timeout_s``, ``enqueue`` and ``warm_start`` are ``study.timeout_s``, ``study.enqueue`` and
     ``study.warm_start`` of a config (see the README).
     """

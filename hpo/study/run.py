@@ -198,9 +198,14 @@ def _parent_record(cfg: StudyConfig, plan: StudyPlan) -> tuple[dict[str, Any], d
 
 def trial_settings(cfg: StudyConfig, callbacks: Any = None) -> TrialSettings:
     """How every trial of the study trains and is scored."""
+    from hpo.space.fit_params import searched_fit_params
+
     t = cfg.training
+    fit = searched_fit_params(t)  # searched ones: each trial's own value is in its params; these are fallbacks
     return TrialSettings(
-        epochs=t.epochs, batch_size=t.batch_size, objective=cfg.objective.metric,
+        epochs=fit["epochs"].default if "epochs" in fit else t.epochs,
+        batch_size=fit["batch_size"].default if "batch_size" in fit else t.batch_size, fit_params=tuple(fit),
+        objective=cfg.objective.metric,
         direction=cfg.objective.direction, early_stopping_patience=t.early_stopping_patience,
         restore_best_weights=t.restore_best_weights, timeout_s=t.trial_timeout_s,
         deterministic=t.deterministic, save_models=t.save_models,
