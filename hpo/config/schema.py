@@ -321,7 +321,7 @@ def _check_training(cfg: StudyConfig) -> None:
         if isinstance(value, Mapping):
             continue  # checked as a parameter below
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"training.{name}", f"must be a whole number of at least 1, or a range/values mapping "
+            raise ConfigError(f"training.{name}", f"must be an integer of at least 1, or a range/values mapping "
                                                   f"such as {{min: 16, max: 256}} or {{values: [32, 64]}}; got {value!r}")
     searched = searched_fit_params(cfg.training)
     if "epochs" in searched and (cfg.driver.pruner == "hyperband" or cfg.driver.sampler == "hyperband"):
