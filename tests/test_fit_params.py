@@ -56,6 +56,30 @@ def test_a_searched_batch_size_and_epoch_count_reach_fit(tmp_path: Path) -> None
     assert sizes == {16, 128}, sizes  # both were sampled (seed 0, random sampler)
 
 
+@pytest.mark.parametrize("driver", [("hyperopt", "tpe"), ("kerastuner", "random")])
+def test_every_driver_samples_the_batch_size(tmp_path: Path, driver: Any) -> None:
+    seen: dict[str, list[int]] = {}
+    cfg = small_config(tmp_path, study={"n_trials": 2}, driver={"name": driver[0], "sampler": driver[1]},
+                       training={"batch_size": {"min": 16, "max": 256, "log": True}, "epochs": 1}, **_quiet())
+    summary = run_study(cfg, callbacks=lambda trial_dir: [StepCounter(seen, trial_dir.name)])
+    n_train = load_dataset("digits").size("train")
+    assert summary.n_complete == 2
+    for t in summary.trials:
+        assert 16 <= t["params"]["batch_size"] <= 256
+        assert seen[f"{t['number']:05d}"] == [math.ceil(n_train / t["params"]["batch_size"])]
+
+
+@pytest.mark.slow
+def test_worker_processes_train_each_trial_with_its_sampled_epochs(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, study={"n_trials": 3}, driver={"sampler": "random"},
+                       executor={"mode": "processes", "cpu_workers": 1},
+                       training={"epochs": {"values": [1, 3]}, "batch_size": {"values": [32, 256]}}, **_quiet())
+    run_study(cfg)
+    for path in (cfg.run_dir / "trials").iterdir():
+        r = json.loads((path / "result.json").read_text())
+        assert r["epochs"] == r["params"]["epochs"] and len(r["history"]["loss"]) == r["params"]["epochs"]
+
+
 @pytest.mark.parametrize("bad, field", [
     ({"batch_size": {"min": 0, "max": 8}}, "training.batch_size"),
     ({"batch_size": {"values": []}}, "training.batch_size.values"),

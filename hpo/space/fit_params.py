@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Mapping
 
 import keras_tuner as kt
@@ -23,6 +24,8 @@ def fit_param(name: str, spec: Mapping[str, Any], where: str = "training") -> Pa
     p = apply_overrides(base, {name: spec}, where=where)[name]
     if p.kind == "fixed":
         raise ConfigError(f"{where}.{name}", f"give a plain number for a fixed {name} ({name}: {p.default})")
+    if p.log and p.step == 1:  # a log-sampled integer has no step (KerasTuner reads one as a factor > 1)
+        p = replace(p, step=None)
     lowest = min(p.grid) if p.grid else p.low
     if lowest is None or lowest < 1:
         raise ConfigError(f"{where}.{name}", f"every value must be at least 1, got {lowest!r}")
