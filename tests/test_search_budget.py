@@ -28,7 +28,7 @@ def _sleep_past(timeout_s: float) -> Any:
 
 @pytest.mark.parametrize("mode", ["inprocess", pytest.param("processes", marks=pytest.mark.slow)])
 def test_timeout_stops_between_trials_and_a_rerun_resumes(tmp_path: Path, mode: str) -> None:
-    timeout = 20.0 if mode == "inprocess" else 45.0
+    timeout = 15.0 if mode == "inprocess" else 45.0
     cfg = small_config(tmp_path, study={"n_trials": 3, "timeout_s": timeout}, ensemble={"enabled": False},
                        executor={"mode": mode, "cpu_workers": 1}, report={"enabled": False},
                        plots={"enabled": False})

@@ -83,7 +83,8 @@ class HyperoptDriver(Driver):
     def enqueue(self, points: list[dict[str, Any]]) -> int:
         """Hyperopt's ``generate_trials_to_calculate``, one document at a time: each point becomes the trial
         document of the next ask (complete points only; see hpo.study.seeding)."""
-        done = [self._params(d) for d in self.trials._dynamic_trials if d["state"] == base.JOB_STATE_DONE]
+        done = [self._params(d) for d in self.trials._dynamic_trials
+                if d["state"] == base.JOB_STATE_DONE and WARM not in d["misc"]]  # as Optuna: this study's trials
         self._queue = [p for p in points if not any(same_point(p, q) for q in done)]
         return len(self._queue)
 
