@@ -23,6 +23,8 @@ def add_run(sub: Any) -> None:
     r.add_argument("--driver", choices=["optuna", "hyperopt", "kerastuner"])
     r.add_argument("--sampler")
     r.add_argument("--n-trials", type=int)
+    r.add_argument("--timeout", metavar="SECONDS", help="wall-clock budget of this run: no trial starts after it "
+                                                        "(sets study.timeout_s)")
     r.add_argument("--run-dir")
     r.add_argument("--name", help="study name (default: the config's)")
     r.add_argument("--quiet", action="store_true", help="print only the final summary")
@@ -147,6 +149,12 @@ def _apply_overrides(cfg: "StudyConfig", args: argparse.Namespace) -> bool:
         put(cfg.driver, "sampler", args.sampler)
     if getattr(args, "n_trials", None) is not None:
         put(cfg.study, "n_trials", args.n_trials)
+    if getattr(args, "timeout", None) is not None:
+        try:
+            put(cfg.study, "timeout_s", float(args.timeout))
+        except ValueError:
+            raise ConfigError("study.timeout_s", f"--timeout must be a positive number of seconds, got "
+                                                 f"{args.timeout!r}") from None
     if args.run_dir:
         put(cfg.study, "run_dir", args.run_dir)
     if getattr(args, "name", None):
@@ -197,7 +205,7 @@ def _progress(cfg: "StudyConfig", quiet: bool) -> tuple[Any, Callable[..., None]
         live = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
         trials_task = live.add_task("trials", total=cfg.study.n_trials, info="")
-        epoch_task = live.add_task("epochs", total=cfg.training.epochs, info="")
+        epoch_task = live.add_task("epochs", total=cfg.max_epochs, info="")
 
     def on_epoch_end(number: int, epoch: int, total: int, logs: Any) -> None:
         if live is not None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
+import types
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Union, get_args, get_origin, get_type_hints
@@ -35,6 +37,10 @@ class StudySection:
     seed: int = 0
     n_trials: int = 12
     run_dir: str | None = None  # default: runs/<name>
+    # Wall-clock budget of one `hpo run` (seconds from its start): no trial starts after it; running ones finish.
+    timeout_s: float | None = None
+    enqueue: list[Any] = field(default_factory=list)  # [{param: value, ...}, ...] evaluated first, in order
+    warm_start: str | None = None  # a run directory whose finished trials (same space) the sampler starts from
 
 
 @dataclass
@@ -68,8 +74,9 @@ class SpaceSection:
 
 @dataclass
 class TrainingSection:
-    epochs: int = 10
-    batch_size: int = 64
+    # A number, or searched per trial with the syntax of a space.params entry ({min, max, step, log} or {values}).
+    epochs: Any = 10
+    batch_size: Any = 64
     early_stopping_patience: int | None = None
     restore_best_weights: bool = False
     trial_timeout_s: float | None = None
@@ -164,6 +171,14 @@ class StudyConfig:
     report: ReportSection = field(default_factory=ReportSection)
 
     @property
+    def max_epochs(self) -> int:
+        """``training.epochs``, or the most a searched one can take (pruners' and progress bars' horizon)."""
+        from hpo.space.fit_params import fit_param
+
+        e = self.training.epochs
+        return e if isinstance(e, int) else int(max(fit_param("epochs", e).grid or (fit_param("epochs", e).high,)))
+
+    @property
     def run_dir(self) -> Path:
         return Path(self.study.run_dir or f"runs/{self.study.name}")
 
@@ -183,7 +198,7 @@ class StudyConfig:
 # -- parsing ------------------------------------------------------------------------------
 def _check_type(value: Any, typ: Any, where: str) -> Any:
     origin = get_origin(typ)
-    if origin is Union or str(origin) == "types.UnionType":
+    if origin is Union or origin is types.UnionType:  # Optional[X] and X | None
         args = get_args(typ)
         if value is None and type(None) in args:
             return None
@@ -261,6 +276,17 @@ def _check_study(cfg: StudyConfig) -> None:
         raise ConfigError("study.n_trials", f"must be at least 1, got {cfg.study.n_trials}")
     if cfg.study.seed < 0:
         raise ConfigError("study.seed", f"must be >= 0, got {cfg.study.seed}")
+    t = cfg.study.timeout_s
+    if t is not None and not (math.isfinite(t) and t > 0):
+        raise ConfigError("study.timeout_s", f"must be a positive number of seconds (or null for no budget), got {t!r}")
+    for i, point in enumerate(cfg.study.enqueue):
+        if not isinstance(point, Mapping) or not point:
+            raise ConfigError(f"study.enqueue[{i}]", f"must be a non-empty mapping {{param: value, ...}}, got {point!r}")
+        for name in point:
+            if not isinstance(name, str):
+                raise ConfigError(f"study.enqueue[{i}]", f"parameter names are strings, got {name!r}")
+    if cfg.study.warm_start is not None and not cfg.study.warm_start.strip():
+        raise ConfigError("study.warm_start", "must name an earlier study's run directory (runs/<name>), or be null")
 
 
 def _check_driver(cfg: StudyConfig) -> None:
@@ -288,10 +314,22 @@ def _check_data(cfg: StudyConfig) -> None:
 
 
 def _check_training(cfg: StudyConfig) -> None:
-    if cfg.training.epochs < 1:
-        raise ConfigError("training.epochs", f"must be at least 1, got {cfg.training.epochs}")
-    if cfg.training.batch_size < 1:
-        raise ConfigError("training.batch_size", f"must be at least 1, got {cfg.training.batch_size}")
+    from hpo.space.fit_params import FIT_PARAMS, searched_fit_params
+
+    for name in FIT_PARAMS:
+        value = getattr(cfg.training, name)
+        if isinstance(value, Mapping):
+            continue  # checked as a parameter below
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"training.{name}", f"must be an integer of at least 1, or a range/values mapping "
+                                                  f"such as {{min: 16, max: 256}} or {{values: [32, 64]}}; got {value!r}")
+    searched = searched_fit_params(cfg.training)
+    if "epochs" in searched and (cfg.driver.pruner == "hyperband" or cfg.driver.sampler == "hyperband"):
+        raise ConfigError("training.epochs", "Hyperband allots each trial its epochs; give training.epochs a number "
+                                             "(the maximum) or choose another pruner/oracle")
+    if searched and cfg.ensemble.seed_refit:
+        raise ConfigError("ensemble.seed_refit", f"retrains with one fixed batch size and epochs, but this study "
+                                                 f"searches {', '.join(searched)}; set seed_refit: 0")
     if cfg.training.early_stopping_patience is not None and cfg.training.early_stopping_patience < 0:
         raise ConfigError("training.early_stopping_patience", "must be >= 0")
     if cfg.training.trial_timeout_s is not None and cfg.training.trial_timeout_s <= 0:

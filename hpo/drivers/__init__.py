@@ -49,7 +49,7 @@ def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path, paralle
         shared = cfg.driver.storage is not None
         d = cfg.driver
         return OptunaDriver(space, study_name=cfg.study.name, storage=storage, sampler=d.sampler, pruner=d.pruner,
-                            epochs=cfg.training.epochs, fail_stale=not shared, parallel=parallel or shared,
+                            epochs=cfg.max_epochs, fail_stale=not shared, parallel=parallel or shared,
                             shared=shared, n_trials=cfg.study.n_trials, heartbeat_s=d.heartbeat_s, grace_s=d.grace_s,
                             stale_trials=d.stale_trials, retry_s=d.storage_retry_s, config=config, **common)
     if cfg.driver.name == "hyperopt":
@@ -59,7 +59,7 @@ def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path, paralle
     from hpo.drivers.kerastuner import KerasTunerDriver
 
     return KerasTunerDriver(space, directory=run_dir / "kerastuner", n_trials=cfg.study.n_trials,
-                            oracle=cfg.driver.sampler, epochs=cfg.training.epochs, **common)
+                            oracle=cfg.driver.sampler, epochs=cfg.max_epochs, **common)
 
 
 _LAZY = {"OptunaDriver": "hpo.drivers.optuna", "HyperoptDriver": "hpo.drivers.hyperopt",

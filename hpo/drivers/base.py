@@ -6,6 +6,7 @@ import abc
 from dataclasses import dataclass, field
 from typing import Any
 
+from hpo.errors import ConfigError
 from hpo.space import SearchSpace
 from hpo.results import TrialResult
 
@@ -90,6 +91,16 @@ class Driver(abc.ABC):
         """Ask the engine to give its next proposal these parameter values, sampling the others itself
         (packed trials share an architecture). False when the engine cannot; the next ask is then free."""
         return False
+
+    def enqueue(self, points: list[dict[str, Any]]) -> int:
+        """Evaluate these configurations (``study.enqueue``, checked against the space) before any sampled one,
+        in order, leaving out those the study already evaluated; how many were enqueued."""
+        raise ConfigError("study.enqueue", f"the {self.name} driver cannot enqueue configurations")
+
+    def warm_start(self, records: list[dict[str, Any]], source: str) -> int:
+        """Give the sampler an earlier study's finished trials (``result.json`` records of the same space) as
+        history: they are not run again and do not count against ``n_trials``; how many were added."""
+        raise ConfigError("study.warm_start", f"the {self.name} driver cannot start from earlier trials")
 
     def should_prune(self, proposal: Proposal, step: int, value: float) -> bool:
         """Report an intermediate select value; True when the trial should stop."""

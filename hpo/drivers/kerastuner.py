@@ -42,6 +42,7 @@ class KerasTunerDriver(Driver):
             raise ConfigError("driver.sampler", f"unknown kerastuner oracle {oracle!r}")
         self.oracle.verbose = 0
         self.directory = Path(directory)
+        self._queue: list[dict[str, Any]] = []  # study.enqueue: evaluated before any sampled configuration
 
     def open(self, identity: dict[str, Any]) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -55,10 +56,11 @@ class KerasTunerDriver(Driver):
             self.oracle.reload()
         meta.write_text(mine)
 
+    _DONE = (kt.engine.trial.TrialStatus.COMPLETED, kt.engine.trial.TrialStatus.FAILED,
+             kt.engine.trial.TrialStatus.INVALID)
+
     def n_finished(self) -> int:
-        done = (kt.engine.trial.TrialStatus.COMPLETED, kt.engine.trial.TrialStatus.FAILED,
-                kt.engine.trial.TrialStatus.INVALID)
-        return sum(1 for t in self.oracle.trials.values() if t.status in done)
+        return sum(1 for t in self.oracle.trials.values() if t.status in self._DONE)
 
     def ask(self) -> Proposal | None:
         # One tuner id per ask: the oracle hands an ongoing trial back to the same id, and
@@ -68,10 +70,30 @@ class KerasTunerDriver(Driver):
         if trial.status != kt.engine.trial.TrialStatus.RUNNING:
             return None
         values = dict(trial.hyperparameters.values)
+        if self._queue and "tuner/trial_id" not in values:  # a new configuration, not a Hyperband continuation
+            values = self._enqueued(trial, values)
         epochs = values.get("tuner/epochs")
         params = self.space.active({k: v for k, v in values.items() if not k.startswith("tuner/")})
         return Proposal(number=len(self.oracle.start_order) - 1, params=params,
                         epochs=int(epochs) if epochs else None, handle=trial)
+
+    def enqueue(self, points: list[dict[str, Any]]) -> int:
+        """KerasTuner's oracles have no call that queues a configuration: the trial the oracle creates next gets
+        the enqueued values in place of the sampled ones, in its own record, so the oracle (Bayesian
+        optimisation included) learns the values that were run. Complete points only (see hpo.study.seeding)."""
+        from hpo.space.points import same_point
+
+        done = [dict(t.hyperparameters.values) for t in self.oracle.trials.values()
+                if t.status in self._DONE]
+        self._queue = [p for p in points if not any(same_point(p, q) for q in done)]
+        return len(self._queue)
+
+    def _enqueued(self, trial: Any, values: dict[str, Any]) -> dict[str, Any]:
+        point = self._queue.pop(0)
+        values = {k: v for k, v in values.items() if k.startswith("tuner/")} | self.space.active(
+            {**self.space.defaults(), **point})
+        trial.hyperparameters.values = dict(values)
+        return values
 
     def tell(self, proposal: Proposal, result: TrialResult) -> bool:
         trial = proposal.handle
@@ -82,4 +104,7 @@ class KerasTunerDriver(Driver):
             trial.status = kt.engine.trial.TrialStatus.FAILED
             trial.message = result.error
         self.oracle.end_trial(trial)
+        # end_trial saves the oracle's state before it drops the trial from its ongoing trials, so the saved state
+        # still lists it as running and a resumed study retried the last trial: save once it is dropped.
+        self.oracle.save()
         return True

@@ -50,6 +50,14 @@ class TrialSettings:
     save_models: bool = True
     audit_per_epoch: bool = True
     callbacks: Callable[[Path], list[Any]] | None = None  # user callbacks, made fresh for each trial directory
+    fit_params: tuple[str, ...] = ()  # searched training.batch_size / training.epochs: read from each trial's params
+
+    def for_trial(self, params: Mapping[str, Any], epochs: int | None = None) -> tuple[int, int]:
+        """(epochs, batch_size) of one trial: an engine's epoch budget (Hyperband), else its searched values,
+        else the study's."""
+        e = epochs or (params["epochs"] if "epochs" in self.fit_params else self.epochs)
+        b = params["batch_size"] if "batch_size" in self.fit_params else self.batch_size
+        return int(e), int(b)
 
 
 def make_model(build: Builder, hp: Any, splits_spec: Any, compile_default: Callable[..., Any] | None = None) -> Any:
@@ -132,8 +140,10 @@ def run_trial(
     start_trial_memory()
     try:
         seed_everything(seed, settings.deterministic)
-        model = make_model(build, space.hyperparameters_for(params), splits.spec)
-        audit_history = _fit(model, result, splits, settings, trial_dir, listener, epochs, extra_callbacks, started)
+        hp = space.hyperparameters_for(params)
+        model = make_model(build, hp, splits.spec)
+        fit = _Fit(build, hp, *settings.for_trial(params, epochs))
+        audit_history = _fit(model, result, splits, settings, trial_dir, listener, fit, extra_callbacks, started)
         _final_scores(model, result, splits, settings, audit_history)
         trial_dir.mkdir(parents=True, exist_ok=True)
         result.predictions_path = str(save_predictions(model, splits, trial_dir))
@@ -157,8 +167,37 @@ def run_trial(
     return result
 
 
+@dataclass
+class _Fit:
+    """How one trial fits: its builder (a HyperModel's ``fit`` override is called), ``hp``, epochs, batch size."""
+
+    build: Builder
+    hp: Any
+    epochs: int
+    batch_size: int
+
+
+def _call_fit(model: Any, fit: _Fit, settings: TrialSettings, x: Any, y: Any, **kwargs: Any) -> Any:
+    """``model.fit``, or a KerasTuner HyperModel's ``fit(hp, model, x, y, **kwargs)`` override with the framework's
+    validation data, callbacks and epochs; batch size and epochs are left to the override when it declares them
+    itself (KerasTuner's convention: ``model.fit(*args, batch_size=hp.Int(...), **kwargs)``)."""
+    from hpo.space.fit_params import overrides_fit
+
+    if not overrides_fit(fit.build):
+        return model.fit(x, y, epochs=fit.epochs, batch_size=fit.batch_size, **kwargs)
+    own = set(fit.hp.values) - set(settings.fit_params)  # the HyperModel's own hp values (fit's included)
+    extra = {k: v for k, v in (("epochs", fit.epochs), ("batch_size", fit.batch_size)) if k not in own}
+    returned = fit.build.fit(fit.hp, model, x, y, **extra, **kwargs)
+    hist = returned if hasattr(returned, "history") and isinstance(returned.history, dict) else \
+        getattr(model, "history", None)
+    if hist is None or not getattr(hist, "history", None):
+        raise TrialFailed("the HyperModel's fit override trained nothing through model.fit (no History); call "
+                          "model.fit(*args, **kwargs) in it so the framework's validation and callbacks run")
+    return hist
+
+
 def _fit(model: Any, result: TrialResult, splits: Splits, settings: TrialSettings, trial_dir: Path,
-         listener: EpochListener | None, epochs: int | None, extra_callbacks: list[Any] | None,
+         listener: EpochListener | None, fit: _Fit, extra_callbacks: list[Any] | None,
          started: float) -> dict[str, list[float]]:
     """Fit ``model`` with the trial's callbacks; fills ``result.history`` and ``result.epochs`` and returns the
     per-epoch audit scores."""
@@ -171,11 +210,8 @@ def _fit(model: Any, result: TrialResult, splits: Splits, settings: TrialSetting
     if settings.callbacks is not None:
         trial_dir.mkdir(parents=True, exist_ok=True)
         cbs.extend(settings.callbacks(trial_dir))
-    hist = model.fit(
-        splits.x["train"], splits.y["train"],
-        validation_data=None if small_select else select[:2],
-        epochs=epochs or settings.epochs, batch_size=settings.batch_size, verbose=0, callbacks=cbs,
-    )
+    hist = _call_fit(model, fit, settings, splits.x["train"], splits.y["train"],
+                     validation_data=None if small_select else select[:2], verbose=0, callbacks=cbs)
     result.history = {k: [float(v) for v in vals] for k, vals in hist.history.items()} | audit_history
     result.epochs = len(result.history.get("loss", []))
     losses = result.history.get("loss", [])

@@ -45,6 +45,8 @@ def get_builder(name: str) -> Builder:
         fn = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as exc:
         raise ConfigError("space.builder", f"cannot import {target!r}: {exc}") from exc
-    if not callable(fn):
+    import keras_tuner as kt
+
+    if not callable(fn) and not isinstance(fn, kt.HyperModel):
         raise ConfigError("space.builder", f"{target!r} is not callable")
     return fn

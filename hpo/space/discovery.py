@@ -18,6 +18,8 @@ MAX_DISCOVERY_BUILDS = 64
 
 def call_builder(build: Builder, hp: kt.HyperParameters, context: Any) -> Any:
     """Call ``build(hp)`` (a plain KerasTuner builder) or ``build(hp, context)``."""
+    if isinstance(build, kt.HyperModel):  # KerasTuner's HyperModel: its build(hp), unchanged
+        return build.build(hp)
     try:
         n_args = len(inspect.signature(build).parameters)
     except (TypeError, ValueError):

@@ -44,8 +44,8 @@ def search(
     driver: str = "optuna",
     sampler: str | None = None,
     pruner: str = "none",
-    epochs: int = 10,
-    batch_size: int = 64,
+    epochs: int | Mapping[str, Any] = 10,
+    batch_size: int | Mapping[str, Any] = 64,
     objective: str = "accuracy",
     direction: str = "maximize",
     seed: int = 0,
@@ -58,6 +58,9 @@ def search(
     heads: Any = None,
     on_trial_end: TrialCallback | None = None,
     executor: Mapping[str, Any] | None = None,
+    timeout_s: float | None = None,
+    enqueue: list[Mapping[str, Any]] | None = None,
+    warm_start: str | Path | None = None,
     progress: bool = True,
 ) -> StudySummary:
     """Search ``build(hp)`` on the user's own data, like ``tuner.search(x, y, validation_data=...)``.
@@ -66,6 +69,10 @@ def search(
     ``(x, y)`` batches (materialised into arrays). ``validation_data`` is cut into the
     ``select`` and ``audit`` halves; ``test_data``, when given, is the locked test split
     (otherwise 20% of ``x`` is held out). Labels stay in the form the user's loss expects.
+    ``epochs`` and ``batch_size`` may be searched: a mapping as in ``space.params`` (``{"values": [32, 128]}``).
+    ``build`` may be a ``keras_tuner.HyperModel``; its ``fit(hp, model, *args, **kwargs)`` override is called.
+    ``timeout_s``, ``enqueue`` and ``warm_start`` are ``study.timeout_s``, ``study.enqueue`` and
+    ``study.warm_start`` of a config (see the README).
 
     ``progress`` shows trials done, the best so far, elapsed and remaining time while it runs: refreshed in
     place in Jupyter and on a terminal, a line per trial elsewhere; ``progress=False`` prints nothing.
@@ -73,7 +80,9 @@ def search(
     splits = user_splits(x, y, validation_data, test_data, heads=heads, seed=seed, name=name)
     ens = {} if isinstance(ensemble, bool) else dict(ensemble)
     raw = {
-        "study": {"name": name, "seed": seed, "n_trials": n_trials, "run_dir": str(run_dir) if run_dir else None},
+        "study": {"name": name, "seed": seed, "n_trials": n_trials, "run_dir": str(run_dir) if run_dir else None,
+                  "timeout_s": timeout_s, "enqueue": [dict(p) for p in enqueue or []],
+                  "warm_start": str(warm_start) if warm_start is not None else None},
         "driver": {"name": driver, "sampler": sampler or config_mod.SAMPLERS.get(driver, ("tpe",))[0],
                    "pruner": pruner, "storage": storage},
         "data": {"dataset": "custom"},  # the data is given from Python

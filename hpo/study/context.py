@@ -34,6 +34,8 @@ class StudyPlan:
     space: SearchSpace
     slots: list[Any] | None
     packing: bool
+    enqueue: list[dict[str, Any]] = field(default_factory=list)  # study.enqueue, checked against the space
+    warm: list[dict[str, Any]] = field(default_factory=list)  # the warm start's finished trial records
 
 
 @dataclass
@@ -55,6 +57,7 @@ class StudyRun:
     on_trial_end: TrialCallback | None = None
     on_pool: Callable[[Any], None] | None = None
     stopped_early: str | None = None
+    timed_out: bool = False  # study.timeout_s was spent: no trial started after it (hpo.study.budget)
 
     @property
     def build(self) -> Builder:

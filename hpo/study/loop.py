@@ -11,6 +11,7 @@ from typing import Any
 
 from hpo.drivers.base import Wait
 from hpo.results import TrialResult, inside, result_dict, trial_dir, write_json
+from hpo.study.budget import out_of_time, record_timeout
 from hpo.study.context import StudyRun
 from hpo.study.signals import raise_if_signalled
 from hpo.study.summary import progress
@@ -28,6 +29,7 @@ def run_trials(run: StudyRun) -> None:
         from hpo.study.pool import run_in_pool
 
         run_in_pool(run, remaining, lambda result: on_done(run, result))
+    record_timeout(run)
 
 
 def _run_in_process(run: StudyRun, remaining: int) -> None:
@@ -35,6 +37,8 @@ def _run_in_process(run: StudyRun, remaining: int) -> None:
     size = run.cfg.executor.pack if run.plan.packing else 1
     while remaining > 0:
         raise_if_signalled()
+        if out_of_time(run):
+            break
         batch = ask_batch(run, min(size, remaining))
         if batch is None:
             break

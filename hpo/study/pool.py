@@ -10,6 +10,7 @@ from typing import Any, Callable
 from hpo.drivers.base import Wait
 from hpo.errors import TrialPruned
 from hpo.results import TrialResult
+from hpo.study.budget import out_of_time
 from hpo.study.context import StudyRun
 from hpo.study.listeners import RunningTrial
 from hpo.study.prepare import is_config_builder
@@ -72,6 +73,8 @@ def _submit(run: StudyRun, pool: Any, state: _Asking) -> None:
     from hpo.execution.pool import Task
 
     board = run.cfg.tensorboard
+    if state.asking and out_of_time(run):
+        state.asking = False  # the running trials finish; none starts
     while state.asking and not state.wait_for_engine and state.remaining - len(state.running) > 0 and pool.idle():
         proposal = run.driver.ask()
         if isinstance(proposal, Wait):  # a shared study's last slots are running elsewhere

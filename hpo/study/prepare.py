@@ -20,6 +20,7 @@ from hpo.redaction import redact
 from hpo.results import replace_file, write_json
 from hpo.space import Builder, SearchSpace, apply_overrides, discover
 from hpo.space.builders import get_builder
+from hpo.space.fit_params import declare_fit, searched_fit_params, with_fit_params
 
 
 def prepare(cfg: StudyConfig, build: Builder | None = None, splits: Splits | None = None) -> tuple[Builder, Splits, SearchSpace]:
@@ -36,15 +37,23 @@ def prepare(cfg: StudyConfig, build: Builder | None = None, splits: Splits | Non
         return build, splits, hit[1]
     # Discover through make_model so that the space's compile choices of a builder that does not
     # compile its own model are part of the space.
-    space = discover(lambda hp, spec: make_model(build, hp, spec), splits.spec, what="space.builder")
+    space = discover(lambda hp, spec: _declare(build, hp, spec), splits.spec, what="space.builder")
     if cfg.space.params:
         space = apply_overrides(space, cfg.space.params)
+    space = with_fit_params(space, searched_fit_params(cfg.training))
     _preflight(build, space, splits, cfg.objective.metric)
     if key is not None:
         while len(_PREPARED) >= 8:
             _PREPARED.pop(next(iter(_PREPARED)))
         _PREPARED[key] = (build, space)
     return build, splits, space
+
+
+def _declare(build: Builder, hp: Any, spec: Any) -> Any:
+    """One discovery build: the model, then (a KerasTuner HyperModel's) ``fit`` declarations without training."""
+    model = make_model(build, hp, spec)
+    declare_fit(build, hp, model)
+    return model
 
 
 # Spaces already discovered and checked in this process: a study that runs again with the same builder
@@ -70,6 +79,7 @@ def _prepared_key(build: Builder, splits: Splits, cfg: StudyConfig) -> tuple[Any
         return None
     return (id(build), build.__code__, build.__defaults__, repr(build.__kwdefaults__), cells, repr(splits.spec),
             repr(sorted(splits.hashes.items())), json.dumps(cfg.space.params, sort_keys=True, default=str),
+            json.dumps([cfg.training.epochs, cfg.training.batch_size], sort_keys=True, default=str),
             cfg.objective.metric)
 
 

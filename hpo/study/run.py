@@ -62,7 +62,7 @@ def run_study(
     with frozen_heap():  # what exists before the study stays out of its garbage collections
         config_mod.validate(cfg)
         started = time.monotonic()
-        run = open_study(cfg, plan_study(cfg, build, splits), callbacks=callbacks, on_epoch_end=on_epoch_end,
+        run = open_study(cfg, plan_study(cfg, build, splits, role=role), callbacks=callbacks, on_epoch_end=on_epoch_end,
                          role=role)
         run.on_trial_end, run.on_pool, run.started = on_trial_end, on_pool, started
         if on_open is not None:
@@ -73,9 +73,11 @@ def run_study(
         return finish_study(run, reselection)
 
 
-def plan_study(cfg: StudyConfig, build: Builder | None, splits: Splits | None) -> StudyPlan:
-    """Data, space and where trials run; bad input stops here, before anything is written."""
+def plan_study(cfg: StudyConfig, build: Builder | None, splits: Splits | None, role: str = "owner") -> StudyPlan:
+    """Data, space, where trials run, and what the study starts from (enqueued configurations, a warm start's
+    trials; a worker joining a shared study takes neither); bad input stops here, before anything is written."""
     from hpo.execution.pool import plan_slots
+    from hpo.study.seeding import check_enqueue, load_warm_start
 
     packing = cfg.executor.pack > 1
     # Packs train in this process: "auto" stays here, an explicit "processes" is refused by packed.check.
@@ -85,7 +87,9 @@ def plan_study(cfg: StudyConfig, build: Builder | None, splits: Splits | None) -
         from hpo.execution.packed import check
 
         check(cfg, splits, space, in_process=slots is None, builtin_builder=is_config_builder(cfg, build))
-    return StudyPlan(build, splits, space, slots, packing)
+    enqueue = check_enqueue(cfg, space)
+    warm = load_warm_start(cfg, space) if role == "owner" else []
+    return StudyPlan(build, splits, space, slots, packing, enqueue=enqueue, warm=warm)
 
 
 def open_study(cfg: StudyConfig, plan: StudyPlan, *, callbacks: Any, on_epoch_end: EpochCallback | None,
@@ -126,6 +130,7 @@ def _open_study(cfg: StudyConfig, plan: StudyPlan, run_dir: Path, *, callbacks: 
     run_dir.mkdir(parents=True, exist_ok=True)
     driver.open(identity)  # refuses a resumed study with another config before anything else is written
     save_study_files(cfg, run_dir, plan.splits, plan.space)
+    _seed_engine(cfg, plan, driver)
     uri = study_tracking_uri(cfg, driver, run_dir)
     params, tags = _parent_record(cfg, plan)
     tags["hpo.run_dir"] = str(run_dir)
@@ -149,6 +154,18 @@ def _open_study(cfg: StudyConfig, plan: StudyPlan, run_dir: Path, *, callbacks: 
     listeners = _listeners(cfg, run_dir, driver, tracker, on_epoch_end)
     return StudyRun(cfg, plan, run_dir, driver, tracker, uri, parent, trial_settings(cfg, callbacks), listeners,
                     role=role, results={} if role == "worker" else load_results(run_dir))
+
+
+def _seed_engine(cfg: StudyConfig, plan: StudyPlan, driver: Driver) -> None:
+    """The warm start's trials, then the enqueued configurations, given to the engine. Of a shared study only
+    its creator does it (once, in the storage); a rerun adds neither twice."""
+    if driver.shared and not driver.created:
+        return
+    if plan.warm:
+        added = driver.warm_start(plan.warm, str(cfg.study.warm_start))
+        log.info("warm start: %d finished trials of %s given to the sampler", added, cfg.study.warm_start)
+    if plan.enqueue:
+        log.info("enqueued %d of %d configurations", driver.enqueue(plan.enqueue), len(plan.enqueue))
 
 
 def refused_tracking(exc: Exception, uri: str) -> Exception:
@@ -181,9 +198,14 @@ def _parent_record(cfg: StudyConfig, plan: StudyPlan) -> tuple[dict[str, Any], d
 
 def trial_settings(cfg: StudyConfig, callbacks: Any = None) -> TrialSettings:
     """How every trial of the study trains and is scored."""
+    from hpo.space.fit_params import searched_fit_params
+
     t = cfg.training
+    fit = searched_fit_params(t)  # searched ones: each trial's own value is in its params; these are fallbacks
     return TrialSettings(
-        epochs=t.epochs, batch_size=t.batch_size, objective=cfg.objective.metric,
+        epochs=fit["epochs"].default if "epochs" in fit else t.epochs,
+        batch_size=fit["batch_size"].default if "batch_size" in fit else t.batch_size, fit_params=tuple(fit),
+        objective=cfg.objective.metric,
         direction=cfg.objective.direction, early_stopping_patience=t.early_stopping_patience,
         restore_best_weights=t.restore_best_weights, timeout_s=t.trial_timeout_s,
         deterministic=t.deterministic, save_models=t.save_models,

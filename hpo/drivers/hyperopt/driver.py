@@ -19,13 +19,16 @@ import hyperopt
 from hyperopt import base
 
 from hpo.drivers.base import Driver, Proposal
-from hpo.drivers.hyperopt.persist import dump_trials, load_trials, refuse_legacy_pickle, trials_from_records
+from hpo.drivers.hyperopt.persist import (dump_trials, load_trials, refuse_legacy_pickle, to_vals, trial_doc,
+                                          trials_from_records)
 from hpo.drivers.hyperopt.space import from_hyperopt, to_hyperopt
 from hpo.errors import ConfigError
 from hpo.repro import trial_seed
 from hpo.space import SearchSpace
+from hpo.space.points import same_point
 from hpo.results import TrialResult, TrialState, load_results
 
+WARM = "hpo_warm_start"  # misc key of a document copied from an earlier study (its run directory and trial)
 ALGOS = {"tpe": "hyperopt.tpe", "anneal": "hyperopt.anneal", "rand": "hyperopt.rand"}
 
 
@@ -43,6 +46,7 @@ class HyperoptDriver(Driver):
         self.expression = to_hyperopt(space)
         self.domain = hyperopt.Domain(lambda _: None, self.expression)
         self.trials = hyperopt.Trials()
+        self._queue: list[dict[str, Any]] = []  # study.enqueue: evaluated before any sampled configuration
 
     def open(self, identity: dict[str, Any]) -> None:
         """Load the saved trials (JSON), or rebuild them from the run directory's ``result.json`` records."""
@@ -69,12 +73,49 @@ class HyperoptDriver(Driver):
         meta.write_text(mine)
 
     def n_finished(self) -> int:
-        return self.trials.count_by_state_unsynced(base.JOB_STATE_DONE)
+        # Documents copied from an earlier study (study.warm_start) are the sampler's history, not trials.
+        return sum(1 for d in self.trials._dynamic_trials
+                   if d["state"] == base.JOB_STATE_DONE and WARM not in d["misc"])
+
+    def _params(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return from_hyperopt(self.space, hyperopt.space_eval(self.expression, base.spec_from_misc(doc["misc"])))
+
+    def enqueue(self, points: list[dict[str, Any]]) -> int:
+        """Hyperopt's ``generate_trials_to_calculate``, one document at a time: each point becomes the trial
+        document of the next ask (complete points only; see hpo.study.seeding)."""
+        done = [self._params(d) for d in self.trials._dynamic_trials
+                if d["state"] == base.JOB_STATE_DONE and WARM not in d["misc"]]  # as Optuna: this study's trials
+        self._queue = [p for p in points if not any(same_point(p, q) for q in done)]
+        return len(self._queue)
+
+    def warm_start(self, records: list[dict[str, Any]], source: str) -> int:
+        """The earlier study's trials as DONE documents of their own ids, marked so that they do not count."""
+        if any(WARM in d["misc"] for d in self.trials._dynamic_trials):
+            return 0  # a rerun: they are in the saved trials already
+        docs = []
+        for rec, tid in zip(records, self.trials.new_trial_ids(len(records))):
+            vals = to_vals(self.space, rec["params"])
+            if vals is None:
+                continue
+            doc = trial_doc(tid, {lab: vals.get(lab, []) for lab in self.domain.params}, {
+                "status": base.STATUS_OK, "loss": self.loss(rec["value"])})
+            doc["misc"][WARM] = f"{source}#{rec['number']}"
+            docs.append(doc)
+        self.trials.insert_trial_docs(docs)
+        self.trials.refresh()
+        self._save()
+        return len(docs)
 
     def ask(self) -> Proposal | None:
         new_ids = self.trials.new_trial_ids(1)
         self.trials.refresh()
-        docs = self.algo(new_ids, self.domain, self.trials, trial_seed(self.seed, new_ids[0]))
+        if self._queue:
+            vals = to_vals(self.space, self._queue.pop(0))
+            assert vals is not None  # checked against the space before the study opened
+            docs = [trial_doc(new_ids[0], {lab: vals.get(lab, []) for lab in self.domain.params},
+                              {"status": base.STATUS_NEW}, state=base.JOB_STATE_NEW)]
+        else:
+            docs = self.algo(new_ids, self.domain, self.trials, trial_seed(self.seed, new_ids[0]))
         if not docs:
             return None
         self.trials.insert_trial_docs(docs)

@@ -96,12 +96,19 @@ def trials_from_records(space: SearchSpace, expression_labels: Iterable[str],
         ok = rec.get("state") == "COMPLETE" and isinstance(rec.get("value"), (int, float))
         result = ({"status": base.STATUS_OK, "loss": loss(rec["value"])} if ok
                   else {"status": base.STATUS_FAIL, "error": str(rec.get("error"))})
-        now = hyperopt.utils.coarse_utcnow()
-        docs.append({"state": base.JOB_STATE_DONE, "tid": int(number), "spec": None, "result": result,
-                     "misc": {"tid": int(number), "cmd": ("domain_attachment", "FMinIter_Domain"), "workdir": None,
-                              "idxs": {lab: [int(number)] * len(v) for lab, v in vals.items()}, "vals": vals},
-                     "exp_key": None, "owner": None, "version": 0, "book_time": now, "refresh_time": now})
+        docs.append(trial_doc(int(number), vals, result))
     return _trials_of(docs)
+
+
+def trial_doc(tid: int, vals: Mapping[str, list[Any]], result: dict[str, Any],
+              state: int = base.JOB_STATE_DONE) -> dict[str, Any]:
+    """One Hyperopt trial document with the given ``{label: [value]}`` (every label of the expression, ``[]``
+    for inactive ones), as ``hyperopt.fmin.generate_trials_to_calculate`` builds them."""
+    now = hyperopt.utils.coarse_utcnow()
+    return {"state": state, "tid": tid, "spec": None, "result": result,
+            "misc": {"tid": tid, "cmd": ("domain_attachment", "FMinIter_Domain"), "workdir": None,
+                     "idxs": {lab: [tid] * len(v) for lab, v in vals.items()}, "vals": dict(vals)},
+            "exp_key": None, "owner": None, "version": 0, "book_time": now, "refresh_time": now}
 
 
 def to_vals(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, list[Any]] | None:

@@ -15,6 +15,7 @@ import optuna
 
 from hpo.drivers.base import Driver, Proposal, Wait
 from hpo.drivers.optuna.samplers import make_pruner, make_sampler
+from hpo.drivers.optuna.seeding import WARM_ATTR, add_earlier_trials, enqueue_points
 from hpo.drivers.optuna.space import suggest_optuna
 from hpo.drivers.optuna.storage import (
     CONFIG_ATTR, ERROR_ATTR, GHOST_ATTR, IDENTITY_ATTR, PARENT_RUN_ATTR, SAMPLER_SEED_ATTR, SURPLUS_ATTR,
@@ -144,7 +145,10 @@ class OptunaDriver(Driver):
     @staticmethod
     def _counts(t: optuna.trial.FrozenTrial) -> bool:
         """Finished for the budget: complete, pruned, or failed with our recorded error. A FAIL without it
-        was interrupted (its process died or lost a race for the last slot) and is replaced."""
+        was interrupted (its process died or lost a race for the last slot) and is replaced. A trial copied from
+        an earlier study (``study.warm_start``) is the sampler's history, not one of this study's trials."""
+        if WARM_ATTR in t.user_attrs:
+            return False
         if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED):
             return True
         return t.state == optuna.trial.TrialState.FAIL and ERROR_ATTR in t.user_attrs
@@ -302,6 +306,16 @@ class OptunaDriver(Driver):
         study = self.study
         self._call(lambda: study.enqueue_trial(dict(params), skip_if_exists=False), "enqueueing a trial")
         return True
+
+    def enqueue(self, points: list[dict[str, Any]]) -> int:
+        assert self.study is not None
+        study = self.study
+        return self._call(lambda: enqueue_points(study, points, self._counts), "enqueueing configurations")
+
+    def warm_start(self, records: list[dict[str, Any]], source: str) -> int:
+        assert self.study is not None
+        study = self.study
+        return self._call(lambda: add_earlier_trials(study, self.space, records, source), "adding earlier trials")
 
     def should_prune(self, proposal: Proposal, step: int, value: float) -> bool:
         if not self.pruning:

@@ -38,7 +38,12 @@ from hpo.execution.packed.optimizers import PACKED_OPTIMIZERS
 from hpo.execution.packed.spec import SHAPE_PARAMS, PackedMLPSpec
 from hpo.repro import seed_everything
 from hpo.space import SearchSpace
+<<<<<<< HEAD
 from hpo.execution.memory import release_memory, start_trial_memory
+=======
+from hpo.space.fit_params import FIT_PARAMS
+from hpo.execution.memory import release_memory
+>>>>>>> search26
 from hpo.execution.packed.rows import class_labels, flat_rows
 from hpo.execution.scoring import predict
 from hpo.execution.trial import TrialSettings
@@ -85,13 +90,14 @@ def shape_key(params: Mapping[str, Any], epochs: int | None) -> tuple[Any, ...] 
     """What members of one pack must share; None for a trial that cannot pack (batch normalization)."""
     if params.get("batchnorm"):
         return None
-    return (epochs, *(params.get(k) for k in SHAPE_PARAMS))
+    # Members share one fit: a searched batch size or epoch count (training.*) must be equal too.
+    return (epochs or params.get("epochs"), params.get("batch_size"), *(params.get(k) for k in SHAPE_PARAMS))
 
 
 def shape_params(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]:
     """The searched shape parameters of ``params`` (what later members of its pack are enqueued with)."""
     searched = {p.name for p in space.params if p.kind != "fixed"}
-    return {k: params[k] for k in SHAPE_PARAMS if k in searched and k in params}
+    return {k: params[k] for k in (*SHAPE_PARAMS, *FIT_PARAMS) if k in searched and k in params}
 
 
 def group(items: Sequence[Any], key: Callable[[Any], tuple[Any, ...] | None]) -> list[list[Any]]:
@@ -127,7 +133,8 @@ def train_pack(*, numbers: Sequence[int], params: Sequence[Mapping[str, Any]], s
         model = build_packed_mlp(spec, member_metrics=True)
         reports = _Reports(histories=[{} for _ in results])
         per_epoch = ("select", "audit") if settings.audit_per_epoch else ("select",)
-        model.fit(x["train"], y["train"], epochs=epochs or settings.epochs, batch_size=settings.batch_size, verbose=0,
+        epochs, batch_size = settings.for_trial(params[0], epochs)  # shared by the pack (see shape_key)
+        model.fit(x["train"], y["train"], epochs=epochs, batch_size=batch_size, verbose=0,
                   callbacks=[_MemberEpochs(reports, listeners, {s: (x[s], y[s]) for s in per_epoch},
                                            started, settings.timeout_s)])
         _settle(results, model, spec, x, y, reports, trial_dirs=trial_dirs, settings=settings, started=started)
