@@ -38,12 +38,8 @@ from hpo.execution.packed.optimizers import PACKED_OPTIMIZERS
 from hpo.execution.packed.spec import SHAPE_PARAMS, PackedMLPSpec
 from hpo.repro import seed_everything
 from hpo.space import SearchSpace
-<<<<<<< HEAD
 from hpo.execution.memory import release_memory, start_trial_memory
-=======
 from hpo.space.fit_params import FIT_PARAMS
-from hpo.execution.memory import release_memory
->>>>>>> search26
 from hpo.execution.packed.rows import class_labels, flat_rows
 from hpo.execution.scoring import predict
 from hpo.execution.trial import TrialSettings
