@@ -21,6 +21,38 @@ import pytest
 from hpo.config import StudyConfig, from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
+LOCAL_POSTGRES = "postgresql://root@127.0.0.1:5432/test"  # the server every machine of this project runs
+
+
+def _postgres_url() -> str | None:
+    """``HPO_TEST_POSTGRES_URL``, else the local server when something listens on 127.0.0.1:5432."""
+    url = os.environ.get("HPO_TEST_POSTGRES_URL")
+    if url:
+        return url
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=2).close()
+    except OSError:
+        return None
+    return LOCAL_POSTGRES
+
+
+POSTGRES_URL = _postgres_url()
+
+
+def service_missing(message: str) -> None:
+    """Skip a test whose service is missing, with the reason; fail instead where services are required
+    (``HPO_REQUIRE_SERVICES=1``, which .ci/run sets, or ``CI``)."""
+    if os.environ.get("HPO_REQUIRE_SERVICES") or os.environ.get("CI"):
+        pytest.fail(f"a required service is missing: {message}")
+    pytest.skip(message)
+
+
+def postgres_url() -> str:
+    """The PostgreSQL server the tests use (see :func:`_postgres_url`); skips or fails when there is none."""
+    if POSTGRES_URL is None:
+        service_missing("PostgreSQL: nothing listens on 127.0.0.1:5432 and HPO_TEST_POSTGRES_URL is not set")
+    assert POSTGRES_URL is not None
+    return POSTGRES_URL
 
 
 def small_config(tmp: Path, **sections: Any) -> StudyConfig:

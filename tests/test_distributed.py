@@ -1,7 +1,7 @@
 """Many workers on one study through a real PostgreSQL server and a real MLflow server.
 
-Needs ``HPO_TEST_POSTGRES_URL`` (``postgresql://root@127.0.0.1:5432/test`` on the development and
-CI machines; ``.ci/run`` sets it, and there these tests must run, not skip).
+Run against ``HPO_TEST_POSTGRES_URL``, else the local server (``postgresql://root@127.0.0.1:5432/test``, on every
+machine of this project); they skip with the reason when nothing listens there, and fail under ``.ci/run``.
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from tests.conftest import ROOT, _free_port, wait_healthy
+from tests.conftest import POSTGRES_URL, ROOT, _free_port, postgres_url, wait_healthy
 
-PG = os.environ.get("HPO_TEST_POSTGRES_URL")
-pytestmark = [
-    pytest.mark.skipif(not PG, reason="set HPO_TEST_POSTGRES_URL=postgresql://user@host:5432/db to run the "
-                                      "PostgreSQL worker tests (.ci/run sets it)"),
-    pytest.mark.slow,
-]
+PG = POSTGRES_URL
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _postgres() -> None:
+    postgres_url()  # skips with the reason, or fails under .ci/run, when no server answers
 
 
 def _admin(sql: str) -> None:
@@ -42,7 +43,7 @@ def _admin(sql: str) -> None:
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``mlflow server`` with a PostgreSQL backend store (its own database) and a file artifact root."""
-    assert PG is not None
+    postgres_url()  # skip or fail before starting anything
     db = f"hpo_mlflow_{uuid.uuid4().hex[:8]}"
     _admin(f'CREATE DATABASE "{db}"')
     base = PG.rsplit("/", 1)[0]

@@ -97,7 +97,9 @@ def test_unreachable_storage_is_one_line_and_leaves_nothing(tmp_path: Path, wher
     else:  # the real server (tests/README: PostgreSQL on 127.0.0.1:5432, trust auth) without that database
         url = "postgresql://root:s3cretpw@127.0.0.1:5432/hpo_first_hour_no_such_db"
         if not _postgres_answers():
-            pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+            from tests.conftest import service_missing
+
+            service_missing("no PostgreSQL server on 127.0.0.1:5432")
     work = tmp_path / "work"
     work.mkdir()
     before = _tree(tmp_path)

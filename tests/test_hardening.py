@@ -73,11 +73,9 @@ def test_yaml_is_read_safely(tmp_path: Path) -> None:
 
 def test_passwords_in_storage_urls_never_reach_records(tmp_path: Path) -> None:
     """A real PostgreSQL Optuna storage with a password in its URL (the server trusts loopback)."""
-    base = os.environ.get("HPO_TEST_POSTGRES_URL", "")
-    if not base:
-        if os.environ.get("CI"):
-            pytest.fail("CI must set HPO_TEST_POSTGRES_URL (see .ci/run)")
-        pytest.skip("set HPO_TEST_POSTGRES_URL=postgresql://root@127.0.0.1:5432/test to run against PostgreSQL")
+    from .conftest import postgres_url
+
+    base = postgres_url()
     import optuna
 
     from hpo.study import run_study

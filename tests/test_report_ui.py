@@ -40,9 +40,9 @@ def test_report_is_one_offline_html_file_logged_to_mlflow(finished_study: Any, c
 @pytest.mark.slow
 def test_mlflow_ui_lists_parent_trials_and_ensemble_in_a_browser(finished_study: Any, tmp_path: Path) -> None:
     if not Path(CHROMIUM).exists():
-        if os.environ.get("CI"):
-            pytest.fail("CI must install Debian's chromium (see .ci/run)")
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium: apt-get install chromium")
+        from tests.conftest import service_missing
+
+        service_missing("needs Debian's chromium at /usr/bin/chromium: apt-get install chromium (.ci/run installs it)")
     from playwright.sync_api import sync_playwright
 
     cfg, summary = finished_study

@@ -346,8 +346,6 @@ def test_a_storage_that_cannot_be_reached_is_one_error_line_without_the_password
         assert not [p for p in files if secret.encode() in p.read_bytes()]
 
 
-@pytest.mark.skipif(not os.environ.get("HPO_TEST_POSTGRES_URL"), reason="set HPO_TEST_POSTGRES_URL=postgresql://"
-                    "root@127.0.0.1:5432/test to run the PostgreSQL password test (.ci/run sets it)")
 def test_postgresql_passwords_reach_no_file_record_attribute_log_or_command_line(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A storage URL with a password in its userinfo and in its query, through a whole study with a worker
@@ -362,7 +360,9 @@ def test_postgresql_passwords_reach_no_file_record_attribute_log_or_command_line
     from hpo.study import run_study
     from tests.conftest import small_config
 
-    pg = os.environ["HPO_TEST_POSTGRES_URL"]  # trust auth on this machine: the passwords are not checked
+    from tests.conftest import postgres_url
+
+    pg = postgres_url()  # trust auth on this machine: the passwords are not checked
     secrets = ("userinfo-s3cret", "query-s3cret")
     url = pg.replace("://root@", f"://root:{secrets[0]}@", 1) + f"?password={secrets[1]}"
     assert secrets[0] in url
