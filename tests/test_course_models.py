@@ -111,14 +111,16 @@ def test_triplet_loss_and_accuracy_reproduce_the_course() -> None:
     # accuracy: counts only triplets whose top vote exceeds 0.5
     good = np.stack([np.full(4, 5.0), np.zeros(4), np.full(4, 0.1)])  # image 0 is far from the close pair (1, 2)
     bad = np.stack([np.zeros(4), np.full(4, 0.1), np.full(4, 5.0)])  # image 0 is in the close pair
-    emb = np.stack([good, bad, good]).astype("float32")
-    y = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.4, 0.3, 0.3]], "float32")  # last one ambiguous: not counted
+    emb = np.stack([good, bad, good, good]).astype("float32")
+    # the third is ambiguous (top vote 0.4): not counted, so 2 hits of 3 (counting it would give 3 of 4; counting
+    # nothing, the no-data value 0.5)
+    y = np.array([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.4, 0.3, 0.3], [0.7, 0.2, 0.1]], "float32")
     m = TripletAccuracy()
     m.update_state(y, emb)
-    assert float(m.result()) == pytest.approx(0.5)
-    assert triplet_accuracy(emb, y) == pytest.approx(0.5)
+    assert float(m.result()) == pytest.approx(2 / 3)
+    assert triplet_accuracy(emb, y) == pytest.approx(2 / 3)
     m2 = TripletAccuracy()
-    m2.update_state(y[2:], emb[2:])
+    m2.update_state(y[2:3], emb[2:3])
     assert float(m2.result()) == pytest.approx(0.5)  # nothing counted
 
 

@@ -120,6 +120,20 @@ def test_stopping_rule_stops_a_search_with_nothing_left_to_gain(tmp_path: Path) 
     assert summary.n_complete == 3 and summary.stopped_early and "regret bound" in summary.stopped_early
 
 
+def test_stopping_rule_lets_a_search_with_something_to_gain_run_its_budget(tmp_path: Path) -> None:
+    """The other half of the rule: learning rates from 1e-5 (nothing learnt in 2 epochs) to 0.1 leave a regret
+    bound far above the select score's error, so the search is not stopped."""
+    space = {"layers": {"fixed": 1}, "units": {"min": 8, "max": 64, "log": True},
+             "learning_rate": {"min": 1e-5, "max": 0.1, "log": True}, "batchnorm": {"fixed": False}}
+    cfg = small_config(tmp_path, study={"name": "nostop", "n_trials": 6}, space={"params": space},
+                       driver={"sampler": "random"}, ensemble={"enabled": False}, plots={"enabled": False},
+                       report={"enabled": False}, guards={"stop_when_converged": True, "stop_min_trials": 3})
+    summary = run_study(cfg)
+    values = [t["value"] for t in summary.trials]
+    assert max(values) - min(values) > 0.2, values  # there was something to gain
+    assert summary.n_complete == 6 and not summary.stopped_early
+
+
 def test_regret_bound_shrinks_as_the_optimum_is_pinned_down() -> None:
     space = discover(lambda hp: hp.Float("x", 0.0, 1.0))
     rng = np.random.default_rng(0)
