@@ -104,18 +104,28 @@ def test_killed_study_resumes_without_redoing_finished_trials(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_sigterm_marks_the_running_trial_and_the_study_resumes(tmp_path: Path) -> None:
+    # CSVLogger writes a row at each epoch's end: the test sees which trial is training.
     cfg = small_config(tmp_path, study={"name": "termme", "n_trials": 5}, ensemble={"enabled": False},
-                       report={"enabled": False}, plots={"enabled": False})
+                       report={"enabled": False}, plots={"enabled": False},
+                       training={"epochs": 4, "callbacks": [{"name": "CSVLogger", "args": {"filename": "epochs.csv"}}]})
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     cmd = [sys.executable, "-m", "hpo.cli", "run", str(path), "--quiet"]
     proc = subprocess.Popen(cmd, env=_cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     trials = cfg.run_dir / "trials"
+
+    def training() -> list[str]:
+        """Trials between their first and last epochs, once two trials are recorded."""
+        if len(list(trials.glob("*/result.json"))) < 2:
+            return []
+        return [p.parent.name for p in trials.glob("*/epochs.csv")
+                if 2 <= len(p.read_text().splitlines()) <= 4 and not (p.parent / "result.json").exists()]
+
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and len(list(trials.glob("*/result.json"))) < 2:
-        time.sleep(0.2)
+    while time.monotonic() < deadline and not training():
+        time.sleep(0.05)
         assert proc.poll() is None, "the study ended before it could be stopped"
-    time.sleep(0.5)
+    running = training()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "rerun the same command to resume" in err
@@ -123,9 +133,14 @@ def test_sigterm_marks_the_running_trial_and_the_study_resumes(tmp_path: Path) -
     exp = client.get_experiment_by_name("termme")
     parent = client.search_runs([exp.experiment_id], filter_string="tags.`hpo.kind` = 'study'")[0]
     assert parent.info.status == "KILLED"
-    states = [r.data.tags.get("hpo.state") for r in
-              client.search_runs([exp.experiment_id], filter_string="tags.`hpo.kind` = 'trial'")]
-    assert "INTERRUPTED" in states or len(states) == len(list(trials.glob("*/result.json")))
+    runs = client.search_runs([exp.experiment_id], filter_string="tags.`hpo.kind` = 'trial'")
+    by_trial = {int(r.data.tags["hpo.trial"]): r for r in runs}
+    assert len(by_trial) == len(runs), "one MLflow run per trial"
+    recorded = {int(p.parent.name) for p in trials.glob("*/result.json")}
+    interrupted = {n for n, r in by_trial.items() if r.data.tags.get("hpo.state") == "INTERRUPTED"}
+    assert interrupted == {int(n) for n in running}, (running, {n: r.data.tags.get("hpo.state") for n, r in by_trial.items()})
+    assert all(by_trial[n].info.status == "FAILED" for n in interrupted)
+    assert all(by_trial[n].info.status == "FINISHED" for n in recorded) and not recorded & interrupted
     done = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((cfg.run_dir / "summary.json").read_text())
