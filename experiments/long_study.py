@@ -8,9 +8,10 @@ Writes ``experiments/results/long_study.json`` (parts not run are kept from the 
    CPU machine; digits, ``mlp`` with 1-2 layers of 8-32 units, 1 epoch, random sampler, the embedded SQLite
    Optuna and MLflow stores, ``keep_top_models: 5``): the process's resident set (``VmRSS``) after every
    trial, reported every 10 trials; the target is that it stays within 200 MB of its value after trial 10.
-   Side by side, each in a fresh process, one after the other: the committed code, and the same study with
-   TensorFlow's per-trace gradient registrations kept (``forget_trace_gradients`` patched to do nothing: the
-   code before the fix), for the memory growth and the trials per hour of both.
+   Side by side, each in a fresh process, both at the same time (so the machine's other load falls on both
+   alike): the committed code, and the same study with TensorFlow's per-trace gradient registrations kept
+   (``forget_trace_gradients`` patched to do nothing: the code before the fix), for the memory growth and the
+   trials per hour of both.
    ``workers``: the same search on one worker process (``executor.mode: processes``) with
    ``recycle_after``: the worker's RSS after each trial (read from ``/proc/<pid>/status`` while it
    waits for its next task) and its growth within each worker's lifetime.
@@ -111,12 +112,16 @@ def memory_inprocess(n_trials: int, work: Path, keep_trace_gradients: bool = Fal
     return report
 
 
-def _memory_in_fresh_process(n_trials: int, work: Path, keep_trace_gradients: bool) -> dict[str, Any]:
-    """:func:`memory_inprocess` in a spawned process: each variant starts from the same fresh interpreter."""
+def memory_side_by_side(n_trials: int, work: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`memory_inprocess` with the fix and without it, each in a fresh spawned interpreter, both at the same
+    time: whatever else loads the machine loads both alike, so their trials per hour compare."""
     import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(memory_inprocess, (n_trials, work, keep_trace_gradients))
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        fixed = pool.submit(memory_inprocess, n_trials, work, False)
+        kept = pool.submit(memory_inprocess, n_trials, work, True)
+        return fixed.result(), kept.result()
 
 
 def _memory_report(curve: list[dict[str, Any]], before: float | None, summary: Any, wall: float) -> dict[str, Any]:
@@ -449,10 +454,9 @@ def main(argv: list[str] | None = None) -> int:
         new["bookkeeping"] = {"command": f"python -m experiments.long_study --parts bookkeeping --trials {args.trials} "
                                          f"--baseline-trials {args.baseline_trials}", "runs": rows}
     if "memory" in args.parts:
-        new["memory_inprocess"] = _memory_in_fresh_process(args.memory_trials, work, False)
-        print({k: v for k, v in new["memory_inprocess"].items() if k != "curve_every_10"}, flush=True)
-        new["memory_inprocess_before_fix"] = _memory_in_fresh_process(args.memory_trials, work, True)
-        print({k: v for k, v in new["memory_inprocess_before_fix"].items() if k != "curve_every_10"}, flush=True)
+        new["memory_inprocess"], new["memory_inprocess_before_fix"] = memory_side_by_side(args.memory_trials, work)
+        for key in ("memory_inprocess", "memory_inprocess_before_fix"):
+            print({k: v for k, v in new[key].items() if k != "curve_every_10"}, flush=True)
     if "workers" in args.parts:
         new["memory_workers"] = memory_workers(args.worker_trials or args.memory_trials, work, args.recycle_after)
         print({k: v for k, v in new["memory_workers"].items() if k != "curve_every_10"}, flush=True)

@@ -29,7 +29,8 @@ def test_bench_tiny_budget_and_render(tmp_path: Path) -> None:
                        "--seeds", "1", "--out", str(out), "--runs", str(tmp_path / "runs")]) == 0
     q = json.loads((out / "bench_quality.json").read_text())
     assert [r["tool"] for r in q["runs"]] == ["optuna_tpe", "kt_random"]
-    assert all(r["n_trials"] == 2 and r["epochs_trained"] == 2 and 0 < r["test"]["accuracy"] <= 1 for r in q["runs"])
+    assert all(r["n_trials"] == 2 and r["epochs_trained"] == 2 and r["test"]["accuracy"] > 0.5 for r in q["runs"]), \
+        [r["test"] for r in q["runs"]]  # a trained digits model after 1 epoch, not chance (0.1)
     assert q["machine"]["cpu_count"] and q["versions"]["keras-tuner"] and len(q["hashes"]) == 2
     e = json.loads((out / "bench_ensemble.json").read_text())
     assert e["studies"][0]["tool"] == "optuna_tpe" and "greedy" in e["studies"][0]

@@ -122,7 +122,8 @@ def test_seed_refit_trains_the_best_configuration_packed(tmp_path: Path) -> None
     assert z["test/digit"].shape[0] == 4 and z["audit/digit"].shape[0] == 4
     # members differ (different seeds) and the average is scored
     assert not np.allclose(z["test/digit"][0], z["test/digit"][1])
-    assert 0.0 < sr["test"]["logit_average_accuracy"] <= 1.0
+    assert sr["test"]["logit_average_accuracy"] >= sr["test"]["member_accuracy_min"]
+    assert sr["test"]["logit_average_accuracy"] > 0.75, sr["test"]  # 0.83 measured; chance is 0.1
     assert sr["test"]["member_accuracy_min"] <= sr["test"]["member_accuracy_median"] <= sr["test"]["member_accuracy_max"]
     assert test_uses(cfg.run_dir.resolve()) == 2  # the incumbent and the seed refit
 

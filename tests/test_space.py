@@ -122,11 +122,13 @@ def test_kerastuner_hyperband_sets_epoch_budgets(space: SearchSpace, tmp_path: P
 
 
 def test_hyperopt_resumes_from_its_save_file(space: SearchSpace, tmp_path: Path) -> None:
-    first = drive(HyperoptDriver(space, direction="minimize", seed=3, save_file=tmp_path / "h.json"), 5)
+    uninterrupted = drive(HyperoptDriver(space, direction="minimize", seed=3, save_file=tmp_path / "u.json"), 6)
+    drive(HyperoptDriver(space, direction="minimize", seed=3, save_file=tmp_path / "h.json"), 5)
     again = HyperoptDriver(space, direction="minimize", seed=3, save_file=tmp_path / "h.json")
     again.open({"test": 1})
     assert again.n_finished() == 5
-    assert len(first) == 5
+    nxt = again.ask()  # the resumed search goes on where it stopped: trial 5, as if never stopped
+    assert nxt is not None and nxt.number == 5 and nxt.params == uninterrupted[5]
 
 
 def test_seeded_engines_repeat_their_proposals(space: SearchSpace, tmp_path: Path) -> None:

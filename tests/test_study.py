@@ -38,7 +38,12 @@ def test_parent_run_with_child_runs_params_and_epoch_metrics(finished_study: Any
     assert "best_select" in parent.data.metrics and "best_test_accuracy" in parent.data.metrics
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
                 and r.data.tags.get("hpo.kind") == "trial"]
-    assert len(children) >= 12
+    results = {int(p.parent.name): json.loads(p.read_text()) for p in (cfg.run_dir / "trials").glob("*/result.json")}
+    assert sorted(int(c.data.tags["hpo.trial"]) for c in children) == sorted(results) == list(range(12))
+    for child in children:  # each run carries its own trial's configuration, as MLflow params (strings)
+        params = results[int(child.data.tags["hpo.trial"])]["params"]
+        assert {k: child.data.params[k] for k in params} == {
+            k: json.dumps(v) if isinstance(v, bool) else str(v) for k, v in params.items()}
     for child in children:
         assert {"layers", "units", "learning_rate"} <= set(child.data.params)
         assert "select_accuracy" in child.data.metrics and "audit_accuracy" in child.data.metrics
@@ -284,7 +289,7 @@ def test_script_api_tf_data_one_hot_labels_and_uncompiled_builder(tmp_path: Path
                      n_trials=2, epochs=2, run_dir=tmp_path / "r", ensemble={"method": "top_k", "size": 2})
     assert summary.n_complete == 2
     assert "learning_rate" in summary.best_params  # the space's own compile choices were searched
-    assert summary.best_test["accuracy"] > 0.3
+    assert summary.best_test["accuracy"] > 0.45, summary.best_test  # 0.56 measured (2 trials of 2 epochs); chance 0.1
 
 
 def test_hpo_ui_serves_the_study_store(finished_study: Any, tmp_path: Path) -> None:
@@ -293,7 +298,7 @@ def test_hpo_ui_serves_the_study_store(finished_study: Any, tmp_path: Path) -> N
         client = mlflow.tracking.MlflowClient(f"http://127.0.0.1:{port}")
         exp = client.get_experiment_by_name("shared")
         runs = client.search_runs([exp.experiment_id], filter_string="tags.`hpo.kind` = 'trial'")
-        assert len(runs) >= 12
+        assert sorted(int(r.data.tags["hpo.trial"]) for r in runs) == list(range(12))
         assert client.get_run(summary.parent_run_id).data.tags["hpo.kind"] == "study"
 
 
