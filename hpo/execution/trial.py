@@ -76,7 +76,8 @@ def make_model(build: Builder, hp: Any, splits_spec: Any, compile_default: Calla
 
 def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor: str, started: float,
                audit: tuple[Any, Any, bool] | None, audit_history: dict[str, list[float]],
-               select: tuple[Any, Any, bool] | None = None) -> list[Any]:
+               select: tuple[Any, Any, bool] | None = None,
+               seen: dict[str, list[float]] | None = None) -> list[Any]:
     """Keras callbacks of a trial. ``select`` and ``audit`` come from :func:`~hpo.execution.scoring.scorable`: tensors already on the
     backend's device when small (one ``test_on_batch`` each), NumPy otherwise (``evaluate``)."""
     import keras
@@ -103,6 +104,9 @@ def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor:
                 for k, v in scores.items():
                     audit_history.setdefault(f"audit_{k}", []).append(float(v))
                     logs[f"audit_{k}"] = float(v)
+            if seen is not None:  # what a trial stopped by its pruner trained, kept in its record
+                for k, v in logs.items():
+                    seen.setdefault(k, []).append(float(v))
             if listener is not None:
                 listener(epoch, logs)
             if settings.timeout_s is not None and time.monotonic() - started > settings.timeout_s:
@@ -155,6 +159,7 @@ def run_trial(
     except TrialPruned as exc:
         result.state = TrialState.PRUNED
         result.error = str(exc) or "pruned"
+        result.epochs = len(result.history.get("loss", []))  # the epochs it trained, the pruning one included
     except TrialFailed as exc:
         result.error = str(exc)
     except Exception as exc:  # a bad trial must not end the study
@@ -205,8 +210,9 @@ def _fit(model: Any, result: TrialResult, splits: Splits, settings: TrialSetting
     audit = scorable(splits.x["audit"], splits.y["audit"]) if settings.audit_per_epoch else None
     select = scorable(splits.x["select"], splits.y["select"])
     small_select = not select[2]
+    result.history = {}
     cbs = _callbacks(settings, listener, f"val_{settings.objective}", started, audit, audit_history,
-                     select if small_select else None) + list(extra_callbacks or [])
+                     select if small_select else None, seen=result.history) + list(extra_callbacks or [])
     if settings.callbacks is not None:
         trial_dir.mkdir(parents=True, exist_ok=True)
         cbs.extend(settings.callbacks(trial_dir))
