@@ -35,6 +35,7 @@ def build_keras_model(report: EnsembleReport, pool: Pool, inputs_spec: dict[str,
     head_names = [h.name for h in pool.heads]
     per_head: dict[str, list[Any]] = {h: [] for h in head_names}
     weights: list[float] = []
+    temps: dict[str, list[float]] = {h: [] for h in head_names}
     for m in report.members:
         if not m.get("model_path") or not Path(m["model_path"]).exists():
             raise FileNotFoundError(
@@ -53,9 +54,13 @@ def build_keras_model(report: EnsembleReport, pool: Pool, inputs_spec: dict[str,
         for h in head_names:
             per_head[h].append(outs[h])
         weights.append(m["weight"])
+        for h in head_names:
+            temps[h].append(m.get("temperature", {}).get(h, 1.0))
     outputs = {
         h.name: Combine(method=report.combine, member_weights=weights, temperature=report.temperature.get(h.name, 1.0),
-                        kind=h.kind, name=h.name)(per_head[h.name])
+                        kind=h.kind, name=h.name,
+                        member_temperatures=temps[h.name] if report.calibrated and h.is_classification else None,
+                        )(per_head[h.name])
         for h in pool.heads
     }
     model_inputs = next(iter(inputs.values())) if single_input else inputs
@@ -66,7 +71,8 @@ def build_keras_model(report: EnsembleReport, pool: Pool, inputs_spec: dict[str,
 def save_artifact(report: EnsembleReport, pool: Pool, out_dir: Path) -> Path:
     """Write ``ensemble.keras`` and ``manifest.json`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = manifest(report, pool)
+    report.artifact_dir = str(out_dir)
+    record = manifest(report, pool, out_dir)
     model = build_keras_model(report, pool, record["inputs"])
     tmp = out_dir / f".{MODEL_FILE}.tmp.keras"
     model.save(tmp)

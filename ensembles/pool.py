@@ -43,6 +43,7 @@ class Pool:
     labels: dict[str, dict[str, np.ndarray]]
     model_paths: list[str | None]
     run_dir: Path | None = None
+    objective: str | None = None  # the study's objective metric (as Keras names it), scored on select
 
     def __len__(self) -> int:
         return len(self.numbers)
@@ -59,6 +60,7 @@ class Pool:
             values=self.values[idx], direction=self.direction, heads=self.heads,
             outputs={s: {h: a[idx] for h, a in d.items()} for s, d in self.outputs.items()},
             labels=self.labels, model_paths=[self.model_paths[i] for i in idx], run_dir=self.run_dir,
+            objective=self.objective,
         )
 
 
@@ -77,7 +79,8 @@ def load_pool(run_dir: str | Path, *, max_candidates: int | None = None) -> Pool
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / "data.json").read_text())
     heads = [HeadInfo(**h) for h in meta["heads"]]
-    direction = json.loads((run_dir / "study.json").read_text())["direction"]
+    study = json.loads((run_dir / "study.json").read_text())
+    direction = study["direction"]
     with np.load(run_dir / "labels.npz") as f:
         raw_labels = {k: f[k] for k in f.files}
     labels = {s: {h.name: class_labels(raw_labels[f"{s}/{h.name}"], h) for h in heads} for s in SPLITS}
@@ -114,4 +117,5 @@ def load_pool(run_dir: str | Path, *, max_candidates: int | None = None) -> Pool
         values=np.array([r["value"] for r in results], dtype=float), direction=direction, heads=heads,
         outputs={s: {h: np.stack(v).astype(np.float32) for h, v in d.items()} for s, d in outputs.items()},
         labels=labels, model_paths=[r.get("model_path") for r in results], run_dir=run_dir,
+        objective=study.get("objective"),
     )

@@ -163,7 +163,7 @@ def _gap_check(sel: np.ndarray, aud: np.ndarray, kind: str, threshold: float | N
 def check_study(
     run_dir: Path, results: Sequence[Mapping[str, Any]], *, metric: str, direction: str, incumbent: int,
     threshold: float | None = None, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
-    max_tie_candidates: int = 50, ensemble_counts: tuple[list[int], list[float], str] | None = None,
+    max_tie_candidates: int = 50, ensemble_counts: tuple[Any, ...] | None = None,
 ) -> GuardReport:
     """The guard report of a finished study from its completed trials' saved predictions."""
     run_dir = Path(run_dir)
@@ -223,14 +223,19 @@ def check_study(
     return report
 
 
-def _ensemble_check(run_dir: Path, members: tuple[list[int], list[float], str], head: Mapping[str, Any], kind: str,
+def _ensemble_check(run_dir: Path, members: tuple[Any, ...], head: Mapping[str, Any], kind: str,
                     labels: Mapping[str, np.ndarray], threshold: float | None, n_resamples: int, confidence: float,
                     seed: int) -> GapCheck | None:
     from ensembles.build import predict_pool
+    from ensembles.calibrate import calibrated
     from ensembles.pool import load_pool
 
-    numbers, weights, combine = members
+    numbers, weights, combine = members[:3]
+    temps = members[3] if len(members) > 3 else None  # each member's temperature per head, when calibrated
     pool = load_pool(run_dir)
+    if temps and any(temps):
+        pool = pool.subset([pool.numbers.index(n) for n in numbers])
+        pool = calibrated(pool, {h: np.array([t.get(h, 1.0) for t in temps]) for h in temps[0]})
     counts = np.zeros(len(pool))
     for n, w in zip(numbers, weights):
         counts[pool.numbers.index(n)] = w

@@ -25,7 +25,7 @@ SAMPLERS = {
 }
 PRUNERS = ("none", "median", "hyperband")
 COMBINES = ("probs", "logits", "geometric", "vote")
-METHODS = ("greedy", "top_k")
+METHODS = ("greedy", "top_k", "weights")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
@@ -113,6 +113,7 @@ class EnsembleSection:
     combine: str = "probs"
     size: int = 5
     metric: str = "nll"
+    calibrate: bool = True  # one temperature per member, fitted on select, applied before combining
     seed_refit: int = 0  # retrain the best configuration with N seeds as one packed model (mlp) and report it
 
 
@@ -351,6 +352,9 @@ def _check_ensemble(cfg: StudyConfig) -> None:
     _one_of(cfg.ensemble.method, METHODS, "ensemble.method")
     _one_of(cfg.ensemble.combine, COMBINES, "ensemble.combine")
     _one_of(cfg.ensemble.metric, ("nll", "accuracy"), "ensemble.metric")
+    if cfg.ensemble.method == "weights" and cfg.ensemble.combine == "vote":
+        raise ConfigError("ensemble.combine", "weights are fitted for probs, logits or geometric, not vote: "
+                                              "choose one of those or method: greedy")
     if not 0 <= cfg.ensemble.seed_refit <= 512:
         raise ConfigError("ensemble.seed_refit", f"must be between 0 and 512 members, got {cfg.ensemble.seed_refit}")
     if cfg.ensemble.size < 1:

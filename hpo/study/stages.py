@@ -36,26 +36,28 @@ def ensemble_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None
 
     logged = run.tracker.healthy()
     try:
-        summary.ensemble = _ensemble(run, logged)
+        summary.ensemble = _ensemble(run, logged, summary.best_trial)
     except Exception as exc:
         if not (logged and is_transient(exc)):
             raise
         logged = False
-        summary.ensemble = _ensemble(run, False)
+        summary.ensemble = _ensemble(run, False, summary.best_trial)
     if not logged and cfg.training.save_models:
         log.warning("the ensemble is saved in %s but not logged to MLflow (the tracking store is unreachable); "
                     "`hpo ensemble %s` logs one once it is back", summary.ensemble.get("artifact_dir"), run.run_dir)
 
 
-def _ensemble(run: StudyRun, logged: bool) -> dict[str, Any]:
+def _ensemble(run: StudyRun, logged: bool, summary_best: int | None) -> dict[str, Any]:
     from ensembles import build_ensemble
 
     e, save = run.cfg.ensemble, run.cfg.training.save_models
     rep = build_ensemble(run.run_dir, method=e.method, combine=e.combine, size=e.size, metric=e.metric,
-                         save_artifact=save, tracking_uri=run.uri if (save and logged) else None,
-                         parent_run_id=run.parent)
+                         calibrate=e.calibrate, save_artifact=save, tracking_uri=run.uri if (save and logged) else None,
+                         parent_run_id=run.parent, incumbent_counted=summary_best, seed=run.cfg.study.seed)
     return {"members": [(m["trial"], m["weight"]) for m in rep.members], "metrics": rep.metrics,
-            "best_single": rep.best_single["metrics"], "artifact_dir": rep.artifact_dir,
+            "best_single": rep.best_single["metrics"], "best_single_trial": rep.best_single["trial"],
+            "best_single_alone": rep.best_single_alone,
+            "temperatures": [m["temperature"] for m in rep.members], "artifact_dir": rep.artifact_dir,
             "mlflow_run_id": rep.mlflow_run_id, "model_uri": rep.model_uri}
 
 
@@ -104,7 +106,7 @@ def guards_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
         members = None
         if summary.ensemble:
             members = ([m[0] for m in summary.ensemble["members"]], [m[1] for m in summary.ensemble["members"]],
-                       cfg.ensemble.combine)
+                       cfg.ensemble.combine, summary.ensemble.get("temperatures"))
         report = check_study(run.run_dir, list(run.results.values()), metric=cfg.objective.metric,
                              direction=cfg.objective.direction, incumbent=summary.best_trial,
                              threshold=cfg.guards.gap_threshold, n_resamples=cfg.guards.n_bootstrap,
