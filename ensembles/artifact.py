@@ -39,11 +39,11 @@ def build_keras_model(report: EnsembleReport, pool: Pool, inputs_spec: dict[str,
     for m in report.members:
         if not m.get("model_path") or not Path(m["model_path"]).exists():
             raise FileNotFoundError(
-                f"trial {m['trial']} has no saved model (training.save_models was off?); "
+                f"trial {m['trial']}" + (f" (epoch {m['epoch']})" if m.get("epoch") else "") + " has no saved model (training.save_models was off?); "
                 "the ensemble artifact needs every member's model file"
             )
         member = keras.saving.load_model(m["model_path"], safe_mode=True, compile=False)
-        member.name = f"member_{m['trial']}"
+        member.name = f"member_{m['trial']}" + (f"_e{m['epoch']}" if m.get("epoch") else "")
         out = member(next(iter(inputs.values())) if single_input else inputs)
         if isinstance(out, dict):
             outs = out

@@ -11,7 +11,11 @@ nothing retrained:
 - ``calibrated_greedy``: one temperature per member fitted on select, greedy from the best trial by the
   objective with the objective (accuracy) as a guard (the new default);
 - ``weights``: calibrated members, non-negative weights summing to one fitted on select with early
-  stopping on a held-out third of select.
+  stopping on a held-out third of select;
+- ``calibrated_greedy_snapshots``: the calibrated greedy over a wider pool, every trial's epochs
+  ``epochs-2`` and ``epochs-1`` saved as snapshots while it trained (at most 3 candidates per configuration).
+
+The first four see the trials' final models only (``snapshots=False``).
 
 All average probabilities. Each is scored on the locked test split against the study's best single trial
 by select (its raw logits): the fraction of studies where the ensemble's test accuracy is at least the best
@@ -40,6 +44,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "top_k": {"method": "top_k", "calibrate": False, "guard": False},
     "calibrated_greedy": {"method": "greedy", "calibrate": True, "guard": True},
     "weights": {"method": "weights", "calibrate": True, "guard": True},
+    "calibrated_greedy_snapshots": {"method": "greedy", "calibrate": True, "guard": True, "snapshots": True,
+                                    "max_per_config": 3},
 }
 MNIST_SPACE = {"layers": {"min": 1, "max": 3}, "units": {"min": 32, "max": 512, "log": True},
                "batchnorm": {"fixed": False}, "use_l2": {"fixed": False}}
@@ -63,6 +69,8 @@ def _config(s: Mapping[str, Any], seed: int, run_dir: Path) -> Any:
                        n_trials=s["trials"], epochs=s["epochs"], run_dir=run_dir, audit_per_epoch=False)
     cfg.data.limit_train = s["limit_train"]
     cfg.training.save_models = False  # ensembles here are scored, not saved: every trial keeps its logits
+    cfg.ensemble.snapshot_epochs = [s["epochs"] - 2, s["epochs"] - 1]  # logits only (no models saved)
+    cfg.ensemble.snapshot_budget_mb = 1000.0
     return cfg
 
 
@@ -78,9 +86,10 @@ def one_study(s: Mapping[str, Any], seed: int, run_dir: Path, build: Any, splits
     row: dict[str, Any] = {"seed": seed, "n_trials": summary.n_complete, "study_wall_s": round(time.monotonic() - t0, 1)}
     for name, v in VARIANTS.items():
         t1 = time.monotonic()
-        rep = build_ensemble(run_dir, combine="probs", size=SIZE, metric="nll", save_artifact=False, seed=seed, **v)
+        rep = build_ensemble(run_dir, combine="probs", size=SIZE, metric="nll", save_artifact=False, seed=seed,
+                             **{"snapshots": False, **v})
         row[name] = {
-            "members": [[m["trial"], round(m["weight"], 4)] for m in rep.members],
+            "members": [[m["trial"], m["epoch"], round(m["weight"], 4)] for m in rep.members],
             "best_single_alone": rep.best_single_alone, "wall_s": round(time.monotonic() - t1, 2),
             **{sp: {k: rep.metrics[f"{sp}_{k}"] for k in ("accuracy", "nll", "ece")} for sp in ("select", "audit", "test")},
         }
@@ -135,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     from experiments._common import header, write_result
 
     result: dict[str, Any] = {**header("experiments.ensemble_gain", argv), "benchmark": "ensemble_gain",
-                              "variants": VARIANTS, "datasets": {}}
+                              "variants": VARIANTS, "seed": "one study per seed 0 .. seeds-1", "datasets": {}}
     for name in args.datasets:
         s = dict(SETTINGS[name])
         for key in ("seeds", "trials", "epochs"):

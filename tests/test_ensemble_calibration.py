@@ -174,3 +174,40 @@ def test_quickstart_ensemble_is_at_least_as_accurate_on_select_as_its_best_trial
     assert ens >= best, done.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["ensemble"]["metrics"]["select_accuracy"] >= summary["best_select"] - 1e-12
+
+
+def test_snapshots_widen_the_pool_within_the_disk_budget(tmp_path: Path) -> None:
+    """Epochs 1 and 2 of every 3-epoch trial are kept as candidates (logits and model), at most
+    max_per_config per configuration; a small disk budget keeps the best trials' snapshots only."""
+    from hpo.study import run_study
+
+    cfg = small_config(tmp_path, study={"name": "snap", "n_trials": 4}, training={"epochs": 3},
+                       ensemble={"size": 4, "snapshot_epochs": [1, 2], "max_per_config": 2},
+                       plots={"enabled": False}, report={"enabled": False})
+    summary = run_study(cfg)
+    snaps = sorted(cfg.run_dir.glob("trials/*/snapshots/epoch_*"))
+    assert len(snaps) == 8 and all((d / "predictions.npz").exists() and (d / "model.keras").exists() for d in snaps)
+    pool = load_pool(cfg.run_dir, snapshots=True)
+    assert len(pool) == 12 and sorted(e for e in pool.epochs if e) == [1, 1, 1, 1, 2, 2, 2, 2]
+    capped = load_pool(cfg.run_dir, snapshots=True, max_per_config=2)
+    assert len(capped) == 8 and all(capped.numbers.count(n) == 2 for n in set(capped.numbers))
+    assert summary.ensemble["metrics"]["select_accuracy"] >= summary.best_select - 1e-12
+    # an ensemble that includes a snapshot saves its model and predicts what its saved logits give
+    rep = build_ensemble(cfg.run_dir, method="top_k", size=4, max_per_config=2, out_dir=tmp_path / "e")
+    assert any(m["epoch"] for m in rep.members)
+    from ensembles import load_ensemble
+    from ensembles.build import predict_members
+    from hpo.data import load_digits_splits
+
+    pred = load_ensemble(tmp_path / "e").predict(load_digits_splits().x["test"], verbose=0)
+    offline = predict_members(load_pool(cfg.run_dir, snapshots=True), rep.members, "probs", {}, "test")["digit"]
+    assert np.abs(pred - offline).max() < 1e-5
+    # the disk budget: the worst trials' snapshots are deleted first
+    from hpo.execution.snapshots import enforce_budget
+
+    best_dir = cfg.run_dir / "trials" / f"{summary.best_trial:05d}" / "snapshots"
+    budget = sum(f.stat().st_size for f in best_dir.rglob("*") if f.is_file()) / 2**20 * 1.01
+    enforce_budget(cfg.run_dir / "trials", budget, current=tmp_path / "none")
+    left = sorted(cfg.run_dir.glob("trials/*/snapshots/epoch_*"))
+    assert len(left) < 8 and {d.parent for d in left} >= {best_dir}
+    assert sum(f.stat().st_size for d in left for f in d.rglob("*") if f.is_file()) / 2**20 <= budget

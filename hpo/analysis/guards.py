@@ -226,22 +226,14 @@ def check_study(
 def _ensemble_check(run_dir: Path, members: tuple[Any, ...], head: Mapping[str, Any], kind: str,
                     labels: Mapping[str, np.ndarray], threshold: float | None, n_resamples: int, confidence: float,
                     seed: int) -> GapCheck | None:
-    from ensembles.build import predict_pool
-    from ensembles.calibrate import calibrated
+    from ensembles.build import predict_members
     from ensembles.pool import load_pool
 
-    numbers, weights, combine = members[:3]
-    temps = members[3] if len(members) > 3 else None  # each member's temperature per head, when calibrated
-    pool = load_pool(run_dir)
-    if temps and any(temps):
-        pool = pool.subset([pool.numbers.index(n) for n in numbers])
-        pool = calibrated(pool, {h: np.array([t.get(h, 1.0) for t in temps]) for h in temps[0]})
-    counts = np.zeros(len(pool))
-    for n, w in zip(numbers, weights):
-        counts[pool.numbers.index(n)] = w
+    records, combine = members  # the ensemble's members as its report lists them, and how they are combined
+    pool = load_pool(run_dir, snapshots=any(m.get("epoch") for m in records))
     out = {}
     for split in ("select", "audit"):
-        p = predict_pool(pool, counts, combine, {}, split)[head["name"]]
+        p = predict_members(pool, records, combine, {}, split)[head["name"]]
         if head["kind"] == "regression":
             out[split] = per_example({f"{split}/{head['name']}": p}, labels, split, head, kind)
         else:

@@ -114,6 +114,9 @@ class EnsembleSection:
     size: int = 5
     metric: str = "nll"
     calibrate: bool = True  # one temperature per member, fitted on select, applied before combining
+    snapshot_epochs: list[int] = field(default_factory=list)  # epochs of each trial kept as extra candidates
+    snapshot_budget_mb: float = 200.0  # disk for snapshots; the worst trials' go first
+    max_per_config: int = 3  # candidates (a trial, its snapshots, trials of the same configuration) per configuration
     seed_refit: int = 0  # retrain the best configuration with N seeds as one packed model (mlp) and report it
 
 
@@ -352,6 +355,13 @@ def _check_ensemble(cfg: StudyConfig) -> None:
     _one_of(cfg.ensemble.method, METHODS, "ensemble.method")
     _one_of(cfg.ensemble.combine, COMBINES, "ensemble.combine")
     _one_of(cfg.ensemble.metric, ("nll", "accuracy"), "ensemble.metric")
+    bad = [e for e in cfg.ensemble.snapshot_epochs if not isinstance(e, int) or not 1 <= e < cfg.training.epochs]
+    if bad:
+        raise ConfigError("ensemble.snapshot_epochs", f"{bad} are not epochs before the last "
+                                                      f"(1 to {cfg.training.epochs - 1}); the last epoch is the trial itself")
+    if cfg.ensemble.snapshot_budget_mb <= 0 or cfg.ensemble.max_per_config < 1:
+        raise ConfigError("ensemble.snapshot_budget_mb" if cfg.ensemble.snapshot_budget_mb <= 0 else "ensemble.max_per_config",
+                          "must be positive (snapshot_budget_mb in MB, max_per_config at least 1)")
     if cfg.ensemble.method == "weights" and cfg.ensemble.combine == "vote":
         raise ConfigError("ensemble.combine", "weights are fitted for probs, logits or geometric, not vote: "
                                               "choose one of those or method: greedy")

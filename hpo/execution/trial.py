@@ -50,6 +50,8 @@ class TrialSettings:
     save_models: bool = True
     audit_per_epoch: bool = True
     callbacks: Callable[[Path], list[Any]] | None = None  # user callbacks, made fresh for each trial directory
+    snapshot_epochs: tuple[int, ...] = ()  # epochs whose logits (and model) are kept as ensemble candidates
+    snapshot_budget_mb: float = 200.0
 
 
 def make_model(build: Builder, hp: Any, splits_spec: Any, compile_default: Callable[..., Any] | None = None) -> Any:
@@ -167,6 +169,12 @@ def _fit(model: Any, result: TrialResult, splits: Splits, settings: TrialSetting
     small_select = not select[2]
     cbs = _callbacks(settings, listener, f"val_{settings.objective}", started, audit, audit_history,
                      select if small_select else None) + list(extra_callbacks or [])
+    if settings.snapshot_epochs:
+        from hpo.execution.snapshots import snapshot_callback
+
+        cbs.append(snapshot_callback(settings.snapshot_epochs, settings.snapshot_budget_mb,
+                                     lambda m, d: save_predictions(m, splits, d), trial_dir, settings.save_models,
+                                     epochs or settings.epochs))
     if settings.callbacks is not None:
         trial_dir.mkdir(parents=True, exist_ok=True)
         cbs.extend(settings.callbacks(trial_dir))
