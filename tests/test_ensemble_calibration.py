@@ -173,7 +173,7 @@ def test_quickstart_ensemble_is_at_least_as_accurate_on_select_as_its_best_trial
     ens = float(re.search(r"^  select: accuracy=([\d.]+)", done.stdout, re.M).group(1))
     assert ens >= best, done.stdout
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["ensemble"]["metrics"]["select_accuracy"] >= summary["best_select"] - 1e-12
+    assert summary["ensemble"]["metrics"]["select_accuracy"] >= summary["best_select"] - 1e-6  # Keras reports float32
 
 
 def test_snapshots_widen_the_pool_within_the_disk_budget(tmp_path: Path) -> None:
@@ -191,7 +191,7 @@ def test_snapshots_widen_the_pool_within_the_disk_budget(tmp_path: Path) -> None
     assert len(pool) == 12 and sorted(e for e in pool.epochs if e) == [1, 1, 1, 1, 2, 2, 2, 2]
     capped = load_pool(cfg.run_dir, snapshots=True, max_per_config=2)
     assert len(capped) == 8 and all(capped.numbers.count(n) == 2 for n in set(capped.numbers))
-    assert summary.ensemble["metrics"]["select_accuracy"] >= summary.best_select - 1e-12
+    assert summary.ensemble["metrics"]["select_accuracy"] >= summary.best_select - 1e-6
     # an ensemble that includes a snapshot saves its model and predicts what its saved logits give
     rep = build_ensemble(cfg.run_dir, method="top_k", size=4, max_per_config=2, out_dir=tmp_path / "e")
     assert any(m["epoch"] for m in rep.members)
