@@ -133,7 +133,9 @@ def log_to_mlflow(report: EnsembleReport, pool: Pool, out_dir: Path, tracking_ur
     client.log_batch(
         run_id,
         params=[Param("method", report.method), Param("combine", report.combine), Param("metric", report.metric),
-                Param("members", json.dumps([m["trial"] for m in report.members])),
+                Param("members", json.dumps([m["trial"] if not m.get("epoch") else f"{m['trial']}@e{m['epoch']}"
+                                             for m in report.members])),
+                Param("member_temperatures", json.dumps([m.get("temperature", {}) for m in report.members])),
                 Param("weights", json.dumps([round(m["weight"], 6) for m in report.members])),
                 Param("temperature", json.dumps(report.temperature))],
         metrics=[Metric(k, float(v), now, 0) for k, v in report.metrics.items()]
