@@ -211,3 +211,19 @@ def test_snapshots_widen_the_pool_within_the_disk_budget(tmp_path: Path) -> None
     left = sorted(cfg.run_dir.glob("trials/*/snapshots/epoch_*"))
     assert len(left) < 8 and {d.parent for d in left} >= {best_dir}
     assert sum(f.stat().st_size for d in left for f in d.rglob("*") if f.is_file()) / 2**20 <= budget
+
+
+@pytest.mark.parametrize("ensemble, field", [
+    ({"snapshot_epochs": [0, 2]}, "ensemble.snapshot_epochs"),
+    ({"snapshot_epochs": [3]}, "ensemble.snapshot_epochs"),  # the last epoch is the trial itself
+    ({"snapshot_budget_mb": 0}, "ensemble.snapshot_budget_mb"),
+    ({"max_per_config": 0}, "ensemble.max_per_config"),
+    ({"method": "weights", "combine": "vote"}, "ensemble.combine"),
+    ({"method": "stacking"}, "ensemble.method"),
+])
+def test_bad_ensemble_fields_are_named(tmp_path: Path, ensemble: dict, field: str) -> None:
+    from hpo.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(field)):
+        small_config(tmp_path, training={"epochs": 3}, ensemble=ensemble)
+    assert not (tmp_path / "run").exists()
