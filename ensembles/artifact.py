@@ -35,14 +35,15 @@ def build_keras_model(report: EnsembleReport, pool: Pool, inputs_spec: dict[str,
     head_names = [h.name for h in pool.heads]
     per_head: dict[str, list[Any]] = {h: [] for h in head_names}
     weights: list[float] = []
+    temps: dict[str, list[float]] = {h: [] for h in head_names}
     for m in report.members:
         if not m.get("model_path") or not Path(m["model_path"]).exists():
             raise FileNotFoundError(
-                f"trial {m['trial']} has no saved model (training.save_models was off?); "
+                f"trial {m['trial']}" + (f" (epoch {m['epoch']})" if m.get("epoch") else "") + " has no saved model (training.save_models was off?); "
                 "the ensemble artifact needs every member's model file"
             )
         member = keras.saving.load_model(m["model_path"], safe_mode=True, compile=False)
-        member.name = f"member_{m['trial']}"
+        member.name = f"member_{m['trial']}" + (f"_e{m['epoch']}" if m.get("epoch") else "")
         out = member(next(iter(inputs.values())) if single_input else inputs)
         if isinstance(out, dict):
             outs = out
@@ -53,9 +54,13 @@ def build_keras_model(report: EnsembleReport, pool: Pool, inputs_spec: dict[str,
         for h in head_names:
             per_head[h].append(outs[h])
         weights.append(m["weight"])
+        for h in head_names:
+            temps[h].append(m.get("temperature", {}).get(h, 1.0))
     outputs = {
         h.name: Combine(method=report.combine, member_weights=weights, temperature=report.temperature.get(h.name, 1.0),
-                        kind=h.kind, name=h.name)(per_head[h.name])
+                        kind=h.kind, name=h.name,
+                        member_temperatures=temps[h.name] if report.calibrated and h.is_classification else None,
+                        )(per_head[h.name])
         for h in pool.heads
     }
     model_inputs = next(iter(inputs.values())) if single_input else inputs
@@ -66,7 +71,8 @@ def build_keras_model(report: EnsembleReport, pool: Pool, inputs_spec: dict[str,
 def save_artifact(report: EnsembleReport, pool: Pool, out_dir: Path) -> Path:
     """Write ``ensemble.keras`` and ``manifest.json`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = manifest(report, pool)
+    report.artifact_dir = str(out_dir)
+    record = manifest(report, pool, out_dir)
     model = build_keras_model(report, pool, record["inputs"])
     tmp = out_dir / f".{MODEL_FILE}.tmp.keras"
     model.save(tmp)
@@ -127,7 +133,9 @@ def log_to_mlflow(report: EnsembleReport, pool: Pool, out_dir: Path, tracking_ur
     client.log_batch(
         run_id,
         params=[Param("method", report.method), Param("combine", report.combine), Param("metric", report.metric),
-                Param("members", json.dumps([m["trial"] for m in report.members])),
+                Param("members", json.dumps([m["trial"] if not m.get("epoch") else f"{m['trial']}@e{m['epoch']}"
+                                             for m in report.members])),
+                Param("member_temperatures", json.dumps([m.get("temperature", {}) for m in report.members])),
                 Param("weights", json.dumps([round(m["weight"], 6) for m in report.members])),
                 Param("temperature", json.dumps(report.temperature))],
         metrics=[Metric(k, float(v), now, 0) for k, v in report.metrics.items()]

@@ -14,6 +14,7 @@ from ensembles.ledger import record_test_use
 from ensembles.metrics import classification_metrics, regression_metrics
 from ensembles.pool import SPLITS, Pool, load_pool
 from ensembles.report import EnsembleReport, manifest
+from ensembles.calibrate import calibrated, member_temperatures
 from ensembles.select import greedy, one_per_config, top_k
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,18 @@ def predict_pool(pool: Pool, counts: np.ndarray, method: str, temperature: dict[
     return out
 
 
+def predict_members(pool: Pool, members: list[dict], method: str, temperature: dict[str, float],
+                    split: str) -> dict[str, np.ndarray]:
+    """What an ensemble's artifact predicts on ``split``, from its members' saved logits: each member's
+    ``count`` (or weight) and ``temperature`` (per head, when calibrated) as the report lists them."""
+    idx = [pool.index(m["trial"], m.get("epoch")) for m in members]
+    sub = pool.subset(idx)
+    temps = {h.name: np.array([m.get("temperature", {}).get(h.name, 1.0) for m in members])
+             for h in pool.heads if h.is_classification and any(m.get("temperature") for m in members)}
+    return predict_pool(calibrated(sub, temps), np.array([float(m["count"]) for m in members]), method,
+                        temperature, split)
+
+
 def evaluate(pool: Pool, counts: np.ndarray, method: str, temperature: dict[str, float],
              splits: tuple[str, ...] = SPLITS) -> dict[str, float]:
     """Accuracy, NLL and ECE (classification) or MSE/MAE (regression) per split and head."""
@@ -59,22 +72,61 @@ def evaluate(pool: Pool, counts: np.ndarray, method: str, temperature: dict[str,
     return out
 
 
+GUARDED_OBJECTIVES = {"accuracy": "accuracy", "sparse_categorical_accuracy": "accuracy",
+                      "categorical_accuracy": "accuracy", "binary_accuracy": "accuracy", "loss": "nll"}
+
+
+def guard_metric(pool: Pool, metric: str) -> str:
+    """The study's objective as a metric selection can score on pooled predictions (``accuracy`` or ``nll``).
+
+    An objective it cannot score (a per-head metric, AUC, ...) is guarded by ``metric`` itself: the
+    selection still starts from the best member by the objective and only ever improves ``metric``.
+    """
+    g = GUARDED_OBJECTIVES.get(pool.objective or "")
+    if g is None or not all(h.is_classification for h in pool.heads):
+        return metric
+    return g
+
+
 def choose(pool: Pool, *, method: str = "greedy", combine: str = "probs", size: int = 5, metric: str = "nll",
-           distinct_configs: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Member counts chosen on the select half only (``top_k`` or ``greedy``) and the counts after each step."""
+           distinct_configs: bool = False, guard: bool = True, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Member counts (or weights) chosen on the select half only, and the counts after each step.
+
+    ``top_k``: the ``size`` best members by the objective. ``greedy``: forward selection with
+    replacement; with ``guard`` it starts from the best member by the objective and never ends below
+    it on select (:func:`ensembles.select.greedy`). ``weights``: fitted weights (:mod:`ensembles.weights`)
+    over every candidate, started from the guarded greedy counts; when they score below the best single
+    member on the guard, the greedy counts are kept.
+    """
+    keep = one_per_config(pool) if distinct_configs else np.arange(len(pool))
+    sub = pool.subset(keep) if distinct_configs else pool
     if method == "top_k":
-        if distinct_configs:
-            keep = one_per_config(pool)
-            counts_sub, steps_sub = top_k(pool.subset(keep), size)
-            return _lift(counts_sub, keep, len(pool)), [_lift(c, keep, len(pool)) for c in steps_sub]
-        return top_k(pool, size)
-    if method == "greedy":
-        allowed = None
-        if distinct_configs:
-            allowed = np.zeros(len(pool), bool)
-            allowed[one_per_config(pool)] = True
-        return greedy(pool, method=combine, metric=metric, max_size=size, allowed=allowed)
-    raise ValueError(f"method must be 'greedy' or 'top_k', got {method!r}")
+        counts, steps = top_k(sub, size)
+    elif method in ("greedy", "weights"):
+        g = guard_metric(sub, metric) if guard else None
+        counts, steps = greedy(sub, method=combine, metric=metric, max_size=size, guard=g)
+        if method == "weights":
+            counts, steps = _fitted(sub, counts, steps, combine, g or metric, seed)
+    else:
+        raise ValueError(f"method must be 'greedy', 'top_k' or 'weights', got {method!r}")
+    if not distinct_configs:
+        return counts, steps
+    return _lift(counts, keep, len(pool)), [_lift(c, keep, len(pool)) for c in steps]
+
+
+def _fitted(pool: Pool, counts: np.ndarray, steps: list[np.ndarray], combine: str, guard: str,
+            seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    from ensembles.select import _Scorer
+    from ensembles.weights import fit_weights
+
+    w = fit_weights(pool, combine, seed=seed, init=0.5 * counts / counts.sum() + 0.5 / len(pool))
+    scorer = _Scorer(pool, "select", combine, guard)
+    single = np.zeros(len(pool))
+    single[pool.ranked()[0]] = 1
+    if scorer.loss(w) > scorer.loss(single) + 1e-12:
+        log.info("fitted weights score below the best single member on select; keeping the greedy counts")
+        return counts, steps
+    return w, [*steps, w]
 
 
 def _lift(counts: np.ndarray, keep: np.ndarray, n: int) -> np.ndarray:
@@ -83,21 +135,9 @@ def _lift(counts: np.ndarray, keep: np.ndarray, n: int) -> np.ndarray:
     return full
 
 
-def build_ensemble(
-    run_dir: str | Path, *, method: str = "greedy", combine: str = "probs", size: int = 5, metric: str = "nll",
-    temperature: bool = False, distinct_configs: bool = False, out_dir: str | Path | None = None,
-    save_artifact: bool = True, tracking_uri: str | None = None, parent_run_id: str | None = None,
-    max_candidates: int | None = None,
-) -> EnsembleReport:
-    """Ensemble the finished trials of the study in ``run_dir``; never retrains a member.
-
-    Members and the optional temperature are chosen on ``select`` only; ``audit`` and
-    ``test`` are evaluated. With ``save_artifact`` the ensemble is saved as one Keras
-    model plus ``manifest.json`` in ``out_dir`` (default ``<run_dir>/ensemble``) and,
-    given a tracking URI, logged to MLflow in a run nested under ``parent_run_id``.
-    """
-    run_dir = Path(run_dir)
-    pool = load_pool(run_dir, max_candidates=max_candidates)
+def _pool_with_models(run_dir: Path, max_candidates: int | None, save_artifact: bool, snapshots: bool,
+                      max_per_config: int | None) -> Pool:
+    pool = load_pool(run_dir, max_candidates=max_candidates, snapshots=snapshots, max_per_config=max_per_config)
     if save_artifact:
         # The artifact needs the members' models: trials whose model was not kept (training.keep_top_models)
         # or that ran on another machine can only join an ensemble that is not saved.
@@ -106,42 +146,76 @@ def build_ensemble(
             raise ValueError(f"no trial in {run_dir} kept its model; build the ensemble with save_artifact=False")
         if len(with_model) < len(pool):
             pool = pool.subset(with_model)
-    counts, steps = choose(pool, method=method, combine=combine, size=size, metric=metric, distinct_configs=distinct_configs)
-    temps: dict[str, float] = {}
+    return pool
+
+
+def build_ensemble(
+    run_dir: str | Path, *, method: str = "greedy", combine: str = "probs", size: int = 5, metric: str = "nll",
+    temperature: bool = False, calibrate: bool = True, guard: bool = True, distinct_configs: bool = False,
+    out_dir: str | Path | None = None, save_artifact: bool = True, tracking_uri: str | None = None,
+    parent_run_id: str | None = None, max_candidates: int | None = None, incumbent_counted: int | None = None,
+    seed: int = 0, snapshots: bool = True, max_per_config: int | None = None,
+) -> EnsembleReport:
+    """Ensemble the finished trials of the study in ``run_dir``; never retrains a member.
+
+    Candidates are the finished trials and, with ``snapshots``, their snapshots (earlier epochs saved while
+    they trained, ``ensemble.snapshot_epochs``), at most ``max_per_config`` per configuration. Members, their temperatures (``calibrate``: one per member, :mod:`ensembles.calibrate`), fitted
+    weights and the optional pooled ``temperature`` are chosen on ``select`` only; ``audit`` is
+    evaluated for the size curve, and the locked ``test`` split only for the final ensemble and the
+    best single member (each read recorded in the run directory's test ledger; the best single's is
+    not recorded again when it is ``incumbent_counted``, the trial whose test read the study already
+    recorded). With ``save_artifact`` the ensemble is saved as one Keras model plus ``manifest.json``
+    in ``out_dir`` (default ``<run_dir>/ensemble``) and, given a tracking URI, logged to MLflow in a
+    run nested under ``parent_run_id``.
+    """
+    run_dir = Path(run_dir)
+    raw = _pool_with_models(run_dir, max_candidates, save_artifact, snapshots, max_per_config)
+    temps = member_temperatures(raw) if calibrate else {}
+    pool = calibrated(raw, temps) if calibrate else raw
+    counts, steps = choose(pool, method=method, combine=combine, size=size, metric=metric,
+                           distinct_configs=distinct_configs, guard=guard, seed=seed)
+    pooled_t: dict[str, float] = {}
     if temperature:
         idx = np.flatnonzero(counts)
         w = counts[idx] / counts[idx].sum()
         for h in pool.heads:
             if h.is_classification:
                 lp = pooled_log_probs(pool.outputs["select"][h.name][idx].astype(np.float64), w, combine)
-                temps[h.name] = fit_temperature(lp, pool.labels["select"][h.name])
-    metrics = evaluate(pool, counts, combine, temps)
-    record_test_use(pool.run_dir, f"ensemble {method}/{combine} of {int(counts.sum())}")
-    best = int(pool.ranked()[0])
+                pooled_t[h.name] = fit_temperature(lp, pool.labels["select"][h.name])
+    metrics = evaluate(pool, counts, combine, pooled_t)
+    record_test_use(pool.run_dir, f"ensemble {method}/{combine} of {len(np.flatnonzero(counts))} members")
+    best = int(next(i for i in pool.ranked() if pool.epoch(i) is None))  # the best trial, not a snapshot of one
     single = np.zeros(len(pool))
     single[best] = 1
     best_single = {"trial": pool.numbers[best], "params": pool.params[best],
-                   "metrics": evaluate(pool, single, combine, {})}
-    curve = []
-    for c in steps:
-        m = evaluate(pool, c, combine, temps)
-        curve.append({"size": float(c.sum()), **m})
+                   "metrics": evaluate(raw, single, combine, {})}
+    if incumbent_counted != pool.numbers[best]:
+        record_test_use(pool.run_dir, f"best single trial {pool.numbers[best]} beside the ensemble")
+    # the size curve never reads the locked test split: sizes are compared on select and audit only
+    curve = [{"size": float(c.sum()), **evaluate(pool, c, combine, pooled_t, splits=("select", "audit"))}
+             for c in steps]
     members = [
-        {"trial": pool.numbers[i], "count": int(counts[i]), "weight": float(counts[i] / counts.sum()),
+        {"trial": pool.numbers[i], "epoch": pool.epoch(i), "count": int(counts[i]) if float(counts[i]).is_integer() else float(counts[i]), "weight": float(counts[i] / counts.sum()),
+         "temperature": {h: float(t[i]) for h, t in temps.items()},
          "params": pool.params[i], "select_value": float(pool.values[i]), "model_path": pool.model_paths[i]}
         for i in np.flatnonzero(counts)
     ]
-    report = EnsembleReport(method=method, combine=combine, metric=metric, members=members, temperature=temps,
-                            metrics=metrics, best_single=best_single, curve=curve)
+    alone = len(members) == 1 and members[0]["trial"] == pool.numbers[best] and members[0]["epoch"] is None
+    report = EnsembleReport(method=method, combine=combine, metric=metric, members=members, temperature=pooled_t,
+                            metrics=metrics, best_single=best_single, curve=curve, calibrated=calibrate,
+                            guard=guard_metric(pool, metric) if guard and method != "top_k" else None,
+                            best_single_alone=alone)
     if save_artifact:
-        from ensembles.artifact import save_artifact as _save
-
-        out = Path(out_dir) if out_dir else run_dir / "ensemble"
-        _save(report, pool, out)
-        report.artifact_dir = str(out)
-        if tracking_uri is not None:
-            from ensembles.artifact import log_to_mlflow
-
-            report.mlflow_run_id, report.model_uri = log_to_mlflow(report, pool, out, tracking_uri, parent_run_id)
-            (out / "manifest.json").write_text(json.dumps(manifest(report, pool), indent=2, default=str))
+        _save_and_log(report, pool, Path(out_dir) if out_dir else run_dir / "ensemble", tracking_uri, parent_run_id)
     return report
+
+
+def _save_and_log(report: EnsembleReport, pool: Pool, out: Path, tracking_uri: str | None,
+                  parent_run_id: str | None) -> None:
+    from ensembles.artifact import log_to_mlflow, save_artifact
+
+    save_artifact(report, pool, out)
+    report.artifact_dir = str(out)
+    if tracking_uri is not None:
+        report.mlflow_run_id, report.model_uri = log_to_mlflow(report, pool, out, tracking_uri, parent_run_id)
+        (out / "manifest.json").write_text(json.dumps(manifest(report, pool, out), indent=2, default=str))

@@ -14,12 +14,14 @@ VOTE_EPS = 1e-3
 class Combine(keras.layers.Layer):
     """Pools members' outputs of one head.
 
-    Classification heads take logits and return probabilities (a binary head returns the
+    Classification heads take logits (each divided by its member's temperature when
+    ``member_temperatures`` is given) and return probabilities (a binary head returns the
     positive class's probability, shape (n, 1)); regression heads return the weighted mean.
     """
 
     def __init__(self, method: str = "probs", member_weights: Sequence[float] = (), temperature: float = 1.0,
-                 kind: str = "multiclass", **kwargs: Any) -> None:
+                 kind: str = "multiclass", member_temperatures: Sequence[float] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if method not in ("probs", "logits", "geometric", "vote"):
             raise ValueError(f"method must be probs, logits, geometric or vote; got {method!r}")
@@ -28,6 +30,8 @@ class Combine(keras.layers.Layer):
         self.member_weights = [float(w) / total for w in member_weights]
         self.temperature = float(temperature)
         self.kind = kind
+        # each member's own temperature (ensembles.calibrate), applied to its logits before pooling
+        self.member_temperatures = None if member_temperatures is None else [float(t) for t in member_temperatures]
 
     def call(self, inputs: list[Any]) -> Any:
         w = self.member_weights
@@ -39,6 +43,8 @@ class Combine(keras.layers.Layer):
             norm = sum(wi * ops.sqrt(ops.sum(ops.square(e), axis=-1, keepdims=True)) for wi, e in zip(w, es))
             return mean / ops.maximum(ops.sqrt(ops.sum(ops.square(mean), axis=-1, keepdims=True)), 1e-12) * norm
         zs = [ops.cast(z, "float32") for z in inputs]
+        if self.member_temperatures is not None:
+            zs = [z / t for z, t in zip(zs, self.member_temperatures)]
         if self.kind == "binary":
             zs = [ops.concatenate([ops.zeros_like(z), z], axis=-1) for z in zs]
         if self.method == "probs":
@@ -61,4 +67,4 @@ class Combine(keras.layers.Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "method": self.method, "member_weights": self.member_weights,
-                "temperature": self.temperature, "kind": self.kind}
+                "temperature": self.temperature, "kind": self.kind, "member_temperatures": self.member_temperatures}

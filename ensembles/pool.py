@@ -43,6 +43,8 @@ class Pool:
     labels: dict[str, dict[str, np.ndarray]]
     model_paths: list[str | None]
     run_dir: Path | None = None
+    objective: str | None = None  # the study's objective metric (as Keras names it), scored on select
+    epochs: list[int | None] | None = None  # per member: the snapshot's epoch, None for a trial's final model
 
     def __len__(self) -> int:
         return len(self.numbers)
@@ -59,7 +61,19 @@ class Pool:
             values=self.values[idx], direction=self.direction, heads=self.heads,
             outputs={s: {h: a[idx] for h, a in d.items()} for s, d in self.outputs.items()},
             labels=self.labels, model_paths=[self.model_paths[i] for i in idx], run_dir=self.run_dir,
+            objective=self.objective, epochs=None if self.epochs is None else [self.epochs[i] for i in idx],
         )
+
+    def epoch(self, i: int) -> int | None:
+        """Member ``i``'s snapshot epoch, or None for a trial's final model."""
+        return None if self.epochs is None else self.epochs[i]
+
+    def index(self, trial: int, epoch: int | None = None) -> int:
+        """The member that is trial ``trial`` (at snapshot ``epoch``, or its final model)."""
+        for i, n in enumerate(self.numbers):
+            if n == trial and self.epoch(i) == epoch:
+                return i
+        raise ValueError(f"trial {trial}" + (f" epoch {epoch}" if epoch else "") + " is not in the pool")
 
 
 def class_labels(y: np.ndarray, head: HeadInfo) -> np.ndarray:
@@ -72,12 +86,45 @@ def class_labels(y: np.ndarray, head: HeadInfo) -> np.ndarray:
     return y.reshape(len(y)).astype(int) if head.is_classification else y
 
 
-def load_pool(run_dir: str | Path, *, max_candidates: int | None = None) -> Pool:
-    """Completed trials of the study in ``run_dir`` with their saved predictions."""
+def _candidates(r: dict[str, Any], objective: str | None) -> list[dict[str, Any]]:
+    """A finished trial and its snapshots (``trials/NNNNN/snapshots/epoch_EEE``, written while it trained),
+    each with its objective on select (the snapshot's from the trial's per-epoch history)."""
+    out = [{**r, "epoch": None}]
+    hist = (r.get("history") or {}).get(f"val_{objective}") or []
+    for d in sorted((Path(r["predictions_path"]).parent / "snapshots").glob("epoch_*")):
+        e = int(d.name.split("_")[1])
+        if (d / "predictions.npz").exists() and 0 < e <= len(hist):
+            model = d / "model.keras"
+            out.append({**r, "epoch": e, "value": float(hist[e - 1]), "predictions_path": str(d / "predictions.npz"),
+                        "model_path": str(model) if model.exists() else None})
+    return out
+
+
+def _per_config(cands: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+    """At most ``n`` candidates per configuration: final trials first, then snapshots, each best first."""
+    seen: dict[str, int] = {}
+    kept = []
+    for c in sorted(cands, key=lambda c: c["epoch"] is not None):  # stable: keeps the best-first order within
+        key = repr(sorted(c["params"].items()))
+        if seen.get(key, 0) < n:
+            seen[key] = seen.get(key, 0) + 1
+            kept.append(c)
+    return kept
+
+
+def load_pool(run_dir: str | Path, *, max_candidates: int | None = None, snapshots: bool = False,
+              max_per_config: int | None = None) -> Pool:
+    """Completed trials of the study in ``run_dir`` with their saved predictions, best on select first.
+
+    With ``snapshots`` the trials' snapshots join as candidates (``Pool.epochs`` names their epoch);
+    ``max_per_config`` keeps at most that many candidates per configuration; ``max_candidates`` keeps
+    the best ones.
+    """
     run_dir = Path(run_dir)
     meta = json.loads((run_dir / "data.json").read_text())
     heads = [HeadInfo(**h) for h in meta["heads"]]
-    direction = json.loads((run_dir / "study.json").read_text())["direction"]
+    study = json.loads((run_dir / "study.json").read_text())
+    direction = study["direction"]
     with np.load(run_dir / "labels.npz") as f:
         raw_labels = {k: f[k] for k in f.files}
     labels = {s: {h.name: class_labels(raw_labels[f"{s}/{h.name}"], h) for h in heads} for s in SPLITS}
@@ -85,11 +132,14 @@ def load_pool(run_dir: str | Path, *, max_candidates: int | None = None) -> Pool
     for p in sorted((run_dir / "trials").glob("*/result.json")):
         r = json.loads(p.read_text())
         if r["state"] == "COMPLETE" and r.get("predictions_path") and Path(r["predictions_path"]).exists():
-            results.append(r)
+            results.extend(_candidates(r, study.get("objective")) if snapshots else [{**r, "epoch": None}])
     if not results:
         raise ValueError(f"no completed trial with saved predictions in {run_dir}")
     sign = -1 if direction == "maximize" else 1
-    results.sort(key=lambda r: (sign * r["value"], r["number"]))
+    results.sort(key=lambda r: (sign * r["value"], r["number"], r["epoch"] or 0))
+    if max_per_config is not None:
+        results = _per_config(results, max_per_config)
+        results.sort(key=lambda r: (sign * r["value"], r["number"], r["epoch"] or 0))
     if max_candidates is not None:
         results = results[:max_candidates]
     outputs: dict[str, dict[str, list[np.ndarray]]] = {s: {h.name: [] for h in heads} for s in SPLITS}
@@ -114,4 +164,5 @@ def load_pool(run_dir: str | Path, *, max_candidates: int | None = None) -> Pool
         values=np.array([r["value"] for r in results], dtype=float), direction=direction, heads=heads,
         outputs={s: {h: np.stack(v).astype(np.float32) for h, v in d.items()} for s, d in outputs.items()},
         labels=labels, model_paths=[r.get("model_path") for r in results], run_dir=run_dir,
+        objective=study.get("objective"), epochs=[r["epoch"] for r in results],
     )

@@ -139,19 +139,33 @@ def top_k(pool: Pool, k: int) -> tuple[np.ndarray, list[np.ndarray]]:
 
 def greedy(
     pool: Pool, *, method: str = "probs", metric: str = "nll", max_size: int = 10,
-    allowed: np.ndarray | None = None,
+    allowed: np.ndarray | None = None, guard: str | None = None,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Caruana's forward selection with replacement on the select half; returns counts and each step's counts."""
+    """Caruana's forward selection with replacement on the select half; returns counts and each step's counts.
+
+    With ``guard`` (the study's objective as ``accuracy`` or ``nll``) selection starts from the best
+    member by the objective (``pool.ranked()[0]``) and an addition must improve ``metric`` while
+    keeping the guard no worse than that member's, so the result is never below the best single
+    member on select. Without it, selection starts from the member best by ``metric`` (Caruana's rule).
+    """
     scorer = _Scorer(pool, "select", method, metric)
     allowed = np.ones(len(pool), bool) if allowed is None else allowed
     counts = np.zeros(len(pool))
-    single = scorer.loss_adding_each(counts, allowed)
-    first = int(np.argmin(single))
-    counts[first] = 1
-    current = single[first]
+    guard_scorer = _Scorer(pool, "select", method, guard) if guard else None
+    if guard_scorer is not None:
+        first = int(next(i for i in pool.ranked() if allowed[i]))
+        counts[first] = 1
+        current, floor = scorer.loss(counts), guard_scorer.loss(counts)
+    else:
+        single = scorer.loss_adding_each(counts, allowed)
+        first = int(np.argmin(single))
+        counts[first] = 1
+        current, floor = single[first], np.inf
     steps = [counts.copy()]
     while counts.sum() < max_size:
         cand = scorer.loss_adding_each(counts, allowed)
+        if guard_scorer is not None:
+            cand[guard_scorer.loss_adding_each(counts, allowed) > floor + 1e-12] = np.inf
         best = int(np.argmin(cand))
         if not cand[best] < current - 1e-12:
             break

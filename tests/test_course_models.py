@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ensembles import load_ensemble, load_pool
-from ensembles.build import predict_pool
+from ensembles.build import predict_members
 from ensembles.embedding import pool_embeddings, triplet_accuracy, triplet_losses
 from hpo.data import load_dataset
 from hpo.space import discover
@@ -46,14 +46,12 @@ def test_two_trials_and_an_ensemble(tmp_path: Path, builder: str, driver: str) -
         assert any(k.startswith(prefix) for k in metrics), (h.name, sorted(metrics))
     # the artifact predicts what the offline combination predicts, head by head
     pool = load_pool(cfg.run_dir)
-    counts = np.zeros(len(pool))
-    for trial, weight in summary.ensemble["members"]:
-        counts[pool.numbers.index(trial)] = weight
     splits = load_dataset(DEFAULT_DATASET[builder], seed=0)
     model = load_ensemble(summary.ensemble["artifact_dir"])
     out = model.predict(splits.x["test"], verbose=0)
     out = out if isinstance(out, dict) else {heads[0].name: out}
-    offline = predict_pool(pool, counts, cfg.ensemble.combine, {}, "test")
+    # the members' saved logits, each divided by its fitted temperature, with their weights
+    offline = predict_members(pool, summary.ensemble["member_records"], cfg.ensemble.combine, {}, "test")
     for h in heads:
         expected = offline[h.name][:, 1:2] if h.kind == "binary" else offline[h.name]
         np.testing.assert_allclose(np.asarray(out[h.name]), expected, atol=1e-4)

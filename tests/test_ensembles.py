@@ -29,18 +29,28 @@ def _select_nll(pool: Any, counts: np.ndarray, method: str) -> float:
     return evaluate(pool, counts, method, {}, splits=("select",))["select_nll"]
 
 
+def _select(pool: Any, counts: np.ndarray, method: str, key: str) -> float:
+    return evaluate(pool, counts, method, {}, splits=("select",))[f"select_{key}"]
+
+
 @pytest.mark.parametrize("combine_", ["probs", "logits", "geometric"])
 def test_greedy_is_never_worse_than_the_best_member_on_select(pool: Any, combine_: str) -> None:
+    """Guarded greedy starts from the best trial by the objective (accuracy) and never ends below it."""
     counts, steps = choose(pool, method="greedy", combine=combine_, size=8, metric="nll")
-    singles = []
-    for i in range(len(pool)):
-        one = np.zeros(len(pool))
-        one[i] = 1
-        singles.append(_select_nll(pool, one, combine_))
-    assert _select_nll(pool, counts, combine_) <= min(singles) + 1e-9
+    singles = [_select(pool, np.eye(len(pool))[i], combine_, "accuracy") for i in range(len(pool))]
+    assert np.flatnonzero(steps[0]).tolist() == [int(pool.ranked()[0])]
+    assert _select(pool, counts, combine_, "accuracy") >= max(singles) - 1e-12
     losses = [_select_nll(pool, c, combine_) for c in steps]
     assert all(b < a for a, b in zip(losses, losses[1:])), "each greedy step must improve select NLL"
     assert counts.sum() <= 8
+
+
+@pytest.mark.parametrize("combine_", ["probs", "logits"])
+def test_unguarded_greedy_is_caruanas_rule(pool: Any, combine_: str) -> None:
+    """Without the guard, greedy starts from the best member by its metric and never ends above it."""
+    counts, _ = choose(pool, method="greedy", combine=combine_, size=8, metric="nll", guard=False)
+    singles = [_select_nll(pool, np.eye(len(pool))[i], combine_) for i in range(len(pool))]
+    assert _select_nll(pool, counts, combine_) <= min(singles) + 1e-9
 
 
 def test_audit_and_test_never_choose(pool: Any) -> None:
@@ -110,13 +120,10 @@ def test_artifact_round_trip_in_a_fresh_process(finished_study: Any, tmp_path: P
     manifest = json.loads((tmp_path / "ens" / "manifest.json").read_text())
     assert [m["trial"] for m in manifest["members"]] == [m["trial"] for m in rep.members]
     assert manifest["combine"] == "logits" and manifest["data_hashes"] and manifest["package_versions"]["keras"]
-    pool = load_pool(cfg.run_dir)
-    counts = np.zeros(len(pool))
-    for m in rep.members:
-        counts[pool.numbers.index(m["trial"])] = m["count"]
-    from ensembles.build import predict_pool
+    assert rep.calibrated and all(m["temperature"]["digit"] > 0 for m in manifest["members"])
+    from ensembles.build import predict_members
 
-    offline = predict_pool(pool, counts, "logits", rep.temperature, "test")["digit"]
+    offline = predict_members(load_pool(cfg.run_dir), rep.members, "logits", rep.temperature, "test")["digit"]
     from hpo.data import load_digits_splits
 
     x_test = load_digits_splits().x["test"]

@@ -28,6 +28,8 @@ OWN_LINES = [re.compile(p) for p in (
     r"^best trial \d+: select_\w+=\S+ audit_\w+=\S+  params=\{.*\}$",
     r"^  test \(locked split\): .*$",
     r"^ensemble of \d+ members \(trial, weight\): .*$",
+    r"^  the best single trial \(\d+\) is kept alone: .*$",
+    r"^  select: .*$",
     r"^  test: .*$",
     r"^  artifact: \S+  mlflow model: \S+$",
     r"^model plots(: | skipped: ).*$",

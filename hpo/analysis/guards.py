@@ -163,7 +163,7 @@ def _gap_check(sel: np.ndarray, aud: np.ndarray, kind: str, threshold: float | N
 def check_study(
     run_dir: Path, results: Sequence[Mapping[str, Any]], *, metric: str, direction: str, incumbent: int,
     threshold: float | None = None, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0,
-    max_tie_candidates: int = 50, ensemble_counts: tuple[list[int], list[float], str] | None = None,
+    max_tie_candidates: int = 50, ensemble_counts: tuple[Any, ...] | None = None,
 ) -> GuardReport:
     """The guard report of a finished study from its completed trials' saved predictions."""
     run_dir = Path(run_dir)
@@ -223,20 +223,17 @@ def check_study(
     return report
 
 
-def _ensemble_check(run_dir: Path, members: tuple[list[int], list[float], str], head: Mapping[str, Any], kind: str,
+def _ensemble_check(run_dir: Path, members: tuple[Any, ...], head: Mapping[str, Any], kind: str,
                     labels: Mapping[str, np.ndarray], threshold: float | None, n_resamples: int, confidence: float,
                     seed: int) -> GapCheck | None:
-    from ensembles.build import predict_pool
+    from ensembles.build import predict_members
     from ensembles.pool import load_pool
 
-    numbers, weights, combine = members
-    pool = load_pool(run_dir)
-    counts = np.zeros(len(pool))
-    for n, w in zip(numbers, weights):
-        counts[pool.numbers.index(n)] = w
+    records, combine = members  # the ensemble's members as its report lists them, and how they are combined
+    pool = load_pool(run_dir, snapshots=any(m.get("epoch") for m in records))
     out = {}
     for split in ("select", "audit"):
-        p = predict_pool(pool, counts, combine, {}, split)[head["name"]]
+        p = predict_members(pool, records, combine, {}, split)[head["name"]]
         if head["kind"] == "regression":
             out[split] = per_example({f"{split}/{head['name']}": p}, labels, split, head, kind)
         else:

@@ -230,7 +230,7 @@ def _ensemble_sections(run_dir: Path) -> list[str]:
     key = next((k for k in ("accuracy", "nll") if any(f"select_{k}" in c for c in curve)), None)
     if curve and key:
         fig, ax = plt.subplots(figsize=(5, 3))
-        for split in ("select", "audit", "test"):
+        for split in ("select", "audit"):  # never test: the size is not chosen by the locked split
             ax.plot([c["size"] for c in curve], [c.get(f"{split}_{key}") for c in curve], "o-", label=split)
         ax.set_xlabel("ensemble size (members counted with repetition)")
         ax.set_ylabel(key)

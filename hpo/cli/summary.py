@@ -42,6 +42,11 @@ def _print_ensembles(summary: "StudySummary") -> None:
         test = {k[5:]: v for k, v in e["metrics"].items() if k.startswith("test_")}
         print(f"ensemble of {len(e['members'])} members (trial, weight): "
               + ", ".join(f"({t}, {w:.2f})" for t, w in e["members"]))
+        if e.get("best_single_alone"):
+            print(f"  the best single trial ({e.get('best_single_trial')}) is kept alone: no other trial improved it "
+                  "on select")
+        sel = {k[7:]: v for k, v in e["metrics"].items() if k.startswith("select_")}
+        print("  select: " + ", ".join(f"{k}={fmt(v)}" for k, v in sel.items()))
         print("  test: " + ", ".join(f"{k}={fmt(v)}" for k, v in test.items()))
         print(f"  artifact: {e['artifact_dir']}  mlflow model: {e['model_uri']}")
     if summary.seed_refit:

@@ -18,11 +18,13 @@ def add_ensemble(sub: Any) -> None:
     """The ``ensemble`` subcommand."""
     e = sub.add_parser("ensemble", help="ensemble a finished study's trials")
     e.add_argument("run_dir", help="the study's run directory, or its name (runs/<name>)")
-    e.add_argument("--method", choices=["greedy", "top_k"], default="greedy")
+    e.add_argument("--method", choices=["greedy", "top_k", "weights"], default="greedy")
     e.add_argument("--top-k", type=int, default=5, help="ensemble size (greedy: the cap)")
     e.add_argument("--combine", choices=["probs", "logits", "geometric", "vote"], default="probs")
     e.add_argument("--metric", choices=["nll", "accuracy"], default="nll", help="what greedy selection optimises")
     e.add_argument("--temperature", action="store_true", help="fit a temperature on select after pooling")
+    e.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                   help="combine the members' raw logits (default: one temperature per member, fitted on select)")
     e.add_argument("--distinct", action="store_true", help="at most one member per identical configuration")
     e.add_argument("--out", help="artifact directory (default <run_dir>/ensemble)")
     e.add_argument("--tracking-uri")
@@ -67,10 +69,12 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     if uri is None:
         print(f"not logged to MLflow: {refused_uri_hint(summary['tracking_uri'], 'summary.json')}", file=sys.stderr)
     rep = build_ensemble(run_dir, method=args.method, combine=args.combine, size=args.top_k, metric=args.metric,
-                         temperature=args.temperature, distinct_configs=args.distinct, out_dir=args.out,
+                         temperature=args.temperature, calibrate=args.calibrate, distinct_configs=args.distinct, out_dir=args.out,
                          tracking_uri=uri, parent_run_id=parent)
     print(f"ensemble ({rep.method}, {rep.combine}) of {len(rep.members)} members: "
-          + ", ".join(f"trial {m['trial']} x{m['count']}" for m in rep.members))
+          + ", ".join(f"trial {m['trial']} x{m['count']:.3g}" for m in rep.members))
+    if rep.best_single_alone:
+        print(f"  the best single trial ({rep.best_single['trial']}) is kept alone: no other trial improved it on select")
     for split in ("select", "audit", "test"):
         ens = {k[len(split) + 1:]: v for k, v in rep.metrics.items() if k.startswith(split + "_")}
         one = {k[len(split) + 1:]: v for k, v in rep.best_single["metrics"].items() if k.startswith(split + "_")}

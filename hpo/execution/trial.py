@@ -51,6 +51,8 @@ class TrialSettings:
     audit_per_epoch: bool = True
     callbacks: Callable[[Path], list[Any]] | None = None  # user callbacks, made fresh for each trial directory
     fit_params: tuple[str, ...] = ()  # searched training.batch_size / training.epochs: read from each trial's params
+    snapshot_epochs: tuple[int, ...] = ()  # epochs whose logits (and model) are kept as ensemble candidates
+    snapshot_budget_mb: float = 200.0
 
     def for_trial(self, params: Mapping[str, Any], epochs: int | None = None) -> tuple[int, int]:
         """(epochs, batch_size) of one trial: an engine's epoch budget (Hyperband), else its searched values,
@@ -213,6 +215,12 @@ def _fit(model: Any, result: TrialResult, splits: Splits, settings: TrialSetting
     result.history = {}
     cbs = _callbacks(settings, listener, f"val_{settings.objective}", started, audit, audit_history,
                      select if small_select else None, seen=result.history) + list(extra_callbacks or [])
+    if settings.snapshot_epochs:
+        from hpo.execution.snapshots import snapshot_callback
+
+        cbs.append(snapshot_callback(settings.snapshot_epochs, settings.snapshot_budget_mb,
+                                     lambda m, d: save_predictions(m, splits, d), trial_dir, settings.save_models,
+                                     fit.epochs))
     if settings.callbacks is not None:
         trial_dir.mkdir(parents=True, exist_ok=True)
         cbs.extend(settings.callbacks(trial_dir))

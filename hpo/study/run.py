@@ -211,6 +211,8 @@ def trial_settings(cfg: StudyConfig, callbacks: Any = None) -> TrialSettings:
         deterministic=t.deterministic, save_models=t.save_models,
         callbacks=cb_mod.combine(cb_mod.from_config(t.callbacks), cb_mod.as_factory(callbacks)),
         audit_per_epoch=cfg.guards.audit_per_epoch,
+        snapshot_epochs=tuple(cfg.ensemble.snapshot_epochs),
+        snapshot_budget_mb=cfg.ensemble.snapshot_budget_mb,
     )
 
 

@@ -36,27 +36,36 @@ def ensemble_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None
 
     logged = run.tracker.healthy()
     try:
-        summary.ensemble = _ensemble(run, logged)
+        summary.ensemble = _ensemble(run, logged, summary.best_trial)
     except Exception as exc:
         if not (logged and is_transient(exc)):
             raise
         logged = False
-        summary.ensemble = _ensemble(run, False)
+        summary.ensemble = _ensemble(run, False, summary.best_trial)
     if not logged and cfg.training.save_models:
         log.warning("the ensemble is saved in %s but not logged to MLflow (the tracking store is unreachable); "
                     "`hpo ensemble %s` logs one once it is back", summary.ensemble.get("artifact_dir"), run.run_dir)
 
 
-def _ensemble(run: StudyRun, logged: bool) -> dict[str, Any]:
+def _ensemble(run: StudyRun, logged: bool, summary_best: int | None) -> dict[str, Any]:
     from ensembles import build_ensemble
 
     e, save = run.cfg.ensemble, run.cfg.training.save_models
     rep = build_ensemble(run.run_dir, method=e.method, combine=e.combine, size=e.size, metric=e.metric,
+                         calibrate=e.calibrate, snapshots=bool(e.snapshot_epochs), max_per_config=e.max_per_config,
                          save_artifact=save, tracking_uri=run.uri if (save and logged) else None,
-                         parent_run_id=run.parent)
-    return {"members": [(m["trial"], m["weight"]) for m in rep.members], "metrics": rep.metrics,
-            "best_single": rep.best_single["metrics"], "artifact_dir": rep.artifact_dir,
+                         parent_run_id=run.parent, incumbent_counted=summary_best, seed=run.cfg.study.seed)
+    return {"members": [(_member_name(m), m["weight"]) for m in rep.members], "metrics": rep.metrics,
+            "best_single": rep.best_single["metrics"], "best_single_trial": rep.best_single["trial"],
+            "best_single_alone": rep.best_single_alone,
+            "member_records": [{k: m[k] for k in ("trial", "epoch", "count", "temperature")} for m in rep.members],
+            "artifact_dir": rep.artifact_dir,
             "mlflow_run_id": rep.mlflow_run_id, "model_uri": rep.model_uri}
+
+
+def _member_name(m: dict[str, Any]) -> int | str:
+    """A member as the summary names it: its trial number, or ``"12@e3"`` for trial 12's snapshot at epoch 3."""
+    return m["trial"] if m.get("epoch") is None else f"{m['trial']}@e{m['epoch']}"
 
 
 def seed_refit_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
@@ -103,8 +112,7 @@ def guards_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
 
         members = None
         if summary.ensemble:
-            members = ([m[0] for m in summary.ensemble["members"]], [m[1] for m in summary.ensemble["members"]],
-                       cfg.ensemble.combine)
+            members = (summary.ensemble["member_records"], cfg.ensemble.combine)
         report = check_study(run.run_dir, list(run.results.values()), metric=cfg.objective.metric,
                              direction=cfg.objective.direction, incumbent=summary.best_trial,
                              threshold=cfg.guards.gap_threshold, n_resamples=cfg.guards.n_bootstrap,

@@ -1,0 +1,161 @@
+"""What the ensemble earns over the best single trial: four selections compared on the same trials.
+
+    python -m experiments.ensemble_gain [--datasets digits mnist] [--seeds N] [--trials N] [--epochs N]
+
+For every study (digits: 5 seeds x 12 trials x 5 epochs, the quality benchmark's settings; MNIST on CPU:
+20,000 training rows, 3 seeds x 12 trials x 5 epochs) the same finished trials are ensembled four ways,
+nothing retrained:
+
+- ``old_greedy``: Caruana's greedy on select NLL from the member best by NLL, raw logits (the previous default);
+- ``top_k``: the 5 best trials by the objective, equal weights, raw logits;
+- ``calibrated_greedy``: one temperature per member fitted on select, greedy from the best trial by the
+  objective with the objective (accuracy) as a guard (the new default);
+- ``weights``: calibrated members, non-negative weights summing to one fitted on select with early
+  stopping on a held-out third of select;
+- ``calibrated_greedy_snapshots``: the calibrated greedy over a wider pool, every trial's epochs
+  ``epochs-2`` and ``epochs-1`` saved as snapshots while it trained (at most 3 candidates per configuration).
+
+The first four see the trials' final models only (``snapshots=False``).
+
+All average probabilities. Each is scored on the locked test split against the study's best single trial
+by select (its raw logits): the fraction of studies where the ensemble's test accuracy is at least the best
+single's, the worst shortfall, the mean gain, and the test NLL difference. Writes
+``experiments/results/ensemble_gain.json``; ``python -m experiments.bench --render-only`` renders it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+RESULTS = Path(__file__).resolve().parent / "results"
+VARIANTS: dict[str, dict[str, Any]] = {
+    "old_greedy": {"method": "greedy", "calibrate": False, "guard": False},
+    "top_k": {"method": "top_k", "calibrate": False, "guard": False},
+    "calibrated_greedy": {"method": "greedy", "calibrate": True, "guard": True},
+    "weights": {"method": "weights", "calibrate": True, "guard": True},
+    "calibrated_greedy_snapshots": {"method": "greedy", "calibrate": True, "guard": True, "snapshots": True,
+                                    "max_per_config": 3},
+}
+MNIST_SPACE = {"layers": {"min": 1, "max": 3}, "units": {"min": 32, "max": 512, "log": True},
+               "batchnorm": {"fixed": False}, "use_l2": {"fixed": False}}
+SETTINGS: dict[str, dict[str, Any]] = {
+    "digits": {"dataset": "digits", "seeds": 5, "trials": 12, "epochs": 5, "batch_size": 64, "limit_train": None},
+    "mnist": {"dataset": "mnist", "seeds": 3, "trials": 12, "epochs": 5, "batch_size": 256, "limit_train": 20_000},
+}
+SIZE = 5
+
+
+def _log(msg: str) -> None:
+    print(f"[ensemble_gain {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _config(s: Mapping[str, Any], seed: int, run_dir: Path) -> Any:
+    from experiments.bench import SMALL_MLP, study_config
+
+    space = MNIST_SPACE if s["dataset"] == "mnist" else SMALL_MLP
+    cfg = study_config({"dataset": s["dataset"], "space": space, "batch_size": s["batch_size"]},
+                       name=f"gain-{s['dataset']}-s{seed}", driver="optuna", sampler="tpe", seed=seed,
+                       n_trials=s["trials"], epochs=s["epochs"], run_dir=run_dir, audit_per_epoch=False)
+    cfg.data.limit_train = s["limit_train"]
+    cfg.training.save_models = False  # ensembles here are scored, not saved: every trial keeps its logits
+    cfg.ensemble.snapshot_epochs = [s["epochs"] - 2, s["epochs"] - 1]  # logits only (no models saved)
+    cfg.ensemble.snapshot_budget_mb = 1000.0
+    return cfg
+
+
+def one_study(s: Mapping[str, Any], seed: int, run_dir: Path, build: Any, splits: Any) -> dict[str, Any]:
+    """Run one study and ensemble its trials every way; test scores of each against the best single trial."""
+    from ensembles import build_ensemble
+    from hpo.study import run_study
+
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    t0 = time.monotonic()
+    summary = run_study(_config(s, seed, run_dir), build=build, splits=splits)
+    row: dict[str, Any] = {"seed": seed, "n_trials": summary.n_complete, "study_wall_s": round(time.monotonic() - t0, 1)}
+    for name, v in VARIANTS.items():
+        t1 = time.monotonic()
+        rep = build_ensemble(run_dir, combine="probs", size=SIZE, metric="nll", save_artifact=False, seed=seed,
+                             **{"snapshots": False, **v})
+        row[name] = {
+            "members": [[m["trial"], m["epoch"], round(m["weight"], 4)] for m in rep.members],
+            "best_single_alone": rep.best_single_alone, "wall_s": round(time.monotonic() - t1, 2),
+            **{sp: {k: rep.metrics[f"{sp}_{k}"] for k in ("accuracy", "nll", "ece")} for sp in ("select", "audit", "test")},
+        }
+        row["single"] = {"trial": rep.best_single["trial"],
+                         **{sp: {k: rep.best_single["metrics"][f"{sp}_{k}"] for k in ("accuracy", "nll", "ece")}
+                            for sp in ("select", "audit", "test")}}
+    return row
+
+
+def verdict(studies: list[Mapping[str, Any]], variant: str) -> dict[str, Any]:
+    """Test accuracy and NLL of ``variant`` against the best single trial, over the studies."""
+    acc = [e[variant]["test"]["accuracy"] - e["single"]["test"]["accuracy"] for e in studies]
+    nll = [e[variant]["test"]["nll"] - e["single"]["test"]["nll"] for e in studies]
+    sel = [e[variant]["select"]["accuracy"] - e["single"]["select"]["accuracy"] for e in studies]
+    return {"fraction_test_accuracy_at_least_single": sum(a >= -1e-12 for a in acc) / len(acc),
+            "worst_test_accuracy_shortfall_pt": 100 * min(0.0, min(acc)),
+            "mean_test_accuracy_gain_pt": 100 * statistics.fmean(acc),
+            "fraction_test_nll_below_single": sum(d < 0 for d in nll) / len(nll),
+            "mean_test_nll_change": statistics.fmean(nll), "max_test_nll_change": max(nll),
+            "fraction_select_accuracy_at_least_single": sum(a >= -1e-12 for a in sel) / len(sel),
+            "mean_members": statistics.fmean(len(e[variant]["members"]) for e in studies)}
+
+
+def run_dataset(s: Mapping[str, Any], runs: Path) -> dict[str, Any]:
+    from hpo.study import prepare
+
+    base = _config(s, 0, runs / "prepare")
+    build, splits, _ = prepare(base)
+    t0 = time.monotonic()
+    studies = []
+    for seed in range(s["seeds"]):
+        studies.append(one_study(s, seed, runs / f"s{seed}", build, splits))
+        e = studies[-1]
+        _log(f"{s['dataset']} seed {seed} ({e['study_wall_s']} s): single {e['single']['test']['accuracy']:.4f} "
+             + " ".join(f"{v} {e[v]['test']['accuracy']:.4f}" for v in VARIANTS))
+    return {"settings": {**s, "ensemble_size": SIZE, "combine": "probs", "greedy_metric": "nll",
+                         "train_rows": splits.size("train"), "select_rows": splits.size("select"),
+                         "test_rows": splits.size("test")},
+            "wall_s": round(time.monotonic() - t0, 1), "studies": studies,
+            "verdicts": {v: verdict(studies, v) for v in VARIANTS}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", nargs="+", default=["digits", "mnist"], choices=sorted(SETTINGS))
+    ap.add_argument("--seeds", type=int)
+    ap.add_argument("--trials", type=int)
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--runs", default="runs/ensemble_gain")
+    args = ap.parse_args(argv)
+    from experiments._common import header, write_result
+
+    result: dict[str, Any] = {**header("experiments.ensemble_gain", argv), "benchmark": "ensemble_gain",
+                              "variants": VARIANTS, "seed": "one study per seed 0 .. seeds-1", "datasets": {}}
+    for name in args.datasets:
+        s = dict(SETTINGS[name])
+        for key in ("seeds", "trials", "epochs"):
+            if getattr(args, key) is not None:
+                s[key] = getattr(args, key)
+        result["datasets"][name] = run_dataset(s, Path(args.runs) / name)
+        _log(f"{name}: {json.dumps(result['datasets'][name]['verdicts'], indent=1)}")
+    path = write_result(args.out, "ensemble_gain", result)
+    _log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
