@@ -15,8 +15,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Union, get_args, get_origin, get_type_hints
 
-import yaml
-
 from hpo.errors import ConfigError
 
 SAMPLERS = {
@@ -234,7 +232,8 @@ def _check_type(value: Any, typ: Any, where: str) -> Any:
     return value
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+def build_section(cls: type, raw: Any, where: str) -> Any:
+    """The section ``cls`` from a mapping: unknown keys named with a close match, values checked against types."""
     if raw is None:
         return cls()
     if not isinstance(raw, Mapping):
@@ -250,30 +249,7 @@ def _build(cls: type, raw: Any, where: str) -> Any:
             raise ConfigError(path, f"unknown key{hint}")
         typ = hints[key]
         if dataclasses.is_dataclass(typ):
-            kwargs[key] = _build(typ, value, path)
+            kwargs[key] = build_section(typ, value, path)
         else:
             kwargs[key] = _check_type(value, typ, path)
     return cls(**kwargs)
-
-
-def from_dict(raw: Mapping[str, Any]) -> StudyConfig:
-    """A validated config from a plain mapping."""
-    from hpo.config.checks import validate  # the checks read the sections defined here
-
-    return validate(_build(StudyConfig, raw, ""))
-
-
-def load(path: str | Path) -> StudyConfig:
-    """Read and validate a YAML study config (``yaml.safe_load``)."""
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError("config", f"file not found: {str(p)!r}")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError("config", f"{p} is not valid YAML: {exc}") from exc
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise ConfigError("config", f"{p} must hold a mapping of sections, got {type(raw).__name__}")
-    return from_dict(raw)
