@@ -92,7 +92,7 @@ class ExecutorSection:
     workers_per_gpu: int = 1  # trials at once on each GPU, each worker limited to its share of the memory
     cpu_workers: int = 1  # worker processes when no GPU is used
     threads_per_worker: int | None = None  # CPU threads per worker; default: cores // workers
-    recycle_after: int | None = 25  # replace a worker process after this many trials (TF grows ~4 MB per trial)
+    recycle_after: int | None = 25  # replace a worker process after this many trials (bounds what a library leaks)
     memory_limit_mb: int | None = None  # cap each worker's address space; a trial that exceeds it fails
     start_timeout_s: float = 300.0
     pack: int = 1  # >1: up to this many trials sharing an architecture train as one packed model (mlp; hpo.execution.packed)
