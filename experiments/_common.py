@@ -41,6 +41,32 @@ def device_tag() -> str:
     return (known or words[-1]).lower().replace("/", "_")
 
 
+def tree_cpu_s() -> float:
+    """CPU seconds (user + system) used so far by this process, every live descendant (the MLflow writer
+    process, worker processes) and every child already reaped, so work moved to another process still counts.
+
+    Uses psutil (``/proc`` on Linux); without it, this process and its reaped children only
+    (:func:`resource.getrusage`), which misses a child that is still running.
+    """
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil comes with the test extra
+        import resource
+
+        return sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+                   for f in ("ru_utime", "ru_stime"))
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        # children_*: its children already reaped (no longer in the tree), so nothing is counted twice
+        total += t.user + t.system + getattr(t, "children_user", 0.0) + getattr(t, "children_system", 0.0)
+    return total
+
+
 def header(module: str, argv: list[str] | None) -> dict[str, Any]:
     """The fields every results file starts with."""
     from hpo.repro import package_versions

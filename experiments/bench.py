@@ -39,6 +39,8 @@ from typing import Any, Callable, Mapping, Sequence
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+from experiments.verdicts import median_interval  # noqa: E402,F401  (kept importable from here)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 RESULTS_MD = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -67,8 +69,9 @@ SCALES: dict[str, dict[str, Any]] = {
 
 # -- shared pieces ----------------------------------------------------------------------------
 def study_config(settings: Mapping[str, Any], *, name: str, driver: str, sampler: str, seed: int, n_trials: int,
-                 epochs: int, run_dir: Path, audit_per_epoch: bool = True) -> Any:
-    """A study config with the end-of-study extras (ensemble, guards, plots, report) off."""
+                 epochs: int, run_dir: Path, audit_per_epoch: bool = True, defaults: bool = False) -> Any:
+    """A study config with the end-of-study extras (ensemble, guards, plots, report) off; ``defaults``: with
+    them as a user who sets nothing gets them (all on)."""
     from hpo.config import StudyConfig, from_dict
 
     raw: dict[str, Any] = {
@@ -77,14 +80,14 @@ def study_config(settings: Mapping[str, Any], *, name: str, driver: str, sampler
         "data": {"dataset": settings["dataset"]},
         "space": {"builder": "mlp", "params": settings["space"]},
         "training": {"epochs": epochs, "batch_size": settings["batch_size"]},
-        "ensemble": {"enabled": False},
-        "guards": {"enabled": False, "audit_per_epoch": audit_per_epoch},
-        "plots": {"enabled": False},
-        "report": {"enabled": False},
-        "tensorboard": {"enabled": False},
     }
+    if not defaults:
+        raw |= {"ensemble": {"enabled": False}, "guards": {"enabled": False, "audit_per_epoch": audit_per_epoch},
+                "plots": {"enabled": False}, "report": {"enabled": False}, "tensorboard": {"enabled": False}}
     if "executor" in StudyConfig.__dataclass_fields__:
-        raw["executor"] = {"mode": "inprocess"}  # trials in this process: what is timed is the in-process driver
+        # trials in this process: what is timed is the in-process driver (what the default `auto` picks on a CPU
+        # machine with one CPU worker; on a GPU machine `auto` would pick worker processes)
+        raw["executor"] = {"mode": "inprocess"}
     return from_dict(raw)
 
 
@@ -98,21 +101,6 @@ def _spread(values: Sequence[float]) -> dict[str, float]:
     vals = [float(v) for v in values]
     return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
             "min": min(vals), "max": max(vals), "n": len(vals)}
-
-
-def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float] | None:
-    """A distribution-free interval for the median: order statistics k and n+1-k, k the largest with
-    P(Binomial(n, 1/2) < k) <= (1 - level) / 2 (what the sign test inverts). None for too few values."""
-    from scipy.stats import binom
-
-    xs = sorted(values)
-    n = len(xs)
-    k = 0
-    while k + 1 <= n // 2 and binom.cdf(k, n, 0.5) <= (1 - level) / 2:
-        k += 1
-    if k == 0:
-        return None
-    return xs[k - 1], xs[n - k]
 
 
 def _log(msg: str) -> None:
@@ -278,16 +266,24 @@ def quality(settings: Mapping[str, Any], *, tools: Sequence[str], seeds: Sequenc
 
 # -- overhead ------------------------------------------------------------------------------------
 def _timed_study(settings: Mapping[str, Any], point: Mapping[str, Any], seed: int, run_dir: Path, build: Any,
-                 splits: Any) -> dict[str, Any]:
-    """run_study, timed, with the time inside trials (duration_s) and around them split out."""
+                 splits: Any, defaults: bool = False) -> dict[str, Any]:
+    """run_study, timed, with the time inside trials (duration_s) and around them split out; wall and CPU time
+    (of the process tree: the MLflow writer process included) at every trial's end."""
+    from experiments._common import tree_cpu_s
     from experiments.peers import configs_hash
     from hpo.study import run_study
 
     cfg = study_config(settings, name="overhead", driver="optuna", sampler="tpe", seed=seed, n_trials=point["configs"],
-                       epochs=point["epochs"], run_dir=_fresh(run_dir))
+                       epochs=point["epochs"], run_dir=_fresh(run_dir), defaults=defaults)
     ends: list[float] = []
+    cpu_ends: list[float] = []
+
+    def on_end(r: Any, p: Any) -> None:
+        ends.append(time.monotonic())
+        cpu_ends.append(tree_cpu_s())
+
     t0 = time.monotonic()
-    summary = run_study(cfg, build=build, splits=splits, on_trial_end=lambda r, p: ends.append(time.monotonic()))
+    summary = run_study(cfg, build=build, splits=splits, on_trial_end=on_end)
     t1 = time.monotonic()
     results = sorted((json.loads(p.read_text()) for p in run_dir.glob("trials/*/result.json")), key=lambda r: r["number"])
     dur = [r["duration_s"] for r in results]
@@ -298,14 +294,135 @@ def _timed_study(settings: Mapping[str, Any], point: Mapping[str, Any], seed: in
     # Trial i's whole cycle (ask, MLflow, training, cleanup, tell) runs from trial i-1's end to its own.
     cycles = [ends[i] - ends[i - 1] for i in range(1, n)]
     return {"wall_s": t1 - t0, "in_trials_s": sum(dur), "per_trial_s": dur, "cycle_s": [None, *cycles],
+            "cpu_cycle_s": [None, *(cpu_ends[i] - cpu_ends[i - 1] for i in range(1, n))],
             "setup_s": ends[0] - dur[0] - t0 - per_trial_loop, "loop_s": loop + per_trial_loop,
             "end_s": t1 - ends[-1], "configs_hash": configs_hash([t["params"] for t in summary.trials]),
             "params": [t["params"] for t in summary.trials]}
 
 
+def _with_env(name: str, value: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        return fn()
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+def _overhead_variants(settings: Mapping[str, Any], point: Mapping[str, Any], seed: int, root: Path, build: Any,
+                       splits: Any, space: Any, configs: Sequence[Mapping[str, Any]],
+                       ) -> dict[str, Callable[[int], dict[str, Any]]]:
+    """Every variant, named for what it runs (experiments.render.VARIANTS describes each), by repetition index."""
+    from experiments.peers import bare_loop, replay_tuner, runner_loop
+    from hpo.study import clear_prepared
+
+    kw = dict(epochs=point["epochs"], batch_size=settings["batch_size"], seed=seed)
+
+    def study(r: int, tag: str, **extra: Any) -> dict[str, Any]:
+        return _timed_study(settings, point, seed, root / f"{tag}-r{r}", build, splits, **extra)
+
+    def first_in_process(r: int) -> dict[str, Any]:
+        clear_prepared()  # as the first study of a process (`hpo run`): space discovery and preflight run again
+        return study(r, "first")
+
+    return {
+        "bare_loop": lambda r: bare_loop(configs, build, space, splits, **kw),
+        "run_trial_no_audit_no_save": lambda r: runner_loop(configs, build, space, splits, directory=root / f"lean-r{r}",
+                                                            audit_per_epoch=False, save_models=False, **kw),
+        "run_trial": lambda r: runner_loop(configs, build, space, splits, directory=root / f"runner-r{r}", **kw),
+        "run_study_no_extras": lambda r: study(r, "study"),
+        "run_study_defaults": lambda r: study(r, "defaults", defaults=True),
+        "run_study_no_extras_first_in_process": first_in_process,
+        # MLflow writes made by the study's own background thread, as before the writer process (hpo.tracking.writer)
+        "run_study_no_extras_thread_writes": lambda r: _with_env("HPO_MLFLOW_WRITER", "thread",
+                                                                 lambda: study(r, "thread")),
+        "kerastuner_replay": lambda r: replay_tuner(configs, build, space, splits, directory=root / f"kt-r{r}", **kw),
+    }
+
+
+def _overhead_point(settings: Mapping[str, Any], point: Mapping[str, Any], p_i: int, *, seed: int, runs: Path,
+                    warmup_reps: int) -> dict[str, Any]:
+    """One point: a warm-up study samples the configurations, then every variant runs them, interleaved."""
+    from experiments._common import tree_cpu_s
+    from experiments.verdicts import BARE, PAIRED, estimate, once_share, overhead_verdicts, paired
+    from hpo.study import prepare
+
+    root = runs / "overhead" / f"p{p_i}"
+    base = study_config(settings, name="overhead", driver="optuna", sampler="tpe", seed=seed,
+                        n_trials=point["configs"], epochs=point["epochs"], run_dir=root / "prepare")
+    build, splits, space = prepare(base)
+    # Warm-up study: its trials are the configurations every variant runs (Optuna TPE's seeded
+    # start-up trials, so every repetition of the study samples them again).
+    warm = _timed_study(settings, point, seed, root / "warmup", build, splits)
+    configs = warm["params"]
+    variants = _overhead_variants(settings, point, seed, root, build, splits, space, configs)
+    names = list(variants)
+    for w in range(warmup_reps):
+        for v in names:
+            variants[v](-1 - w)
+            _log(f"overhead point {p_i} warm-up {w} {v} done")
+    reps: list[dict[str, Any]] = []
+    for r in range(point["reps"]):
+        order = names[r % len(names):] + names[: r % len(names)]  # rotate, so no variant always runs first
+        rep: dict[str, Any] = {"order": order}
+        for v in order:
+            # CPU of the process tree: the MLflow writer process's work counts for the variants that hand it over
+            cpu0 = tree_cpu_s()
+            res = variants[v](r)
+            res["cpu_s"] = tree_cpu_s() - cpu0
+            res.pop("params", None)
+            rep[v] = res
+            _log(f"overhead point {p_i} rep {r} {v}: {res['wall_s']:.2f} s")
+        reps.append(rep)
+    hashes = {v: sorted({rep[v]["configs_hash"] for rep in reps}) for v in names}
+    med = statistics.median
+
+    def ratio(v: str, key: str = "wall_s") -> list[float]:
+        return [rep[v][key] / rep[BARE][key] - 1 for rep in reps]
+
+    study = [rep["run_study_no_extras"] for rep in reps]
+    n = point["configs"]
+    out: dict[str, Any] = {
+        "n_configs": n, "epochs": point["epochs"], "reps": point["reps"], "batch_size": settings["batch_size"],
+        "warmup_reps": warmup_reps, "cpu_scope": "process tree (this process, live descendants, reaped children)",
+        "configs_hash": warm["configs_hash"],
+        "same_configs_everywhere": all(h == [warm["configs_hash"]] for h in hashes.values()),
+        "hashes_by_variant": hashes, "configs": configs, "repetitions": reps,
+        "median_wall_s": {v: med([rep[v]["wall_s"] for rep in reps]) for v in names},
+        "overhead_ratio": {v: {"median": med(ratio(v)), "per_rep": ratio(v)} for v in names if v != BARE},
+        "cpu_overhead_ratio": {v: {"median": med(ratio(v, "cpu_s")), "per_rep": ratio(v, "cpu_s")}
+                               for v in names if v != BARE},
+        # Trial by trial against the bare loop's same configuration in the same repetition: a variant's whole run
+        # is one sample of the machine's load, each trial one more (n−1 per repetition; the first trial carries
+        # the study's setup, added back in the whole-study estimates)
+        "trial_ratio": {v: estimate(paired(reps, v)) for v in PAIRED},
+        "cpu_trial_ratio": {v: estimate(paired(reps, v, "cpu_cycle_s", "cpu_per_trial_s")) for v in PAIRED},
+        "study_cold_setup_s": med([rep["run_study_no_extras_first_in_process"]["setup_s"] for rep in reps]),
+        "defaults_end_s": med([rep["run_study_defaults"]["end_s"] for rep in reps]),
+        "breakdown": {
+            "bare_per_trial_s": med([rep[BARE]["wall_s"] for rep in reps]) / n,
+            "in_trial_extras_per_trial_s": med([s["in_trials_s"] - rep[BARE]["wall_s"] for s, rep in zip(study, reps)]) / n,
+            "of_which_audit_per_epoch_and_model_save_per_trial_s":
+                med([rep["run_trial"]["wall_s"] - rep["run_trial_no_audit_no_save"]["wall_s"] for rep in reps]) / n,
+            "of_which_select_validation_predictions_seeding_per_trial_s":
+                med([rep["run_trial_no_audit_no_save"]["wall_s"] - rep[BARE]["wall_s"] for rep in reps]) / n,
+            "study_setup_s": med([s["setup_s"] for s in study]),
+            "loop_per_trial_s": med([s["loop_s"] for s in study]) / n,
+            "study_end_s": med([s["end_s"] for s in study]),
+        },
+    }
+    out["study_estimate"] = out["trial_ratio"]["run_study_no_extras"]["median"] + once_share(out, "run_study_no_extras")
+    out["verdicts"] = overhead_verdicts(out)
+    return out
+
+
 def overhead(settings: Mapping[str, Any], *, seed: int, runs: Path, out: Path, argv: list[str] | None,
              suffix: str = "", warmup_reps: int | None = None) -> dict[str, Any]:
-    """Our run_study, our trial runner, KerasTuner and the bare loop on the same configurations, interleaved.
+    """Our run_study (extras off and default settings), our trial runner, KerasTuner and the bare loop on the same
+    configurations, interleaved; verdicts from the per-trial paired estimates (:mod:`experiments.verdicts`).
 
     ``warmup_reps`` untimed repetitions of every variant run first (default: 1 where a GPU is visible, else 0).
     On a GPU, XLA compiles each new computation once per process (autotuning included: seconds a model). The
@@ -315,121 +432,14 @@ def overhead(settings: Mapping[str, Any], *, seed: int, runs: Path, out: Path, a
     compiling is cheap, the first repetition is not slower).
     """
     from experiments._common import header
-    from experiments.peers import bare_loop, replay_tuner, runner_loop
-    from hpo.study import clear_prepared, prepare
-
-    def cold_study(point: Mapping[str, Any], run_dir: Path, build: Any, splits: Any) -> dict[str, Any]:
-        clear_prepared()  # as the first study of a process (`hpo run`): space discovery and preflight run again
-        return _timed_study(settings, point, seed, run_dir, build, splits)
-
-    def thread_study(point: Mapping[str, Any], run_dir: Path, build: Any, splits: Any) -> dict[str, Any]:
-        # MLflow writes made by the study's own background thread, as before the writer process (hpo.tracking.writer)
-        before = os.environ.get("HPO_MLFLOW_WRITER")
-        os.environ["HPO_MLFLOW_WRITER"] = "thread"
-        try:
-            return _timed_study(settings, point, seed, run_dir, build, splits)
-        finally:
-            if before is None:
-                os.environ.pop("HPO_MLFLOW_WRITER", None)
-            else:
-                os.environ["HPO_MLFLOW_WRITER"] = before
 
     if warmup_reps is None:
         from experiments._common import machine
 
         warmup_reps = 1 if machine().get("gpu") else 0
-    points = []
     t_all = time.monotonic()
-    for p_i, point in enumerate(settings["overhead"]):
-        root = runs / "overhead" / f"p{p_i}"
-        base = study_config(settings, name="overhead", driver="optuna", sampler="tpe", seed=seed,
-                            n_trials=point["configs"], epochs=point["epochs"], run_dir=root / "prepare")
-        build, splits, space = prepare(base)
-        # Warm-up study: its trials are the configurations every variant runs (Optuna TPE's seeded
-        # start-up trials, so every repetition of the study samples them again).
-        warm = _timed_study(settings, point, seed, root / "warmup", build, splits)
-        configs = warm["params"]
-        kw = dict(epochs=point["epochs"], batch_size=settings["batch_size"], seed=seed)
-        variants: dict[str, Callable[[int], dict[str, Any]]] = {
-            "bare": lambda r: bare_loop(configs, build, space, splits, **kw),
-            "runner_lean": lambda r: runner_loop(configs, build, space, splits, directory=root / f"lean-r{r}",
-                                                 audit_per_epoch=False, save_models=False, **kw),
-            "runner": lambda r: runner_loop(configs, build, space, splits, directory=root / f"runner-r{r}", **kw),
-            "study": lambda r: _timed_study(settings, point, seed, root / f"study-r{r}", build, splits),
-            "study_cold": lambda r: cold_study(point, root / f"cold-r{r}", build, splits),
-            "study_thread": lambda r: thread_study(point, root / f"thread-r{r}", build, splits),
-            "kerastuner": lambda r: replay_tuner(configs, build, space, splits, directory=root / f"kt-r{r}", **kw),
-        }
-        names = list(variants)
-        for w in range(warmup_reps):
-            for v in names:
-                variants[v](-1 - w)
-                _log(f"overhead point {p_i} warm-up {w} {v} done")
-        reps: list[dict[str, Any]] = []
-        for r in range(point["reps"]):
-            order = names[r % len(names):] + names[: r % len(names)]  # rotate, so no variant always runs first
-            rep: dict[str, Any] = {"order": order}
-            for v in order:
-                cpu0 = time.process_time()  # every thread of this process: steadier than wall time on a busy machine
-                res = variants[v](r)
-                res["cpu_s"] = time.process_time() - cpu0
-                res.pop("params", None)
-                rep[v] = res
-                _log(f"overhead point {p_i} rep {r} {v}: {res['wall_s']:.2f} s")
-            reps.append(rep)
-        hashes = {v: sorted({rep[v]["configs_hash"] for rep in reps}) for v in names}
-        bare = [rep["bare"]["wall_s"] for rep in reps]
-
-        def ratio(v: str, key: str = "wall_s") -> list[float]:
-            return [rep[v][key] / rep["bare"][key] - 1 for rep in reps]
-
-        def paired(v: str) -> list[float]:
-            """Trial by trial against the bare loop's same configuration in the same repetition: a variant's whole
-            run is one sample of the machine's load, each trial one more (n−1 per repetition; the first trial
-            carries the study's setup, reported on its own)."""
-            return [rep[v]["cycle_s"][i] / rep["bare"]["per_trial_s"][i] - 1
-                    for rep in reps for i in range(1, len(rep["bare"]["per_trial_s"]))]
-
-        study = [rep["study"] for rep in reps]
-        med = statistics.median
-        pairs = {v: paired(v) for v in ("runner_lean", "runner", "study", "study_cold", "study_thread")}
-        trial_ratio = {v: {"median": med(x), "quartiles": statistics.quantiles(x, n=4) if len(x) > 1 else [x[0]] * 3,
-                           "n": len(x), "median_ci95": median_interval(x)}
-                       for v, x in pairs.items()}
-        once = med([s["setup_s"] + s["end_s"] for s in study])
-        n = point["configs"]
-        breakdown = {
-            "bare_per_trial_s": med(bare) / n,
-            "in_trial_extras_per_trial_s": med([s["in_trials_s"] - b for s, b in zip(study, bare)]) / n,
-            "of_which_audit_per_epoch_and_model_save_per_trial_s":
-                med([rep["runner"]["wall_s"] - rep["runner_lean"]["wall_s"] for rep in reps]) / n,
-            "of_which_select_validation_predictions_seeding_per_trial_s":
-                med([rep["runner_lean"]["wall_s"] - rep["bare"]["wall_s"] for rep in reps]) / n,
-            "study_setup_s": med([s["setup_s"] for s in study]),
-            "loop_per_trial_s": med([s["loop_s"] for s in study]) / n,
-            "study_end_s": med([s["end_s"] for s in study]),
-        }
-        points.append({
-            "n_configs": n, "epochs": point["epochs"], "reps": point["reps"], "batch_size": settings["batch_size"],
-            "warmup_reps": warmup_reps,
-            "configs_hash": warm["configs_hash"], "same_configs_everywhere": all(h == [warm["configs_hash"]] for h in hashes.values()),
-            "hashes_by_variant": hashes, "configs": configs, "repetitions": reps,
-            "median_wall_s": {v: med([rep[v]["wall_s"] for rep in reps]) for v in names},
-            "overhead_ratio": {v: {"median": med(ratio(v)), "per_rep": ratio(v)} for v in names if v != "bare"},
-            "cpu_overhead_ratio": {v: {"median": med(ratio(v, "cpu_s")), "per_rep": ratio(v, "cpu_s")}
-                                   for v in names if v != "bare"},
-            "trial_ratio": trial_ratio,
-            # Per-trial ratio plus the study's setup and end spread over its trials: the whole study's overhead
-            # estimated from n−1 samples per repetition instead of one.
-            "study_estimate": trial_ratio["study"]["median"] + once / sum(med([rep["bare"]["per_trial_s"][i] for rep in reps])
-                                                                        for i in range(n)),
-            "ours_within_5pct": med(ratio("study")) <= 0.05,
-            "ours_cold_within_5pct": med(ratio("study_cold")) <= 0.05,
-            "study_cold_setup_s": med([rep["study_cold"]["setup_s"] for rep in reps]),
-            "ours_within_5pct_cpu": med(ratio("study", "cpu_s")) <= 0.05,
-            "ours_below_kerastuner": med(ratio("study")) < med(ratio("kerastuner")),
-            "breakdown": breakdown,
-        })
+    points = [_overhead_point(settings, point, p_i, seed=seed, runs=runs, warmup_reps=warmup_reps)
+              for p_i, point in enumerate(settings["overhead"])]
     head = header("experiments.bench", argv)
     result = {
         **head, "benchmark": "overhead", "seed": seed,

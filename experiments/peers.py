@@ -24,6 +24,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from experiments._common import tree_cpu_s
+
 KT_SEED_OFFSET = 1  # KerasTuner's oracles take seed 0 as no seed at all
 KT_TOOLS = {"kt_random": "RandomSearch", "kt_bayesian": "BayesianOptimization", "kt_hyperband": "Hyperband"}
 
@@ -154,14 +156,24 @@ def replay_tuner(configs: Sequence[Mapping[str, Any]], build: Any, space: Any, s
                     hyperparameters=space.to_kerastuner(), tune_new_entries=False,
                     max_consecutive_failed_trials=len(configs) + 1)
     # kt.RandomSearch is kt.Tuner with a RandomSearchOracle and nothing else: the same tuner, this oracle.
-    tuner = kt.Tuner(oracle=oracle, hypermodel=_hypermodel(build, splits.spec, seed), directory=str(directory.parent),
-                     project_name=directory.name, overwrite=True)
+    ends: list[tuple[float, float]] = []  # (wall, CPU of the process tree) at each trial's end
+
+    class Timed(kt.Tuner):
+        def on_trial_end(self, trial: Any) -> None:
+            super().on_trial_end(trial)
+            ends.append((time.monotonic(), tree_cpu_s()))
+
+    tuner = Timed(oracle=oracle, hypermodel=_hypermodel(build, splits.spec, seed), directory=str(directory.parent),
+                  project_name=directory.name, overwrite=True)
     tuner.search(splits.x["train"], splits.y["train"], validation_data=(splits.x["select"], splits.y["select"]),
                  epochs=epochs, batch_size=batch_size, verbose=0)
     wall = time.monotonic() - t0
     trials = [tuner.oracle.trials[t] for t in tuner.oracle.start_order]
+    # trial i's whole cycle: from trial i-1's end to its own (the first one's start is inside tuner.search)
     return {"wall_s": wall, "configs_hash": configs_hash([_trial_params(space, t) for t in trials]),
-            "scores": [t.score for t in trials], "failed": sum(t.status != "COMPLETED" for t in trials)}
+            "scores": [t.score for t in trials], "failed": sum(t.status != "COMPLETED" for t in trials),
+            "cycle_s": [None, *(ends[i][0] - ends[i - 1][0] for i in range(1, len(ends)))],
+            "cpu_cycle_s": [None, *(ends[i][1] - ends[i - 1][1] for i in range(1, len(ends)))]}
 
 
 def bare_loop(configs: Sequence[Mapping[str, Any]], build: Any, space: Any, splits: Any, *, epochs: int,
@@ -174,9 +186,10 @@ def bare_loop(configs: Sequence[Mapping[str, Any]], build: Any, space: Any, spli
 
     t0 = time.monotonic()
     per: list[float] = []
+    cpu: list[float] = []
     scores: list[float] = []
     for i, params in enumerate(configs):
-        t1 = time.monotonic()
+        t1, c1 = time.monotonic(), tree_cpu_s()
         keras.utils.set_random_seed(trial_seed(seed, i))
         model = make_model(build, space.hyperparameters_for(params), splits.spec)
         model.fit(splits.x["train"], splits.y["train"], epochs=epochs, batch_size=batch_size, verbose=0)
@@ -184,8 +197,9 @@ def bare_loop(configs: Sequence[Mapping[str, Any]], build: Any, space: Any, spli
                                            return_dict=True)["accuracy"]))
         del model
         per.append(time.monotonic() - t1)
-    return {"wall_s": time.monotonic() - t0, "per_trial_s": per, "configs_hash": configs_hash(configs),
-            "scores": scores}
+        cpu.append(tree_cpu_s() - c1)
+    return {"wall_s": time.monotonic() - t0, "per_trial_s": per, "cpu_per_trial_s": cpu,
+            "configs_hash": configs_hash(configs), "scores": scores}
 
 
 def runner_loop(configs: Sequence[Mapping[str, Any]], build: Any, space: Any, splits: Any, *, epochs: int,
@@ -203,11 +217,13 @@ def runner_loop(configs: Sequence[Mapping[str, Any]], build: Any, space: Any, sp
     t0 = time.monotonic()
     durations = []
     cycles = []  # each configuration's whole iteration, run_trial's cleanup after duration_s included
+    cpu = []
     for i, params in enumerate(configs):
-        t1 = time.monotonic()
+        t1, c1 = time.monotonic(), tree_cpu_s()
         r = run_trial(number=i, params=params, seed=trial_seed(seed, i), build=build, space=space, splits=splits,
                       settings=settings, trial_dir=directory / f"{i:05d}")
         durations.append(r.duration_s)
         cycles.append(time.monotonic() - t1)
-    return {"wall_s": time.monotonic() - t0, "per_trial_s": durations, "cycle_s": cycles,
+        cpu.append(tree_cpu_s() - c1)
+    return {"wall_s": time.monotonic() - t0, "per_trial_s": durations, "cycle_s": cycles, "cpu_cycle_s": cpu,
             "configs_hash": configs_hash(configs)}

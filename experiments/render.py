@@ -225,15 +225,20 @@ def render_ensemble_gain(d: Mapping[str, Any], name: str) -> str:
 
 
 VARIANTS = {
-    "bare": "bare loop: build, `fit` on train, `evaluate` on select",
-    "runner_lean": "our trial runner without per-epoch audit and model saving",
-    "runner": "our trial runner (`run_trial`), default settings",
-    "study": "our `run_study` (Optuna TPE, MLflow, default settings)",
-    "study_cold": "our `run_study` as the first study of a process (`hpo run`): space discovery and preflight again "
-                  "(the MLflow writer process already running, where there is one)",
-    "kerastuner": "KerasTuner RandomSearch tuner replaying the same configurations",
-    "study_thread": "our `run_study` with its MLflow writes made by a thread of the study's process "
-                    "(`HPO_MLFLOW_WRITER=thread`; the default before the writer process)",
+    "bare_loop": "bare loop: build, `fit` on train, `evaluate` on select",
+    "run_trial_no_audit_no_save": "our trial runner (`run_trial`) without per-epoch audit scoring and model saving",
+    "run_trial": "our trial runner (`run_trial`) with per-epoch audit scoring and `model.keras` saving (its defaults)",
+    "run_study_no_extras": "our `run_study` (Optuna TPE, MLflow) with ensemble, guards, plots and report off",
+    "run_study_defaults": "our `run_study` with default settings: ensemble, guards, plots and report on, as a user who "
+                          "sets nothing gets them (trials in this process, as `executor.mode: auto` picks on a CPU "
+                          "machine)",
+    "run_study_no_extras_first_in_process": "our `run_study`, extras off, as the first study of a process (`hpo run`): "
+                                            "space discovery and preflight again (the MLflow writer process already "
+                                            "running, where there is one)",
+    "run_study_no_extras_thread_writes": "our `run_study`, extras off, with its MLflow writes made by a thread of the "
+                                         "study's process (`HPO_MLFLOW_WRITER=thread`; the default before the writer "
+                                         "process)",
+    "kerastuner_replay": "KerasTuner RandomSearch tuner replaying the same configurations",
 }
 
 
@@ -241,19 +246,82 @@ def interval(ci: Sequence[float] | None) -> str:
     return "— (too few pairs)" if not ci else f"{pct(ci[0], 1)} to {pct(ci[1], 1)}"
 
 
-def trial_verdict(t: Mapping[str, Any], target: float = 0.05) -> str:
-    """The per-trial target verdict from the median's 95% interval: decided only where the interval is."""
-    ci = t.get("median_ci95")
-    if not ci:
-        return "Per-trial verdict: none (too few pairs for a 95% interval)."
-    if ci[1] <= target:
-        word = "yes (the whole interval is at or below 5%)"
-    elif ci[0] > target:
-        word = "no (the whole interval is above 5%)"
-    else:
-        word = "not decided on this machine (the interval spans 5%)"
-    return (f"Per-trial verdict for `run_study`: median {pct(t['median'], 1)}, 95% interval {interval(ci)} "
-            f"({t['n']} pairs): within 5%: {word}.")
+def verdict_table(verdicts: Mapping[str, Mapping[str, Any]]) -> str:
+    """Each target with its per-trial paired estimate, the estimate's 95% interval and met / not met / undecided."""
+    rows = [[v["target"], "—" if v["estimate"] is None else pct(v["estimate"], 1), interval(v["ci95"]) if v["n"] else "—",
+             str(v["n"]), f"**{v['verdict']}**"] for v in verdicts.values()]
+    return table(["target", "estimate (median)", "95% interval", "pairs", "verdict"], rows)
+
+
+def _overhead_point(p: Mapping[str, Any], i: int) -> list[str]:
+    from experiments.verdicts import overhead_verdicts, renamed
+
+    old_names = "bare" in p["median_wall_s"]
+    p = renamed(p)
+    cpu, bare = p.get("cpu_overhead_ratio"), "bare_loop"
+    tree = bool(p.get("cpu_scope"))
+    rows = [[VARIANTS.get(v, v), secs(p["median_wall_s"][v]),
+             "—" if v == bare else f"{pct(p['overhead_ratio'][v]['median'], 1)} ("
+             + ", ".join(pct(x, 1) for x in p["overhead_ratio"][v]["per_rep"]) + ")"]
+            + ([] if cpu is None else ["—" if v == bare else f"{pct(cpu[v]['median'], 1)} ("
+                                       + ", ".join(pct(x, 1) for x in cpu[v]["per_rep"]) + ")"])
+            for v in p["median_wall_s"]]
+    cpu_head = ("CPU time of the process tree (MLflow writer process included), ratio, median (per repetition)" if tree
+                else "CPU time of this process only (`time.process_time()`: the MLflow writer process left out), "
+                     "ratio, median (per repetition)")
+    b = p["breakdown"]
+    br = [["bare loop, per trial", secs(b["bare_per_trial_s"])],
+          ["inside our trials, extra per trial (sum of `duration_s` − bare)", secs(b["in_trial_extras_per_trial_s"])],
+          ["  of which per-epoch audit scoring and `model.keras` saving (`run_trial` − `run_trial_no_audit_no_save`)",
+           secs(b["of_which_audit_per_epoch_and_model_save_per_trial_s"])],
+          ["  of which per-epoch select scoring, predictions on three splits, seeding and op determinism, "
+           "`clear_session` (`run_trial_no_audit_no_save` − bare)",
+           secs(b["of_which_select_validation_predictions_seeding_per_trial_s"])],
+          ["outside `duration_s`, per trial: the end of `run_trial` (`clear_session` and, within its time budget, "
+           "`gc.collect()`, after `duration_s` is taken), ask, tell, MLflow run start, epochs and end, `result.json`",
+           secs(b["loop_per_trial_s"])],
+          ["study setup, once (Optuna and MLflow stores; space discovery and preflight when not done before in "
+           "the process)", secs(b["study_setup_s"])],
+          *([["study setup of the first study in a process (discovery and preflight included)",
+              secs(p["study_cold_setup_s"])]] if "study_cold_setup_s" in p else []),
+          ["study end, once (summary, test scoring, MLflow), extras off", secs(b["study_end_s"])],
+          *([["study end with default settings (ensemble, guards, plots, report included)", secs(p["defaults_end_s"])]]
+            if "defaults_end_s" in p else [])]
+    orders = "; ".join(f"{r + 1}: " + ", ".join(rep["order"]) for r, rep in enumerate(p["repetitions"]))
+    warm = p.get("warmup_reps")
+    verdicts = p.get("verdicts") or overhead_verdicts(p)
+    trial_rows = [[VARIANTS.get(v, v), pct(t["median"], 1), interval(t.get("median_ci95")),
+                   f"{pct(t['quartiles'][0], 1)} to {pct(t['quartiles'][2], 1)}", str(t["n"])]
+                  + ([] if "cpu_trial_ratio" not in p else
+                     [f"{pct(p['cpu_trial_ratio'][v]['median'], 1)} ({interval(p['cpu_trial_ratio'][v].get('median_ci95'))})"])
+                  for v, t in p.get("trial_ratio", {}).items()]
+    return [
+        f"### Point {i + 1}: {p['n_configs']} configurations × {p['epochs']} epochs, batch {p['batch_size']}, "
+        f"{p['reps']} repetitions",
+        f"Configurations hash `{p['configs_hash']}`; every variant ran the same configurations: "
+        f"{'yes' if p['same_configs_everywhere'] else 'no'}."
+        + (" This file predates the variants' present names (`bare`, `runner_lean`, `runner`, `study`, `study_cold`, "
+           "`study_thread`, `kerastuner` there; its `study` had the extras off, as `run_study_no_extras` here) and "
+           "has no default-settings variant." if old_names else ""),
+        "Whole runs (descriptive: each repetition is one sample of the machine's load, and a median of so few has no "
+        "useful interval; the verdicts below do not use these):",
+        table(["variant", "median wall", "whole-run overhead ratio, median (per repetition)"]
+              + ([] if cpu is None else [cpu_head]), rows),
+        f"Order of the variants in each repetition: {orders}. Untimed warm-up repetitions of every variant before "
+        f"them: {'not recorded (none)' if warm is None else warm}.",
+        *([] if not trial_rows else [
+            "Trial by trial (each trial's whole cycle against the bare loop's same configuration in the same "
+            "repetition; n−1 pairs per repetition, the first trial carrying the study's setup):",
+            table(["variant", "per-trial wall overhead, median", "95% interval of the median", "quartiles", "pairs"]
+                  + ([] if "cpu_trial_ratio" not in p else ["per-trial CPU (process tree), median (95% interval)"]),
+                  trial_rows)]),
+        "Verdicts (met: the 95% interval lies entirely under the target; not met: entirely over it; undecided: it "
+        "spans the target, or the file lacks the per-trial data to decide, written before they were recorded):",
+        verdict_table(verdicts),
+        "Where our time goes (medians over repetitions; per-trial times from `trials/*/result.json` `duration_s` "
+        "against the study's wall time):",
+        table(["part", "time"], br),
+    ]
 
 
 def render_overhead(d: Mapping[str, Any], name: str) -> str:
@@ -261,77 +329,12 @@ def render_overhead(d: Mapping[str, Any], name: str) -> str:
              "Each point: a warm-up `run_study` samples the configurations (Optuna TPE's seeded "
              "start-up trials); then every variant runs exactly those configurations with the same epochs and batch "
              "size, one after another and repeated with the order rotated, in one process and one run, so the "
-             "machine's load affects them alike. Overhead ratio = variant wall time / bare loop wall time − 1, per "
-             f"repetition; the median is shown. Target: `run_study` at most 5% over the bare loop and below "
-             f"KerasTuner's overhead. Whole benchmark: {secs(d.get('total_wall_s'))}."]
+             "machine's load affects them alike. Targets: `run_study` at most 5% over the bare loop, and below "
+             "KerasTuner's overhead. Each verdict is read from the per-trial paired estimate and its 95% interval "
+             "(a distribution-free interval of the median), never from the median of whole runs. "
+             f"Whole benchmark: {secs(d.get('total_wall_s'))}."]
     for i, p in enumerate(d["points"]):
-        cpu = p.get("cpu_overhead_ratio")
-        rows = [[VARIANTS.get(v, v), secs(p["median_wall_s"][v]),
-                 "—" if v == "bare" else f"{pct(p['overhead_ratio'][v]['median'], 1)} ("
-                 + ", ".join(pct(x, 1) for x in p["overhead_ratio"][v]["per_rep"]) + ")"]
-                + ([] if cpu is None else ["—" if v == "bare" else f"{pct(cpu[v]['median'], 1)} ("
-                                           + ", ".join(pct(x, 1) for x in cpu[v]["per_rep"]) + ")"])
-                for v in p["median_wall_s"]]
-        b = p["breakdown"]
-        br = [["bare loop, per trial", secs(b["bare_per_trial_s"])],
-              ["inside our trials, extra per trial (sum of `duration_s` − bare)", secs(b["in_trial_extras_per_trial_s"])],
-              ["  of which per-epoch audit scoring and `model.keras` saving (runner − lean runner)",
-               secs(b["of_which_audit_per_epoch_and_model_save_per_trial_s"])],
-              ["  of which per-epoch select scoring, predictions on three splits, seeding and op determinism, "
-               "`clear_session` (lean runner − bare)",
-               secs(b["of_which_select_validation_predictions_seeding_per_trial_s"])],
-              ["outside `duration_s`, per trial: the end of `run_trial` (`clear_session` and, within its time budget, "
-               "`gc.collect()`, after `duration_s` is taken), ask, tell, MLflow run start, epochs and end, `result.json`",
-               secs(b["loop_per_trial_s"])],
-              ["study setup, once (Optuna and MLflow stores; space discovery and preflight when not done before in "
-               "the process)", secs(b["study_setup_s"])],
-              *([["study setup of the first study in a process (discovery and preflight included)",
-                  secs(p["study_cold_setup_s"])]] if "study_cold_setup_s" in p else []),
-              ["study end, once (summary, test scoring, MLflow)", secs(b["study_end_s"])]]
-        ours = p["overhead_ratio"]["study"]["median"]
-        kt = p["overhead_ratio"]["kerastuner"]["median"]
-        decided = p["reps"] >= 3
-
-        def yes(flag: Any) -> str:
-            return ("yes" if flag else "no") if decided else "—"
-
-        orders = "; ".join(f"{r + 1}: " + ", ".join(rep["order"]) for r, rep in enumerate(p["repetitions"]))
-        warm = p.get("warmup_reps")
-        run_note = (f"Order of the variants in each repetition: {orders}. Untimed warm-up repetitions of every variant "
-                    f"before them: {'not recorded (none)' if warm is None else warm}.")
-        parts += [
-            f"### Point {i + 1}: {p['n_configs']} configurations × {p['epochs']} epochs, batch {p['batch_size']}, "
-            f"{p['reps']} repetitions",
-            f"Configurations hash `{p['configs_hash']}`; every variant ran the same configurations: "
-            f"{'yes' if p['same_configs_everywhere'] else 'no'}.",
-            table(["variant", "median wall", "overhead ratio, median (per repetition)"]
-                  + ([] if cpu is None else ["CPU-time overhead ratio, median (per repetition)"]), rows),
-            run_note,
-            ("Verdict" if decided else f"No verdict from {p['reps']} repetitions (3 needed; — below)")
-            + f": our overhead {pct(ours, 1)} against KerasTuner's {pct(kt, 1)}: within 5%: "
-            f"{yes(p['ours_within_5pct'])}; below KerasTuner: {yes(p['ours_below_kerastuner'])}."
-            + ("" if "study_cold" not in p["overhead_ratio"] else
-               f" As the first study of a process: {pct(p['overhead_ratio']['study_cold']['median'], 1)}, within 5%: "
-               f"{yes(p.get('ours_cold_within_5pct'))}.")
-            + ("" if cpu is None else f" In CPU time (every thread of the process, less sensitive to other work on "
-                                      f"the machine): {pct(cpu['study']['median'], 1)}, within 5%: "
-                                      f"{yes(p.get('ours_within_5pct_cpu'))}."),
-            *([] if "trial_ratio" not in p else [
-                "Trial by trial (each trial's whole cycle against the bare loop's same configuration in the same "
-                "repetition; the machine's load moves less within one trial than across whole runs, and there are "
-                "n−1 samples per repetition instead of one):",
-                table(["variant", "per-trial overhead, median", "95% interval of the median", "quartiles", "pairs"],
-                      [[VARIANTS.get(v, v), pct(t["median"], 1), interval(t.get("median_ci95")),
-                        f"{pct(t['quartiles'][0], 1)} to {pct(t['quartiles'][2], 1)}",
-                        str(t["n"])] for v, t in p["trial_ratio"].items()]),
-                trial_verdict(p["trial_ratio"]["study"]),
-                f"Whole study estimated from these (per-trial median plus the study's setup and end spread over its "
-                f"trials): {pct(p['study_estimate'], 1)}, within 5%: {yes(p['study_estimate'] <= 0.05)}.",
-            ]),
-            "Where our time goes (medians over repetitions; per-trial times from `trials/*/result.json` `duration_s` "
-            "against the study's wall time):",
-            table(["part", "time"], br),
-        ]
+        parts += _overhead_point(p, i)
     parts.append(rerun_note(d))
     return "\n\n".join(parts)
 

@@ -43,19 +43,30 @@ def test_bench_tiny_budget_and_render(tmp_path: Path) -> None:
     assert o["warmup_reps"] == 1 and len(o["repetitions"]) == 1
     warm = tmp_path / "runs" / "digits" / "overhead" / "p0"
     assert (warm / "study-r-1").is_dir() and (warm / "kt-r-1").is_dir() and (warm / "study-r0").is_dir()
-    assert o["same_configs_everywhere"] and set(o["median_wall_s"]) >= {"bare", "runner", "study", "kerastuner"}
-    assert {v: t["n"] for v, t in o["trial_ratio"].items()} == \
-        {v: 2 for v in ("runner_lean", "runner", "study", "study_cold", "study_thread")}
+    assert o["same_configs_everywhere"] and set(o["median_wall_s"]) == {
+        "bare_loop", "run_trial_no_audit_no_save", "run_trial", "run_study_no_extras", "run_study_defaults",
+        "run_study_no_extras_first_in_process", "run_study_no_extras_thread_writes", "kerastuner_replay"}
+    paired = ("run_trial_no_audit_no_save", "run_trial", "run_study_no_extras", "run_study_no_extras_first_in_process",
+              "run_study_no_extras_thread_writes", "run_study_defaults")
+    assert {v: t["n"] for v, t in o["trial_ratio"].items()} == {v: 2 for v in paired}
+    assert {v: t["n"] for v, t in o["cpu_trial_ratio"].items()} == {v: 2 for v in paired}
     assert (warm / "thread-r0").is_dir() and "HPO_MLFLOW_WRITER" not in os.environ  # the thread variant restores it
-    study = o["repetitions"][0]["study"]
+    # the default-settings variant runs what a user who sets nothing gets: the ensemble and the report at the end
+    defaults = warm / "defaults-r0"
+    assert (defaults / "report.html").exists() and not (warm / "study-r0" / "report.html").exists()
+    assert o["defaults_end_s"] > o["breakdown"]["study_end_s"]
+    study = o["repetitions"][0]["run_study_no_extras"]
     assert len(study["cycle_s"]) == 3 and all(c > 0 for c in study["cycle_s"][1:])
-    assert o["study_estimate"] >= o["trial_ratio"]["study"]["median"]  # plus the setup and end, spread over trials
+    assert all(c > 0 for c in study["cpu_cycle_s"][1:]) and study["cpu_s"] > 0
+    assert len(o["repetitions"][0]["kerastuner_replay"]["cycle_s"]) == 3
+    assert o["study_estimate"] >= o["trial_ratio"]["run_study_no_extras"]["median"]  # plus setup and end
+    # two pairs give no 95% interval: every verdict is undecided, none "met" from a median of whole runs
+    assert {v["verdict"] for v in o["verdicts"].values()} == {"undecided"}, o["verdicts"]
 
     md = (out / "RESULTS.md").read_text()
     assert "Untimed warm-up repetitions of every variant before them: 1." in md
-    assert "No verdict from 1 repetitions" in md  # one repetition decides nothing
-    assert f"Whole study estimated from these (per-trial median plus the study's setup and end spread over its " \
-           f"trials): {pct(o['study_estimate'], 1)}" in md
+    assert "within 5%: yes" not in md and "**undecided**" in md
+    assert pct(o["study_estimate"], 1) in md
     for p in out.glob("*.json"):
         assert json.loads(p.read_text())["command"].strip() in md, p.name
     for r in q["runs"]:
