@@ -412,6 +412,33 @@ def render_scale(d: Mapping[str, Any], name: str) -> str:
     return "\n\n".join(parts)
 
 
+def render_gpu_suite(d: Mapping[str, Any], name: str) -> str:
+    """A GPU suite's log turned into a results file (``experiments.gpu_suite_log``): its parts and issue #23's targets."""
+    parts = [f"## GPU suite on one {d['machine'].get('gpu')} (`{name}`): parts that ran out of time", environment(d, name),
+             f"Every number below is a line of [`{Path(d['log']).name}`](results/{Path(d['log']).name}): each part of "
+             "`experiments/gpu_suite.sh` ran under its own time limit, and those that overran it never wrote their "
+             "own results file."]
+    rows = []
+    for p in d["parts"]:
+        got = [f"{t['variant']} {secs(t['wall_s'])} (point {t['point'] + 1}, repetition {t['rep'] + 1})" for t in p["timings"]]
+        for r in p["printed"]:
+            if "speedup" in r:
+                got.append(f"8 digits MLPs x 20 epochs: {secs(r['sequential_s'])} one after another, {secs(r['packed_s'])} "
+                           f"packed ({r['speedup']}x)")
+            elif "achieved_gflops_fit" in r:
+                got.append(f"50 MNIST MLPs packed, 10 epochs: {secs(r['wall_s'])} wall ({secs(r['fit_s'])} fit, "
+                           f"compilation included), median member {pct(r['median_test_accuracy'])}, logit average "
+                           f"{pct(r['logit_average_test_accuracy'])}, {r['achieved_gflops_fit'] / 1000:.1f} TFLOP/s")
+        rows.append([f"`{p['command']}`", f"{p['limit_s']} s", f"{p.get('rc')} after {p.get('seconds')} s"
+                     + (" (time limit)" if p.get("timed_out") else ""), "; ".join(got) or "nothing before the limit"])
+    parts.append(table(["part", "limit", "exit status", "measured before it stopped"], rows))
+    parts.append("Targets (issue #23):")
+    parts.append(table(["target", "measured", "verdict"],
+                       [[t["target"], "—" if t["measured"] is None else f"{num(t['measured'])} {t['unit']}",
+                         f"**{t['verdict']}**"] for t in d["targets"]]))
+    return "\n\n".join(parts)
+
+
 # -- any other results file -------------------------------------------------------------------------------
 def _scalars(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
@@ -472,6 +499,7 @@ RENDERERS: list[tuple[str, Callable[[Any, str], str]]] = [
     ("bench_quality", render_quality), ("bench_ensemble", render_ensemble), ("ensemble_gain", render_ensemble_gain),
     ("bench_overhead", render_overhead),
     ("mnist_ensemble", render_mnist_ensemble), ("mnist_validation_noise", render_validation_noise), ("scale", render_scale),
+    ("gpu_suite", render_gpu_suite),
 ]
 
 
