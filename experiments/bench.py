@@ -438,6 +438,7 @@ def overhead(settings: Mapping[str, Any], *, seed: int, runs: Path, out: Path, a
 
         warmup_reps = 1 if machine().get("gpu") else 0
     t_all = time.monotonic()
+    load_before = os.getloadavg()
     points = [_overhead_point(settings, point, p_i, seed=seed, runs=runs, warmup_reps=warmup_reps)
               for p_i, point in enumerate(settings["overhead"])]
     head = header("experiments.bench", argv)
@@ -446,6 +447,8 @@ def overhead(settings: Mapping[str, Any], *, seed: int, runs: Path, out: Path, a
         "settings": {"dataset": settings["dataset"], "space": settings["space"], "batch_size": settings["batch_size"],
                      "points": settings["overhead"], "driver": "optuna tpe"},
         "total_wall_s": round(time.monotonic() - t_all, 1), "points": points,
+        # the machine's 1/5/15-minute load averages before and after: other work running meanwhile widens the intervals
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
         "hashes": {f"point{i}": p["configs_hash"] for i, p in enumerate(points)},
         "numbers": {f"point{i}": {f"{v}_ratio": p["overhead_ratio"][v]["median"] for v in p["overhead_ratio"]}
                     | {f"{v}_trial_ratio": t["median"] for v, t in p["trial_ratio"].items()}

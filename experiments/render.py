@@ -332,7 +332,11 @@ def render_overhead(d: Mapping[str, Any], name: str) -> str:
              "machine's load affects them alike. Targets: `run_study` at most 5% over the bare loop, and below "
              "KerasTuner's overhead. Each verdict is read from the per-trial paired estimate and its 95% interval "
              "(a distribution-free interval of the median), never from the median of whole runs. "
-             f"Whole benchmark: {secs(d.get('total_wall_s'))}."]
+             f"Whole benchmark: {secs(d.get('total_wall_s'))}."
+             + ("" if "load_average" not in d else
+                f" Load average of the machine (1, 5, 15 minutes) before: "
+                f"{', '.join(f'{x:.1f}' for x in d['load_average']['before'])}; after: "
+                f"{', '.join(f'{x:.1f}' for x in d['load_average']['after'])} ({d['machine'].get('cpu_count')} cores).")]
     for i, p in enumerate(d["points"]):
         parts += _overhead_point(p, i)
     parts.append(rerun_note(d))

@@ -1,6 +1,6 @@
 """The writer process as the study's process sees it: started with the tracker, one call at a time.
 
-A trial's tracking writes cost ~50-80 ms of Python per trial on the embedded SQLite store; the
+A trial's tracking writes cost tens of ms of Python per trial on the embedded SQLite store; the
 tracker's background thread hands each of them to one writer process per study process
 (``python -m hpo.tracking.writer``, :mod:`hpo.tracking.writer` says why) and waits for its reply,
 without the interpreter lock. Where the writer cannot start or stops answering, the calls are made in

@@ -1,10 +1,11 @@
 """The MLflow writer process (``python -m hpo.tracking.writer``): makes the writes of a study's background thread.
 
-A trial's tracking writes (its epoch batches, final metrics, end status, files) cost ~50-80 ms of
-Python per trial on the embedded SQLite store (SQLAlchemy's ORM). Done by a thread of the study's
-process they hold the interpreter lock the training loop also needs: on 2 CPU cores the study's median
-overhead over a bare Keras loop was +9.0% and +19.7% with in-thread writes against -3.0% and +5.0% with
-this helper, side by side in one run (experiments/RESULTS.md, overhead). So the tracker's background
+A trial's tracking writes (its epoch batches, final metrics, end status, files) cost tens of ms of
+Python per trial on the embedded SQLite store (SQLAlchemy's ORM; about 20 ms of CPU for a 2-epoch digits
+trial, experiments/results/tracking_costs.json). Done by a thread of the study's process they hold the
+interpreter lock the training loop also needs (one run's whole-run medians on 2 CPU cores once showed
++9.0% and +19.7% with in-thread writes against -3.0% and +5.0% with this helper; the per-trial paired
+estimates since do not separate the two: experiments/RESULTS.md, overhead). So the tracker's background
 thread hands each write to one helper process per study process (:mod:`hpo.tracking.handover` starts it
 and speaks its one-JSON-line protocol) and waits for its reply, without the lock. The calls are made by
 the same interpreter as in the thread (:func:`hpo.tracking.ops.execute`).
