@@ -11,7 +11,9 @@
 #    them one after another for the ratio (experiments.packed; packed_<gpu>.json);
 # 3. trials per hour in-process, with 1 and 8 worker processes on the GPU, and packed 8
 #    (experiments.executor_bench; executor_<gpu>.json).
-# Render them into RESULTS.md afterwards with `python -m experiments.bench --render-only`.
+# Render them into RESULTS.md afterwards with `python -m experiments.bench --render-only`. A part that overruns its
+# limit writes no results file: keep the log as experiments/results/gpu_suite_<gpu>_<date>.log and run
+# `python -m experiments.gpu_suite_log THAT_LOG` to turn what it printed into a results file (targets included).
 #
 # On the lent machine (no TensorFlow, Keras or tuning stack there): here, `bash ../shared/gpu/fetch-wheels.sh`
 # and `mkdir -p .data && cp ../shared/data/mnist.npz .data/`; carry `.whl` and `.data`; the device command:
