@@ -131,6 +131,7 @@ def run_folds(result: TrialResult, splits: Splits, settings: TrialSettings, tria
     models, runs = [], []
     try:
         for f in range(k):
+            _check_budget(settings, started, f)
             seed = fold_seed(result.seed, f)
             seed_everything(seed, settings.deterministic)
             run = TrialResult(number=result.number, params=result.params, seed=seed, state=TrialState.FAILED)
@@ -160,6 +161,16 @@ def run_folds(result: TrialResult, splits: Splits, settings: TrialSettings, tria
     if settings.save_models:
         bag.save(trial_dir / "model.keras")
         result.model_path = str(trial_dir / "model.keras")
+
+
+def _check_budget(settings: TrialSettings, started: float, fold: int) -> None:
+    """``training.trial_timeout_s`` stops a fold at the end of the epoch that passes it, as it stops any trial;
+    a fold that would start after it fails the trial (an out-of-fold score needs every fold)."""
+    import time
+
+    if fold and settings.timeout_s is not None and time.monotonic() - started > settings.timeout_s:
+        raise TrialFailed(f"training.trial_timeout_s ({settings.timeout_s:g} s) passed after {fold} of "
+                          f"{settings.folds} folds; the out-of-fold score needs every fold")
 
 
 def _save_fold_predictions(models: list[Any], splits: Splits, fold: np.ndarray, trial_dir: Path) -> Path:
