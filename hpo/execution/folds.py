@@ -22,6 +22,7 @@ and scores it on its own fold. The trial is scored on its out-of-fold prediction
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -166,8 +167,6 @@ def run_folds(result: TrialResult, splits: Splits, settings: TrialSettings, tria
 def _check_budget(settings: TrialSettings, started: float, fold: int) -> None:
     """``training.trial_timeout_s`` stops a fold at the end of the epoch that passes it, as it stops any trial;
     a fold that would start after it fails the trial (an out-of-fold score needs every fold)."""
-    import time
-
     if fold and settings.timeout_s is not None and time.monotonic() - started > settings.timeout_s:
         raise TrialFailed(f"training.trial_timeout_s ({settings.timeout_s:g} s) passed after {fold} of "
                           f"{settings.folds} folds; the out-of-fold score needs every fold")
