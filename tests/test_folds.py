@@ -177,6 +177,15 @@ def test_search_refuses_more_folds_than_the_smallest_class(tmp_path: Path) -> No
     assert not (tmp_path / "run").exists()
 
 
+def test_a_fold_starting_after_the_trial_budget_fails_the_trial_with_the_reason(tmp_path: Path) -> None:
+    cfg = small_config(tmp_path, study={"n_trials": 1}, training={"epochs": 1, "folds": 3, "trial_timeout_s": 0.001},
+                       ensemble={"enabled": False}, report={"enabled": False}, plots={"enabled": False})
+    run_study(cfg)
+    r = json.loads((cfg.run_dir / "trials" / "00000" / "result.json").read_text())
+    assert r["state"] == "FAILED"
+    assert "training.trial_timeout_s" in r["error"] and "after 1 of 3 folds" in r["error"]
+
+
 @pytest.mark.slow
 def test_worker_processes_give_the_in_process_scores(tmp_path: Path) -> None:
     """The same cross-validated study in a worker process and in the study's own process: the same objective."""
