@@ -443,6 +443,49 @@ def render_gpu_suite(d: Mapping[str, Any], name: str) -> str:
     return "\n\n".join(parts)
 
 
+# -- cross-validation against one split (experiments.cv_bench) ------------------------------------------
+def render_cv_bench(d: Mapping[str, Any], name: str) -> str:
+    s, m = d["settings"], d["summary"]
+    labels = {"split": f"one split ({s['split_epochs_per_trial']} epochs per trial, chosen on 216 select rows)",
+              "cv": f"{s['folds']}-fold ({s['cv_epochs_per_fold']} epochs per fold, chosen on out-of-fold scores)"}
+
+    def ms(t: Mapping[str, Any], scale: float = 100, unit: str = "%", sign: str = "") -> str:
+        return f"{scale * t['mean']:{sign}.2f}{unit} ± {scale * t['sd']:.2f}"
+
+    rows = [[labels[a], ms(m[a]["select"]), ms(m[a]["test"]), ms(m[a]["curse"], unit=" pt", sign="+"),
+             ms(m[a]["test_single_model"]), ms(m[a]["curse_single_model"], unit=" pt", sign="+"),
+             ms(m[a]["regret"], unit=" pt"), secs(m[a]["wall_s"]["mean"])] for a in ("split", "cv")]
+    p = m["paired_cv_minus_split"]
+    per = [[a["seed"], f"{pct(a['test'])} / {100 * a['curse']:+.2f} pt", f"{pct(b['test'])} / {100 * b['curse']:+.2f} pt"]
+           for a, b in zip(d["studies"]["split"], d["studies"]["cv"])]
+    n = len(d["studies"]["split"])
+    return "\n\n".join([
+        "## One split against k-fold cross-validation: the winner's curse (`cv_bench`)", environment(d, name),
+        f"Digits, {n} seeds, each a {s['trials']}-trial Optuna TPE search of the small `mlp` space (batch "
+        f"{s['batch_size']}) run twice at equal total epochs ({s['total_epochs_per_study']} per study). The chosen "
+        "trial is the best by select; its test accuracy comes from its saved test logits (for a cross-validated "
+        "trial the logit average of its fold models, which is its model). Curse = select − test of the chosen "
+        "trial; regret = the best test accuracy of any trial of the study − the chosen trial's. Audit and the "
+        "360-row locked test split are the same in both arms.",
+        table(["arm", "chosen trial: select", "test accuracy", "winner's curse (select − test)",
+               "test of the scored model(s)", "curse against them", "regret", "wall per study"], rows),
+        "The scored model(s): what the select score measured, the trial's model for one split, the fold models one "
+        "by one (mean of their test accuracies) for k folds. A cross-validated trial's model is the bag of its fold "
+        "models, better than each of them, so its plain curse includes the bagging gain; the curse against the "
+        "scored models does not.",
+        f"Paired by seed, {s['folds']}-fold minus one split: test {100 * p['test']['mean']:+.2f} ± "
+        f"{100 * p['test']['sd']:.2f} pt, curse {100 * p['curse']['mean']:+.2f} ± {100 * p['curse']['sd']:.2f} pt, "
+        f"curse against the scored models {100 * p['curse_single_model']['mean']:+.2f} ± "
+        f"{100 * p['curse_single_model']['sd']:.2f} pt, "
+        f"regret {100 * p['regret']['mean']:+.2f} ± {100 * p['regret']['sd']:.2f} pt; smaller curse under folds in "
+        f"{m['seeds_with_smaller_curse_under_cv']} of {n} seeds (against the scored models in "
+        f"{m['seeds_with_smaller_single_model_curse_under_cv']}), higher test accuracy in "
+        f"{m['seeds_with_higher_test_under_cv']} of {n}. One test example is {100 / 360:.2f} pt.",
+        table(["seed", "one split: test / curse", f"{s['folds']}-fold: test / curse"], per),
+        rerun_note(d),
+    ])
+
+
 # -- any other results file -------------------------------------------------------------------------------
 def _scalars(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
@@ -502,6 +545,7 @@ def render_generic(d: Any, name: str) -> str:
 RENDERERS: list[tuple[str, Callable[[Any, str], str]]] = [
     ("bench_quality", render_quality), ("bench_ensemble", render_ensemble), ("ensemble_gain", render_ensemble_gain),
     ("bench_overhead", render_overhead),
+    ("cv_bench", render_cv_bench),
     ("mnist_ensemble", render_mnist_ensemble), ("mnist_validation_noise", render_validation_noise), ("scale", render_scale),
     ("gpu_suite", render_gpu_suite),
 ]

@@ -44,6 +44,7 @@ class TrialResult:
     predictions_path: str | None = None
     model_path: str | None = None
     pack: list[int] | None = None  # trial numbers trained together as one packed model (hpo.execution.packed)
+    cv: dict[str, Any] | None = None  # training.folds: k, the fold seed, and each fold's rows, seed, epochs, scores
 
 
 def result_dict(r: TrialResult) -> dict[str, Any]:

@@ -22,7 +22,7 @@ def _one_of(value: str, allowed: tuple[str, ...], where: str) -> None:
 def validate(cfg: StudyConfig) -> StudyConfig:
     """Check values that types alone do not catch; returns ``cfg`` unchanged."""
     # The order of the checks decides which of several bad fields is named first: keep it.
-    for check in (_check_study, _check_driver, _check_data, _check_training, _check_worker_liveness,
+    for check in (_check_study, _check_driver, _check_data, _check_training, _check_folds, _check_worker_liveness,
                   _check_executor, _check_objective, _check_ensemble, _check_extras, _check_guards):
         check(cfg)
     return cfg
@@ -99,6 +99,29 @@ def _check_training(cfg: StudyConfig) -> None:
     if k is not None and cfg.ensemble.enabled and cfg.training.save_models and k < cfg.ensemble.size:
         raise ConfigError("training.keep_top_models", f"keeps {k} models but the ensemble may take {cfg.ensemble.size} "
                                                       "members: keep at least ensemble.size models")
+
+
+def _check_folds(cfg: StudyConfig) -> None:
+    """``training.folds`` and the fields it does not combine with (the rows per class are checked on the data)."""
+    k = cfg.training.folds
+    if k is None:
+        return
+    if k < 2:
+        raise ConfigError("training.folds", f"must be at least 2 folds (or null for one train/select split), got {k}")
+    if cfg.executor.pack > 1:
+        raise ConfigError("executor.pack", "cross-validated trials (training.folds) train one model per fold and "
+                                           "are not packed: set executor.pack: 1 or remove training.folds")
+    if cfg.driver.pruner == "hyperband":
+        raise ConfigError("driver.pruner", "Hyperband's rungs count epochs of one model, but a cross-validated trial "
+                                           "(training.folds) reports k folds one after another: use pruner: median "
+                                           "or none, or remove training.folds")
+    if cfg.ensemble.seed_refit:
+        raise ConfigError("ensemble.seed_refit", "retrains on train and scores on select, which a cross-validated "
+                                                 "study (training.folds) pools: set seed_refit: 0 (each trial is "
+                                                 "already a bag of its fold models)")
+    if cfg.ensemble.snapshot_epochs:
+        raise ConfigError("ensemble.snapshot_epochs", "snapshots are of one model; a cross-validated trial "
+                                                      "(training.folds) has k: remove snapshot_epochs or training.folds")
 
 
 def _check_worker_liveness(cfg: StudyConfig) -> None:

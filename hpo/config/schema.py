@@ -81,6 +81,7 @@ class TrainingSection:
     save_models: bool = True
     callbacks: list[Any] = field(default_factory=list)  # [{name: ReduceLROnPlateau, args: {...}}, ...]
     keep_top_models: int | None = None  # only the best N trials keep model.keras (every trial keeps its logits)
+    folds: int | None = None  # k-fold cross-validation on train+select (k >= 2); null: one train/select split
 
 
 @dataclass
@@ -191,7 +192,9 @@ class StudyConfig:
         d = self.to_dict()
         return {k: d[k] for k in ("data", "space", "objective")} | {
             "driver": {"name": self.driver.name, "sampler": self.driver.sampler},
-            "training": {k: d["training"][k] for k in ("epochs", "batch_size")},
+            # folds only when set: a study from before cross-validation existed resumes unchanged
+            "training": {k: d["training"][k] for k in ("epochs", "batch_size")}
+            | ({"folds": self.training.folds} if self.training.folds else {}),
             "seed": self.study.seed,
         }
 

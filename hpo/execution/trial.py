@@ -2,127 +2,31 @@
 
 The runner never raises for a bad trial: exceptions, NaN losses and budgets end
 in a :class:`TrialResult` with state FAILED and the reason, pruning in state
-PRUNED, so the study goes on.
+PRUNED, so the study goes on. With ``training.folds`` the trial is cross-validated
+(:mod:`hpo.execution.folds`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Mapping
 
-import numpy as np
-
-from hpo.data import Splits, concat
+from hpo.data import Splits
 from hpo.errors import TrialFailed, TrialPruned
+from hpo.execution.fitting import (EpochListener, Fit, TrialSettings, final_scores, fit_model, make_model,
+                                   save_predictions)
+from hpo.execution.folds import run_folds
 from hpo.execution.memory import release_memory, start_trial_memory
-from hpo.execution.scoring import count_rows, flatten_predictions, predict, score, score_on_batch, scorable
-from hpo.metric_names import split_name
 from hpo.repro import seed_everything
 from hpo.results import TrialResult, TrialState
-from hpo.space import Builder, SearchSpace, call_builder
+from hpo.space import Builder, SearchSpace
+
+__all__ = ["EpochListener", "TrialSettings", "make_model", "run_trial", "save_predictions"]
 
 log = logging.getLogger(__name__)
-
-
-class EpochListener(Protocol):
-    """Receives each epoch's logs; may raise :class:`TrialPruned`."""
-
-    def __call__(self, epoch: int, logs: Mapping[str, float]) -> None: ...
-
-
-@dataclass
-class TrialSettings:
-    """How every trial of a study is trained and scored."""
-
-    epochs: int = 10
-    batch_size: int = 64
-    objective: str = "accuracy"
-    direction: str = "maximize"
-    early_stopping_patience: int | None = None
-    restore_best_weights: bool = False
-    timeout_s: float | None = None
-    deterministic: bool = True
-    save_models: bool = True
-    audit_per_epoch: bool = True
-    callbacks: Callable[[Path], list[Any]] | None = None  # user callbacks, made fresh for each trial directory
-    fit_params: tuple[str, ...] = ()  # searched training.batch_size / training.epochs: read from each trial's params
-    snapshot_epochs: tuple[int, ...] = ()  # epochs whose logits (and model) are kept as ensemble candidates
-    snapshot_budget_mb: float = 200.0
-
-    def for_trial(self, params: Mapping[str, Any], epochs: int | None = None) -> tuple[int, int]:
-        """(epochs, batch_size) of one trial: an engine's epoch budget (Hyperband), else its searched values,
-        else the study's."""
-        e = epochs or (params["epochs"] if "epochs" in self.fit_params else self.epochs)
-        b = params["batch_size"] if "batch_size" in self.fit_params else self.batch_size
-        return int(e), int(b)
-
-
-def make_model(build: Builder, hp: Any, splits_spec: Any, compile_default: Callable[..., Any] | None = None) -> Any:
-    """Build a model; compile it with the space's defaults when the builder did not."""
-    model = call_builder(build, hp, splits_spec)
-    if model is None:
-        raise TrialFailed("the builder returned None instead of a keras.Model")
-    if not getattr(model, "compiled", False):
-        if compile_default is None:
-            from hpo.space.compile import compile_for
-
-            compile_default = compile_for
-        compile_default(model, hp, splits_spec)
-    return model
-
-
-def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor: str, started: float,
-               audit: tuple[Any, Any, bool] | None, audit_history: dict[str, list[float]],
-               select: tuple[Any, Any, bool] | None = None,
-               seen: dict[str, list[float]] | None = None) -> list[Any]:
-    """Keras callbacks of a trial. ``select`` and ``audit`` come from :func:`~hpo.execution.scoring.scorable`: tensors already on the
-    backend's device when small (one ``test_on_batch`` each), NumPy otherwise (``evaluate``)."""
-    import keras
-
-    class _StopOnNaN(keras.callbacks.TerminateOnNaN):
-        # Keras runs batch-end callbacks on a helper thread only when every callback says it is safe there;
-        # TerminateOnNaN does not, so each batch's loss was pulled to Python on the training thread.
-        async_safe = True
-
-    class _Listen(keras.callbacks.Callback):
-        """Scores select (as ``val_*``, when fit is not given validation data) and audit (for reports only),
-        forwards epoch logs (tracking, pruning), enforces the time budget."""
-
-        def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-            if select is not None and logs is not None:
-                # Written into Keras' own logs dict: the callbacks after this one (EarlyStopping, the user's,
-                # History) see val_* exactly as if fit had validated. One test_on_batch call instead of fit's
-                # per-epoch evaluate, which builds a fresh data pipeline and callback list every epoch.
-                logs.update({f"val_{k}": v for k, v in score_on_batch(self.model, select).items()})
-            logs = dict(logs or {})
-            if audit is not None:
-                # Never seen by the pruner or the sampler: they only read val_* (select).
-                scores = score(self.model, audit[0], audit[1]) if audit[2] else score_on_batch(self.model, audit)
-                for k, v in scores.items():
-                    audit_history.setdefault(f"audit_{k}", []).append(float(v))
-                    logs[f"audit_{k}"] = float(v)
-            if seen is not None:  # what a trial stopped by its pruner trained, kept in its record
-                for k, v in logs.items():
-                    seen.setdefault(k, []).append(float(v))
-            if listener is not None:
-                listener(epoch, logs)
-            if settings.timeout_s is not None and time.monotonic() - started > settings.timeout_s:
-                self.model.stop_training = True
-                self.timed_out = True
-
-    cbs: list[Any] = [_StopOnNaN(), _Listen()]
-    if settings.early_stopping_patience is not None:
-        cbs.append(keras.callbacks.EarlyStopping(
-            monitor=monitor, patience=settings.early_stopping_patience,
-            mode="max" if settings.direction == "maximize" else "min",
-            restore_best_weights=settings.restore_best_weights,
-        ))
-    return cbs
 
 
 def run_trial(
@@ -145,23 +49,28 @@ def run_trial(
     model = None
     start_trial_memory()
     try:
-        seed_everything(seed, settings.deterministic)
         hp = space.hyperparameters_for(params)
-        model = make_model(build, hp, splits.spec)
-        fit = _Fit(build, hp, *settings.for_trial(params, epochs))
-        audit_history = _fit(model, result, splits, settings, trial_dir, listener, fit, extra_callbacks, started)
-        _final_scores(model, result, splits, settings, audit_history)
-        trial_dir.mkdir(parents=True, exist_ok=True)
-        result.predictions_path = str(save_predictions(model, splits, trial_dir))
-        if settings.save_models:
-            model_path = trial_dir / "model.keras"
-            model.save(model_path)
-            result.model_path = str(model_path)
+        fit = Fit(build, hp, *settings.for_trial(params, epochs))
+        if settings.folds > 1:
+            run_folds(result, splits, settings, trial_dir, listener, fit, extra_callbacks, started)
+        else:
+            seed_everything(seed, settings.deterministic)
+            model = make_model(build, hp, splits.spec)
+            audit_history = fit_model(model, result, splits, settings, trial_dir, listener, fit, extra_callbacks,
+                                      started)
+            final_scores(model, result, splits, settings, audit_history)
+            trial_dir.mkdir(parents=True, exist_ok=True)
+            result.predictions_path = str(save_predictions(model, splits, trial_dir))
+            if settings.save_models:
+                model_path = trial_dir / "model.keras"
+                model.save(model_path)
+                result.model_path = str(model_path)
         result.state = TrialState.COMPLETE
     except TrialPruned as exc:
         result.state = TrialState.PRUNED
         result.error = str(exc) or "pruned"
-        result.epochs = len(result.history.get("loss", []))  # the epochs it trained, the pruning one included
+        if settings.folds <= 1:  # a cross-validated trial counts the epochs of all its folds itself
+            result.epochs = len(result.history.get("loss", []))  # the epochs it trained, the pruning one included
     except TrialFailed as exc:
         result.error = str(exc)
     except Exception as exc:  # a bad trial must not end the study
@@ -172,105 +81,3 @@ def run_trial(
         del model
         release_memory()
     return result
-
-
-@dataclass
-class _Fit:
-    """How one trial fits: its builder (a HyperModel's ``fit`` override is called), ``hp``, epochs, batch size."""
-
-    build: Builder
-    hp: Any
-    epochs: int
-    batch_size: int
-
-
-def _call_fit(model: Any, fit: _Fit, settings: TrialSettings, x: Any, y: Any, **kwargs: Any) -> Any:
-    """``model.fit``, or a KerasTuner HyperModel's ``fit(hp, model, x, y, **kwargs)`` override with the framework's
-    validation data, callbacks and epochs; batch size and epochs are left to the override when it declares them
-    itself (KerasTuner's convention: ``model.fit(*args, batch_size=hp.Int(...), **kwargs)``)."""
-    from hpo.space.fit_params import overrides_fit
-
-    if not overrides_fit(fit.build):
-        return model.fit(x, y, epochs=fit.epochs, batch_size=fit.batch_size, **kwargs)
-    own = set(fit.hp.values) - set(settings.fit_params)  # the HyperModel's own hp values (fit's included)
-    extra = {k: v for k, v in (("epochs", fit.epochs), ("batch_size", fit.batch_size)) if k not in own}
-    returned = fit.build.fit(fit.hp, model, x, y, **extra, **kwargs)
-    hist = returned if hasattr(returned, "history") and isinstance(returned.history, dict) else \
-        getattr(model, "history", None)
-    if hist is None or not getattr(hist, "history", None):
-        raise TrialFailed("the HyperModel's fit override trained nothing through model.fit (no History); call "
-                          "model.fit(*args, **kwargs) in it so the framework's validation and callbacks run")
-    return hist
-
-
-def _fit(model: Any, result: TrialResult, splits: Splits, settings: TrialSettings, trial_dir: Path,
-         listener: EpochListener | None, fit: _Fit, extra_callbacks: list[Any] | None,
-         started: float) -> dict[str, list[float]]:
-    """Fit ``model`` with the trial's callbacks; fills ``result.history`` and ``result.epochs`` and returns the
-    per-epoch audit scores."""
-    audit_history: dict[str, list[float]] = {}
-    audit = scorable(splits.x["audit"], splits.y["audit"]) if settings.audit_per_epoch else None
-    select = scorable(splits.x["select"], splits.y["select"])
-    small_select = not select[2]
-    result.history = {}
-    cbs = _callbacks(settings, listener, f"val_{settings.objective}", started, audit, audit_history,
-                     select if small_select else None, seen=result.history) + list(extra_callbacks or [])
-    if settings.snapshot_epochs:
-        from hpo.execution.snapshots import snapshot_callback
-
-        cbs.append(snapshot_callback(settings.snapshot_epochs, settings.snapshot_budget_mb,
-                                     lambda m, d: save_predictions(m, splits, d), trial_dir, settings.save_models,
-                                     fit.epochs))
-    if settings.callbacks is not None:
-        trial_dir.mkdir(parents=True, exist_ok=True)
-        cbs.extend(settings.callbacks(trial_dir))
-    hist = _call_fit(model, fit, settings, splits.x["train"], splits.y["train"],
-                     validation_data=None if small_select else select[:2], verbose=0, callbacks=cbs)
-    result.history = {k: [float(v) for v in vals] for k, vals in hist.history.items()} | audit_history
-    result.epochs = len(result.history.get("loss", []))
-    losses = result.history.get("loss", [])
-    if not losses or any(not math.isfinite(v) for v in losses):
-        raise TrialFailed(f"loss became NaN or infinite at epoch {len(losses)}")
-    return audit_history
-
-
-def _final_scores(model: Any, result: TrialResult, splits: Splits, settings: TrialSettings,
-                  audit_history: Mapping[str, list[float]]) -> None:
-    """``result.metrics`` (select_* and audit_*) and ``result.value``, the objective on select."""
-    # Without weight restoring or user callbacks, the final weights are the ones the last epoch's
-    # validation (select) and audit scores were computed with: reuse them instead of evaluating again.
-    reuse = not settings.restore_best_weights and settings.callbacks is None
-    if reuse:
-        result.metrics.update({split_name(k): v[-1] for k, v in result.history.items() if k.startswith("val_")})
-        result.metrics.update({k: v[-1] for k, v in audit_history.items()})
-    for split in ("select", "audit"):
-        if reuse and any(k.startswith(f"{split}_") for k in result.metrics):
-            continue
-        scores = score(model, splits.x[split], splits.y[split])
-        result.metrics.update({f"{split}_{k}": float(v) for k, v in scores.items()})
-    key = f"select_{settings.objective}"
-    if key not in result.metrics:
-        raise TrialFailed(f"objective metric {settings.objective!r} not reported; the model reports "
-                          f"{sorted(k[7:] for k in result.metrics if k.startswith('select_'))}")
-    result.value = result.metrics[key]
-    if not math.isfinite(result.value):
-        raise TrialFailed(f"objective {key} is {result.value}")
-
-
-def save_predictions(model: Any, splits: Splits, trial_dir: Path) -> Path:
-    """The model's outputs on select, audit and test, saved as ``predictions.npz`` (``split/head`` arrays)."""
-    head_names = [h.name for h in splits.spec.heads]
-    arrays: dict[str, np.ndarray] = {}
-    # One predict call over the three splits: one traced function instead of three.
-    names = ("select", "audit", "test")
-    sizes = [count_rows(splits, n) for n in names]
-    pred = flatten_predictions(predict(model, concat([splits.x[n] for n in names])), head_names)
-    bounds = np.cumsum([0, *sizes])
-    for i, split in enumerate(names):
-        for head, arr in pred.items():
-            arrays[f"{split}/{head}"] = arr[bounds[i]:bounds[i + 1]].astype("float32")
-    pred_path = trial_dir / "predictions.npz"
-    tmp = trial_dir / "predictions.tmp.npz"
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(pred_path)
-    return pred_path

@@ -46,6 +46,7 @@ def search(
     pruner: str = "none",
     epochs: int | Mapping[str, Any] = 10,
     batch_size: int | Mapping[str, Any] = 64,
+    folds: int | None = None,
     objective: str = "accuracy",
     direction: str = "maximize",
     seed: int = 0,
@@ -70,6 +71,7 @@ def search(
     ``select`` and ``audit`` halves; ``test_data``, when given, is the locked test split
     (otherwise 20% of ``x`` is held out). Labels stay in the form the user's loss expects.
     ``epochs`` and ``batch_size`` may be searched: a mapping as in ``space.params`` (``{"values": [32, 128]}``).
+    ``folds=k`` cross-validates every trial on k folds of ``x`` and the select half (``training.folds``).
     ``build`` may be a ``keras_tuner.HyperModel``; its ``fit(hp, model, *args, **kwargs)`` override is called.
     ``timeout_s``, ``enqueue`` and ``warm_start`` are ``study.timeout_s``, ``study.enqueue`` and
     ``study.warm_start`` of a config (see the README).
@@ -87,7 +89,7 @@ def search(
                    "pruner": pruner, "storage": storage},
         "data": {"dataset": "custom"},  # the data is given from Python
         "space": {"builder": getattr(build, "__module__", "user") + ":" + getattr(build, "__qualname__", "build")},
-        "training": {"epochs": epochs, "batch_size": batch_size},
+        "training": {"epochs": epochs, "batch_size": batch_size, "folds": folds},
         "objective": {"metric": objective, "direction": direction},
         "tracking": {"uri": tracking_uri},
         "ensemble": {"enabled": bool(ensemble), **ens},

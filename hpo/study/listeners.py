@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from hpo.drivers.base import Driver, Proposal
 from hpo.errors import TrialPruned
+from hpo.execution.folds import FOLD_KEYS
 from hpo.metric_names import split_name
 from hpo.repro import device_description
 from hpo.results import TrialResult, TrialState
@@ -114,7 +115,11 @@ class TrackingListener(TrialListener):
         trial.run_id = self.tracker.start_trial(trial.number, trial.proposal.params, tags=tags)
 
     def on_epoch_end(self, trial: RunningTrial, epoch: int, logs: Mapping[str, float]) -> None:
-        self.tracker.log_epoch(trial.run_id, epoch, logs)
+        if "fold" in logs:  # a cross-validated trial: each fold's curve under its own name, from step 0
+            rest = {k: v for k, v in logs.items() if k not in FOLD_KEYS}
+            self.tracker.log_epoch(trial.run_id, int(logs["fold_epoch"]), rest, prefix=f"fold_{int(logs['fold'])}/")
+        else:
+            self.tracker.log_epoch(trial.run_id, epoch, logs)
 
     def on_trial_recorded(self, trial: RunningTrial, result: TrialResult) -> None:
         if not self.shared:
@@ -144,6 +149,13 @@ class TrackingListener(TrialListener):
             metrics["select_objective"] = result.value
         metrics.update(duration_s=result.duration_s, epochs=result.epochs)
         tags = {"hpo.state": result.state.value}
+        if result.cv:  # each fold's final scores; the folds' mean curve as the trial's own epoch_* metrics
+            tags["hpo.folds"] = result.cv["k"]
+            tags["hpo.fold_seeds"] = ",".join(str(f["seed"]) for f in result.cv["folds"])
+            for f in result.cv["folds"]:
+                metrics.update({f"fold_{f['fold']}/{k}": v for k, v in f["metrics"].items()})
+            for e in range(max((len(v) for v in result.history.values()), default=0)):
+                self.tracker.log_epoch(trial.run_id, e, {k: v[e] for k, v in result.history.items() if len(v) > e})
         if result.pack:
             tags["hpo.pack"] = ",".join(str(n) for n in result.pack)
         if result.error:
@@ -178,7 +190,8 @@ class TensorBoardListener(TrialListener):
             trial.extra_callbacks.append(histogram_callback(board))
 
     def on_epoch_end(self, trial: RunningTrial, epoch: int, logs: Mapping[str, float]) -> None:
-        self._boards[trial.number].scalars(epoch, {f"epoch_{split_name(k)}": v for k, v in logs.items()})
+        self._boards[trial.number].scalars(epoch, {f"epoch_{split_name(k)}": v for k, v in logs.items()
+                                                   if k not in FOLD_KEYS})
 
     def on_trial_end(self, trial: RunningTrial, result: TrialResult) -> None:
         board = self._boards.pop(trial.number)

@@ -130,6 +130,9 @@ def save_study_files(cfg: StudyConfig, run_dir: Path, splits: Splits, space: Sea
     write_json(run_dir / "data.json", {
         "dataset": splits.name, "inputs": {k: list(v) for k, v in splits.spec.inputs.items()}, "heads": heads,
         "hashes": splits.hashes, "sizes": {s: splits.size(s) for s in splits.y},
+        # a cross-validated study: train and select both hold the pool train+select, cut into k folds
+        **({"folds": {"k": cfg.training.folds, "seed": cfg.study.seed, "pool": "train+select"}}
+           if cfg.training.folds else {}),
     })
     labels = {}
     for s in ("select", "audit", "test"):

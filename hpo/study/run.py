@@ -83,6 +83,11 @@ def plan_study(cfg: StudyConfig, build: Builder | None, splits: Splits | None, r
     # Packs train in this process: "auto" stays here, an explicit "processes" is refused by packed.check.
     slots = None if packing and cfg.executor.mode == "auto" else plan_slots(cfg.executor)
     build, splits, space = prepare(cfg, build, splits)
+    if cfg.training.folds:  # train and select pooled, cut into folds by every trial; audit and test held out
+        from hpo.execution.folds import check_folds, pool_splits
+
+        splits = pool_splits(splits)
+        check_folds(cfg.training.folds, splits)
     if packing:
         from hpo.execution.packed import check
 
@@ -189,6 +194,7 @@ def _parent_record(cfg: StudyConfig, plan: StudyPlan) -> tuple[dict[str, Any], d
     params = {"driver": cfg.driver.name, "sampler": cfg.driver.sampler, "pruner": cfg.driver.pruner,
               "dataset": cfg.data.dataset, "builder": cfg.space.builder, "seed": cfg.study.seed,
               "n_trials": cfg.study.n_trials, "epochs": cfg.training.epochs, "batch_size": cfg.training.batch_size,
+              "folds": cfg.training.folds or 1,
               "objective": f"select_{cfg.objective.metric}", "direction": cfg.objective.direction,
               "storage": redact(cfg.driver.storage or "embedded sqlite")}
     tags = {"hpo.data_hashes": plan.splits.hashes, "hpo.versions": package_versions(),
@@ -213,6 +219,7 @@ def trial_settings(cfg: StudyConfig, callbacks: Any = None) -> TrialSettings:
         audit_per_epoch=cfg.guards.audit_per_epoch,
         snapshot_epochs=tuple(cfg.ensemble.snapshot_epochs),
         snapshot_budget_mb=cfg.ensemble.snapshot_budget_mb,
+        folds=t.folds or 1, fold_seed=cfg.study.seed,
     )
 
 

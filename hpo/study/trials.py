@@ -15,7 +15,8 @@ from hpo.study.signals import deferred, raise_if_signalled
 def begin(run: StudyRun, proposal: Proposal, *, histograms_here: bool = True, device: str | None = None) -> RunningTrial:
     """A trial about to train: its seed and directory, announced to the listeners (its MLflow run opens)."""
     trial = RunningTrial(proposal, trial_seed(run.cfg.study.seed, proposal.number),
-                         trial_dir(run.run_dir, proposal.number), run.settings.for_trial(proposal.params, proposal.epochs)[0],
+                         trial_dir(run.run_dir, proposal.number),
+                         run.settings.for_trial(proposal.params, proposal.epochs)[0] * run.settings.folds,
                          device=device, histograms_here=histograms_here)
     with deferred():
         run.listeners.begin(trial)

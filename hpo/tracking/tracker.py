@@ -158,8 +158,9 @@ class Tracker(Transport):
     EPOCH_FLUSH_S = 2.0
     MAX_BATCH = 1000  # MLflow's log_batch limit on metrics per call
 
-    def log_epoch(self, run_id: str, epoch: int, logs: Mapping[str, float]) -> None:
-        """Queue one epoch's metrics (``epoch_select_*``, ``epoch_audit_*``, ``epoch_train_*``) for ``run_id``.
+    def log_epoch(self, run_id: str, epoch: int, logs: Mapping[str, float], prefix: str = "") -> None:
+        """Queue one epoch's metrics (``epoch_select_*``, ``epoch_audit_*``, ``epoch_train_*``, each after
+        ``prefix``, e.g. ``fold_2/``) for ``run_id``.
 
         Epochs are written in batches: one ``log_batch`` per epoch cost ~12 ms on the embedded SQLite
         store (a transaction each), 0.36 s per 30-epoch trial. A batch goes out once ``EPOCH_FLUSH_S`` has
@@ -170,7 +171,7 @@ class Tracker(Transport):
         buf = self._epochs.setdefault(run_id, [])
         for k, v in logs.items():
             try:
-                buf.append([f"epoch_{split_name(k)}", float(v), now, epoch])
+                buf.append([f"{prefix}epoch_{split_name(k)}", float(v), now, epoch])
             except (TypeError, ValueError):
                 continue
         if time.monotonic() - self._epochs_sent.get(run_id, 0.0) >= self.EPOCH_FLUSH_S:
