@@ -61,8 +61,11 @@ def _tree(root: Path) -> list[str]:
 
 
 def test_quickstart_prints_only_its_own_lines(tmp_path: Path) -> None:
+    """The README's command exactly as written, from a folder holding the repository's quickstart config."""
+    (tmp_path / "experiments").mkdir()
+    shutil.copy(ROOT / "experiments" / "quickstart.yaml", tmp_path / "experiments" / "quickstart.yaml")
     run_dir = tmp_path / "runs" / "quickstart"
-    done = _hpo("run", "experiments/quickstart.yaml", "--run-dir", str(run_dir), cwd=ROOT)
+    done = _hpo("run", "experiments/quickstart.yaml", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert _foreign(done.stdout) == [], done.stdout
     assert _foreign(done.stderr) == [], done.stderr
@@ -70,6 +73,25 @@ def test_quickstart_prints_only_its_own_lines(tmp_path: Path) -> None:
     assert done.stdout.count("model plots") == 1
     log = (run_dir / "hpo.log").read_text()
     assert "alembic" in log or "oneDNN" in log, log[:2000]  # the libraries' output is kept, not dropped
+    # "Rerunning the same command resumes the study: finished trials are not redone."
+    before = {p: p.stat().st_mtime_ns for p in (run_dir / "trials").glob("*/result.json")}
+    again = _hpo("run", "experiments/quickstart.yaml", cwd=tmp_path)
+    assert again.returncode == 0 and not re.search(r"^\[\d+/12\] trial", again.stdout, re.M), again.stdout
+    assert len(before) == 12 and {p: p.stat().st_mtime_ns for p in before} == before
+
+
+@pytest.mark.slow
+def test_readme_hyperopt_quickstart_command_runs_the_same_search_with_hyperopt(tmp_path: Path) -> None:
+    (tmp_path / "experiments").mkdir()
+    shutil.copy(ROOT / "experiments" / "quickstart.yaml", tmp_path / "experiments" / "quickstart.yaml")
+    done = _hpo("run", "experiments/quickstart.yaml", "--driver", "hyperopt", "--name", "quickstart-hyperopt",
+                cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _foreign(done.stdout) == [] and _foreign(done.stderr) == [], done.stdout + done.stderr
+    run_dir = tmp_path / "runs" / "quickstart-hyperopt"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["n_complete"] == 12 and summary["ensemble"] is not None
+    assert (run_dir / "hyperopt_trials.json").exists() and not (run_dir / "optuna.journal").exists()
 
 
 def test_verbose_shows_the_library_output(tmp_path: Path) -> None:
