@@ -14,16 +14,14 @@ import numpy as np
 
 from ensembles.metrics import log_softmax, softmax
 from ensembles.pool import Pool
+from ensembles.select import _basis as select_basis
 
 
 def _basis(z: np.ndarray, method: str) -> np.ndarray:
-    if method == "probs":
-        return softmax(z)
-    if method == "logits":
-        return z
-    if method == "geometric":
-        return log_softmax(z)
-    raise ValueError(f"weights are fitted for combine probs, logits or geometric, not {method!r}")
+    """What is averaged, as greedy selection averages it; weights have no gradient through a vote."""
+    if method == "vote":
+        raise ValueError(f"weights are fitted for combine probs, logits or geometric, not {method!r}")
+    return select_basis(z, method)
 
 
 def _nll_and_grad(b: dict[str, np.ndarray], y: dict[str, np.ndarray], w: np.ndarray, method: str,
