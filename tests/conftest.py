@@ -118,3 +118,11 @@ def serving(args: list[str], health: str, cwd: Path, out: Path | None = None) ->
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that read the session's one finished study share an xdist group, so one worker process computes it
+    (``--dist loadgroup`` in pyproject); the others never wait for or repeat it."""
+    for item in items:
+        if "finished_study" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("finished_study"))
