@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import optuna
 
@@ -10,11 +10,29 @@ from hpo.errors import ConfigError
 from hpo.space import SearchSpace
 
 
-def make_sampler(name: str, seed: int, space: SearchSpace, parallel: bool = False) -> optuna.samplers.BaseSampler:
+ConstraintsFunc = Callable[[optuna.trial.FrozenTrial], Sequence[float]]
+
+
+def recorded_constraints(n: int, attr: str) -> ConstraintsFunc:
+    """Optuna's ``constraints_func`` for ``n`` constraint values the driver records in the trial's user attribute
+    ``attr`` before telling it (Optuna's documented pattern). A pruned trial has no trained model to measure: it
+    counts as infeasible."""
+
+    def constraints(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
+        return list(trial.user_attrs.get(attr) or [1.0] * n)
+
+    return constraints
+
+
+def make_sampler(name: str, seed: int, space: SearchSpace, parallel: bool = False,
+                 constraints_func: ConstraintsFunc | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler a config names; ``constraints_func`` for those that take one (tpe, nsga2, gp)."""
     if name == "tpe":
         # constant_liar: pending trials count as bad results, so parallel workers do not all
         # propose the same point (Optuna's advice for distributed TPE).
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=parallel)
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=parallel, constraints_func=constraints_func)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints_func)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
@@ -24,7 +42,7 @@ def make_sampler(name: str, seed: int, space: SearchSpace, parallel: bool = Fals
             import torch  # noqa: F401
         except ImportError as exc:
             raise ConfigError("driver.sampler", "'gp' needs PyTorch (pip install torch); choose tpe, random or cmaes") from exc
-        return optuna.samplers.GPSampler(seed=seed)
+        return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints_func)
     if name == "grid":
         grid: dict[str, list[Any]] = {}
         for p in space.params:
