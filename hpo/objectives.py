@@ -41,7 +41,7 @@ def objective_values(record: Mapping[str, Any], objectives: Sequence[Objective])
 
 def constraint_values(record: Mapping[str, Any], bounds: Sequence[Bound]) -> list[float] | None:
     """One value per bound (``value - max``, ``min - value``), feasible when all are ``<= 0`` (Optuna's
-    ``constraints_func`` convention); None when a constrained metric was not measured."""
+    convention for ``Trial.set_constraint``); None when a constrained metric was not measured."""
     out: list[float] = []
     for metric, low, high in bounds:
         v = metric_value(record, metric)
@@ -51,6 +51,17 @@ def constraint_values(record: Mapping[str, Any], bounds: Sequence[Bound]) -> lis
             out.append(v - high)
         if low is not None:
             out.append(low - v)
+    return out
+
+
+def constraint_names(bounds: Sequence[Bound]) -> list[str]:
+    """A name per bound, in :func:`constraint_values`' order: ``<i>:<metric><=<max>`` and ``<i>:<metric>>=<min>``."""
+    out = []
+    for i, (metric, low, high) in enumerate(bounds):
+        if high is not None:
+            out.append(f"{i}:{metric}<={high:g}")
+        if low is not None:
+            out.append(f"{i}:{metric}>={low:g}")
     return out
 
 

@@ -48,6 +48,7 @@ class TrialResult:
     measures: dict[str, float] = field(default_factory=dict)  # built-in measures (hpo.objectives.MEASURES)
     values: list[float] | None = None  # several objectives: one value per objective, in the config's order
     constraints: list[float] | None = None  # `constraints`: one value per bound, feasible when all are <= 0
+    constraint_names: list[str] | None = None  # each bound's name (``0:params<=1e+06``), as Optuna records it
     feasible: bool | None = None  # `constraints`: whether every bound holds (None: the study has no constraints)
 
 

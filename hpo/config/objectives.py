@@ -7,12 +7,11 @@ from __future__ import annotations
 import math
 import re
 
-from hpo.config.schema import StudyConfig
+from hpo.config.schema import SAMPLERS, StudyConfig
 from hpo.errors import ConfigError
 from hpo.objectives import MEASURES
 
 MULTI_OBJECTIVE_SAMPLERS = ("tpe", "nsga2", "random")  # Optuna samplers that take several objectives
-CONSTRAINED_SAMPLERS = ("tpe", "nsga2", "gp")  # Optuna samplers with a constraints_func
 
 
 def check_objectives(cfg: StudyConfig) -> None:
@@ -27,7 +26,9 @@ def check_objectives(cfg: StudyConfig) -> None:
     for i, c in enumerate(cfg.constraints):
         _check_bound(i, c.metric, c.min, c.max)
     if cfg.constraints:
-        _needs_optuna(cfg, "constraints", "constraints", CONSTRAINED_SAMPLERS, "a constraints_func")
+        # every Optuna sampler: each trial carries its constraint values (Trial.set_constraint), which best_trials
+        # respects; TPE, NSGA-II and GP also steer their sampling away from infeasible trials
+        _needs_optuna(cfg, "constraints", "constraints", SAMPLERS["optuna"], "constraints")
         if cfg.guards.reselect_top_k:
             raise ConfigError("guards.reselect_top_k", "reselection ranks by the objective alone and could choose "
                                                        "an infeasible trial: set reselect_top_k: 0 with constraints")

@@ -52,9 +52,7 @@ def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path, paralle
                             epochs=cfg.max_epochs, fail_stale=not shared, parallel=parallel or shared,
                             shared=shared, n_trials=cfg.study.n_trials, heartbeat_s=d.heartbeat_s, grace_s=d.grace_s,
                             stale_trials=d.stale_trials, retry_s=d.storage_retry_s, config=config,
-                            directions=[o.direction for o in cfg.objectives],
-                            n_constraints=sum((c.min is not None) + (c.max is not None) for c in cfg.constraints),
-                            **common)
+                            directions=[o.direction for o in cfg.objectives], **common)
     if cfg.driver.name == "hyperopt":
         from hpo.drivers.hyperopt import HyperoptDriver
 

@@ -12,7 +12,8 @@ import logging
 from typing import Any, Mapping
 
 from hpo.config import StudyConfig
-from hpo.objectives import MEASURES, Bound, Objective, chosen_on_front, constraint_values, is_feasible, objective_values
+from hpo.objectives import (MEASURES, Bound, Objective, chosen_on_front, constraint_names, constraint_values,
+                            is_feasible, objective_values)
 from hpo.results import TrialResult, TrialState
 
 log = logging.getLogger(__name__)
@@ -34,14 +35,16 @@ def score_objectives(cfg: StudyConfig, result: TrialResult) -> None:
     record = {"metrics": result.metrics, "measures": result.measures}
     if cfg.multi_objective:
         result.values = objective_values(record, objectives_of(cfg))
-        if result.values is None:
-            missing = [m for m, _ in objectives_of(cfg) if objective_values(record, [(m, "maximize")]) is None]
-            result.state, result.value = TrialState.FAILED, None
-            result.error = f"objective(s) {', '.join(missing)} not measured or not finite for this trial"
-            return
     if cfg.constraints:
         result.constraints = constraint_values(record, bounds_of(cfg))
+        result.constraint_names = constraint_names(bounds_of(cfg))
         result.feasible = is_feasible(result.constraints)
+    wanted = [m for m, _ in objectives_of(cfg)] * cfg.multi_objective + [m for m, _, _ in bounds_of(cfg)]
+    missing = [m for m in dict.fromkeys(wanted) if objective_values(record, [(m, "maximize")]) is None]
+    if missing:  # an engine cannot be told a trial without every value (a builder's model reporting NaN, say)
+        result.state, result.value, result.values = TrialState.FAILED, None, None
+        result.constraints = result.constraint_names = result.feasible = None
+        result.error = f"{', '.join(missing)} not measured or not finite for this trial"
 
 
 def pareto_front(cfg: StudyConfig, results: Mapping[int, Mapping[str, Any]], engine_front: list[int] | None

@@ -14,11 +14,11 @@ from typing import Any, Callable, TypeVar
 import optuna
 
 from hpo.drivers.base import Driver, Proposal, Wait
-from hpo.drivers.optuna.samplers import make_pruner, make_sampler, recorded_constraints
+from hpo.drivers.optuna.samplers import make_pruner, make_sampler
 from hpo.drivers.optuna.seeding import WARM_ATTR, add_earlier_trials, enqueue_points
 from hpo.drivers.optuna.space import suggest_optuna
 from hpo.drivers.optuna.storage import (
-    CONFIG_ATTR, CONSTRAINTS_ATTR, ERROR_ATTR, GHOST_ATTR, IDENTITY_ATTR, PARENT_RUN_ATTR, SAMPLER_SEED_ATTR, SURPLUS_ATTR,
+    CONFIG_ATTR, ERROR_ATTR, GHOST_ATTR, IDENTITY_ATTR, PARENT_RUN_ATTR, SAMPLER_SEED_ATTR, SURPLUS_ATTR,
     TRACKING_ATTR, WORKER_ATTR,
     resolve_storage, retrying,
 )
@@ -40,16 +40,13 @@ class OptunaDriver(Driver):
         sampler: str = "tpe", pruner: str = "none", epochs: int = 10, fail_stale: bool = True,
         parallel: bool = False, shared: bool = False, n_trials: int | None = None, heartbeat_s: float = 10.0,
         grace_s: float = 60.0, stale_trials: str = "fail", retry_s: float = 300.0, config: dict[str, Any] | None = None,
-        directions: list[str] | None = None, n_constraints: int = 0,
+        directions: list[str] | None = None,
     ) -> None:
         super().__init__(space, direction=direction, seed=seed)
         self.study_name = study_name
         self.storage = storage
-        # Several objectives: Optuna's directions, one value per objective told for each trial. Constraints:
-        # the values recorded in a user attribute and read back by the sampler's constraints_func.
-        self.directions = directions or [direction]
-        self._constraints = recorded_constraints(n_constraints, CONSTRAINTS_ATTR) if n_constraints else None
-        self.sampler = make_sampler(sampler, seed, space, parallel, self._constraints)
+        self.directions = directions or [direction]  # several objectives: one value per objective is told
+        self.sampler = make_sampler(sampler, seed, space, parallel)
         self._sampler_name, self._parallel = sampler, parallel
         self.pruner = make_pruner(pruner, epochs)
         self.pruning = pruner != "none"
@@ -144,7 +141,7 @@ class OptunaDriver(Driver):
 
         self.process_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.sampler_seed = process_seed(self.seed, self.process_id)
-        self.sampler = make_sampler(self._sampler_name, self.sampler_seed, self.space, self._parallel, self._constraints)
+        self.sampler = make_sampler(self._sampler_name, self.sampler_seed, self.space, self._parallel)
         log.info("this process samples with seed %d (study seed %d, process %s)", self.sampler_seed, self.seed,
                  self.process_id)
 
@@ -357,8 +354,11 @@ class OptunaDriver(Driver):
                     trial.set_user_attr(k, v)
             if result.error:
                 trial.set_user_attr(ERROR_ATTR, result.error[:1000])
-            if self._constraints is not None and result.constraints is not None:
-                trial.set_user_attr(CONSTRAINTS_ATTR, list(result.constraints))
+            if result.constraints is not None:
+                # Optuna 5's record of a trial's constraints (its constraints_func is deprecated): samplers
+                # (TPE, NSGA-II, GP) steer away from infeasible trials and best_trials leaves them out.
+                for key, v in zip(result.constraint_names or [], result.constraints):
+                    trial.set_constraint(key, v)
             try:
                 if result.state is TrialState.COMPLETE:
                     study.tell(trial, result.values if len(self.directions) > 1 else result.value)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import optuna
 
@@ -10,29 +10,15 @@ from hpo.errors import ConfigError
 from hpo.space import SearchSpace
 
 
-ConstraintsFunc = Callable[[optuna.trial.FrozenTrial], Sequence[float]]
-
-
-def recorded_constraints(n: int, attr: str) -> ConstraintsFunc:
-    """Optuna's ``constraints_func`` for ``n`` constraint values the driver records in the trial's user attribute
-    ``attr`` before telling it (Optuna's documented pattern). A pruned trial has no trained model to measure: it
-    counts as infeasible."""
-
-    def constraints(trial: optuna.trial.FrozenTrial) -> Sequence[float]:
-        return list(trial.user_attrs.get(attr) or [1.0] * n)
-
-    return constraints
-
-
-def make_sampler(name: str, seed: int, space: SearchSpace, parallel: bool = False,
-                 constraints_func: ConstraintsFunc | None = None) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler a config names; ``constraints_func`` for those that take one (tpe, nsga2, gp)."""
+def make_sampler(name: str, seed: int, space: SearchSpace, parallel: bool = False) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler a config names. Constraints need no argument here: since Optuna 5 each trial carries
+    its constraint values (``Trial.set_constraint``, recorded by the driver), which TPE, NSGA-II and GP read."""
     if name == "tpe":
         # constant_liar: pending trials count as bad results, so parallel workers do not all
         # propose the same point (Optuna's advice for distributed TPE).
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=parallel, constraints_func=constraints_func)
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=parallel)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=constraints_func)
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
@@ -42,7 +28,7 @@ def make_sampler(name: str, seed: int, space: SearchSpace, parallel: bool = Fals
             import torch  # noqa: F401
         except ImportError as exc:
             raise ConfigError("driver.sampler", "'gp' needs PyTorch (pip install torch); choose tpe, random or cmaes") from exc
-        return optuna.samplers.GPSampler(seed=seed, constraints_func=constraints_func)
+        return optuna.samplers.GPSampler(seed=seed)
     if name == "grid":
         grid: dict[str, list[Any]] = {}
         for p in space.params:

@@ -22,7 +22,6 @@ SURPLUS_ATTR = "hpo.surplus"
 GHOST_ATTR = "hpo.ghost"  # a trial created by an ask whose reply an outage lost (see OptunaDriver._fail_ghosts)
 WORKER_ATTR = "hpo.worker"  # which process runs a trial of a shared study, for operators
 TRACKING_ATTR = "hpo.tracking_uri"  # the study's effective MLflow tracking URI (password redacted), for its workers
-CONSTRAINTS_ATTR = "hpo.constraints"  # a trial's constraint values (<= 0: feasible), read by the constraints_func
 SAMPLER_SEED_ATTR = "hpo.sampler_seed"  # the seed of the sampling stream of the process that proposed a trial
 T = TypeVar("T")
 
