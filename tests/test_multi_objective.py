@@ -88,7 +88,9 @@ def test_front_is_recomputable_and_infeasible_trials_stay_out(mo_study: Any) -> 
     assert {t.number for t in study.best_trials} == front
 
 
-def test_front_in_mlflow_summary_and_report(mo_study: Any) -> None:
+def test_front_in_mlflow_summary_and_report(mo_study: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from hpo.cli.summary import print_summary
+
     cfg, summary = mo_study
     client = mlflow.tracking.MlflowClient(f"sqlite:///{cfg.run_dir.resolve() / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("mo").experiment_id], max_results=100)
@@ -105,6 +107,10 @@ def test_front_in_mlflow_summary_and_report(mo_study: Any) -> None:
         assert run.data.metrics["latency_ms_per_1k"] == pytest.approx(r["measures"]["latency_ms_per_1k"])
         assert run.data.tags["hpo.feasible"] == str(r["feasible"]).lower()
     assert "params" in summary.guards["per_objective"]  # the second objective's guard entry on the chosen trial
+    print_summary(cfg, summary)
+    out = capsys.readouterr().out
+    assert f"Pareto front ({len(front)} feasible non-dominated trials on select; {summary.n_infeasible}" in out
+    assert f" * trial {summary.best_trial}: accuracy=" in out
     html = Path(summary.report).read_text()
     assert "<h2>Pareto front</h2>" in html and "select accuracy" in html and "audit accuracy" in html
 
@@ -169,3 +175,40 @@ def test_one_objective_config_is_unchanged(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:  # the internal field is not a config key
         from_dict(raw | {"more_objectives": []})
     assert err.value.field == "more_objectives"
+
+
+def test_a_study_without_feasible_trials_chooses_nothing(tmp_path: Path) -> None:
+    raw = _raw(tmp_path, objective={"metric": "accuracy", "direction": "maximize"},
+               constraints=[{"metric": "params", "max": 10}], report={"enabled": False}, plots={"enabled": False})
+    raw["study"] = raw["study"] | {"n_trials": 2}
+    summary = run_study(from_dict(raw))
+    assert summary.n_complete == 2 and summary.n_infeasible == 2
+    assert summary.pareto_front == [] and summary.best_trial is None and summary.ensemble is None
+    assert summary.guards is None and summary.best_test == {}
+
+
+def test_search_takes_several_objectives_and_constraints(tmp_path: Path) -> None:
+    import keras
+
+    from hpo.data import load_dataset
+    from hpo.study import search
+
+    def build(hp: Any) -> Any:
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(hp.Int("units", 4, 32, log=True),
+                                                                         activation="relu"), keras.layers.Dense(10)])
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        return model
+
+    s = load_dataset("digits")
+    summary = search(build, s.x["train"], s.y["train"], validation_data=(s.x["select"], s.y["select"]),
+                     test_data=(s.x["test"], s.y["test"]), name="mo-api", n_trials=2, epochs=1,
+                     run_dir=tmp_path / "r", ensemble=False, progress=False,
+                     objective=[{"metric": "accuracy", "direction": "maximize"},
+                                {"metric": "latency_ms_per_1k", "direction": "minimize"}],
+                     constraints=[{"metric": "params", "max": 1000}])
+    records = _records(tmp_path / "r")
+    assert len(records) == 2 and summary.objectives[1] == {"metric": "latency_ms_per_1k", "direction": "minimize"}
+    for r in records:  # units u: 64u + u + 10u + 10 parameters
+        u = r["params"]["units"]
+        assert r["measures"]["params"] == 75 * u + 10 and r["feasible"] == (75 * u + 10 <= 1000)
+        assert r["values"] == [r["metrics"]["select_accuracy"], r["measures"]["latency_ms_per_1k"]]
