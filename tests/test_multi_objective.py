@@ -194,7 +194,7 @@ def test_search_takes_several_objectives_and_constraints(tmp_path: Path) -> None
     from hpo.study import search
 
     def build(hp: Any) -> Any:
-        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(hp.Int("units", 4, 32, log=True),
+        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(hp.Int("units", 4, 32, sampling="log"),
                                                                          activation="relu"), keras.layers.Dense(10)])
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
         return model
@@ -212,3 +212,13 @@ def test_search_takes_several_objectives_and_constraints(tmp_path: Path) -> None
         u = r["params"]["units"]
         assert r["measures"]["params"] == 75 * u + 10 and r["feasible"] == (75 * u + 10 <= 1000)
         assert r["values"] == [r["metrics"]["select_accuracy"], r["measures"]["latency_ms_per_1k"]]
+
+
+def test_a_worker_takes_the_objectives_and_constraints_from_the_stored_config(tmp_path: Path) -> None:
+    from hpo.drivers.stored import study_fields_only
+    from hpo.study.prepare import redacted_config
+
+    cfg = from_dict(_raw(tmp_path))
+    joined = from_dict(study_fields_only(redacted_config(cfg)))  # what `hpo worker --study --storage` builds
+    assert joined.objectives == cfg.objectives and joined.constraints == cfg.constraints
+    assert joined.search_identity() == cfg.search_identity()

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from hpo.objectives import MEASURES
 from hpo.redaction import redact
 from hpo.results import inside, replace_file
 
@@ -186,11 +187,12 @@ def _front_sections(summary: Mapping[str, Any], complete: Sequence[Mapping[str, 
         ax.set_ylabel(f"select {first}")
         ax.legend(fontsize=7)
         sections.append(f"<h2>Pareto front</h2>{_img(fig)}")
+    audited = [n for n in names if any(n in (p.get("audit") or {}) for p in front)]  # model metrics, not measures
     rows = [[p["number"], *[_num(p["select"].get(n)) for n in names],
-             *[_num(p["audit"][n]) if n in p.get("audit", {}) else "" for n in names]] for p in front]
+             *[_num(p["audit"][n]) if n in (p.get("audit") or {}) else "" for n in audited]] for p in front]
     sections.append(f"<p>{_e(len(front))} trial(s) on the front; chosen trial {_e(summary.get('best_trial'))}; "
                     f"{_e(summary.get('n_infeasible', 0))} complete trial(s) infeasible</p>" + _table(
-        ["trial", *[f"select {n}" for n in names], *[f"audit {n}" for n in names]], rows))
+        ["trial", *[n if n in MEASURES else f"select {n}" for n in names], *[f"audit {n}" for n in audited]], rows))
     if len(names) < 2:
         sections.insert(0, "<h2>Feasible best trials</h2>")
     return sections

@@ -13,7 +13,7 @@ from hpo.data import Splits, leaves, take
 from hpo.execution.scoring import predict
 
 LATENCY_ROWS = 1000
-LATENCY_CALLS = 5  # timed calls after one warm-up; their median is recorded
+LATENCY_CALLS = 3  # timed calls after one warm-up; their median is recorded
 
 
 def latency_ms_per_1k(model: Any, x: Any) -> float:
