@@ -114,7 +114,8 @@ def _per_config(cands: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
 
 def load_pool(run_dir: str | Path, *, max_candidates: int | None = None, snapshots: bool = False,
               max_per_config: int | None = None) -> Pool:
-    """Completed trials of the study in ``run_dir`` with their saved predictions, best on select first.
+    """Completed trials of the study in ``run_dir`` with their saved predictions, best on select first. A trial
+    recorded infeasible (``"feasible": false``: it broke one of the study's ``constraints``) is never a candidate.
 
     With ``snapshots`` the trials' snapshots join as candidates (``Pool.epochs`` names their epoch);
     ``max_per_config`` keeps at most that many candidates per configuration; ``max_candidates`` keeps
@@ -131,6 +132,8 @@ def load_pool(run_dir: str | Path, *, max_candidates: int | None = None, snapsho
     results = []
     for p in sorted((run_dir / "trials").glob("*/result.json")):
         r = json.loads(p.read_text())
+        if r.get("feasible") is False:
+            continue
         if r["state"] == "COMPLETE" and r.get("predictions_path") and Path(r["predictions_path"]).exists():
             results.extend(_candidates(r, study.get("objective")) if snapshots else [{**r, "epoch": None}])
     if not results:

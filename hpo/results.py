@@ -45,6 +45,11 @@ class TrialResult:
     model_path: str | None = None
     pack: list[int] | None = None  # trial numbers trained together as one packed model (hpo.execution.packed)
     cv: dict[str, Any] | None = None  # training.folds: k, the fold seed, and each fold's rows, seed, epochs, scores
+    measures: dict[str, float] = field(default_factory=dict)  # built-in measures (hpo.objectives.MEASURES)
+    values: list[float] | None = None  # several objectives: one value per objective, in the config's order
+    constraints: list[float] | None = None  # `constraints`: one value per bound, feasible when all are <= 0
+    constraint_names: list[str] | None = None  # each bound's name (``0:params<=1e+06``), as Optuna records it
+    feasible: bool | None = None  # `constraints`: whether every bound holds (None: the study has no constraints)
 
 
 def result_dict(r: TrialResult) -> dict[str, Any]:

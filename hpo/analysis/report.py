@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from hpo.objectives import MEASURES
 from hpo.redaction import redact
 from hpo.results import inside, replace_file
 
@@ -115,6 +116,7 @@ def build_report(run_dir: str | Path) -> Path:
         sections += _slice_sections(complete, metric)
     sections += _learning_curve_sections(complete, metric, sign)
     sections += _ensemble_sections(run_dir)
+    sections += _front_sections(summary, complete)
     sections += _guard_sections(summary.get("guards"))
     sections.append(_top_trials_section(complete, metric, sign))
     plots = summary.get("plots") or {}
@@ -150,6 +152,49 @@ def _history_sections(complete: Sequence[Mapping[str, Any]], metric: str, sign: 
     ax.set_xlabel(f"select {metric}")
     ax.set_ylabel(f"audit {metric}")
     sections.append(f"<h2>Select against audit</h2>{_img(fig)}")
+    return sections
+
+
+def _front_sections(summary: Mapping[str, Any], complete: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Several objectives or constraints: the Pareto front on select against the first two objectives (every
+    complete trial behind it, infeasible ones crossed, the first objective's audit value of each front point
+    hollow, the chosen trial starred) and a table of the front with its select and audit values."""
+    import matplotlib.pyplot as plt
+
+    front, objectives = summary.get("pareto_front"), summary.get("objectives") or []
+    if not isinstance(front, list) or not objectives:
+        return []
+    names = [str(o.get("metric")) for o in objectives]
+    sections = []
+    if len(names) >= 2 and front:
+        first, second = names[0], names[1]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for feasible, marker, label in ((True, "o", "trial"), (False, "x", "infeasible trial")):
+            pts = [r["values"][:2] for r in complete if r.get("values") and (r.get("feasible") is not False) == feasible]
+            if pts:
+                ax.scatter([p[1] for p in pts], [p[0] for p in pts], marker=marker, s=16, c="0.6", label=label)
+        pts = sorted(((p["values"][1], p["values"][0], p) for p in front), key=lambda t: (t[0], t[1]))
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", c="C0", label="Pareto front (select)")
+        audit = [(x, p["audit"].get(first)) for x, _, p in pts if isinstance(p.get("audit"), Mapping)]
+        audit = [(x, a) for x, a in audit if a is not None]
+        if audit:
+            ax.scatter([a[0] for a in audit], [a[1] for a in audit], facecolors="none", edgecolors="C1",
+                       label=f"front on audit ({first})")
+        chosen = [(x, y) for x, y, p in pts if p["number"] == summary.get("best_trial")]
+        if chosen:
+            ax.scatter(*zip(*chosen), marker="*", s=180, c="C3", label="chosen trial", zorder=3)
+        ax.set_xlabel(second)
+        ax.set_ylabel(f"select {first}")
+        ax.legend(fontsize=7)
+        sections.append(f"<h2>Pareto front</h2>{_img(fig)}")
+    audited = [n for n in names if any(n in (p.get("audit") or {}) for p in front)]  # model metrics, not measures
+    rows = [[p["number"], *[_num(p["select"].get(n)) for n in names],
+             *[_num(p["audit"][n]) if n in (p.get("audit") or {}) else "" for n in audited]] for p in front]
+    sections.append(f"<p>{_e(len(front))} trial(s) on the front; chosen trial {_e(summary.get('best_trial'))}; "
+                    f"{_e(summary.get('n_infeasible', 0))} complete trial(s) infeasible</p>" + _table(
+        ["trial", *[n if n in MEASURES else f"select {n}" for n in names], *[f"audit {n}" for n in audited]], rows))
+    if len(names) < 2:
+        sections.insert(0, "<h2>Feasible best trials</h2>")
     return sections
 
 
@@ -255,6 +300,10 @@ def _guard_sections(g: Mapping[str, Any] | None) -> list[str]:
     rows += [["select/audit correlation", g.get("correlation")], ["overtuning", g.get("overtuning")],
              ["tied with the incumbent", ", ".join(map(str, tied if isinstance(tied, list) else [tied])) or "none"],
              ["locked test split uses", g.get("test_uses")]]
+    per_objective = g.get("per_objective")
+    if isinstance(per_objective, Mapping):  # several objectives: each later objective's guard on the chosen trial
+        rows += [[f"objective {name}", p.get("verdict", "") if isinstance(p, Mapping) else p]
+                 for name, p in per_objective.items()]
     if isinstance(g.get("restore_best_epoch"), Mapping):
         rows.append(["audit change if the best select epoch were restored",
                      _num(g["restore_best_epoch"].get("audit_change_if_restored"), "+.4f")])

@@ -21,6 +21,8 @@ def print_summary(cfg: "StudyConfig", summary: "StudySummary") -> None:
         print(f"best trial {summary.best_trial}: select_{m}={fmt(summary.best_select)} "
               f"audit_{m}={fmt(summary.best_audit)}  params={summary.best_params}")
         print("  test (locked split): " + ", ".join(f"{k}={fmt(v)}" for k, v in summary.best_test.items()))
+    if summary.pareto_front is not None:
+        _print_front(summary)
     _print_ensembles(summary)
     if summary.plots and summary.plots.get("message"):
         print(summary.plots["message"])
@@ -33,6 +35,21 @@ def print_summary(cfg: "StudyConfig", summary: "StudySummary") -> None:
     if summary.report:
         print(f"report: {summary.report}")
     print(f"mlflow: {summary.tracking_uri}  (hpo ui {summary.run_dir})")
+
+
+def _print_front(summary: "StudySummary") -> None:
+    """Several objectives or constraints: the Pareto front on select (the chosen trial marked) and the count of
+    infeasible trials."""
+    names = [o["metric"] for o in summary.objectives or []]
+    print(f"Pareto front ({len(summary.pareto_front or [])} feasible non-dominated trials on select; "
+          f"{summary.n_infeasible} complete trial(s) infeasible):")
+    if summary.best_trial is None:
+        print("  no feasible trial: nothing chosen, no ensemble")
+    for p in summary.pareto_front or []:
+        mark = "*" if p["number"] == summary.best_trial else " "
+        audit = ", ".join(f"audit_{k}={fmt(v)}" for k, v in p["audit"].items())
+        print(f" {mark} trial {p['number']}: " + ", ".join(f"{n}={fmt(p['select'][n])}" for n in names)
+              + (f"  ({audit})" if audit else ""))
 
 
 def _print_ensembles(summary: "StudySummary") -> None:

@@ -155,16 +155,28 @@ def _check_executor(cfg: StudyConfig) -> None:
 
 
 def _check_objective(cfg: StudyConfig) -> None:
-    _one_of(cfg.objective.direction, ("maximize", "minimize"), "objective.direction")
-    metric = cfg.objective.metric
-    if re.match(r"^(test|audit)[_:]", metric) or metric in ("test", "audit"):
-        raise ConfigError(
-            "objective.metric",
-            f"{metric!r} names the {metric.split('_')[0].split(':')[0]} split; the driver may only optimise on the select half: "
-            "give a plain metric name such as 'accuracy' or 'loss'",
-        )
-    if metric.startswith("val_"):
-        raise ConfigError("objective.metric", f"{metric!r}: give the metric without 'val_'; it is always scored on select")
+    """Each objective's metric and direction; several objectives (see :mod:`hpo.config.objectives`)."""
+    from hpo.config.objectives import check_objectives
+
+    many = cfg.multi_objective
+    seen: dict[str, int] = {}
+    for i, o in enumerate(cfg.objectives):
+        where = f"objective[{i}]" if many else "objective"
+        _one_of(o.direction, ("maximize", "minimize"), f"{where}.direction")
+        metric = o.metric
+        if re.match(r"^(test|audit)[_:]", metric) or metric in ("test", "audit"):
+            raise ConfigError(
+                f"{where}.metric",
+                f"{metric!r} names the {metric.split('_')[0].split(':')[0]} split; the driver may only optimise on the select half: "
+                "give a plain metric name such as 'accuracy' or 'loss'",
+            )
+        if metric.startswith("val_"):
+            raise ConfigError(f"{where}.metric", f"{metric!r}: give the metric without 'val_'; it is always scored on select")
+        if metric in seen:
+            raise ConfigError(f"{where}.metric", f"{metric!r} is already objective[{seen[metric]}]; each objective "
+                                                 "needs a metric of its own (remove one of them)")
+        seen[metric] = i
+    check_objectives(cfg)
 
 
 def _check_ensemble(cfg: StudyConfig) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Union, get_args, get_origin, get_type_hints
 from hpo.errors import ConfigError
 
 SAMPLERS = {
-    "optuna": ("tpe", "random", "grid", "cmaes", "gp"),
+    "optuna": ("tpe", "random", "grid", "cmaes", "gp", "nsga2"),
     "hyperopt": ("tpe", "anneal", "rand"),
     "kerastuner": ("random", "bayesian", "hyperband"),
 }
@@ -101,8 +101,19 @@ class ExecutorSection:
 
 @dataclass
 class ObjectiveSection:
+    """One objective: a metric the model reports (scored on select) or a built-in measure (hpo.objectives)."""
+
     metric: str = "accuracy"
     direction: str = "maximize"
+
+
+@dataclass
+class ConstraintSection:
+    """``constraints[i]``: a trial is feasible when ``min <= metric <= max`` (either bound may be left out)."""
+
+    metric: str = "params"
+    max: float | None = None
+    min: float | None = None
 
 
 @dataclass
@@ -164,7 +175,10 @@ class StudyConfig:
     space: SpaceSection = field(default_factory=SpaceSection)
     training: TrainingSection = field(default_factory=TrainingSection)
     executor: ExecutorSection = field(default_factory=ExecutorSection)
-    objective: ObjectiveSection = field(default_factory=ObjectiveSection)
+    objective: ObjectiveSection = field(default_factory=ObjectiveSection)  # the first (or only) objective
+    # `objective` given as a list: its second and later entries (the config names no such key; see build_config)
+    more_objectives: list[ObjectiveSection] = field(default_factory=list, metadata={"internal": True})
+    constraints: list[ConstraintSection] = field(default_factory=list)
     tracking: TrackingSection = field(default_factory=TrackingSection)
     ensemble: EnsembleSection = field(default_factory=EnsembleSection)
     guards: GuardsSection = field(default_factory=GuardsSection)
@@ -181,11 +195,27 @@ class StudyConfig:
         return e if isinstance(e, int) else int(max(fit_param("epochs", e).grid or (fit_param("epochs", e).high,)))
 
     @property
+    def objectives(self) -> list[ObjectiveSection]:
+        """Every objective, the first one (``objective``) first."""
+        return [self.objective, *self.more_objectives]
+
+    @property
+    def multi_objective(self) -> bool:
+        return bool(self.more_objectives)
+
+    @property
     def run_dir(self) -> Path:
         return Path(self.study.run_dir or f"runs/{self.study.name}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """The config as YAML gives it: ``objective`` a list when there are several (``build_config`` reads it back)."""
+        d = dataclasses.asdict(self)
+        more = d.pop("more_objectives")
+        if more:
+            d["objective"] = [d["objective"], *more]
+        if not d["constraints"]:
+            del d["constraints"]  # a study from before constraints existed keeps its config.yaml and identity
+        return d
 
     def search_identity(self) -> dict[str, Any]:
         """The fields that define what is searched: a resumed study must match them."""
@@ -196,7 +226,7 @@ class StudyConfig:
             "training": {k: d["training"][k] for k in ("epochs", "batch_size")}
             | ({"folds": self.training.folds} if self.training.folds else {}),
             "seed": self.study.seed,
-        }
+        } | ({"constraints": d["constraints"]} if self.constraints else {})
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -242,9 +272,12 @@ def build_section(cls: type, raw: Any, where: str) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigError(where, f"must be a mapping of fields, got {type(raw).__name__}")
     hints = get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    kwargs = {}
+    names = [f.name for f in fields(cls) if not f.metadata.get("internal")]
+    kwargs: dict[str, Any] = {}
     for key, value in raw.items():
+        if cls is StudyConfig and key in ("objective", "constraints") and isinstance(value, (list, tuple)):
+            kwargs.update(_section_list(key, value))
+            continue
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
@@ -256,3 +289,14 @@ def build_section(cls: type, raw: Any, where: str) -> Any:
         else:
             kwargs[key] = _check_type(value, typ, path)
     return cls(**kwargs)
+
+
+def _section_list(key: str, items: list[Any] | tuple[Any, ...]) -> dict[str, Any]:
+    """``objective`` given as a list (the first entry becomes ``objective``, the rest ``more_objectives``), or
+    ``constraints``: each entry built as its section, named ``objective[i]`` / ``constraints[i]`` when bad."""
+    if key == "constraints":
+        return {key: [build_section(ConstraintSection, c, f"constraints[{i}]") for i, c in enumerate(items)]}
+    if not items:
+        raise ConfigError("objective", "an empty list: give one {metric, direction} mapping, or a list of them")
+    built = [build_section(ObjectiveSection, o, f"objective[{i}]") for i, o in enumerate(items)]
+    return {"objective": built[0], "more_objectives": built[1:]}

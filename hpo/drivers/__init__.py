@@ -51,7 +51,8 @@ def make_driver(cfg: "StudyConfig", space: "SearchSpace", run_dir: Path, paralle
         return OptunaDriver(space, study_name=cfg.study.name, storage=storage, sampler=d.sampler, pruner=d.pruner,
                             epochs=cfg.max_epochs, fail_stale=not shared, parallel=parallel or shared,
                             shared=shared, n_trials=cfg.study.n_trials, heartbeat_s=d.heartbeat_s, grace_s=d.grace_s,
-                            stale_trials=d.stale_trials, retry_s=d.storage_retry_s, config=config, **common)
+                            stale_trials=d.stale_trials, retry_s=d.storage_retry_s, config=config,
+                            directions=[o.direction for o in cfg.objectives], **common)
     if cfg.driver.name == "hyperopt":
         from hpo.drivers.hyperopt import HyperoptDriver
 

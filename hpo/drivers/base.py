@@ -106,6 +106,11 @@ class Driver(abc.ABC):
         """Report an intermediate select value; True when the trial should stop."""
         return False
 
+    def pareto_front(self) -> list[int] | None:
+        """Numbers of the trials on the engine's Pareto front (several objectives, constraints); None when the
+        engine keeps none."""
+        return None
+
     def close(self) -> None:
         """Release the engine's resources."""
 

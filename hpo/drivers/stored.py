@@ -2,7 +2,7 @@
 
 Whoever can write to the shared database writes this config, so it is data, not instructions: a worker
 takes from it only the fields that define the study (study name, seed and budget, driver, data, space,
-training, objective, guards). Code is never taken from a storage: a builder or a callback named as
+training, objective(s), constraints, guards). Code is never taken from a storage: a builder or a callback named as
 ``module:attribute`` is refused (pass the study's config file to ``hpo worker CONFIG`` instead); the
 run directory and the tracking URI are the worker's own (``--run-dir``, default ``runs/<name>``;
 ``--tracking-uri``, default the one the study's creator recorded, see
@@ -65,7 +65,10 @@ def study_fields_only(raw: Any) -> dict[str, Any]:
 
     if not isinstance(raw, dict):
         raise ConfigError("study", f"the stored config is not a mapping ({type(raw).__name__})")
-    out = {k: dict(v) for k, v in raw.items() if k in _STUDY_SECTIONS and isinstance(v, dict)}
+    out: dict[str, Any] = {k: dict(v) for k, v in raw.items() if k in _STUDY_SECTIONS and isinstance(v, dict)}
+    for key in ("objective", "constraints"):  # several objectives, constraints: lists of mappings
+        if isinstance(raw.get(key), list):
+            out[key] = [dict(v) if isinstance(v, dict) else v for v in raw[key]]
     out.setdefault("study", {}).pop("run_dir", None)  # the worker's --run-dir, default runs/<name>
     if "tracking" in raw and isinstance(raw["tracking"], dict) and raw["tracking"].get("experiment"):
         out["tracking"] = {"experiment": raw["tracking"]["experiment"]}  # the URI: the worker's --tracking-uri

@@ -171,10 +171,13 @@ def fit_model(model: Any, result: TrialResult, splits: Splits, settings: TrialSe
     if settings.callbacks is not None:
         trial_dir.mkdir(parents=True, exist_ok=True)
         cbs.extend(settings.callbacks(trial_dir))
+    fit_started = time.monotonic()
     hist = _call_fit(model, fit, settings, splits.x["train"], splits.y["train"],
                      validation_data=None if small_select else select[:2], verbose=0, callbacks=cbs)
+    fit_s = time.monotonic() - fit_started
     result.history = {k: [float(v) for v in vals] for k, vals in hist.history.items()} | audit_history
     result.epochs = len(result.history.get("loss", []))
+    result.measures["epoch_seconds"] = fit_s / max(result.epochs, 1)
     losses = result.history.get("loss", [])
     if not losses or any(not math.isfinite(v) for v in losses):
         raise TrialFailed(f"loss became NaN or infinite at epoch {len(losses)}")

@@ -31,6 +31,7 @@ import numpy as np
 from hpo.data import Splits, concat, hash_arrays, leaves, take
 from hpo.errors import ConfigError, TrialFailed, TrialPruned
 from hpo.execution.fitting import EpochListener, Fit, TrialSettings, final_scores, fit_model, make_model
+from hpo.execution.measures import model_measures
 from hpo.execution.scoring import flatten_predictions, predict, score
 from hpo.repro import seed_everything
 from hpo.results import TrialResult, TrialState
@@ -159,6 +160,9 @@ def run_folds(result: TrialResult, splits: Splits, settings: TrialSettings, tria
     result.predictions_path = str(_save_fold_predictions(models, splits, fold, trial_dir))
     bag = bagged_model(models, splits.spec)
     result.metrics.update(_audit_scores(bag, models[0], splits, result.cv["folds"]))
+    # The trial's model is the bag: its size and latency; seconds per epoch over every fold's epochs.
+    fit_s = sum(r.measures["epoch_seconds"] * max(r.epochs, 1) for r in runs)
+    result.measures = model_measures(bag, splits) | {"epoch_seconds": fit_s / max(result.epochs, 1)}
     if settings.save_models:
         bag.save(trial_dir / "model.keras")
         result.model_path = str(trial_dir / "model.keras")

@@ -19,6 +19,7 @@ from hpo.errors import TrialFailed, TrialPruned
 from hpo.execution.fitting import (EpochListener, Fit, TrialSettings, final_scores, fit_model, make_model,
                                    save_predictions)
 from hpo.execution.folds import run_folds
+from hpo.execution.measures import model_measures
 from hpo.execution.memory import release_memory, start_trial_memory
 from hpo.repro import seed_everything
 from hpo.results import TrialResult, TrialState
@@ -59,6 +60,7 @@ def run_trial(
             audit_history = fit_model(model, result, splits, settings, trial_dir, listener, fit, extra_callbacks,
                                       started)
             final_scores(model, result, splits, settings, audit_history)
+            result.measures.update(model_measures(model, splits))
             trial_dir.mkdir(parents=True, exist_ok=True)
             result.predictions_path = str(save_predictions(model, splits, trial_dir))
             if settings.save_models:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -32,6 +32,14 @@ def _materialise(data: Any) -> tuple[Any, Any]:
     raise ConfigError("data", f"expected (x, y) arrays or a dataset of (x, y) batches, got {type(data).__name__}")
 
 
+def _objective_fields(objective: str | Sequence[Mapping[str, Any]], direction: str,
+                      constraints: Sequence[Mapping[str, Any]] | None) -> dict[str, Any]:
+    """``objective`` (one metric and its direction, or a list of objectives) and ``constraints`` of a config."""
+    one = isinstance(objective, str)
+    return {"objective": {"metric": objective, "direction": direction} if one else [dict(o) for o in objective],
+            "constraints": [dict(c) for c in constraints or []]}
+
+
 def search(
     build: Builder,
     x: Any,
@@ -47,8 +55,8 @@ def search(
     epochs: int | Mapping[str, Any] = 10,
     batch_size: int | Mapping[str, Any] = 64,
     folds: int | None = None,
-    objective: str = "accuracy",
-    direction: str = "maximize",
+    objective: str | Sequence[Mapping[str, Any]] = "accuracy", direction: str = "maximize",
+    constraints: Sequence[Mapping[str, Any]] | None = None,
     seed: int = 0,
     run_dir: str | Path | None = None,
     storage: str | None = None,
@@ -73,6 +81,7 @@ def search(
     ``epochs`` and ``batch_size`` may be searched: a mapping as in ``space.params`` (``{"values": [32, 128]}``).
     ``folds=k`` cross-validates every trial on k folds of ``x`` and the select half (``training.folds``).
     ``build`` may be a ``keras_tuner.HyperModel``; its ``fit(hp, model, *args, **kwargs)`` override is called.
+    ``objective`` (a list: several objectives) and ``constraints`` are those of a config (see the README).
     ``timeout_s``, ``enqueue`` and ``warm_start`` are ``study.timeout_s``, ``study.enqueue`` and
     ``study.warm_start`` of a config (see the README).
 
@@ -90,7 +99,7 @@ def search(
         "data": {"dataset": "custom"},  # the data is given from Python
         "space": {"builder": getattr(build, "__module__", "user") + ":" + getattr(build, "__qualname__", "build")},
         "training": {"epochs": epochs, "batch_size": batch_size, "folds": folds},
-        "objective": {"metric": objective, "direction": direction},
+        **_objective_fields(objective, direction, constraints),
         "tracking": {"uri": tracking_uri},
         "ensemble": {"enabled": bool(ensemble), **ens},
         "tensorboard": {"enabled": tensorboard},

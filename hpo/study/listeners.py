@@ -148,7 +148,11 @@ class TrackingListener(TrialListener):
         if result.value is not None:
             metrics["select_objective"] = result.value
         metrics.update(duration_s=result.duration_s, epochs=result.epochs)
+        metrics.update(result.measures)  # params, latency_ms_per_1k, epoch_seconds (hpo.objectives.MEASURES)
         tags = {"hpo.state": result.state.value}
+        if result.constraints is not None:  # `constraints`: each bound's value (<= 0 holds) and the verdict
+            metrics.update({f"constraint_{i}": v for i, v in enumerate(result.constraints)})
+            tags["hpo.feasible"] = str(bool(result.feasible)).lower()
         if result.cv:  # each fold's final scores; the folds' mean curve as the trial's own epoch_* metrics
             tags["hpo.folds"] = result.cv["k"]
             tags["hpo.fold_seeds"] = ",".join(str(f["seed"]) for f in result.cv["folds"])

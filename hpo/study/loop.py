@@ -91,8 +91,9 @@ def converged(run: StudyRun) -> str | None:
 def retain_models(run_dir: Path, results: dict[int, dict[str, Any]], keep: int, direction: str) -> None:
     """Delete model.keras of every trial outside the best ``keep``; logits and result.json stay."""
     sign = 1 if direction == "maximize" else -1
+    # feasible trials first (an infeasible one is never chosen nor ensembled), then by the first objective
     complete = sorted((r for r in results.values() if r["state"] == "COMPLETE" and r.get("model_path")),
-                      key=lambda r: (-sign * r["value"], r["number"]))
+                      key=lambda r: (r.get("feasible") is False, -sign * r["value"], r["number"]))
     for r in complete[keep:]:
         model = inside(run_dir, r["model_path"], f"trial {r['number']}: model_path")
         if model is not None and model.is_file():

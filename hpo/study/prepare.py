@@ -41,7 +41,7 @@ def prepare(cfg: StudyConfig, build: Builder | None = None, splits: Splits | Non
     if cfg.space.params:
         space = apply_overrides(space, cfg.space.params)
     space = with_fit_params(space, searched_fit_params(cfg.training))
-    _preflight(build, space, splits, cfg.objective.metric)
+    _preflight(build, space, splits, _model_metrics(cfg))
     if key is not None:
         while len(_PREPARED) >= 8:
             _PREPARED.pop(next(iter(_PREPARED)))
@@ -80,10 +80,21 @@ def _prepared_key(build: Builder, splits: Splits, cfg: StudyConfig) -> tuple[Any
     return (id(build), build.__code__, build.__defaults__, repr(build.__kwdefaults__), cells, repr(splits.spec),
             repr(sorted(splits.hashes.items())), json.dumps(cfg.space.params, sort_keys=True, default=str),
             json.dumps([cfg.training.epochs, cfg.training.batch_size], sort_keys=True, default=str),
-            cfg.objective.metric)
+            tuple(_model_metrics(cfg).items()))
 
 
-def _preflight(build: Builder, space: SearchSpace, splits: Splits, metric: str) -> None:
+def _model_metrics(cfg: StudyConfig) -> dict[str, str]:
+    """The model metrics the config names, each with the field that names it: the objectives' and the
+    constraints' (built-in measures are not the model's)."""
+    from hpo.objectives import MEASURES
+
+    many = cfg.multi_objective
+    out = {f"objective[{i}].metric" if many else "objective.metric": o.metric for i, o in enumerate(cfg.objectives)}
+    out |= {f"constraints[{i}].metric": c.metric for i, c in enumerate(cfg.constraints)}
+    return {where: m for where, m in out.items() if m not in MEASURES}
+
+
+def _preflight(build: Builder, space: SearchSpace, splits: Splits, metrics: dict[str, str]) -> None:
     """Build the default model and score two rows: wrong shapes or an unknown metric stop here."""
     import keras
 
@@ -97,8 +108,12 @@ def _preflight(build: Builder, space: SearchSpace, splits: Splits, metric: str) 
                                   f"{str(exc)[:400]}); check input shapes, output names and label formats") from exc
     finally:
         keras.backend.clear_session(free_memory=False)
-    if metric not in scores:
-        raise ConfigError("objective.metric", f"{metric!r} is not reported by the model; it reports {sorted(scores)}")
+    from hpo.objectives import MEASURES
+
+    for where, metric in metrics.items():
+        if metric not in scores:
+            known = f"; built-in measures: {', '.join(MEASURES)}" if where.startswith("constraints") else ""
+            raise ConfigError(where, f"{metric!r} is not reported by the model; it reports {sorted(scores)}{known}")
 
 
 def is_config_builder(cfg: StudyConfig, build: Builder) -> bool:
@@ -117,6 +132,16 @@ def redacted_config(cfg: StudyConfig) -> dict[str, Any]:
     return saved
 
 
+def _objectives_record(cfg: StudyConfig) -> dict[str, Any]:
+    """study.json's record of several objectives and of constraints (nothing for one objective without them)."""
+    out: dict[str, Any] = {}
+    if cfg.multi_objective:
+        out["objectives"] = [{"metric": o.metric, "direction": o.direction} for o in cfg.objectives]
+    if cfg.constraints:
+        out["constraints"] = [asdict(c) for c in cfg.constraints]
+    return out
+
+
 def save_study_files(cfg: StudyConfig, run_dir: Path, splits: Splits, space: SearchSpace) -> None:
     """config.yaml, space.json, study.json, data.json and labels.npz of a run directory."""
     import yaml
@@ -125,7 +150,8 @@ def save_study_files(cfg: StudyConfig, run_dir: Path, splits: Splits, space: Sea
     replace_file(run_dir / "config.yaml", yaml.safe_dump(redacted_config(cfg), sort_keys=False))
     write_json(run_dir / "space.json", space.describe())
     write_json(run_dir / "study.json", {"name": cfg.study.name, "direction": cfg.objective.direction,
-                                        "objective": cfg.objective.metric, "driver": cfg.driver.name})
+                                        "objective": cfg.objective.metric, "driver": cfg.driver.name,
+                                        **_objectives_record(cfg)})
     heads = [asdict(h) for h in splits.spec.heads]
     write_json(run_dir / "data.json", {
         "dataset": splits.name, "inputs": {k: list(v) for k, v in splits.spec.inputs.items()}, "heads": heads,

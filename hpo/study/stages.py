@@ -30,8 +30,8 @@ Stage = Callable[[StudyRun, StudySummary, Ending], None]
 def ensemble_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
     """The ensemble of the best trials, logged to MLflow (or only saved, while the tracking store is unreachable)."""
     cfg = run.cfg
-    if not (cfg.ensemble.enabled and summary.n_complete > 0):
-        return
+    if not (cfg.ensemble.enabled and summary.n_complete - summary.n_infeasible > 0):
+        return  # (infeasible trials never join an ensemble: ensembles.pool.load_pool)
     from hpo.tracking import is_transient
 
     logged = run.tracker.healthy()
@@ -118,6 +118,13 @@ def guards_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
                              threshold=cfg.guards.gap_threshold, n_resamples=cfg.guards.n_bootstrap,
                              confidence=cfg.guards.confidence, seed=cfg.study.seed, ensemble_counts=members)
         summary.guards = report.to_dict() | {"verdict": report.verdict()}
+        if cfg.multi_objective:  # the other objectives' guards on the chosen trial
+            from hpo.study.objectives import objective_guards
+
+            summary.guards["per_objective"] = objective_guards(run.run_dir, cfg, list(run.results.values()),
+                                                               summary.best_trial)
+            if any(p.get("overfit") for p in summary.guards["per_objective"].values()):
+                ending.tags["hpo.guard.overfit_other_objective"] = "true"
         write_json(run.run_dir / "guards.json", summary.guards)
         run.tracker.log_study_artifact(run.run_dir / "guards.json")
         c = report.incumbent_check
@@ -128,6 +135,27 @@ def guards_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
             "guard_ensemble_gap": report.ensemble_check.gap if report.ensemble_check else None})
         ending.tags.update({"hpo.guard.overfit": str(report.overfit).lower(), "hpo.guard.verdict": report.verdict()})
     ending.metrics["test_split_uses"] = float(test_uses(run.run_dir))
+
+
+def front_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
+    """Several objectives or constraints: the Pareto front as pareto_front.json, logged to the parent run with
+    its trial numbers (tag ``hpo.pareto_front``) and the chosen trial's value of each objective."""
+    if summary.pareto_front is None:
+        return
+    front = {"objectives": summary.objectives, "chosen": summary.best_trial, "rule": CHOSEN_RULE,
+             "n_infeasible": summary.n_infeasible, "front": summary.pareto_front}
+    write_json(run.run_dir / "pareto_front.json", front)
+    run.tracker.log_study_artifact(run.run_dir / "pareto_front.json")
+    ending.tags["hpo.pareto_front"] = ",".join(str(p["number"]) for p in summary.pareto_front) or "empty"
+    ending.metrics["pareto_front_size"] = float(len(summary.pareto_front))
+    ending.metrics["n_infeasible"] = float(summary.n_infeasible)
+    chosen = next((p for p in summary.pareto_front if p["number"] == summary.best_trial), None)
+    for metric, v in (chosen or {}).get("select", {}).items():
+        ending.metrics[f"chosen_{metric}"] = v
+
+
+CHOSEN_RULE = ("the feasible Pareto front's best trial on the first objective; ties broken by the next objectives "
+               "in order, then by the lowest trial number")
 
 
 def files_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
@@ -173,13 +201,17 @@ def end_tracking_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> 
         log.warning(undelivered)
 
 
-STAGES: tuple[Stage, ...] = (ensemble_stage, seed_refit_stage, plots_stage, guards_stage, files_stage,
+STAGES: tuple[Stage, ...] = (ensemble_stage, seed_refit_stage, plots_stage, guards_stage, front_stage, files_stage,
                              end_tracking_stage)
 
 
 def finish_study(run: StudyRun, reselection: dict[str, Any] | None) -> StudySummary:
     """Summarise the study and run its end stages in order."""
-    summary = summarise(run.cfg, run.run_dir, run.results, run.started, run.parent, run.uri, reselection)
+    from hpo.study.objectives import pareto_front
+
+    several = run.cfg.multi_objective or bool(run.cfg.constraints)
+    front = pareto_front(run.cfg, run.results, run.driver.pareto_front() if several else None)
+    summary = summarise(run.cfg, run.run_dir, run.results, run.started, run.parent, run.uri, reselection, front)
     summary.stopped_early = run.stopped_early
     ending = Ending()
     for stage in STAGES:

@@ -39,6 +39,11 @@ class StudySummary:
     report: str | None = None
     seed_refit: dict[str, Any] | None = None
     trials: list[dict[str, Any]] = field(default_factory=list)
+    # several objectives or constraints (hpo.study.objectives): the objectives, the Pareto front on select (each
+    # point's values on select and audit), and how many complete trials were infeasible
+    objectives: list[dict[str, str]] | None = None
+    pareto_front: list[dict[str, Any]] | None = None
+    n_infeasible: int = 0
     tracking_undelivered: int = 0  # MLflow calls queued in mlflow_outbox.jsonl (`hpo sync RUN_DIR` delivers them)
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,16 +88,24 @@ def worker_summary(cfg: StudyConfig, run_dir: Path, results: Mapping[int, Mappin
 
 
 def summarise(cfg: StudyConfig, run_dir: Path, results: Mapping[int, Mapping[str, Any]], started: float,
-              parent: str, uri: str, reselection: dict[str, Any] | None = None) -> StudySummary:
-    """The owner's summary: the incumbent (by select, or by reselection) and its score on the locked test split."""
+              parent: str, uri: str, reselection: dict[str, Any] | None = None,
+              front: list[dict[str, Any]] | None = None) -> StudySummary:
+    """The owner's summary: the incumbent (by select, or by reselection, or the Pareto ``front``'s chosen trial
+    with several objectives or constraints) and its score on the locked test split."""
+    from hpo.study.objectives import chosen_trial
+
     complete = [r for r in results.values() if r["state"] == "COMPLETE"]
     sign = 1 if cfg.objective.direction == "maximize" else -1
     by_select = max(complete, key=lambda r: (sign * r["value"], -r["number"])) if complete else None
+    if front is not None:
+        chosen = chosen_trial(cfg, front)
+        by_select = results[chosen] if chosen is not None else None
     best = results[reselection["chosen"]] if reselection else by_select
     best_test = incumbent_test_scores(run_dir, best) if best is not None and best.get("predictions_path") else {}
     audit_key = f"audit_{cfg.objective.metric}"
     trials = [{"number": r["number"], "state": r["state"], "value": r["value"], "params": r["params"],
-               "audit": r["metrics"].get(audit_key), "error": r.get("error")}
+               "audit": r["metrics"].get(audit_key), "error": r.get("error"),
+               **{k: r[k] for k in ("values", "feasible", "measures") if r.get(k) is not None}}
               for r in sorted(results.values(), key=lambda r: r["number"])]
     return StudySummary(
         name=cfg.study.name, run_dir=str(run_dir),
@@ -103,6 +116,8 @@ def summarise(cfg: StudyConfig, run_dir: Path, results: Mapping[int, Mapping[str
         best_test=best_test, duration_s=time.monotonic() - started, parent_run_id=parent,
         tracking_uri=redact(uri), trials=trials, reselection=reselection,
         best_trial_by_select=by_select["number"] if by_select else None,
+        objectives=[{"metric": o.metric, "direction": o.direction} for o in cfg.objectives] if front is not None else None,
+        pareto_front=front, n_infeasible=sum(r.get("feasible") is False for r in complete),
     )
 
 

@@ -9,6 +9,7 @@ from hpo.repro import trial_seed
 from hpo.results import TrialResult, TrialState, result_dict, trial_dir, write_json
 from hpo.study.context import StudyRun
 from hpo.study.listeners import RunningTrial
+from hpo.study.objectives import score_objectives
 from hpo.study.signals import deferred, raise_if_signalled
 
 
@@ -37,6 +38,7 @@ def finish(run: StudyRun, trial: RunningTrial, result: TrialResult) -> None:
 
 
 def _finish(run: StudyRun, trial: RunningTrial, result: TrialResult) -> None:
+    score_objectives(run.cfg, result)
     try:
         trial.trial_dir.mkdir(parents=True, exist_ok=True)
         _write_result(run, trial, result)

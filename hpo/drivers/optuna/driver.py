@@ -40,10 +40,12 @@ class OptunaDriver(Driver):
         sampler: str = "tpe", pruner: str = "none", epochs: int = 10, fail_stale: bool = True,
         parallel: bool = False, shared: bool = False, n_trials: int | None = None, heartbeat_s: float = 10.0,
         grace_s: float = 60.0, stale_trials: str = "fail", retry_s: float = 300.0, config: dict[str, Any] | None = None,
+        directions: list[str] | None = None,
     ) -> None:
         super().__init__(space, direction=direction, seed=seed)
         self.study_name = study_name
         self.storage = storage
+        self.directions = directions or [direction]  # several objectives: one value per objective is told
         self.sampler = make_sampler(sampler, seed, space, parallel)
         self._sampler_name, self._parallel = sampler, parallel
         self.pruner = make_pruner(pruner, epochs)
@@ -90,7 +92,7 @@ class OptunaDriver(Driver):
             # that creates the MLflow parent run every other worker's trials nest under.
             try:
                 study = optuna.create_study(study_name=self.study_name, storage=storage, sampler=self.sampler,
-                                            pruner=self.pruner, direction=self.direction)
+                                            pruner=self.pruner, directions=self.directions)
                 self.created = True
                 return study
             except optuna.exceptions.DuplicatedStudyError:
@@ -100,9 +102,11 @@ class OptunaDriver(Driver):
                                          pruner=self.pruner)
 
         self.study = self._call(create, "opening the study")
-        if self.study.direction.name.lower() != self.direction:
-            raise ConfigError("objective.direction", f"study {self.study_name!r} was created to "
-                                                     f"{self.study.direction.name.lower()}, not {self.direction}")
+        stored = [d.name.lower() for d in self.study.directions]
+        if stored != self.directions:
+            raise ConfigError("objective.direction" if len(stored) == len(self.directions) == 1 else "objective",
+                              f"study {self.study_name!r} was created to {' and '.join(stored)}, not "
+                              f"{' and '.join(self.directions)}")
         recorded = self.study.user_attrs.get(IDENTITY_ATTR)
         mine = json.dumps(identity, sort_keys=True, default=str)
         if recorded is None:
@@ -339,7 +343,7 @@ class OptunaDriver(Driver):
                 stored = self._call(lambda: study._storage.get_trial(trial._trial_id), "reading a trial")
                 want = {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED", "FAILED": "FAIL"}[result.state.value]
                 kept = stored.state.name == want and (result.state is not TrialState.COMPLETE
-                                                      or stored.value == result.value)
+                                                      or stored.values == (result.values or [result.value]))
                 log.warning("trial %d was already finished in the storage (%s); keeping the stored state",
                             trial.number, stored.state.name)
                 return kept
@@ -350,9 +354,14 @@ class OptunaDriver(Driver):
                     trial.set_user_attr(k, v)
             if result.error:
                 trial.set_user_attr(ERROR_ATTR, result.error[:1000])
+            if result.constraints is not None:
+                # Optuna 5's record of a trial's constraints (its constraints_func is deprecated): samplers
+                # (TPE, NSGA-II, GP) steer away from infeasible trials and best_trials leaves them out.
+                for key, v in zip(result.constraint_names or [], result.constraints):
+                    trial.set_constraint(key, v)
             try:
                 if result.state is TrialState.COMPLETE:
-                    study.tell(trial, result.value)
+                    study.tell(trial, result.values if len(self.directions) > 1 else result.value)
                 elif result.state is TrialState.PRUNED:
                     study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 else:
@@ -367,6 +376,14 @@ class OptunaDriver(Driver):
             return self._call(record, "recording a trial")
         finally:
             self._stop_heartbeat(trial)
+
+    def pareto_front(self) -> list[int]:
+        """Numbers of the trials on the study's Pareto front (Optuna's ``best_trials``: non-dominated among the
+        feasible ones when the study has constraints); an earlier study's trials given as history are left out."""
+        assert self.study is not None
+        study = self.study
+        front = self._call(lambda: study.best_trials, "reading the Pareto front")
+        return sorted(t.number for t in front if WARM_ATTR not in t.user_attrs)
 
     def close(self) -> None:
         """Shared studies: this process's unfinished trials are failed now (and replaced), not after the grace.

@@ -11,10 +11,14 @@ from hpo.space import SearchSpace
 
 
 def make_sampler(name: str, seed: int, space: SearchSpace, parallel: bool = False) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler a config names. Constraints need no argument here: since Optuna 5 each trial carries
+    its constraint values (``Trial.set_constraint``, recorded by the driver), which TPE, NSGA-II and GP read."""
     if name == "tpe":
         # constant_liar: pending trials count as bad results, so parallel workers do not all
         # propose the same point (Optuna's advice for distributed TPE).
         return optuna.samplers.TPESampler(seed=seed, constant_liar=parallel)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
