@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from hpo.drivers.base import Proposal, Wait
 from hpo.errors import HpoError
@@ -70,20 +71,26 @@ def _write_result(run: StudyRun, trial: RunningTrial, result: TrialResult) -> No
 
 
 def continuation(run: StudyRun, proposal: Proposal) -> tuple[Resume | None, bool]:
-    """The checkpoint a promoted trial continues (its parent's, inside the run directory), and whether the trial
-    keeps its own for the engine to promote later. Cross-validated (k models) and packed trials do neither: they
-    train every epoch of their budget from scratch."""
+    """The checkpoint a promoted trial continues, and whether the trial keeps its own for the engine to promote
+    later. Cross-validated (k models) and packed trials do neither: they train every epoch of their budget from
+    scratch."""
     if run.settings.folds > 1 or run.plan.packing:
         return None, False
+    return parent_checkpoint(run.run_dir, proposal), proposal.checkpoint
+
+
+def parent_checkpoint(run_dir: Path, proposal: Proposal) -> Resume | None:
+    """The checkpoint of the trial ``proposal`` continues, when it is a file inside the run directory (symlinks
+    resolved); None, with a warning, when it is missing or outside (the trial then trains from scratch)."""
     if proposal.parent is None:
-        return None, proposal.checkpoint
-    where = trial_dir(run.run_dir, proposal.parent) / CHECKPOINT
-    path = inside(run.run_dir, where, f"trial {proposal.number}: the checkpoint of trial {proposal.parent}")
+        return None
+    where = trial_dir(run_dir, proposal.parent) / CHECKPOINT
+    path = inside(run_dir, where, f"trial {proposal.number}: the checkpoint of trial {proposal.parent}")
     if path is None or not path.is_file():
-        log.warning("trial %d continues trial %d, whose checkpoint %s is missing; it trains its %s epochs from a "
+        log.warning("trial %d continues trial %d, whose checkpoint %s is missing or lies outside the run directory; it trains its %s epochs from a "
                     "fresh model", proposal.number, proposal.parent, where, proposal.epochs)
-        return None, proposal.checkpoint
-    return Resume(proposal.parent, str(path), proposal.initial_epoch), proposal.checkpoint
+        return None
+    return Resume(proposal.parent, str(path), proposal.initial_epoch)
 
 
 def run_one(run: StudyRun, proposal: Proposal) -> TrialResult:
