@@ -28,6 +28,7 @@ import shutil
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,10 @@ def kerastuner(seed: int, max_epochs: int, build: Any, space: Any, splits: Any, 
                          hyperparameters=space.to_kerastuner(), tune_new_entries=False,
                          directory=str(directory.parent), project_name=directory.name, overwrite=True)
     t0 = time.monotonic()
-    tuner.search(splits.x["train"], splits.y["train"], validation_data=(splits.x["select"], splits.y["select"]),
-                 batch_size=BATCH, verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuner.search(splits.x["train"], splits.y["train"], validation_data=(splits.x["select"], splits.y["select"]),
+                     batch_size=BATCH, verbose=0)
     wall = time.monotonic() - t0
     trials = [tuner.oracle.trials[t] for t in tuner.oracle.start_order]
     values = [t.hyperparameters.values for t in trials]
@@ -103,6 +106,8 @@ def kerastuner(seed: int, max_epochs: int, build: Any, space: Any, splits: Any, 
            "epochs_trained": sum(int(v["tuner/epochs"]) - int(v["tuner/initial_epoch"]) for v in values),
            "epochs_from_scratch": sum(int(v["tuner/epochs"]) for v in values),
            "promoted": sum("tuner/trial_id" in v for v in values),
+           # Keras' warning when a checkpoint's optimizer variables are skipped (loaded into an unbuilt optimizer)
+           "optimizer_state_dropped": sum("Skipping variable loading for optimizer" in str(w.message) for w in caught),
            "wall_s": round(wall, 2), "configs_hash": configs_hash([_trial_params(space, t) for t in trials]),
            "best_trial": tuner.oracle.start_order.index(best.trial_id), "best_select": float(best.score),
            "test": logits_metrics(model.predict(splits.x["test"], batch_size=1024, verbose=0), splits.y["test"])}
