@@ -58,6 +58,46 @@ def _iterations(run_dir: Path, number: int) -> int:
     return int(model.optimizer.iterations)
 
 
+def test_the_driver_names_each_promoted_trials_parent_and_first_epoch(tmp_path: Path) -> None:
+    """One Hyperband iteration (max_epochs 9, factor 3) through the driver alone: 23 proposals, each promoted one
+    naming its parent (an earlier proposal of the same configuration) and starting at the parent's last epoch; the
+    proposals the oracle may promote later ask for a checkpoint. 75 epochs to train where from-scratch rounds
+    trained 87; the other oracles promote nothing."""
+    from hpo.drivers.kerastuner import KerasTunerDriver
+    from hpo.results import TrialResult
+    from hpo.space import discover
+
+    def declare(hp: Any) -> None:
+        hp.Int("units", 8, 64, step=8)
+        hp.Float("lr", 1e-4, 1e-1, sampling="log")
+
+    space = discover(declare)
+    for oracle in ("hyperband", "random"):
+        drv = KerasTunerDriver(space, direction="maximize", seed=3, directory=tmp_path / oracle, n_trials=40,
+                               oracle=oracle, epochs=9)
+        drv.open({})
+        props = []
+        while (prop := drv.ask()) is not None and len(props) < 40:
+            props.append(prop)
+            drv.tell(prop, TrialResult(number=prop.number, params=prop.params, seed=0, state=TrialState.COMPLETE,
+                                       value=prop.params["lr"] * (prop.epochs or 9)))
+        assert [p.number for p in props] == list(range(len(props)))
+        if oracle == "random":
+            assert all(p.parent is None and p.initial_epoch == 0 and not p.checkpoint for p in props)
+            continue
+        assert len(props) == 23
+        for p in props:
+            assert p.checkpoint == (p.epochs < 9)
+            if p.parent is None:
+                assert p.initial_epoch == 0
+                continue
+            parent = props[p.parent]
+            assert p.parent < p.number and p.params == parent.params and parent.checkpoint
+            assert p.initial_epoch == parent.epochs < p.epochs
+        assert sum(p.parent is not None for p in props) == 6
+        assert (sum(p.epochs - p.initial_epoch for p in props), sum(p.epochs for p in props)) == (75, 87)
+
+
 @pytest.mark.slow
 def test_a_promoted_trial_continues_its_parent_and_the_study_trains_fewer_epochs(tmp_path: Path) -> None:
     """Hyperband, max_epochs 9, factor 3: the first bracket's 9 one-epoch trials, 3 promoted to 3 epochs, 1 to 9.
