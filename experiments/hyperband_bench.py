@@ -15,7 +15,9 @@ Both oracles are KerasTuner's ``HyperbandOracle`` with the same seed, so the sch
 the same; the epochs each trained are counted from the trials' ``tuner/epochs - tuner/initial_epoch``, and
 ``epochs_from_scratch`` is what the same schedule trains when every round starts from scratch (this driver before
 issue 27). For the best trial by select accuracy (ours: its last epoch; KerasTuner: its best epoch, whose checkpoint
-it reloads): select and test accuracy; and the wall time of the whole search. Writes
+it reloads): select and test accuracy; and the wall time of the whole search. ``sampled_configs_hash`` hashes the
+configurations the oracle drew (its trials that continue no other): the same in both when the seed gives both
+oracles the same draws; which trials are promoted depends on each tool's scores (``configs_hash``, all trials). Writes
 ``experiments/results/hyperband_bench.json``; ``python -m experiments.bench --render-only`` renders it.
 """
 
@@ -50,7 +52,19 @@ def _settings(max_epochs: int) -> dict[str, Any]:
     return {"dataset": "digits", "space": SMALL_MLP, "batch_size": BATCH, "epochs": max_epochs}
 
 
-def ours(seed: int, max_epochs: int, build: Any, splits: Any, run_dir: Path) -> dict[str, Any]:
+def sampled_hash(oracle_dir: Path, space: Any) -> str:
+    """Hash of the configurations the oracle sampled (its trials that continue no other), in start order: the same
+    for both tools when their oracles drew the same configurations."""
+    import keras_tuner as kt
+
+    from experiments.peers import _trial_params, configs_hash
+
+    order = json.loads((oracle_dir / "oracle.json").read_text())["start_order"]
+    trials = [kt.engine.trial.Trial.load(str(oracle_dir / f"trial_{t}" / "trial.json")) for t in order]
+    return configs_hash([_trial_params(space, t) for t in trials if "tuner/trial_id" not in t.hyperparameters.values])
+
+
+def ours(seed: int, max_epochs: int, build: Any, space: Any, splits: Any, run_dir: Path) -> dict[str, Any]:
     """One Hyperband iteration through our driver; the best trial's scores from its saved logits."""
     from ensembles import load_pool
     from experiments.bench import study_config
@@ -74,6 +88,7 @@ def ours(seed: int, max_epochs: int, build: Any, splits: Any, run_dir: Path) -> 
             "epochs_from_scratch": sum(r["epochs"] + r["initial_epoch"] for r in records),
             "promoted": sum(r["resumed_from"] is not None for r in records),
             "wall_s": round(wall, 2), "configs_hash": configs_hash([r["params"] for r in records]),
+            "sampled_configs_hash": sampled_hash(run_dir / "kerastuner" / "oracle", space),
             "best_trial": summary.best_trial, "best_select": summary.best_select,
             "test": logits_metrics(pool.outputs["test"][head][i], pool.labels["test"][head])}
 
@@ -109,6 +124,7 @@ def kerastuner(seed: int, max_epochs: int, build: Any, space: Any, splits: Any, 
            # Keras' warning when a checkpoint's optimizer variables are skipped (loaded into an unbuilt optimizer)
            "optimizer_state_dropped": sum("Skipping variable loading for optimizer" in str(w.message) for w in caught),
            "wall_s": round(wall, 2), "configs_hash": configs_hash([_trial_params(space, t) for t in trials]),
+           "sampled_configs_hash": sampled_hash(directory, space),
            "best_trial": tuner.oracle.start_order.index(best.trial_id), "best_select": float(best.score),
            "test": logits_metrics(model.predict(splits.x["test"], batch_size=1024, verbose=0), splits.y["test"])}
     del model
@@ -157,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in range(args.seeds):
         for tool in ("ours", "kerastuner"):
             where = Path(args.runs) / f"{tool}-s{seed}"
-            row = (ours(seed, args.max_epochs, build, splits, where) if tool == "ours"
+            row = (ours(seed, args.max_epochs, build, space, splits, where) if tool == "ours"
                    else kerastuner(seed, args.max_epochs, build, space, splits, where.resolve()))
             rows.append(row)
             _log(f"seed {seed} {tool}: {row['n_trials']} trials ({row['promoted']} promoted), {row['epochs_trained']} "

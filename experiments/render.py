@@ -498,11 +498,15 @@ def render_hyperband_bench(d: Mapping[str, Any], name: str) -> str:
              f"{num(m[t]['epochs_trained']['mean'])} (from scratch {num(m[t]['epochs_from_scratch']['mean'])})",
              ms(m[t]["best_select"]), ms(m[t]["test_accuracy"]), ms(m[t]["wall_s"], secs)] for t in ("ours", "kerastuner")]
     per = [[r["seed"], labels[r["tool"]], r["n_trials"], r["epochs_trained"], pct(r["best_select"]),
-            pct(r["test"]["accuracy"]), secs(r["wall_s"]), f"`{r['configs_hash']}`"] for r in d["runs"]]
+            pct(r["test"]["accuracy"]), secs(r["wall_s"]), f"`{r['sampled_configs_hash']}`", f"`{r['configs_hash']}`"]
+           for r in d["runs"]]
     p = m["paired_ours_minus_kerastuner"]
     n = len(d["seed"])
     kt_runs = [r for r in d["runs"] if r["tool"] == "kerastuner"]
     dropped, promoted = sum(r["optimizer_state_dropped"] for r in kt_runs), sum(r["promoted"] for r in kt_runs)
+    by_seed = {(r["tool"], r["seed"]): r for r in d["runs"]}
+    same = sum(by_seed[("ours", k["seed"])]["sampled_configs_hash"] == k["sampled_configs_hash"] for k in kt_runs)
+    same_all = sum(by_seed[("ours", k["seed"])]["configs_hash"] == k["configs_hash"] for k in kt_runs)
     return "\n\n".join([
         "## Hyperband: our KerasTuner driver against KerasTuner's own tuner (`hyperband_bench`)", environment(d, name),
         f"Digits, {n} seeds, one Hyperband iteration (max_epochs {s['max_epochs']}, factor {s['factor']}) over the "
@@ -520,7 +524,11 @@ def render_hyperband_bench(d: Mapping[str, Any], name: str) -> str:
         f"Paired by seed, ours minus KerasTuner: test {100 * p['test_accuracy']['mean']:+.2f} ± "
         f"{100 * p['test_accuracy']['sd']:.2f} pt (one test example is {100 / s['test_rows']:.2f} pt); wall time "
         f"ratio {p['wall_ratio']['mean']:.2f} ± {p['wall_ratio']['sd']:.2f}.",
-        table(["seed", "tool", "trials", "epochs", "best select", "test", "wall", "configurations (hash)"], per),
+        f"Sampled configurations (the oracle's draws, its trials that continue no other): the same in both tools in "
+        f"{same} of {n} seeds (hash below); all trials, the promoted ones included (which trial a round promotes "
+        f"depends on each tool's scores): the same in {same_all} of {n}.",
+        table(["seed", "tool", "trials", "epochs", "best select", "test", "wall", "sampled configurations",
+               "all trials"], per),
     ])
 
 
