@@ -38,7 +38,9 @@ class TrialResult:
     value: float | None = None  # the objective on select
     metrics: dict[str, float] = field(default_factory=dict)  # select_* and audit_*
     history: dict[str, list[float]] = field(default_factory=dict)
-    epochs: int = 0
+    epochs: int = 0  # the epochs it trained (a continued trial: those after its parent's)
+    initial_epoch: int = 0  # the epoch it started from: its parent trial's epochs when it continued one
+    resumed_from: int | None = None  # the trial whose checkpoint (weights and optimizer state) it continued
     duration_s: float = 0.0
     error: str | None = None
     predictions_path: str | None = None

@@ -25,9 +25,9 @@ def _results(run_dir: Path) -> dict[int, dict[str, Any]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("pruner", ["median", "hyperband"])
+@pytest.mark.parametrize("pruner", ["median", "successive_halving", "hyperband"])
 def test_pruners_stop_poor_ordinary_trials_early(tmp_path: Path, pruner: str) -> None:
-    """Unpacked trials (executor.pack off) under Optuna's median and Hyperband pruners: the poor ones stop
+    """Unpacked trials (executor.pack off) under Optuna's median, successive-halving and Hyperband pruners: the poor ones stop
     before their last epoch and are recorded PRUNED in result.json, the engine and MLflow."""
     import optuna
 

@@ -146,6 +146,7 @@ np.save("ens.npy", ens.predict(x, verbose=0))
     ({"folds": 500}, {}, "training.folds"),  # digits' smallest class has 120 rows in train+select
     ({"folds": 3}, {"executor": {"pack": 4}}, "executor.pack"),
     ({"folds": 3}, {"driver": {"pruner": "hyperband"}}, "driver.pruner"),
+    ({"folds": 3}, {"driver": {"pruner": "successive_halving"}}, "driver.pruner"),
     ({"folds": 3}, {"ensemble": {"seed_refit": 4}}, "ensemble.seed_refit"),
     ({"folds": 3, "epochs": 3}, {"ensemble": {"snapshot_epochs": [1]}}, "ensemble.snapshot_epochs"),
 ])

@@ -111,10 +111,10 @@ def _check_folds(cfg: StudyConfig) -> None:
     if cfg.executor.pack > 1:
         raise ConfigError("executor.pack", "cross-validated trials (training.folds) train one model per fold and "
                                            "are not packed: set executor.pack: 1 or remove training.folds")
-    if cfg.driver.pruner == "hyperband":
-        raise ConfigError("driver.pruner", "Hyperband's rungs count epochs of one model, but a cross-validated trial "
-                                           "(training.folds) reports k folds one after another: use pruner: median "
-                                           "or none, or remove training.folds")
+    if cfg.driver.pruner in ("hyperband", "successive_halving"):
+        raise ConfigError("driver.pruner", f"{cfg.driver.pruner}'s rungs count epochs of one model, but a "
+                                           "cross-validated trial (training.folds) reports k folds one after another: "
+                                           "use pruner: median or none, or remove training.folds")
     if cfg.ensemble.seed_refit:
         raise ConfigError("ensemble.seed_refit", "retrains on train and scores on select, which a cross-validated "
                                                  "study (training.folds) pools: set seed_refit: 0 (each trial is "

@@ -22,7 +22,7 @@ SAMPLERS = {
     "hyperopt": ("tpe", "anneal", "rand"),
     "kerastuner": ("random", "bayesian", "hyperband"),
 }
-PRUNERS = ("none", "median", "hyperband")
+PRUNERS = ("none", "median", "successive_halving", "hyperband")
 COMBINES = ("probs", "logits", "geometric", "vote")
 METHODS = ("greedy", "top_k", "weights")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")

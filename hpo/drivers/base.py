@@ -17,8 +17,14 @@ class Proposal:
 
     number: int
     params: dict[str, Any]
-    epochs: int | None = None  # set by engines that allot budgets (KerasTuner's Hyperband)
+    epochs: int | None = None  # set by engines that allot budgets (KerasTuner's Hyperband): the last epoch to reach
     handle: Any = field(default=None, repr=False)  # the engine's own trial object
+    # Engines that promote trials (KerasTuner's Hyperband): the trial whose checkpoint this one continues, and the
+    # epochs that trial had trained (fit's ``initial_epoch``); ``checkpoint``: the engine may continue this trial
+    # later, so its weights and optimizer state are kept.
+    parent: int | None = None
+    initial_epoch: int = 0
+    checkpoint: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """KerasTuner driver: its own oracles (RandomSearch, BayesianOptimization, Hyperband) on the shared space.
 
 This is the baseline we compare against. The oracle is driven through its
-public trial protocol (``create_trial`` / ``update_trial`` / ``end_trial``);
-Hyperband's per-trial epoch budget is honoured, but trials train from scratch
-rather than from the previous round's checkpoint.
+public trial protocol (``create_trial`` / ``update_trial`` / ``end_trial``).
+Under Hyperband a trial promoted to a later round continues its parent trial
+(``tuner/trial_id``): the study loads the parent's checkpoint (weights and
+optimizer state) and trains only the epochs from ``tuner/initial_epoch`` to
+``tuner/epochs``, as KerasTuner's own ``Hyperband`` tuner does.
 """
 
 from __future__ import annotations
@@ -32,12 +34,14 @@ class KerasTunerDriver(Driver):
         # KerasTuner's oracles read seed 0 as "no seed" (``seed or random.randint(...)``): shift by one.
         common = dict(objective=objective, seed=seed + 1, hyperparameters=space.to_kerastuner(),
                       tune_new_entries=False, max_consecutive_failed_trials=n_trials + 1)
+        self.max_epochs: int | None = None  # Hyperband's: a trial that trained fewer may be continued later
         if oracle == "random":
             self.oracle = kt.oracles.RandomSearchOracle(max_trials=n_trials, **common)
         elif oracle == "bayesian":
             self.oracle = kt.oracles.BayesianOptimizationOracle(max_trials=n_trials, **common)
         elif oracle == "hyperband":
             self.oracle = kt.oracles.HyperbandOracle(max_epochs=epochs, factor=3, **common)
+            self.max_epochs = epochs
         else:
             raise ConfigError("driver.sampler", f"unknown kerastuner oracle {oracle!r}")
         self.oracle.verbose = 0
@@ -72,10 +76,15 @@ class KerasTunerDriver(Driver):
         values = dict(trial.hyperparameters.values)
         if self._queue and "tuner/trial_id" not in values:  # a new configuration, not a Hyperband continuation
             values = self._enqueued(trial, values)
-        epochs = values.get("tuner/epochs")
+        epochs = int(values["tuner/epochs"]) if values.get("tuner/epochs") else None
         params = self.space.active({k: v for k, v in values.items() if not k.startswith("tuner/")})
-        return Proposal(number=len(self.oracle.start_order) - 1, params=params,
-                        epochs=int(epochs) if epochs else None, handle=trial)
+        parent = values.get("tuner/trial_id")
+        # The trial's own place in the start order: a trial the oracle retries (interrupted, then resumed) keeps
+        # its number and directory.
+        return Proposal(number=self.oracle.start_order.index(trial.trial_id), params=params, epochs=epochs,
+                        handle=trial, parent=None if parent is None else self.oracle.start_order.index(parent),
+                        initial_epoch=int(values.get("tuner/initial_epoch") or 0) if parent is not None else 0,
+                        checkpoint=epochs is not None and self.max_epochs is not None and epochs < self.max_epochs)
 
     def enqueue(self, points: list[dict[str, Any]]) -> int:
         """KerasTuner's oracles have no call that queues a configuration: the trial the oracle creates next gets

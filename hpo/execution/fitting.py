@@ -123,12 +123,15 @@ def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor:
 
 @dataclass
 class Fit:
-    """How one trial fits: its builder (a HyperModel's ``fit`` override is called), ``hp``, epochs, batch size."""
+    """How one trial fits: its builder (a HyperModel's ``fit`` override is called), ``hp``, the epoch it ends at,
+    batch size, and the epoch it starts from (a trial continuing another one's checkpoint: the epochs that one
+    trained)."""
 
     build: Builder
     hp: Any
     epochs: int
     batch_size: int
+    initial_epoch: int = 0
 
 
 def _call_fit(model: Any, fit: Fit, settings: TrialSettings, x: Any, y: Any, **kwargs: Any) -> Any:
@@ -137,6 +140,8 @@ def _call_fit(model: Any, fit: Fit, settings: TrialSettings, x: Any, y: Any, **k
     itself (KerasTuner's convention: ``model.fit(*args, batch_size=hp.Int(...), **kwargs)``)."""
     from hpo.space.fit_params import overrides_fit
 
+    if fit.initial_epoch:
+        kwargs["initial_epoch"] = fit.initial_epoch
     if not overrides_fit(fit.build):
         return model.fit(x, y, epochs=fit.epochs, batch_size=fit.batch_size, **kwargs)
     own = set(fit.hp.values) - set(settings.fit_params)  # the HyperModel's own hp values (fit's included)

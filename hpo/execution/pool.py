@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from hpo.errors import ConfigError, HpoError
+from hpo.execution.continuation import Resume
 from hpo.results import TrialResult, TrialState
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ class Task:
     trial_dir: str
     epochs: int | None = None
     histograms: bool = False
+    resume: Resume | None = None  # the checkpoint it continues (hpo.execution.continuation)
+    checkpoint: bool = False  # keep its own checkpoint for a later trial
 
 
 @dataclass

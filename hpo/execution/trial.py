@@ -3,7 +3,8 @@
 The runner never raises for a bad trial: exceptions, NaN losses and budgets end
 in a :class:`TrialResult` with state FAILED and the reason, pruning in state
 PRUNED, so the study goes on. With ``training.folds`` the trial is cross-validated
-(:mod:`hpo.execution.folds`).
+(:mod:`hpo.execution.folds`). A trial may continue another one's checkpoint and keep its own for a later one
+(:mod:`hpo.execution.continuation`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hpo.data import Splits
 from hpo.errors import TrialFailed, TrialPruned
 from hpo.execution.fitting import (EpochListener, Fit, TrialSettings, final_scores, fit_model, make_model,
                                    save_predictions)
+from hpo.execution.continuation import Resume, load_checkpoint, save_checkpoint
 from hpo.execution.folds import run_folds
 from hpo.execution.measures import model_measures
 from hpo.execution.memory import release_memory, start_trial_memory
@@ -43,8 +45,14 @@ def run_trial(
     listener: EpochListener | None = None,
     epochs: int | None = None,
     extra_callbacks: list[Any] | None = None,
+    resume: Resume | None = None,
+    checkpoint: bool = False,
 ) -> TrialResult:
-    """Train and score one configuration; never raises for a failing trial."""
+    """Train and score one configuration; never raises for a failing trial.
+
+    ``resume``: start from another trial's checkpoint and train only the epochs after it (a checkpoint that cannot
+    be loaded is logged and the trial trains all its epochs from a fresh model); ``checkpoint``: save this trial's
+    weights and optimizer state for a later trial to continue. Neither applies to a cross-validated trial."""
     started = time.monotonic()
     result = TrialResult(number=number, params=dict(params), seed=seed, state=TrialState.FAILED)
     model = None
@@ -55,13 +63,15 @@ def run_trial(
         if settings.folds > 1:
             run_folds(result, splits, settings, trial_dir, listener, fit, extra_callbacks, started)
         else:
-            seed_everything(seed, settings.deterministic)
-            model = make_model(build, hp, splits.spec)
+            model = _start_model(build, hp, splits, seed, settings, resume, result)
+            fit.initial_epoch = result.initial_epoch
             audit_history = fit_model(model, result, splits, settings, trial_dir, listener, fit, extra_callbacks,
                                       started)
             final_scores(model, result, splits, settings, audit_history)
             result.measures.update(model_measures(model, splits))
             trial_dir.mkdir(parents=True, exist_ok=True)
+            if checkpoint:
+                save_checkpoint(model, trial_dir)
             result.predictions_path = str(save_predictions(model, splits, trial_dir))
             if settings.save_models:
                 model_path = trial_dir / "model.keras"
@@ -83,3 +93,23 @@ def run_trial(
         del model
         release_memory()
     return result
+
+
+def _start_model(build: Builder, hp: Any, splits: Splits, seed: int, settings: TrialSettings, resume: Resume | None,
+                 result: TrialResult) -> Any:
+    """The trial's model, freshly built, or with ``resume``'s checkpoint loaded (``result`` then records the parent
+    and the epoch the trial starts from)."""
+    seed_everything(seed, settings.deterministic)
+    model = make_model(build, hp, splits.spec)
+    if resume is None:
+        return model
+    try:
+        load_checkpoint(model, resume.path)
+    except Exception as exc:  # the trial still runs, with all its epochs, as KerasTuner would without a checkpoint
+        log.warning("trial %d: the checkpoint of trial %d (%s) cannot be loaded (%s: %s); it trains from a fresh "
+                    "model", result.number, resume.parent, resume.path, type(exc).__name__, exc)
+        del model
+        seed_everything(seed, settings.deterministic)
+        return make_model(build, hp, splits.spec)  # nothing half-loaded
+    result.resumed_from, result.initial_epoch = resume.parent, resume.initial_epoch
+    return model

@@ -95,7 +95,7 @@ def _child_main(read_fd: int, write_fd: int) -> None:
         result = run_trial(number=task.number, params=task.params, seed=task.seed, build=build,
                            space=payload["space"], splits=payload["splits"], settings=payload["settings"],
                            trial_dir=Path(task.trial_dir), listener=listener, epochs=task.epochs,
-                           extra_callbacks=extra)
+                           extra_callbacks=extra, resume=task.resume, checkpoint=task.checkpoint)
         if board is not None:
             board.writer.close()
         outbox.send(("done", result))

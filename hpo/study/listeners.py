@@ -160,6 +160,8 @@ class TrackingListener(TrialListener):
                 metrics.update({f"fold_{f['fold']}/{k}": v for k, v in f["metrics"].items()})
             for e in range(max((len(v) for v in result.history.values()), default=0)):
                 self.tracker.log_epoch(trial.run_id, e, {k: v[e] for k, v in result.history.items() if len(v) > e})
+        if result.resumed_from is not None:  # its epoch steps go on from the parent's (initial_epoch)
+            tags["hpo.resumed_from"], tags["hpo.initial_epoch"] = result.resumed_from, result.initial_epoch
         if result.pack:
             tags["hpo.pack"] = ",".join(str(n) for n in result.pack)
         if result.error:

@@ -15,7 +15,7 @@ from hpo.study.context import StudyRun
 from hpo.study.listeners import RunningTrial
 from hpo.study.prepare import is_config_builder
 from hpo.study.signals import deferred, raise_if_signalled
-from hpo.study.trials import begin, finish
+from hpo.study.trials import begin, continuation, finish
 
 
 @dataclass
@@ -91,8 +91,10 @@ def _submit(run: StudyRun, pool: Any, state: _Asking) -> None:
         with deferred():  # once its MLflow run is open, the trial is one an interrupt marks
             trial = begin(run, proposal, histograms_here=False, device=pool.slots[slot].describe())
             state.running[proposal.number] = trial
+            resume, checkpoint = continuation(run, proposal)
             pool.submit(slot, Task(proposal.number, proposal.params, trial.seed, str(trial.trial_dir),
-                                   proposal.epochs, histograms=board.enabled and board.histograms))
+                                   proposal.epochs, histograms=board.enabled and board.histograms, resume=resume,
+                                   checkpoint=checkpoint))
 
 
 def _answer_epoch(run: StudyRun, pool: Any, trial: RunningTrial, ev: Any) -> None:

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from hpo.drivers.base import Proposal, Wait
 from hpo.errors import HpoError
+from hpo.execution.continuation import CHECKPOINT, Resume
 from hpo.execution.trial import run_trial
 from hpo.repro import trial_seed
-from hpo.results import TrialResult, TrialState, result_dict, trial_dir, write_json
+from hpo.results import TrialResult, TrialState, inside, result_dict, trial_dir, write_json
 from hpo.study.context import StudyRun
 from hpo.study.listeners import RunningTrial
 from hpo.study.objectives import score_objectives
 from hpo.study.signals import deferred, raise_if_signalled
+
+log = logging.getLogger(__name__)
 
 
 def begin(run: StudyRun, proposal: Proposal, *, histograms_here: bool = True, device: str | None = None) -> RunningTrial:
@@ -66,15 +72,39 @@ def _write_result(run: StudyRun, trial: RunningTrial, result: TrialResult) -> No
     write_json(trial.trial_dir / "result.json", result_dict(result) | {"mlflow_run_id": run.tracker.run_id(trial.run_id)})
 
 
+def continuation(run: StudyRun, proposal: Proposal) -> tuple[Resume | None, bool]:
+    """The checkpoint a promoted trial continues, and whether the trial keeps its own for the engine to promote
+    later. Cross-validated (k models) and packed trials do neither: they train every epoch of their budget from
+    scratch."""
+    if run.settings.folds > 1 or run.plan.packing:
+        return None, False
+    return parent_checkpoint(run.run_dir, proposal), proposal.checkpoint
+
+
+def parent_checkpoint(run_dir: Path, proposal: Proposal) -> Resume | None:
+    """The checkpoint of the trial ``proposal`` continues, when it is a file inside the run directory (symlinks
+    resolved); None, with a warning, when it is missing or outside (the trial then trains from scratch)."""
+    if proposal.parent is None:
+        return None
+    where = trial_dir(run_dir, proposal.parent) / CHECKPOINT
+    path = inside(run_dir, where, f"trial {proposal.number}: the checkpoint of trial {proposal.parent}")
+    if path is None or not path.is_file():
+        log.warning("trial %d continues trial %d, whose checkpoint %s is missing or lies outside the run directory; it trains its %s epochs from a "
+                    "fresh model", proposal.number, proposal.parent, where, proposal.epochs)
+        return None
+    return Resume(proposal.parent, str(path), proposal.initial_epoch)
+
+
 def run_one(run: StudyRun, proposal: Proposal) -> TrialResult:
     """One trial in this process."""
     trial = begin(run, proposal)
     try:
         raise_if_signalled()  # a Ctrl-C while the trial opened: it is interrupted before training
+        resume, checkpoint = continuation(run, proposal)
         result = run_trial(number=proposal.number, params=proposal.params, seed=trial.seed, build=run.build,
                            space=run.space, splits=run.splits, settings=run.settings, trial_dir=trial.trial_dir,
                            listener=run.listeners.epoch_listener(trial), epochs=proposal.epochs,
-                           extra_callbacks=trial.extra_callbacks)
+                           extra_callbacks=trial.extra_callbacks, resume=resume, checkpoint=checkpoint)
         # A signal whose interrupt the trial's code caught and turned into an ordinary error (a library's
         # `except`) would otherwise be recorded as the trial's failure and count against the budget on resume.
         raise_if_signalled()
