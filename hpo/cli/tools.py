@@ -25,6 +25,9 @@ def add_ensemble(sub: Any) -> None:
     e.add_argument("--temperature", action="store_true", help="fit a temperature on select after pooling")
     e.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                    help="combine the members' raw logits (default: one temperature per member, fitted on select)")
+    e.add_argument("--confidence", type=float, default=0.95,
+                   help="greedy: share of bootstrap resamples of select in which an addition must improve the "
+                        "ensemble (default 0.95; 0 adds on any select gain, the previous rule)")
     e.add_argument("--distinct", action="store_true", help="at most one member per identical configuration")
     e.add_argument("--out", help="artifact directory (default <run_dir>/ensemble)")
     e.add_argument("--tracking-uri")
@@ -69,7 +72,8 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     if uri is None:
         print(f"not logged to MLflow: {refused_uri_hint(summary['tracking_uri'], 'summary.json')}", file=sys.stderr)
     rep = build_ensemble(run_dir, method=args.method, combine=args.combine, size=args.top_k, metric=args.metric,
-                         temperature=args.temperature, calibrate=args.calibrate, distinct_configs=args.distinct, out_dir=args.out,
+                         temperature=args.temperature, calibrate=args.calibrate, distinct_configs=args.distinct,
+                         confidence=args.confidence, out_dir=args.out,
                          tracking_uri=uri, parent_run_id=parent)
     print(f"ensemble ({rep.method}, {rep.combine}) of {len(rep.members)} members: "
           + ", ".join(f"trial {m['trial']} x{m['count']:.3g}" for m in rep.members))
