@@ -208,7 +208,7 @@ def build_ensemble(
     report = EnsembleReport(method=method, combine=combine, metric=metric, members=members, temperature=pooled_t,
                             metrics=metrics, best_single=best_single, curve=curve, calibrated=calibrate,
                             guard=guard_metric(pool, metric) if guard and method != "top_k" else None,
-                            best_single_alone=alone)
+                            best_single_alone=alone, confidence=confidence if method != "top_k" else None)
     if save_artifact:
         _save_and_log(report, pool, Path(out_dir) if out_dir else run_dir / "ensemble", tracking_uri, parent_run_id)
     return report

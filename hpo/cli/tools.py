@@ -78,7 +78,8 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     print(f"ensemble ({rep.method}, {rep.combine}) of {len(rep.members)} members: "
           + ", ".join(f"trial {m['trial']} x{m['count']:.3g}" for m in rep.members))
     if rep.best_single_alone:
-        print(f"  the best single trial ({rep.best_single['trial']}) is kept alone: no other trial improved it on select")
+        print(f"  the best single trial ({rep.best_single['trial']}) is kept alone: no other trial improved it on select"
+              + (f" in {rep.confidence:.0%} of bootstrap resamples" if rep.confidence else ""))
     for split in ("select", "audit", "test"):
         ens = {k[len(split) + 1:]: v for k, v in rep.metrics.items() if k.startswith(split + "_")}
         one = {k[len(split) + 1:]: v for k, v in rep.best_single["metrics"].items() if k.startswith(split + "_")}
