@@ -19,6 +19,7 @@ from ensembles.metrics import log_softmax, softmax
 from ensembles.pool import Pool
 
 CHUNK = 64  # candidates scored per array operation (bounds memory: CHUNK x n x C)
+TRIED = 8  # with a confidence, the candidates (best point gain first) bootstrapped per step before stopping
 
 
 def _basis(z: np.ndarray, method: str) -> np.ndarray:
@@ -181,8 +182,8 @@ def greedy(
     member on select. Without it, selection starts from the member best by ``metric`` (Caruana's rule).
     With ``confidence`` > 0 an addition must also earn its place beyond the noise of the select half
     (:func:`likely_better`): it improves ``metric`` in at least that fraction of bootstrap resamples of
-    the rows (the guard stays the point check above); the candidates are tried best first and selection
-    stops when none passes.
+    the rows (the guard stays the point check above); the ``TRIED`` candidates with the largest gains are
+    tried best first and selection stops when none passes.
     """
     scorer = _Scorer(pool, "select", method, metric)
     allowed = np.ones(len(pool), bool) if allowed is None else allowed
@@ -204,7 +205,7 @@ def greedy(
             cand[guard_scorer.loss_adding_each(counts, allowed) > floor + 1e-12] = np.inf
         order = [int(i) for i in np.argsort(cand, kind="stable") if cand[i] < current - 1e-12]
         if confidence > 0:
-            order = [next((i for i in order if _earns_place(scorer, counts, i, confidence)), -1)]
+            order = [next((i for i in order[:TRIED] if _earns_place(scorer, counts, i, confidence)), -1)]
         if not order or order[0] < 0:
             break
         best = order[0]

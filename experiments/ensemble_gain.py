@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     from experiments._common import header, write_result
 
     result: dict[str, Any] = {**header("experiments.ensemble_gain", argv), "benchmark": "ensemble_gain",
-                              "variants": VARIANTS, "seed": "one study per seed 0 .. seeds-1", "datasets": {}}
+                              "variants": VARIANTS, "seed": "one study per seed: digits 0-4, mnist 0-2, digits_more 5-19",
+                              "datasets": {}}
     for name in args.datasets:
         s = dict(SETTINGS[name])
         for key in ("seeds", "trials", "epochs", "first_seed"):
