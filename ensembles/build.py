@@ -125,7 +125,7 @@ def _fitted(pool: Pool, counts: np.ndarray, steps: list[np.ndarray], combine: st
     w = fit_weights(pool, combine, seed=seed, init=0.5 * counts / counts.sum() + 0.5 / len(pool))
     scorer = _Scorer(pool, "select", combine, guard)
     single = np.zeros(len(pool))
-    single[pool.ranked()[0]] = 1
+    single[pool.best_trial()] = 1
     if scorer.loss(w) > scorer.loss(single) + 1e-12:
         log.info("fitted weights score below the best single member on select; keeping the greedy counts")
         return counts, steps
@@ -188,7 +188,7 @@ def build_ensemble(
                 pooled_t[h.name] = fit_temperature(lp, pool.labels["select"][h.name])
     metrics = evaluate(pool, counts, combine, pooled_t)
     record_test_use(pool.run_dir, f"ensemble {method}/{combine} of {len(np.flatnonzero(counts))} members")
-    best = int(next(i for i in pool.ranked() if pool.epoch(i) is None))  # the best trial, not a snapshot of one
+    best = pool.best_trial()  # the best trial, not a snapshot of one
     single = np.zeros(len(pool))
     single[best] = 1
     best_single = {"trial": pool.numbers[best], "params": pool.params[best],

@@ -177,9 +177,9 @@ def greedy(
     """Caruana's forward selection with replacement on the select half; returns counts and each step's counts.
 
     With ``guard`` (the study's objective as ``accuracy`` or ``nll``) selection starts from the best
-    member by the objective (``pool.ranked()[0]``) and an addition must improve ``metric`` while
-    keeping the guard no worse than that member's, so the result is never below the best single
-    member on select. Without it, selection starts from the member best by ``metric`` (Caruana's rule).
+    trial by the objective (``pool.best_trial()``, a trial's final model, not a snapshot) and an addition
+    must improve ``metric`` while keeping the guard no worse than that trial's, so the result is never
+    below the best single trial on select. Without it, selection starts from the member best by ``metric`` (Caruana's rule).
     With ``confidence`` > 0 an addition must also earn its place beyond the noise of the select half
     (:func:`likely_better`): it improves ``metric`` in at least that fraction of bootstrap resamples of
     the rows (the guard stays the point check above); the ``TRIED`` candidates with the largest gains are
@@ -190,7 +190,7 @@ def greedy(
     counts = np.zeros(len(pool))
     guard_scorer = _Scorer(pool, "select", method, guard) if guard else None
     if guard_scorer is not None:
-        first = int(next(i for i in pool.ranked() if allowed[i]))
+        first = pool.best_trial(allowed)
         counts[first] = 1
         current, floor = scorer.loss(counts), guard_scorer.loss(counts)
     else:

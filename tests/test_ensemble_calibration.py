@@ -120,6 +120,20 @@ def test_an_addition_with_a_real_select_gain_is_accepted() -> None:
     assert likely_better(scorer.rows(best) - scorer.rows(np.ones(2)), 0.999, strict=True)
 
 
+def test_greedy_starts_from_the_best_trial_not_a_snapshot_scoring_higher_on_select() -> None:
+    """A snapshot whose select score beats its trial's (select noise, or an earlier epoch) is a candidate,
+    never the start: the guard's floor is the best trial, the model the ensemble is compared with."""
+    import dataclasses
+
+    z, y = _calibrated_logits(216, 10, seed=9)
+    rng = np.random.default_rng(9)
+    pool = dataclasses.replace(_synthetic_pool([z, z + rng.normal(size=z.shape)], y, [0.80, 0.85]),
+                               numbers=[0, 0], epochs=[None, 2])
+    assert pool.ranked()[0] == 1 and pool.best_trial() == 0
+    _, steps = choose(pool, method="greedy", size=3)
+    assert steps[0].tolist() == [1.0, 0.0]
+
+
 def test_likely_better_is_a_paired_bootstrap_of_the_rows() -> None:
     from ensembles.select import likely_better
 
