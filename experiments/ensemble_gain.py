@@ -1,26 +1,31 @@
-"""What the ensemble earns over the best single trial: four selections compared on the same trials.
+"""What the ensemble earns over the best single trial: selections compared on the same trials.
 
-    python -m experiments.ensemble_gain [--datasets digits mnist] [--seeds N] [--trials N] [--epochs N]
+    python -m experiments.ensemble_gain [--datasets digits mnist digits_more] [--seeds N] [--seeds-for NAME=N]
+                                        [--trials N] [--epochs N] [--first-seed N] [--runs DIR] [--reuse]
 
-For every study (digits: 5 seeds x 12 trials x 5 epochs, the quality benchmark's settings; MNIST on CPU:
-20,000 training rows, 3 seeds x 12 trials x 5 epochs) the same finished trials are ensembled four ways,
-nothing retrained:
+For every study (digits: 5 seeds x 12 trials x 5 epochs, the quality benchmark's settings; ``digits_more``:
+15 more digits seeds, 5-19; MNIST on CPU: 20,000 training rows, 3 seeds x 12 trials x 5 epochs) the same
+finished trials are ensembled several ways, nothing retrained:
 
-- ``old_greedy``: Caruana's greedy on select NLL from the member best by NLL, raw logits (the previous default);
+- ``old_greedy``: Caruana's greedy on select NLL from the member best by NLL, raw logits (the first default);
 - ``top_k``: the 5 best trials by the objective, equal weights, raw logits;
 - ``calibrated_greedy``: one temperature per member fitted on select, greedy from the best trial by the
-  objective with the objective (accuracy) as a guard (the new default);
+  objective with the objective (accuracy) as a guard, any select gain adds a member (the default before);
+- ``confident_greedy``: the same, and an addition's select NLL gain must hold in 95% of paired bootstrap
+  resamples of the select rows (``ensemble.confidence``; the default);
 - ``weights``: calibrated members, non-negative weights summing to one fitted on select with early
-  stopping on a held-out third of select;
-- ``calibrated_greedy_snapshots``: the calibrated greedy over a wider pool, every trial's epochs
-  ``epochs-2`` and ``epochs-1`` saved as snapshots while it trained (at most 3 candidates per configuration).
+  stopping on a held-out third of select, started from the confident greedy;
+- ``confident_greedy_snapshots``: the confident greedy over a wider pool, every trial's epochs
+  ``epochs-2`` and ``epochs-1`` saved as snapshots while it trained (at most 3 candidates per configuration);
+- ``calibrated_single``: the best single trial with its own temperature (what calibration alone gives).
 
-The first four see the trials' final models only (``snapshots=False``).
-
-All average probabilities. Each is scored on the locked test split against the study's best single trial
-by select (its raw logits): the fraction of studies where the ensemble's test accuracy is at least the best
-single's, the worst shortfall, the mean gain, and the test NLL difference. Writes
-``experiments/results/ensemble_gain.json``; ``python -m experiments.bench --render-only`` renders it.
+All but the snapshots variant see the trials' final models only (``snapshots=False``); all average
+probabilities. Each is scored on the locked test split against the study's best single trial by select as
+trained (its raw logits) and against ``calibrated_single``: the fraction of studies where the ensemble's
+test accuracy is at least the best single's, the worst shortfall, the mean gain, and the test NLL
+differences. ``--reuse`` ensembles the finished studies already in ``--runs`` again (same settings)
+instead of rerunning them. Writes ``experiments/results/ensemble_gain.json``;
+``python -m experiments.bench --render-only`` renders it.
 """
 
 from __future__ import annotations
@@ -167,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int)
     ap.add_argument("--trials", type=int)
     ap.add_argument("--epochs", type=int)
+    ap.add_argument("--seeds-for", nargs="*", default=[], metavar="NAME=N",
+                    help="seeds for one dataset only (e.g. mnist=2 digits_more=8), after --seeds")
     ap.add_argument("--first-seed", type=int, help="seeds first_seed .. first_seed+seeds-1 (default 0)")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--runs", default="runs/ensemble_gain")
@@ -183,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("seeds", "trials", "epochs", "first_seed"):
             if getattr(args, key) is not None:
                 s[key] = getattr(args, key)
+        for item in args.seeds_for:
+            key, _, n = item.partition("=")
+            if key == name:
+                s["seeds"] = int(n)
         result["datasets"][name] = run_dataset(s, Path(args.runs) / name, args.reuse)
         _log(f"{name}: {json.dumps(result['datasets'][name]['verdicts'], indent=1)}")
     path = write_result(args.out, "ensemble_gain", result)
