@@ -162,7 +162,8 @@ def run_dataset(s: Mapping[str, Any], runs: Path, reuse: bool = False) -> dict[s
     return {"settings": {**s, "ensemble_size": SIZE, "combine": "probs", "greedy_metric": "nll",
                          "train_rows": splits.size("train"), "select_rows": splits.size("select"),
                          "test_rows": splits.size("test")},
-            "wall_s": round(time.monotonic() - t0, 1), "studies": studies,
+            "wall_s": round(time.monotonic() - t0, 1), "reused": reuse,
+            "studies_wall_s": round(sum(e["study_wall_s"] for e in studies), 1), "studies": studies,
             "verdicts": {v: verdict(studies, v) for v in [*VARIANTS, "calibrated_single"]}}
 
 

@@ -201,7 +201,8 @@ def render_ensemble_gain(d: Mapping[str, Any], name: str) -> str:
         s = r["settings"]
         parts.append(f"### {GAIN_DATASETS.get(ds, ds)}: {s['seeds']} seeds x {s['trials']} trials x {s['epochs']} epochs, "
                      f"{s['train_rows']} training rows, {s['select_rows']} select, {s['test_rows']} test "
-                     f"(wall {secs(r['wall_s'])})")
+                     + (f"(studies {secs(r['studies_wall_s'])}, run before and ensembled again with `--reuse` in "
+                        f"{secs(r['wall_s'])})" if r.get("reused") else f"(wall {secs(r['wall_s'])})"))
         rows = []
         for v, t in r["verdicts"].items():
             rows.append([GAIN_LABELS.get(v, v), pct(t["fraction_test_accuracy_at_least_single"], 0),
@@ -226,7 +227,9 @@ def render_ensemble_gain(d: Mapping[str, Any], name: str) -> str:
                 f"({met(t['fraction_test_accuracy_at_least_single'] >= 0.8)}); never more than 0.3 pt below: worst "
                 f"{t['worst_test_accuracy_shortfall_pt']:+.2f} pt ({met(t['worst_test_accuracy_shortfall_pt'] >= -0.3)}); "
                 f"test NLL below the best single's in every study: {pct(t['fraction_test_nll_below_single'], 0)} "
-                f"({met(t['fraction_test_nll_below_single'] == 1)})"
+                f"({met(t['fraction_test_nll_below_single'] == 1)}; at most the calibrated single's, like for like, in "
+                f"{pct(t.get('fraction_test_nll_at_most_calibrated_single', 0), 0)}; largest rise over the best "
+                f"single {t['max_test_nll_change']:+.4f})"
                 + (f"; mean gain at least +0.3 pt (MNIST): {gain:+.2f} pt ({met(gain >= 0.3)})" if ds == "mnist" else "")
                 + f". One test example is {100 / s['test_rows']:.2f} pt here.")
         per = [[e["seed"], f"trial {e['single']['trial']}: {pct(e['single']['test']['accuracy'])} / "
