@@ -101,6 +101,8 @@ def choose(pool: Pool, *, method: str = "greedy", combine: str = "probs", size: 
     over every candidate, started from the guarded greedy counts; when they score below the best single
     member on the guard, the greedy counts are kept.
     """
+    if not 0 <= confidence < 1:
+        raise ValueError(f"confidence must be at least 0 and below 1, got {confidence}")
     keep = one_per_config(pool) if distinct_configs else np.arange(len(pool))
     sub = pool.subset(keep) if distinct_configs else pool
     if method == "top_k":

@@ -14,6 +14,17 @@ from hpo.errors import ConfigError
 USE_RECORDED_HELP = "send to the tracking URI the run directory's files name, when it is not the run directory's own store"
 
 
+def _confidence(text: str) -> float:
+    """``--confidence``: a share of bootstrap resamples, at least 0 and below 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1 (0.95 is the default), got {text!r}")
+    return value
+
+
 def add_ensemble(sub: Any) -> None:
     """The ``ensemble`` subcommand."""
     e = sub.add_parser("ensemble", help="ensemble a finished study's trials")
@@ -25,7 +36,7 @@ def add_ensemble(sub: Any) -> None:
     e.add_argument("--temperature", action="store_true", help="fit a temperature on select after pooling")
     e.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                    help="combine the members' raw logits (default: one temperature per member, fitted on select)")
-    e.add_argument("--confidence", type=float, default=0.95,
+    e.add_argument("--confidence", type=_confidence, default=0.95,
                    help="greedy: share of bootstrap resamples of select in which an addition must improve the "
                         "ensemble (default 0.95; 0 adds on any select gain, the previous rule)")
     e.add_argument("--distinct", action="store_true", help="at most one member per identical configuration")
