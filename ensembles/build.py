@@ -72,6 +72,7 @@ def evaluate(pool: Pool, counts: np.ndarray, method: str, temperature: dict[str,
     return out
 
 
+DEFAULT_CONFIDENCE = 0.95  # an addition must improve select in 95% of bootstrap resamples; 0: any improvement
 GUARDED_OBJECTIVES = {"accuracy": "accuracy", "sparse_categorical_accuracy": "accuracy",
                       "categorical_accuracy": "accuracy", "binary_accuracy": "accuracy", "loss": "nll"}
 
@@ -89,22 +90,26 @@ def guard_metric(pool: Pool, metric: str) -> str:
 
 
 def choose(pool: Pool, *, method: str = "greedy", combine: str = "probs", size: int = 5, metric: str = "nll",
-           distinct_configs: bool = False, guard: bool = True, seed: int = 0) -> tuple[np.ndarray, list[np.ndarray]]:
+           distinct_configs: bool = False, guard: bool = True, seed: int = 0,
+           confidence: float = DEFAULT_CONFIDENCE) -> tuple[np.ndarray, list[np.ndarray]]:
     """Member counts (or weights) chosen on the select half only, and the counts after each step.
 
     ``top_k``: the ``size`` best members by the objective. ``greedy``: forward selection with
     replacement; with ``guard`` it starts from the best member by the objective and never ends below
-    it on select (:func:`ensembles.select.greedy`). ``weights``: fitted weights (:mod:`ensembles.weights`)
+    it on select (:func:`ensembles.select.greedy`); with ``confidence`` > 0 each addition must also be
+    better in that fraction of bootstrap resamples of select, so select noise does not add members. ``weights``: fitted weights (:mod:`ensembles.weights`)
     over every candidate, started from the guarded greedy counts; when they score below the best single
     member on the guard, the greedy counts are kept.
     """
+    if not 0 <= confidence < 1:
+        raise ValueError(f"confidence must be at least 0 and below 1, got {confidence}")
     keep = one_per_config(pool) if distinct_configs else np.arange(len(pool))
     sub = pool.subset(keep) if distinct_configs else pool
     if method == "top_k":
         counts, steps = top_k(sub, size)
     elif method in ("greedy", "weights"):
         g = guard_metric(sub, metric) if guard else None
-        counts, steps = greedy(sub, method=combine, metric=metric, max_size=size, guard=g)
+        counts, steps = greedy(sub, method=combine, metric=metric, max_size=size, guard=g, confidence=confidence)
         if method == "weights":
             counts, steps = _fitted(sub, counts, steps, combine, g or metric, seed)
     else:
@@ -122,7 +127,7 @@ def _fitted(pool: Pool, counts: np.ndarray, steps: list[np.ndarray], combine: st
     w = fit_weights(pool, combine, seed=seed, init=0.5 * counts / counts.sum() + 0.5 / len(pool))
     scorer = _Scorer(pool, "select", combine, guard)
     single = np.zeros(len(pool))
-    single[pool.ranked()[0]] = 1
+    single[pool.best_trial()] = 1
     if scorer.loss(w) > scorer.loss(single) + 1e-12:
         log.info("fitted weights score below the best single member on select; keeping the greedy counts")
         return counts, steps
@@ -155,6 +160,7 @@ def build_ensemble(
     out_dir: str | Path | None = None, save_artifact: bool = True, tracking_uri: str | None = None,
     parent_run_id: str | None = None, max_candidates: int | None = None, incumbent_counted: int | None = None,
     seed: int = 0, snapshots: bool = True, max_per_config: int | None = None,
+    confidence: float = DEFAULT_CONFIDENCE,
 ) -> EnsembleReport:
     """Ensemble the finished trials of the study in ``run_dir``; never retrains a member.
 
@@ -173,7 +179,7 @@ def build_ensemble(
     temps = member_temperatures(raw) if calibrate else {}
     pool = calibrated(raw, temps) if calibrate else raw
     counts, steps = choose(pool, method=method, combine=combine, size=size, metric=metric,
-                           distinct_configs=distinct_configs, guard=guard, seed=seed)
+                           distinct_configs=distinct_configs, guard=guard, seed=seed, confidence=confidence)
     pooled_t: dict[str, float] = {}
     if temperature:
         idx = np.flatnonzero(counts)
@@ -184,7 +190,7 @@ def build_ensemble(
                 pooled_t[h.name] = fit_temperature(lp, pool.labels["select"][h.name])
     metrics = evaluate(pool, counts, combine, pooled_t)
     record_test_use(pool.run_dir, f"ensemble {method}/{combine} of {len(np.flatnonzero(counts))} members")
-    best = int(next(i for i in pool.ranked() if pool.epoch(i) is None))  # the best trial, not a snapshot of one
+    best = pool.best_trial()  # the best trial, not a snapshot of one
     single = np.zeros(len(pool))
     single[best] = 1
     best_single = {"trial": pool.numbers[best], "params": pool.params[best],
@@ -204,7 +210,7 @@ def build_ensemble(
     report = EnsembleReport(method=method, combine=combine, metric=metric, members=members, temperature=pooled_t,
                             metrics=metrics, best_single=best_single, curve=curve, calibrated=calibrate,
                             guard=guard_metric(pool, metric) if guard and method != "top_k" else None,
-                            best_single_alone=alone)
+                            best_single_alone=alone, confidence=confidence if method != "top_k" else None)
     if save_artifact:
         _save_and_log(report, pool, Path(out_dir) if out_dir else run_dir / "ensemble", tracking_uri, parent_run_id)
     return report

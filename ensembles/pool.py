@@ -54,6 +54,11 @@ class Pool:
         order = np.argsort(self.values, kind="stable")
         return order[::-1] if self.direction == "maximize" else order
 
+    def best_trial(self, allowed: np.ndarray | None = None) -> int:
+        """The best (allowed) member by the objective that is a trial's final model, not a snapshot of one."""
+        ok = [int(i) for i in self.ranked() if allowed is None or allowed[i]]
+        return next((i for i in ok if self.epoch(i) is None), ok[0])
+
     def subset(self, idx: np.ndarray | list[int]) -> "Pool":
         idx = np.asarray(idx, dtype=int)
         return Pool(

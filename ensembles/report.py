@@ -28,6 +28,7 @@ class EnsembleReport:
     calibrated: bool = False  # each member's logits divided by its own temperature (members[i]["temperature"])
     guard: str | None = None  # the objective selection kept at least at the best single member's level
     best_single_alone: bool = False  # no member improved on the best single one: it is the ensemble
+    confidence: float | None = None  # greedy: share of bootstrap resamples of select an addition had to improve
     artifact_dir: str | None = None
     mlflow_run_id: str | None = None
     model_uri: str | None = None

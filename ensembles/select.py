@@ -19,6 +19,7 @@ from ensembles.metrics import log_softmax, softmax
 from ensembles.pool import Pool
 
 CHUNK = 64  # candidates scored per array operation (bounds memory: CHUNK x n x C)
+TRIED = 8  # with a confidence, the candidates (best point gain first) bootstrapped per step before stopping
 
 
 def _basis(z: np.ndarray, method: str) -> np.ndarray:
@@ -44,11 +45,33 @@ def _finish(q: np.ndarray, method: str) -> np.ndarray:
     return log_softmax(q)
 
 
+def _row_loss(log_probs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
+    """Loss per candidate and row (lower is better): NLL or error; ``log_probs`` (..., n, C) → (..., n)."""
+    if metric == "nll":
+        return -log_probs[..., np.arange(len(y)), y]
+    return (log_probs.argmax(-1) != y).astype(np.float64)
+
+
 def _loss(log_probs: np.ndarray, y: np.ndarray, metric: str) -> np.ndarray:
     """Loss per candidate (lower is better): NLL or error rate; ``log_probs`` (..., n, C)."""
-    if metric == "nll":
-        return -log_probs[..., np.arange(len(y)), y].mean(-1)
-    return 1.0 - (log_probs.argmax(-1) == y).mean(-1)
+    return _row_loss(log_probs, y, metric).mean(-1)
+
+
+def likely_better(gain: np.ndarray, confidence: float, *, strict: bool, n_boot: int = 1000,
+                  seed: int = 0) -> bool:
+    """Whether rows' paired gains (``gain[i]`` > 0: row i scored better) sum above zero (``strict``) or
+    at least to zero in at least ``confidence`` of ``n_boot`` bootstrap resamples of the rows.
+
+    A paired percentile bootstrap: resampling rows keeps each row's two scores together, so the test
+    asks whether the change would survive another draw of the select half. Fixed ``seed``: the same
+    pool always gives the same answer.
+    """
+    rng = np.random.default_rng(seed)
+    n, passed = len(gain), 0
+    for start in range(0, n_boot, 100):  # 100 resamples at a time bounds memory at 100 x n
+        sums = gain[rng.integers(0, n, (min(100, n_boot - start), n))].sum(1)
+        passed += int((sums > 0).sum() if strict else (sums >= 0).sum())
+    return passed >= confidence * n_boot
 
 
 class _Scorer:
@@ -76,19 +99,29 @@ class _Scorer:
             total += self._head_loss(pooled[None], h)[0]
         return float(total)
 
+    def rows(self, counts: np.ndarray) -> np.ndarray:
+        """Each select row's loss under the ensemble ``counts``, summed over heads; its mean is :meth:`loss`."""
+        k = counts.sum()
+        return sum(self._head_rows(np.tensordot(counts / k, self.bases[h.name], axes=1)[None], h)[0]
+                   for h in self.heads)
+
     def _head_loss(self, pooled: np.ndarray, h: Any) -> np.ndarray:
+        return self._head_rows(pooled, h).mean(-1)
+
+    def _head_rows(self, pooled: np.ndarray, h: Any) -> np.ndarray:
+        """Loss per candidate and row, (K, n), of pooled predictions (K, n, ...)."""
         y = self.labels[h.name]
         if h.is_classification:
-            return _loss(_finish(pooled, self.method), y, self.metric)
+            return _row_loss(_finish(pooled, self.method), y, self.metric)
         if h.kind == "embedding":
             # pooled is a plain weighted mean here; re-normalising does not change which pair is
             # closest, and the loss of the mean is what greedy selection compares.
             if self.metric == "nll":
-                return triplet_losses(pooled, y).mean(-1)
+                return triplet_losses(pooled, y)
             hit, valid = triplet_hits(pooled, y)
-            return 1.0 - (hit * valid).sum(-1) / max(valid.sum(), 1)
+            return 1.0 - hit * valid * len(y) / max(valid.sum(), 1)
         err = pooled.reshape(pooled.shape[0], len(y), -1) - y.reshape(1, len(y), -1)
-        return (err**2).mean((1, 2))
+        return (err**2).mean(2)
 
     def loss_adding_each(self, counts: np.ndarray, allowed: np.ndarray) -> np.ndarray:
         """Loss of the ensemble ``counts`` plus one more copy of each allowed candidate."""
@@ -139,21 +172,25 @@ def top_k(pool: Pool, k: int) -> tuple[np.ndarray, list[np.ndarray]]:
 
 def greedy(
     pool: Pool, *, method: str = "probs", metric: str = "nll", max_size: int = 10,
-    allowed: np.ndarray | None = None, guard: str | None = None,
+    allowed: np.ndarray | None = None, guard: str | None = None, confidence: float = 0.0,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Caruana's forward selection with replacement on the select half; returns counts and each step's counts.
 
     With ``guard`` (the study's objective as ``accuracy`` or ``nll``) selection starts from the best
-    member by the objective (``pool.ranked()[0]``) and an addition must improve ``metric`` while
-    keeping the guard no worse than that member's, so the result is never below the best single
-    member on select. Without it, selection starts from the member best by ``metric`` (Caruana's rule).
+    trial by the objective (``pool.best_trial()``, a trial's final model, not a snapshot) and an addition
+    must improve ``metric`` while keeping the guard no worse than that trial's, so the result is never
+    below the best single trial on select. Without it, selection starts from the member best by ``metric`` (Caruana's rule).
+    With ``confidence`` > 0 an addition must also earn its place beyond the noise of the select half
+    (:func:`likely_better`): it improves ``metric`` in at least that fraction of bootstrap resamples of
+    the rows (the guard stays the point check above); the ``TRIED`` candidates with the largest gains are
+    tried best first and selection stops when none passes.
     """
     scorer = _Scorer(pool, "select", method, metric)
     allowed = np.ones(len(pool), bool) if allowed is None else allowed
     counts = np.zeros(len(pool))
     guard_scorer = _Scorer(pool, "select", method, guard) if guard else None
     if guard_scorer is not None:
-        first = int(next(i for i in pool.ranked() if allowed[i]))
+        first = pool.best_trial(allowed)
         counts[first] = 1
         current, floor = scorer.loss(counts), guard_scorer.loss(counts)
     else:
@@ -166,10 +203,21 @@ def greedy(
         cand = scorer.loss_adding_each(counts, allowed)
         if guard_scorer is not None:
             cand[guard_scorer.loss_adding_each(counts, allowed) > floor + 1e-12] = np.inf
-        best = int(np.argmin(cand))
-        if not cand[best] < current - 1e-12:
+        order = [int(i) for i in np.argsort(cand, kind="stable") if cand[i] < current - 1e-12]
+        if confidence > 0:
+            order = [next((i for i in order[:TRIED] if _earns_place(scorer, counts, i, confidence)), -1)]
+        if not order or order[0] < 0:
             break
+        best = order[0]
         counts[best] += 1
         current = cand[best]
         steps.append(counts.copy())
     return counts, steps
+
+
+def _earns_place(scorer: _Scorer, counts: np.ndarray, i: int, confidence: float) -> bool:
+    """Whether adding member ``i`` to ``counts`` improves the metric in at least ``confidence`` of bootstrap
+    resamples of the select rows."""
+    new = counts.copy()
+    new[i] += 1
+    return likely_better(scorer.rows(counts) - scorer.rows(new), confidence, strict=True)

@@ -184,7 +184,7 @@ def _our_study(settings: Mapping[str, Any], tool: str, seed: int, run_dir: Path,
         # the previous selection (raw logits, Caruana's start), as this section has always reported it;
         # experiments.ensemble_gain compares it with the calibrated, guarded default on the same trials
         rep = build_ensemble(run_dir, method=method, combine="probs", size=5, metric="nll", save_artifact=False,
-                             calibrate=False, guard=False)
+                             calibrate=False, guard=False, confidence=0.0)
         ens[method] = {"members": [m["trial"] for m in rep.members], "size": int(sum(m["count"] for m in rep.members)),
                        **{s: {k: rep.metrics[f"{s}_{k}"] for k in ("accuracy", "nll", "ece")} for s in ("audit", "test")}}
     return row, ens

@@ -62,7 +62,7 @@ def test_calibration_lets_an_accurate_underconfident_member_lead() -> None:
     acc = [float((m.argmax(1) == y).mean()) for m in (good_but_timid, worse_but_confident)]
     assert acc[0] > acc[1]
     pool = _synthetic_pool([good_but_timid, worse_but_confident], y, acc)
-    old, _ = choose(pool, method="greedy", size=5, guard=False)
+    old, _ = choose(pool, method="greedy", size=5, guard=False, confidence=0)
     assert old[0] == 0, "raw NLL prefers the less accurate member alone (the old behaviour this guards against)"
     from ensembles.calibrate import calibrated
 
@@ -70,6 +70,82 @@ def test_calibration_lets_an_accurate_underconfident_member_lead() -> None:
     counts, _ = choose(cal, method="greedy", size=5)
     assert counts[0] >= 1
     assert evaluate(cal, counts, "probs", {}, splits=("select",))["select_accuracy"] >= acc[0]
+
+
+def _margins(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each row's true-class logit minus the largest other logit (> 0: the row is right)."""
+    others = np.where(np.eye(z.shape[1], dtype=bool)[y], -np.inf, z)
+    return z[np.arange(len(y)), y] - others.max(1)
+
+
+def test_an_addition_whose_select_gain_is_within_noise_keeps_the_best_single_alone() -> None:
+    """A member that differs from the best one on six of 216 select rows (more confident on three unsure
+    right rows, less on three) improves select NLL a little: the previous rule (confidence 0) adds it, the
+    default asks that the gain survive 95% of bootstrap resamples of select and keeps the best trial alone."""
+    from ensembles.select import _Scorer
+
+    z, y = _calibrated_logits(216, 10, seed=2)  # the size of digits' select half
+    margin = _margins(z, y)
+    unsure, sure = np.flatnonzero((margin > 0) & (margin < 1))[:3], np.flatnonzero((margin > 1.5) & (margin < 3))[:3]
+    other = z.copy()
+    other[unsure, y[unsure]] += 1.0
+    other[sure, y[sure]] -= 1.0  # still right: the margins stay above 0.5
+    pool = _synthetic_pool([z, other], y, [0.6, 0.5])
+    gain = _Scorer(pool, "select", "probs", "nll").rows(np.array([1.0, 0.0])) - \
+        _Scorer(pool, "select", "probs", "nll").rows(np.array([1.0, 1.0]))
+    assert gain.mean() > 0 and np.count_nonzero(np.abs(gain) > 1e-9) == 6
+    previous, _ = choose(pool, method="greedy", size=5, confidence=0)
+    assert previous[1] >= 1, "the previous rule adds the member on its select gain"
+    counts, steps = choose(pool, method="greedy", size=5)
+    assert counts.tolist() == [1.0, 0.0] and len(steps) == 1
+
+
+def test_an_addition_with_a_real_select_gain_is_accepted() -> None:
+    """Two members with independent errors on the same 216 rows: their average is far better than either
+    (select NLL and accuracy), in every bootstrap resample, and the default rule takes both."""
+    from ensembles.select import _Scorer, likely_better
+
+    z, y = _calibrated_logits(216, 10, seed=52)
+    rng = np.random.default_rng(7)
+    members = [z + rng.normal(size=z.shape) * 2, z + rng.normal(size=z.shape) * 2]
+    acc = [float((m.argmax(1) == y).mean()) for m in members]
+    pool = _synthetic_pool(members, y, acc)
+    counts, _ = choose(pool, method="greedy", size=5)
+    assert (counts > 0).all()
+    best = np.eye(2)[int(np.argmax(acc))]
+    ens = evaluate(pool, counts, "probs", {}, splits=("select",))
+    one = evaluate(pool, best, "probs", {}, splits=("select",))
+    assert ens["select_nll"] < one["select_nll"] - 0.1 and ens["select_accuracy"] >= one["select_accuracy"]
+    scorer = _Scorer(pool, "select", "probs", "nll")
+    assert likely_better(scorer.rows(best) - scorer.rows(np.ones(2)), 0.999, strict=True)
+
+
+def test_greedy_starts_from_the_best_trial_not_a_snapshot_scoring_higher_on_select() -> None:
+    """A snapshot whose select score beats its trial's (select noise, or an earlier epoch) is a candidate,
+    never the start: the guard's floor is the best trial, the model the ensemble is compared with."""
+    import dataclasses
+
+    z, y = _calibrated_logits(216, 10, seed=9)
+    rng = np.random.default_rng(9)
+    pool = dataclasses.replace(_synthetic_pool([z, z + rng.normal(size=z.shape)], y, [0.80, 0.85]),
+                               numbers=[0, 0], epochs=[None, 2])
+    assert pool.ranked()[0] == 1 and pool.best_trial() == 0
+    _, steps = choose(pool, method="greedy", size=3)
+    assert steps[0].tolist() == [1.0, 0.0]
+
+
+def test_likely_better_is_a_paired_bootstrap_of_the_rows() -> None:
+    from ensembles.select import likely_better
+
+    rng = np.random.default_rng(0)
+    assert likely_better(np.abs(rng.normal(size=200)) + 0.01, 0.95, strict=True)
+    symmetric = np.concatenate([np.ones(100), -np.ones(100)])
+    assert not likely_better(symmetric, 0.95, strict=True)
+    assert not likely_better(np.zeros(200), 0.01, strict=True) and likely_better(np.zeros(200), 1.0, strict=False)
+    one_row = np.zeros(216)
+    one_row[0] = 1.0  # a gain resting on one row is missing from about 37% of resamples
+    assert likely_better(one_row, 0.6, strict=True) and not likely_better(one_row, 0.7, strict=True)
+    assert likely_better(symmetric + 0.05, 0.5, strict=True) == likely_better(symmetric + 0.05, 0.5, strict=True)
 
 
 def test_fitted_weights_are_a_distribution_that_favours_the_informative_member() -> None:
@@ -220,6 +296,8 @@ def test_snapshots_widen_the_pool_within_the_disk_budget(tmp_path: Path) -> None
     ({"max_per_config": 0}, "ensemble.max_per_config"),
     ({"method": "weights", "combine": "vote"}, "ensemble.combine"),
     ({"method": "stacking"}, "ensemble.method"),
+    ({"confidence": 1.0}, "ensemble.confidence"),
+    ({"confidence": -0.5}, "ensemble.confidence"),
 ])
 def test_bad_ensemble_fields_are_named(tmp_path: Path, ensemble: dict, field: str) -> None:
     from hpo.errors import ConfigError

@@ -48,7 +48,7 @@ def test_greedy_is_never_worse_than_the_best_member_on_select(pool: Any, combine
 @pytest.mark.parametrize("combine_", ["probs", "logits"])
 def test_unguarded_greedy_is_caruanas_rule(pool: Any, combine_: str) -> None:
     """Without the guard, greedy starts from the best member by its metric and never ends above it."""
-    counts, _ = choose(pool, method="greedy", combine=combine_, size=8, metric="nll", guard=False)
+    counts, _ = choose(pool, method="greedy", combine=combine_, size=8, metric="nll", guard=False, confidence=0)
     singles = [_select_nll(pool, np.eye(len(pool))[i], combine_) for i in range(len(pool))]
     assert _select_nll(pool, counts, combine_) <= min(singles) + 1e-9
 
@@ -155,6 +155,29 @@ def test_cli_ensemble_prints_ensemble_beside_best_single(finished_study: Any, tm
     out = capsys.readouterr().out
     assert "test   ensemble: accuracy=" in out and "best single: accuracy=" in out
     assert (tmp_path / "e" / "ensemble.keras").exists()
+
+
+def test_cli_ensemble_confidence_reaches_selection_and_the_manifest(finished_study: Any, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """``hpo ensemble --confidence`` chooses what ``build_ensemble(confidence=...)`` chooses and records it;
+    a value outside [0, 1) is refused before anything is built."""
+    from hpo.cli import main
+
+    cfg, _ = finished_study
+    for conf in (0.0, 0.95):
+        out_dir = tmp_path / f"e{conf}"
+        assert main(["ensemble", str(cfg.run_dir), "--confidence", str(conf), "--out", str(out_dir),
+                     "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]) == 0
+        rep = build_ensemble(cfg.run_dir, confidence=conf, save_artifact=False)
+        printed = capsys.readouterr().out
+        assert (f"of {len(rep.members)} members: " + ", ".join(f"trial {m['trial']} x{m['count']:.3g}" for m in rep.members)
+                in printed)
+        assert json.loads((out_dir / "manifest.json").read_text())["confidence"] == conf
+    with pytest.raises(SystemExit):
+        main(["ensemble", str(cfg.run_dir), "--confidence", "1.5", "--out", str(tmp_path / "bad")])
+    assert "must be at least 0 and below 1" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    with pytest.raises(ValueError, match="confidence"):
+        choose(load_pool(cfg.run_dir), confidence=1.0)
 
 
 def test_regression_heads_are_averaged_with_member_weights() -> None:

@@ -61,7 +61,7 @@ def _print_ensembles(summary: "StudySummary") -> None:
               + ", ".join(f"({t}, {w:.2f})" for t, w in e["members"]))
         if e.get("best_single_alone"):
             print(f"  the best single trial ({e.get('best_single_trial')}) is kept alone: no other trial improved it "
-                  "on select")
+                  "on select beyond select's noise (ensemble.confidence)")
         sel = {k[7:]: v for k, v in e["metrics"].items() if k.startswith("select_")}
         print("  select: " + ", ".join(f"{k}={fmt(v)}" for k, v in sel.items()))
         print("  test: " + ", ".join(f"{k}={fmt(v)}" for k, v in test.items()))

@@ -14,6 +14,17 @@ from hpo.errors import ConfigError
 USE_RECORDED_HELP = "send to the tracking URI the run directory's files name, when it is not the run directory's own store"
 
 
+def _confidence(text: str) -> float:
+    """``--confidence``: a share of bootstrap resamples, at least 0 and below 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1 (0.95 is the default), got {text!r}")
+    return value
+
+
 def add_ensemble(sub: Any) -> None:
     """The ``ensemble`` subcommand."""
     e = sub.add_parser("ensemble", help="ensemble a finished study's trials")
@@ -25,6 +36,9 @@ def add_ensemble(sub: Any) -> None:
     e.add_argument("--temperature", action="store_true", help="fit a temperature on select after pooling")
     e.add_argument("--no-calibrate", dest="calibrate", action="store_false",
                    help="combine the members' raw logits (default: one temperature per member, fitted on select)")
+    e.add_argument("--confidence", type=_confidence, default=0.95,
+                   help="greedy: share of bootstrap resamples of select in which an addition must improve the "
+                        "ensemble (default 0.95; 0 adds on any select gain, the previous rule)")
     e.add_argument("--distinct", action="store_true", help="at most one member per identical configuration")
     e.add_argument("--out", help="artifact directory (default <run_dir>/ensemble)")
     e.add_argument("--tracking-uri")
@@ -69,12 +83,14 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     if uri is None:
         print(f"not logged to MLflow: {refused_uri_hint(summary['tracking_uri'], 'summary.json')}", file=sys.stderr)
     rep = build_ensemble(run_dir, method=args.method, combine=args.combine, size=args.top_k, metric=args.metric,
-                         temperature=args.temperature, calibrate=args.calibrate, distinct_configs=args.distinct, out_dir=args.out,
+                         temperature=args.temperature, calibrate=args.calibrate, distinct_configs=args.distinct,
+                         confidence=args.confidence, out_dir=args.out,
                          tracking_uri=uri, parent_run_id=parent)
     print(f"ensemble ({rep.method}, {rep.combine}) of {len(rep.members)} members: "
           + ", ".join(f"trial {m['trial']} x{m['count']:.3g}" for m in rep.members))
     if rep.best_single_alone:
-        print(f"  the best single trial ({rep.best_single['trial']}) is kept alone: no other trial improved it on select")
+        print(f"  the best single trial ({rep.best_single['trial']}) is kept alone: no other trial improved it on select"
+              + (f" in {rep.confidence:.0%} of bootstrap resamples" if rep.confidence else ""))
     for split in ("select", "audit", "test"):
         ens = {k[len(split) + 1:]: v for k, v in rep.metrics.items() if k.startswith(split + "_")}
         one = {k[len(split) + 1:]: v for k, v in rep.best_single["metrics"].items() if k.startswith(split + "_")}

@@ -195,6 +195,9 @@ def _check_ensemble(cfg: StudyConfig) -> None:
                                               "choose one of those or method: greedy")
     if not 0 <= cfg.ensemble.seed_refit <= 512:
         raise ConfigError("ensemble.seed_refit", f"must be between 0 and 512 members, got {cfg.ensemble.seed_refit}")
+    if not 0 <= cfg.ensemble.confidence < 1:
+        raise ConfigError("ensemble.confidence", f"must be at least 0 (any select gain adds a member) and below 1, "
+                                                 f"got {cfg.ensemble.confidence}; 0.95 is the default")
     if cfg.ensemble.size < 1:
         raise ConfigError("ensemble.size", f"must be at least 1, got {cfg.ensemble.size}")
 

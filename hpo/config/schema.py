@@ -130,6 +130,7 @@ class EnsembleSection:
     size: int = 5
     metric: str = "nll"
     calibrate: bool = True  # one temperature per member, fitted on select, applied before combining
+    confidence: float = 0.95  # greedy: an addition must improve select in this share of bootstrap resamples; 0: any gain
     snapshot_epochs: list[int] = field(default_factory=list)  # epochs of each trial kept as extra candidates
     snapshot_budget_mb: float = 200.0  # disk for snapshots; the worst trials' go first
     max_per_config: int = 3  # candidates (a trial, its snapshots, trials of the same configuration) per configuration

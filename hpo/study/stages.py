@@ -52,7 +52,7 @@ def _ensemble(run: StudyRun, logged: bool, summary_best: int | None) -> dict[str
 
     e, save = run.cfg.ensemble, run.cfg.training.save_models
     rep = build_ensemble(run.run_dir, method=e.method, combine=e.combine, size=e.size, metric=e.metric,
-                         calibrate=e.calibrate, snapshots=bool(e.snapshot_epochs), max_per_config=e.max_per_config,
+                         calibrate=e.calibrate, confidence=e.confidence, snapshots=bool(e.snapshot_epochs), max_per_config=e.max_per_config,
                          save_artifact=save, tracking_uri=run.uri if (save and logged) else None,
                          parent_run_id=run.parent, incumbent_counted=summary_best, seed=run.cfg.study.seed)
     return {"members": [(_member_name(m), m["weight"]) for m in rep.members], "metrics": rep.metrics,
