@@ -184,6 +184,11 @@ def main(argv: list[str] | None = None) -> None:
         "first": first, "rerun": rerun, "rerun_compile_s_ratio": round(ratio, 4) if ratio is not None else None,
     }
     result["versions"]["keras_backend"] = "jax"
+    base_file = Path(args.out_dir) / "compiles_main.json"
+    if args.label != "main" and base_file.exists():  # today's main, for the side-by-side table
+        base = json.loads(base_file.read_text())
+        result["baseline"] = {"file": f"experiments/results/{base_file.name}", "commit": base["settings"].get("commit"),
+                              "first": base["first"]}
     path = write_result(args.out_dir, f"compiles_{args.label}", result)
     _log(f"wrote {path}: first {first['total']['compilations']} compilations, {first['total']['compile_s']:.1f} s "
          f"of {first['total']['wall_s']:.1f} s; rerun {rerun['total']['compile_s']:.1f} s")

@@ -127,3 +127,21 @@ def test_jax_trials_compile_each_shape_once_and_reuse_exactly(tmp_path: Path) ->
     assert out["reused"] == [], out["reused"]
     assert out["reused_minus_fresh"] == 0.0 and out["values"][0] == out["values"][1]
     assert (tmp_path / "cache" / "jax-compilation-cache").is_dir()  # the persistent cache, on by default
+
+
+def test_reuse_key_ignores_the_learning_rate_and_refuses_custom_layers() -> None:
+    from hpo.execution.reuse import signature
+
+    def build(lr: float = 1e-3, units: int = 16, layer: type = keras.layers.Dense) -> keras.Model:
+        i = keras.Input((8,))
+        m = keras.Model(i, keras.layers.Dense(2)(layer(units)(i)))
+        m.compile(optimizer=keras.optimizers.Adam(lr), loss="mse")
+        return m
+
+    class Custom(keras.layers.Dense):  # Python state its config may not show: never reused
+        pass
+
+    a = signature(build(), 64)
+    assert a is not None and a == signature(build(lr=3e-3), 64)  # generated layer names differ, too
+    assert a != signature(build(units=17), 64) and a != signature(build(), 32)
+    assert signature(build(layer=Custom), 64) is None
