@@ -59,11 +59,19 @@ def enable_compilation_cache() -> str | None:
 
 def _rng(seed: Any) -> np.random.Generator:
     """A NumPy generator from a Keras initialiser's seed: an int gives the same values on every call (as Keras'
-    own initialisers do), a SeedGenerator advances as it would for the backend's draw."""
-    from keras.src.random.seed_generator import draw_seed
+    own initialisers do), a SeedGenerator moves on by one draw as ``SeedGenerator.next`` does (host-side: the
+    backend's add would compile)."""
+    if isinstance(seed, int):
+        return np.random.default_rng([seed & 0xFFFFFFFF, 0])
+    from keras.src.random.seed_generator import SeedGenerator, draw_seed
 
-    key = np.asarray(draw_seed(seed)).astype(np.uint64).ravel()
-    return np.random.default_rng([int(k) for k in key])
+    if isinstance(seed, SeedGenerator):
+        state = np.asarray(seed.state.value)
+        seed.state.assign((state + np.array([0, 1])).astype(state.dtype))
+        key = state
+    else:
+        key = np.asarray(draw_seed(seed))
+    return np.random.default_rng([int(k) & 0xFFFFFFFF for k in key.ravel()])
 
 
 class _HostRandom(types.SimpleNamespace):
