@@ -550,6 +550,44 @@ def render_hyperband_bench(d: Mapping[str, Any], name: str) -> str:
     ])
 
 
+# -- XLA compilations under JAX (experiments.compiles) -----------------------------------------------------
+def render_compiles(d: Mapping[str, Any], name: str) -> str:
+    s, base = d["settings"], d.get("baseline")
+    runs = ([("main, first run", base["first"])] if base else []) + [
+        (f"{s['label']}, first run", d["first"]), (f"{s['label']}, rerun (persistent cache)", d["rerun"])]
+
+    def row(label: str, f: Callable[[Mapping[str, Any]], Any]) -> list[Any]:
+        return [label] + [f(r) for _, r in runs]
+
+    rows = [
+        row("compilations, whole study", lambda r: num(r["total"]["compilations"])),
+        row("compile seconds / wall seconds", lambda r: f"{secs(r['total']['compile_s'])} / {secs(r['total']['wall_s'])} "
+                                                        f"({pct(r['total']['compile_share'], 0)})"),
+        row("persistent-cache hits", lambda r: num(r["total"]["cache_hits"])),
+        row("start-up: compilations (seconds)", lambda r: f"{r['startup']['compilations']} ({secs(r['startup']['compile_s'])})"),
+        row("start-up: compiled functions", lambda r: ", ".join(f"`{f}`" for f in r["startup"]["functions"]) or "none"),
+        row("trial after the first: compilations, median (max)",
+            lambda r: f"{num(r['per_trial']['compilations_median'])} ({num(r['per_trial']['compilations_max'])})"),
+        row("trial after the first: compile share of wall, median", lambda r: pct(r["per_trial"]["compile_share_median"], 0)),
+        row("trial after the first: wall, median", lambda r: secs(r["per_trial"]["wall_s_median"])),
+        row("trials with no compilation", lambda r: num(r["per_trial"]["zero_compilation_trials"])),
+    ]
+    trials = [[t["trial"], t["compilations"], secs(t["compile_s"]), secs(t["wall_s"]), pct(t["compile_share"], 0),
+               t["params"]] for t in d["first"]["trials"]]
+    return "\n\n".join([
+        f"## XLA compilations of a search under JAX on CPU (`compiles`, {s['label']})", environment(d, name),
+        f"`{s['config']}` ({s['trials']} trials, in-process) with `KERAS_BACKEND=jax` on CPU, hpo from commit "
+        f"`{s.get('commit')}`; each run in a fresh process, the rerun keeping the first run's cache folder. "
+        "Compilations are JAX's backend-compile events (a persistent-cache hit is one too, counted apart); a "
+        "trial's are those during its `run_trial` call, start-up's those before the first trial."
+        + (f" The main column is `{base['file']}` (commit `{base.get('commit')}`), measured the same way." if base else ""),
+        table(["", *[label for label, _ in runs]], rows),
+        f"Rerun compile seconds / first run's: {pct(d.get('rerun_compile_s_ratio'), 1)}.",
+        f"Trials of the {s['label']} first run:",
+        table(["trial", "compilations", "compile", "wall", "compile share", "params"], trials),
+    ])
+
+
 # -- any other results file -------------------------------------------------------------------------------
 def _scalars(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
@@ -609,7 +647,7 @@ def render_generic(d: Any, name: str) -> str:
 RENDERERS: list[tuple[str, Callable[[Any, str], str]]] = [
     ("bench_quality", render_quality), ("bench_ensemble", render_ensemble), ("ensemble_gain", render_ensemble_gain),
     ("bench_overhead", render_overhead),
-    ("cv_bench", render_cv_bench), ("hyperband_bench", render_hyperband_bench),
+    ("cv_bench", render_cv_bench), ("hyperband_bench", render_hyperband_bench), ("compiles", render_compiles),
     ("mnist_ensemble", render_mnist_ensemble), ("mnist_validation_noise", render_validation_noise), ("scale", render_scale),
     ("gpu_suite", render_gpu_suite),
 ]

@@ -63,7 +63,8 @@ def test_front_is_recomputable_and_infeasible_trials_stay_out(mo_study: Any) -> 
     complete = [r for r in records if r["state"] == "COMPLETE"]
     assert len(complete) == 5
     for r in complete:  # built-in measures on every trial; the values told are the select score and the measure
-        assert r["measures"]["params"] > 0 and r["measures"]["latency_ms_per_1k"] > 0
+        assert r["measures"]["params"] > 0
+        assert "latency_ms_per_1k" not in r["measures"]  # timed only when an objective or constraint names it
         assert r["measures"]["epoch_seconds"] > 0
         assert r["values"] == [r["metrics"]["select_accuracy"], r["measures"]["params"]]
         assert r["feasible"] == (r["measures"]["params"] <= PARAMS_MAX)
@@ -104,7 +105,6 @@ def test_front_in_mlflow_summary_and_report(mo_study: Any, capsys: pytest.Captur
     for r in _records(cfg.run_dir):
         run = trials[r["number"]]
         assert run.data.metrics["params"] == r["measures"]["params"]
-        assert run.data.metrics["latency_ms_per_1k"] == pytest.approx(r["measures"]["latency_ms_per_1k"])
         assert run.data.tags["hpo.feasible"] == str(r["feasible"]).lower()
     assert "params" in summary.guards["per_objective"]  # the second objective's guard entry on the chosen trial
     print_summary(cfg, summary)

@@ -15,6 +15,8 @@ import numpy as np
 from hpo.data import Splits, concat
 from hpo.errors import TrialFailed, TrialPruned
 from hpo.execution.scoring import count_rows, flatten_predictions, predict, score, score_on_batch, scorable
+from hpo.execution.shapes import PaddedEpochs, forward_rows, padded_predict, pads_safely
+from hpo.execution.xla import compiles_per_shape
 from hpo.metric_names import split_name
 from hpo.results import TrialResult
 from hpo.space import Builder, call_builder
@@ -49,6 +51,7 @@ class TrialSettings:
     snapshot_budget_mb: float = 200.0
     folds: int = 1  # training.folds: >1 trains that many models on folds of train+select (hpo.execution.folds)
     fold_seed: int = 0  # the seed of the fold assignment, the same for every trial of a study
+    measure_latency: bool = False  # time predict calls (measures.latency_ms_per_1k): only when the study uses it
 
     def for_trial(self, params: Mapping[str, Any], epochs: int | None = None) -> tuple[int, int]:
         """(epochs, batch_size) of one trial: an engine's epoch budget (Hyperband), else its searched values,
@@ -143,6 +146,11 @@ def _call_fit(model: Any, fit: Fit, settings: TrialSettings, x: Any, y: Any, **k
     if fit.initial_epoch:
         kwargs["initial_epoch"] = fit.initial_epoch
     if not overrides_fit(fit.build):
+        n = count_rows_of(y)
+        if n % fit.batch_size and compiles_per_shape() and pads_safely(model):
+            # One train step shape instead of two (the last partial batch): see hpo.execution.shapes
+            data = PaddedEpochs(x, y, fit.batch_size, seed=int(np.random.randint(2**31 - 1)))
+            return model.fit(data, epochs=fit.epochs, shuffle=False, **kwargs)  # rows are shuffled by data
         return model.fit(x, y, epochs=fit.epochs, batch_size=fit.batch_size, **kwargs)
     own = set(fit.hp.values) - set(settings.fit_params)  # the HyperModel's own hp values (fit's included)
     extra = {k: v for k, v in (("epochs", fit.epochs), ("batch_size", fit.batch_size)) if k not in own}
@@ -161,8 +169,9 @@ def fit_model(model: Any, result: TrialResult, splits: Splits, settings: TrialSe
     """Fit ``model`` with the trial's callbacks; fills ``result.history`` and ``result.epochs`` and returns the
     per-epoch audit scores."""
     audit_history: dict[str, list[float]] = {}
-    audit = scorable(splits.x["audit"], splits.y["audit"]) if settings.audit_per_epoch else None
-    select = scorable(splits.x["select"], splits.y["select"])
+    rows = padded_rows(model, splits)
+    audit = scorable(splits.x["audit"], splits.y["audit"], rows) if settings.audit_per_epoch else None
+    select = scorable(splits.x["select"], splits.y["select"], rows)
     small_select = not select[2]
     result.history = {}
     cbs = _callbacks(settings, listener, f"val_{settings.objective}", started, audit, audit_history,
@@ -201,7 +210,7 @@ def final_scores(model: Any, result: TrialResult, splits: Splits, settings: Tria
     for split in ("select", "audit"):
         if reuse and any(k.startswith(f"{split}_") for k in result.metrics):
             continue
-        scores = score(model, splits.x[split], splits.y[split])
+        scores = score(model, splits.x[split], splits.y[split], padded_rows(model, splits))
         result.metrics.update({f"{split}_{k}": float(v) for k, v in scores.items()})
     key = f"select_{settings.objective}"
     if key not in result.metrics:
@@ -212,18 +221,38 @@ def final_scores(model: Any, result: TrialResult, splits: Splits, settings: Tria
         raise TrialFailed(f"objective {key} is {result.value}")
 
 
+def count_rows_of(y: Any) -> int:
+    """Rows of an array tree."""
+    from hpo.data import leaves
+
+    return int(leaves(y)[0].shape[0])
+
+
+def padded_rows(model: Any, splits: Splits) -> int | None:
+    """The one row count select, audit and test are padded to for scoring and predicting, under a backend that
+    compiles per shape (JAX) when the model's numbers are unchanged by padding; None otherwise."""
+    if not compiles_per_shape() or not pads_safely(model):
+        return None
+    return forward_rows([count_rows(splits, n) for n in ("select", "audit", "test")])
+
+
 def save_predictions(model: Any, splits: Splits, trial_dir: Path) -> Path:
     """The model's outputs on select, audit and test, saved as ``predictions.npz`` (``split/head`` arrays)."""
     head_names = [h.name for h in splits.spec.heads]
     arrays: dict[str, np.ndarray] = {}
-    # One predict call over the three splits: one traced function instead of three.
     names = ("select", "audit", "test")
-    sizes = [count_rows(splits, n) for n in names]
-    pred = flatten_predictions(predict(model, concat([splits.x[n] for n in names])), head_names)
-    bounds = np.cumsum([0, *sizes])
-    for i, split in enumerate(names):
-        for head, arr in pred.items():
-            arrays[f"{split}/{head}"] = arr[bounds[i]:bounds[i + 1]].astype("float32")
+    rows = forward_rows([count_rows(splits, n) for n in names]) if compiles_per_shape() else None
+    if rows is not None:  # JAX: one compiled predict step on padded splits (eager calls compile every op)
+        for split in names:
+            for head, arr in flatten_predictions(padded_predict(model, splits.x[split], rows), head_names).items():
+                arrays[f"{split}/{head}"] = arr.astype("float32")
+    else:  # one eager pass over the three splits: one traced function instead of three
+        sizes = [count_rows(splits, n) for n in names]
+        pred = flatten_predictions(predict(model, concat([splits.x[n] for n in names])), head_names)
+        bounds = np.cumsum([0, *sizes])
+        for i, split in enumerate(names):
+            for head, arr in pred.items():
+                arrays[f"{split}/{head}"] = arr[bounds[i]:bounds[i + 1]].astype("float32")
     pred_path = trial_dir / "predictions.npz"
     tmp = trial_dir / "predictions.tmp.npz"
     np.savez_compressed(tmp, **arrays)

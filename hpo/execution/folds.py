@@ -162,7 +162,7 @@ def run_folds(result: TrialResult, splits: Splits, settings: TrialSettings, tria
     result.metrics.update(_audit_scores(bag, models[0], splits, result.cv["folds"]))
     # The trial's model is the bag: its size and latency; seconds per epoch over every fold's epochs.
     fit_s = sum(r.measures["epoch_seconds"] * max(r.epochs, 1) for r in runs)
-    result.measures = model_measures(bag, splits) | {"epoch_seconds": fit_s / max(result.epochs, 1)}
+    result.measures = model_measures(bag, splits, latency=settings.measure_latency) | {"epoch_seconds": fit_s / max(result.epochs, 1)}
     if settings.save_models:
         bag.save(trial_dir / "model.keras")
         result.model_path = str(trial_dir / "model.keras")

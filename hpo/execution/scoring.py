@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from hpo.data import Splits, leaves, take
+from hpo.execution.shapes import pad_rows, padded_weights
 
 ONE_BATCH_BYTES = 64 * 2**20  # inputs up to this size are scored and predicted in one call
 
@@ -15,32 +16,42 @@ def _nbytes(x: Any) -> int:
     return int(sum(np.asarray(a).nbytes for a in leaves(x)))
 
 
-def score(model: Any, x: Any, y: Any) -> dict[str, float]:
-    """The compiled loss and metrics on (x, y). Small splits go through ``test_on_batch``: ``evaluate`` builds
-    a new tf.data pipeline on every call, which cost ~0.1 s per epoch per split on small data."""
+def score(model: Any, x: Any, y: Any, rows: int | None = None) -> dict[str, float]:
+    """The compiled loss and metrics on (x, y). Small splits go through ``test_on_batch`` (padded to ``rows``
+    rows when given, see :func:`scorable`): ``evaluate`` builds a new tf.data pipeline on every call, which cost
+    ~0.1 s per epoch per split on small data."""
     if _nbytes(x) <= ONE_BATCH_BYTES:
-        return {k: float(v) for k, v in model.test_on_batch(x, y, return_dict=True).items()}
+        return score_on_batch(model, scorable(x, y, rows))
     return {k: float(v) for k, v in model.evaluate(x, y, batch_size=1024, verbose=0, return_dict=True).items()}
 
 
 def score_on_batch(model: Any, xy: tuple[Any, ...]) -> dict[str, float]:
     """The compiled loss and metrics on a split prepared by :func:`scorable`, in one ``test_on_batch``."""
-    return {k: float(v) for k, v in model.test_on_batch(xy[0], xy[1], return_dict=True).items()}
+    return {k: float(v) for k, v in model.test_on_batch(xy[0], xy[1], sample_weight=xy[3], return_dict=True).items()}
 
 
-def scorable(x: Any, y: Any) -> tuple[Any, Any, bool]:
-    """``(x, y, large)``: a split small enough for one ``test_on_batch`` as backend tensors, made once per trial
-    instead of converting the NumPy arrays on every epoch's call (~0.5 ms of a 1.5 ms call on CPU; a copy to the
-    accelerator each time on GPU); a large one stays NumPy and is scored with ``evaluate``."""
+def scorable(x: Any, y: Any, rows: int | None = None) -> tuple[Any, Any, bool, Any]:
+    """``(x, y, large, sample_weight)``: a split small enough for one ``test_on_batch`` as backend tensors, made
+    once per trial instead of converting the NumPy arrays on every epoch's call (~0.5 ms of a 1.5 ms call on CPU;
+    a copy to the accelerator each time on GPU); a large one stays NumPy and is scored with ``evaluate``.
+
+    With ``rows``, a split of at most that many rows is padded to exactly ``rows`` with zero-weight rows (the
+    loss and weighted metrics stay those of the real rows): every split is then scored by one compiled test
+    step (see :mod:`hpo.execution.shapes`)."""
     if _nbytes(x) > ONE_BATCH_BYTES:
-        return x, y, True
+        return x, y, True, None
     import keras
 
+    sw = None
+    n = int(leaves(y)[0].shape[0])
+    if rows is not None and n <= rows:
+        (x, _), (y, _) = pad_rows(x, rows), pad_rows(y, rows)
+        sw = keras.ops.convert_to_tensor(padded_weights(n, rows))
     try:
         return (keras.tree.map_structure(keras.ops.convert_to_tensor, x),
-                keras.tree.map_structure(keras.ops.convert_to_tensor, y), False)
+                keras.tree.map_structure(keras.ops.convert_to_tensor, y), False, sw)
     except Exception:  # inputs the backend holds no tensor type for (strings on JAX, say): scored as NumPy
-        return x, y, False
+        return x, y, False, None if sw is None else padded_weights(n, rows or n)
 
 
 def predict(model: Any, x: Any, batch_size: int = 1024) -> Any:

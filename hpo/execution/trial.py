@@ -22,7 +22,9 @@ from hpo.execution.fitting import (EpochListener, Fit, TrialSettings, final_scor
 from hpo.execution.continuation import Resume, load_checkpoint, save_checkpoint
 from hpo.execution.folds import run_folds
 from hpo.execution.measures import model_measures
+from hpo.execution.reuse import compiled_twin
 from hpo.execution.memory import release_memory, start_trial_memory
+from hpo.execution.xla import enable_compilation_cache, host_initialisers
 from hpo.repro import seed_everything
 from hpo.results import TrialResult, TrialState
 from hpo.space import Builder, SearchSpace
@@ -57,26 +59,11 @@ def run_trial(
     result = TrialResult(number=number, params=dict(params), seed=seed, state=TrialState.FAILED)
     model = None
     start_trial_memory()
+    enable_compilation_cache()
     try:
-        hp = space.hyperparameters_for(params)
-        fit = Fit(build, hp, *settings.for_trial(params, epochs))
-        if settings.folds > 1:
-            run_folds(result, splits, settings, trial_dir, listener, fit, extra_callbacks, started)
-        else:
-            model = _start_model(build, hp, splits, seed, settings, resume, result)
-            fit.initial_epoch = result.initial_epoch
-            audit_history = fit_model(model, result, splits, settings, trial_dir, listener, fit, extra_callbacks,
-                                      started)
-            final_scores(model, result, splits, settings, audit_history)
-            result.measures.update(model_measures(model, splits))
-            trial_dir.mkdir(parents=True, exist_ok=True)
-            if checkpoint:
-                save_checkpoint(model, trial_dir)
-            result.predictions_path = str(save_predictions(model, splits, trial_dir))
-            if settings.save_models:
-                model_path = trial_dir / "model.keras"
-                model.save(model_path)
-                result.model_path = str(model_path)
+        with host_initialisers():
+            model = _train(result, params, seed, build, space, splits, settings, trial_dir, listener, epochs,
+                           extra_callbacks, started, resume, checkpoint)
         result.state = TrialState.COMPLETE
     except TrialPruned as exc:
         result.state = TrialState.PRUNED
@@ -95,14 +82,42 @@ def run_trial(
     return result
 
 
+def _train(result: TrialResult, params: Mapping[str, Any], seed: int, build: Builder, space: SearchSpace,
+           splits: Splits, settings: TrialSettings, trial_dir: Path, listener: EpochListener | None,
+           epochs: int | None, extra_callbacks: list[Any] | None, started: float, resume: Resume | None,
+           checkpoint: bool) -> Any:
+    """The body of :func:`run_trial`: fills ``result``; returns the trained model (None for folds)."""
+    hp = space.hyperparameters_for(params)
+    fit = Fit(build, hp, *settings.for_trial(params, epochs))
+    if settings.folds > 1:
+        run_folds(result, splits, settings, trial_dir, listener, fit, extra_callbacks, started)
+        return None
+    model = _start_model(build, hp, splits, seed, settings, resume, result, fit)
+    fit.initial_epoch = result.initial_epoch
+    audit_history = fit_model(model, result, splits, settings, trial_dir, listener, fit, extra_callbacks, started)
+    final_scores(model, result, splits, settings, audit_history)
+    result.measures.update(model_measures(model, splits, latency=settings.measure_latency))
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    if checkpoint:
+        save_checkpoint(model, trial_dir)
+    result.predictions_path = str(save_predictions(model, splits, trial_dir))
+    if settings.save_models:
+        model_path = trial_dir / "model.keras"
+        model.save(model_path)
+        result.model_path = str(model_path)
+    return model
+
+
 def _start_model(build: Builder, hp: Any, splits: Splits, seed: int, settings: TrialSettings, resume: Resume | None,
-                 result: TrialResult) -> Any:
+                 result: TrialResult, fit: Fit) -> Any:
     """The trial's model, freshly built, or with ``resume``'s checkpoint loaded (``result`` then records the parent
     and the epoch the trial starts from)."""
     seed_everything(seed, settings.deterministic)
     model = make_model(build, hp, splits.spec)
     if resume is None:
-        return model
+        # The model as built for this trial, or, when this process already compiled one of the same architecture
+        # and batch size, that compiled model holding the new model's initial state (hpo.execution.reuse)
+        return compiled_twin(model, fit)
     try:
         load_checkpoint(model, resume.path)
     except Exception as exc:  # the trial still runs, with all its epochs, as KerasTuner would without a checkpoint

@@ -43,15 +43,18 @@ def optimizer_from(hp: Any) -> keras.optimizers.Optimizer:
 
 def compile_for(model: keras.Model, hp: Any, spec: "DataSpec",
                 loss_weights: dict[str, float] | None = None) -> keras.Model:
-    """Compile with one loss and metric per head, named by head (works for one or many outputs)."""
+    """Compile with one loss and metric per head, named by head (works for one or many outputs).
+
+    The metrics are ``weighted_metrics``: without sample weights they are the same numbers, and with them
+    zero-weight padding rows (one compiled shape per step, :mod:`hpo.execution.shapes`) do not count."""
     if len(spec.heads) == 1:
         h = spec.heads[0]
-        model.compile(optimizer=optimizer_from(hp), loss=loss_for(h), metrics=[metric_for(h)])
+        model.compile(optimizer=optimizer_from(hp), loss=loss_for(h), weighted_metrics=[metric_for(h)])
     else:
         model.compile(
             optimizer=optimizer_from(hp),
             loss={h.name: loss_for(h) for h in spec.heads},
-            metrics={h.name: [metric_for(h)] for h in spec.heads},
+            weighted_metrics={h.name: [metric_for(h)] for h in spec.heads},
             loss_weights=loss_weights,
         )
     return model

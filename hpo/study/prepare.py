@@ -16,6 +16,7 @@ from hpo.config import StudyConfig
 from hpo.data import Splits, check_labels, leaves, load_dataset, take
 from hpo.errors import ConfigError
 from hpo.execution.trial import make_model
+from hpo.execution.xla import enable_compilation_cache, host_initialisers
 from hpo.redaction import redact
 from hpo.results import replace_file, write_json
 from hpo.space import Builder, SearchSpace, apply_overrides, discover
@@ -31,17 +32,19 @@ def prepare(cfg: StudyConfig, build: Builder | None = None, splits: Splits | Non
         splits = load_dataset(cfg.data.dataset, path=cfg.data.path, seed=cfg.data.split_seed,
                               limit_train=cfg.data.limit_train, validation_size=cfg.data.validation_size)
     check_labels(splits)
+    enable_compilation_cache()
     key = _prepared_key(build, splits, cfg)
     hit = _PREPARED.get(key) if key is not None else None
     if hit is not None and hit[0] is build:
         return build, splits, hit[1]
     # Discover through make_model so that the space's compile choices of a builder that does not
     # compile its own model are part of the space.
-    space = discover(lambda hp, spec: _declare(build, hp, spec), splits.spec, what="space.builder")
-    if cfg.space.params:
-        space = apply_overrides(space, cfg.space.params)
-    space = with_fit_params(space, searched_fit_params(cfg.training))
-    _preflight(build, space, splits, _model_metrics(cfg))
+    with host_initialisers():  # under JAX, building a model compiles nothing (hpo.execution.xla)
+        space = discover(lambda hp, spec: _declare(build, hp, spec), splits.spec, what="space.builder")
+        if cfg.space.params:
+            space = apply_overrides(space, cfg.space.params)
+        space = with_fit_params(space, searched_fit_params(cfg.training))
+        _preflight(build, space, splits, _model_metrics(cfg))
     if key is not None:
         while len(_PREPARED) >= 8:
             _PREPARED.pop(next(iter(_PREPARED)))

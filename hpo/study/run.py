@@ -19,6 +19,7 @@ from hpo.config import callbacks as cb_mod
 from hpo.execution.memory import frozen_heap
 from hpo.execution.trial import TrialSettings
 from hpo.redaction import redact
+from hpo.execution.xla import enable_compilation_cache
 from hpo.repro import device_description, package_versions
 from hpo.results import load_results
 from hpo.space import Builder
@@ -198,7 +199,8 @@ def _parent_record(cfg: StudyConfig, plan: StudyPlan) -> tuple[dict[str, Any], d
               "objective": f"select_{cfg.objective.metric}", "direction": cfg.objective.direction,
               "storage": redact(cfg.driver.storage or "embedded sqlite")}
     tags = {"hpo.data_hashes": plan.splits.hashes, "hpo.versions": package_versions(),
-            "hpo.device": device_description(), "hpo.space": plan.space.describe()}
+            "hpo.device": device_description(), "hpo.space": plan.space.describe(),
+            "hpo.compilation_cache": enable_compilation_cache() or "off"}
     return params, tags
 
 
@@ -220,6 +222,7 @@ def trial_settings(cfg: StudyConfig, callbacks: Any = None) -> TrialSettings:
         snapshot_epochs=tuple(cfg.ensemble.snapshot_epochs),
         snapshot_budget_mb=cfg.ensemble.snapshot_budget_mb,
         folds=t.folds or 1, fold_seed=cfg.study.seed,
+        measure_latency=any(m.metric == "latency_ms_per_1k" for m in [*cfg.objectives, *cfg.constraints]),
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from hpo.config import StudyConfig
+from hpo.execution.xla import enable_compilation_cache
 from hpo.redaction import redact
 
 
@@ -45,6 +46,7 @@ class StudySummary:
     pareto_front: list[dict[str, Any]] | None = None
     n_infeasible: int = 0
     tracking_undelivered: int = 0  # MLflow calls queued in mlflow_outbox.jsonl (`hpo sync RUN_DIR` delivers them)
+    compilation_cache: str | None = None  # JAX's persistent compilation cache folder the study used (JAX only)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,7 +86,7 @@ def worker_summary(cfg: StudyConfig, run_dir: Path, results: Mapping[int, Mappin
         best_trial=None, best_params={}, best_select=None, best_audit=None, best_test={},
         duration_s=time.monotonic() - started, parent_run_id=parent, tracking_uri=redact(uri),
         trials=[{"number": r["number"], "state": r["state"], "value": r["value"], "params": r["params"]}
-                for r in done])
+                for r in done], compilation_cache=enable_compilation_cache())
 
 
 def summarise(cfg: StudyConfig, run_dir: Path, results: Mapping[int, Mapping[str, Any]], started: float,
@@ -118,6 +120,7 @@ def summarise(cfg: StudyConfig, run_dir: Path, results: Mapping[int, Mapping[str
         best_trial_by_select=by_select["number"] if by_select else None,
         objectives=[{"metric": o.metric, "direction": o.direction} for o in cfg.objectives] if front is not None else None,
         pareto_front=front, n_infeasible=sum(r.get("feasible") is False for r in complete),
+        compilation_cache=enable_compilation_cache(),
     )
 
 

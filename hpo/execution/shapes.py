@@ -1,0 +1,110 @@
+"""One shape per compiled function: the last partial training batch padded with zero-weight rows, and select,
+audit and test padded to one forward size, so a backend that compiles per shape (JAX) compiles one train step,
+one test step and one predict step per model instead of one more for every odd-sized batch."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import numpy as np
+
+from hpo.data import leaves, take
+
+__all__ = ["PaddedEpochs", "forward_rows", "pad_rows", "pads_safely", "padded_predict"]
+
+MAX_FORWARD_ROWS = 1024  # larger splits are cut into chunks of this many rows
+
+
+def pads_safely(model: Any) -> bool:
+    """True when zero-weight rows leave every compiled number unchanged: the model's metrics are all weighted
+    (Keras applies ``sample_weight`` to ``weighted_metrics`` only; a ``metrics=`` accuracy would count padded
+    rows). The framework's default compilation (:func:`hpo.space.compile.compile_for`) compiles that way."""
+    try:
+        cfg = model.get_compile_config() or {}
+    except Exception:
+        return False
+    return bool(cfg) and not cfg.get("metrics")
+
+
+def forward_rows(sizes: list[int], batch: int = 8) -> int:
+    """The one row count every forward call of a trial uses: the largest split rounded up to ``batch``, at most
+    :data:`MAX_FORWARD_ROWS` (larger splits go in several calls of that size)."""
+    return min(MAX_FORWARD_ROWS, batch * math.ceil(max(sizes) / batch))
+
+
+def pad_rows(x: Any, rows: int) -> tuple[Any, int]:
+    """``x`` with its first row repeated up to a multiple of ``rows`` rows, and its real row count."""
+    n = int(leaves(x)[0].shape[0])
+    total = rows * max(1, math.ceil(n / rows))
+    if total == n:
+        return x, n
+    return take(x, np.concatenate([np.arange(n), np.zeros(total - n, dtype=int)])), n
+
+
+def padded_weights(n: int, rows: int) -> np.ndarray:
+    """Sample weights of one padded batch: ``rows / n`` on the ``n`` real rows, 0 on the padding. Keras divides a
+    weighted loss by the batch's row count, so the real rows weigh ``rows / n`` for the loss to be their mean;
+    weighted metrics divide by the sum of weights and are the real rows' plain mean either way."""
+    w = np.zeros(rows, dtype="float32")
+    w[:n] = rows / n
+    return w
+
+
+def padded_predict(model: Any, x: Any, rows: int) -> Any:
+    """The model's outputs on ``x`` through its compiled ``predict_on_batch``, every call on exactly ``rows``
+    rows (one compiled program), sliced back to ``x``'s rows."""
+    import keras
+
+    xp, n = pad_rows(x, rows)
+    total = int(leaves(xp)[0].shape[0])
+    parts = [model.predict_on_batch(take(xp, np.arange(i, i + rows))) for i in range(0, total, rows)]
+    parts = [keras.tree.map_structure(lambda t: np.asarray(keras.ops.convert_to_numpy(t)), p) for p in parts]
+    return keras.tree.map_structure(lambda *a: np.concatenate(a, axis=0)[:n], *parts)
+
+
+@functools.lru_cache(maxsize=None)
+def _padded_epochs_class() -> type:
+    import keras
+
+    class _PaddedEpochs(keras.utils.PyDataset):
+        """Training batches of exactly ``batch_size`` rows: shuffled every epoch like Keras' own array input,
+        the last partial batch completed with zero-weight copies of a row and its real rows weighted
+        ``batch / real`` (see :func:`padded_weights`), so each step's gradient is the one of the unpadded
+        batch. Train-split metrics in the logs weigh the last batch's rows by that factor too."""
+
+        def __init__(self, x: Any, y: Any, batch_size: int, seed: int) -> None:
+            super().__init__()
+            self.x, self.y, self.batch_size = x, y, int(batch_size)
+            self.n = int(leaves(y)[0].shape[0])
+            self.rng = np.random.default_rng(seed)
+            self.order = self.rng.permutation(self.n)
+            self.full = np.ones(self.batch_size, dtype="float32")
+            self.served = 0
+
+        def __len__(self) -> int:
+            return math.ceil(self.n / self.batch_size)
+
+        def __getitem__(self, i: int) -> tuple[Any, Any, np.ndarray]:
+            self.served += 1
+            idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+            real = len(idx)
+            if real == self.batch_size:
+                return take(self.x, idx), take(self.y, idx), self.full
+            idx = np.concatenate([idx, np.full(self.batch_size - real, idx[0])])
+            return take(self.x, idx), take(self.y, idx), padded_weights(real, self.batch_size)
+
+        def on_epoch_end(self) -> None:
+            # Keras also calls this after peeking at one batch to build an unbuilt model: the order moves on
+            # only after a whole epoch, so a fresh model and an already built one see the same batches.
+            if self.served >= len(self):
+                self.order = self.rng.permutation(self.n)
+            self.served = 0
+
+    return _PaddedEpochs
+
+
+def PaddedEpochs(x: Any, y: Any, batch_size: int, seed: int) -> Any:  # noqa: N802 - builds a keras PyDataset
+    """A ``keras.utils.PyDataset`` of padded, per-epoch shuffled training batches (see ``_PaddedEpochs``)."""
+    return _padded_epochs_class()(x, y, batch_size, seed)

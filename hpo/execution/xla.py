@@ -1,0 +1,162 @@
+"""Compilation under backends that compile every new shape (JAX): host-side weight initialisation and JAX's
+persistent compilation cache."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import types
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+__all__ = ["compiles_per_shape", "compilation_cache_dir", "enable_compilation_cache", "host_initialisers"]
+
+_CACHE: dict[str, str | None] = {}
+
+
+def compiles_per_shape() -> bool:
+    """True under a backend whose eager operations compile one XLA program per new shape (JAX)."""
+    import keras
+
+    return keras.backend.backend() == "jax"
+
+
+def compilation_cache_dir() -> Path:
+    """Where JAX studies keep compiled programs: ``$HPO_JAX_CACHE_DIR``, else ``jax-compilation-cache`` under
+    the project's cache directory (``$HPO_CACHE_DIR``, ``$XDG_CACHE_HOME/hpo`` or ``~/.cache/hpo``)."""
+    from hpo.tracking.schema import cache_dir
+
+    return Path(os.environ["HPO_JAX_CACHE_DIR"]) if os.environ.get("HPO_JAX_CACHE_DIR") else \
+        cache_dir() / "jax-compilation-cache"
+
+
+def enable_compilation_cache() -> str | None:
+    """Turn on JAX's persistent compilation cache for this process (once); the folder, or None when the backend
+    is not JAX or ``HPO_JAX_CACHE_DIR`` is ``off``. Reruns, seed refits and worker processes of a study then load
+    the programs an earlier process compiled instead of compiling them again."""
+    if "dir" in _CACHE:
+        return _CACHE["dir"]
+    if not compiles_per_shape() or os.environ.get("HPO_JAX_CACHE_DIR", "").lower() in ("off", "0", "none"):
+        _CACHE["dir"] = None
+        return None
+    import jax
+
+    if jax.config.jax_compilation_cache_dir:  # the user's own setting wins
+        _CACHE["dir"] = str(jax.config.jax_compilation_cache_dir)
+        return _CACHE["dir"]
+    folder = compilation_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(folder))
+    # JAX skips programs that compile in under a second by default; a small model's steps compile in less on
+    # CPU, and they are the ones a search compiles over and over.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    _CACHE["dir"] = str(folder)
+    return _CACHE["dir"]
+
+
+def _rng(seed: Any) -> np.random.Generator:
+    """A NumPy generator from a Keras initialiser's seed: an int gives the same values on every call (as Keras'
+    own initialisers do), a SeedGenerator moves on by one draw as ``SeedGenerator.next`` does (host-side: the
+    backend's add would compile)."""
+    if isinstance(seed, int):
+        return np.random.default_rng([seed & 0xFFFFFFFF, 0])
+    from keras.src.random.seed_generator import SeedGenerator, draw_seed
+
+    if isinstance(seed, SeedGenerator):
+        state = np.asarray(seed.state.value)
+        seed.state.assign((state + np.array([0, 1])).astype(state.dtype))
+        key = state
+    else:
+        key = np.asarray(draw_seed(seed))
+    return np.random.default_rng([int(k) & 0xFFFFFFFF for k in key.ravel()])
+
+
+class _HostRandom(types.SimpleNamespace):
+    """The random draws Keras' initialisers make, in NumPy on the host."""
+
+    @staticmethod
+    def uniform(shape: Any, minval: float = 0.0, maxval: float = 1.0, dtype: Any = None, seed: Any = None) -> Any:
+        return _put(_rng(seed).uniform(minval, maxval, tuple(shape)).astype(_dtype(dtype)))
+
+    @staticmethod
+    def normal(shape: Any, mean: float = 0.0, stddev: float = 1.0, dtype: Any = None, seed: Any = None) -> Any:
+        return _put((_rng(seed).standard_normal(tuple(shape)) * stddev + mean).astype(_dtype(dtype)))
+
+    @staticmethod
+    def truncated_normal(shape: Any, mean: float = 0.0, stddev: float = 1.0, dtype: Any = None,
+                         seed: Any = None) -> Any:
+        rng = _rng(seed)
+        z = rng.standard_normal(tuple(shape))
+        bad = np.abs(z) > 2.0
+        while bad.any():  # redrawn outside two standard deviations, as keras.random.truncated_normal
+            z[bad] = rng.standard_normal(int(bad.sum()))
+            bad = np.abs(z) > 2.0
+        return _put((z * stddev + mean).astype(_dtype(dtype)))
+
+
+class _HostOps:
+    """``zeros``, ``ones``, ``eye`` and ``cast`` of the constant initialisers, in NumPy; anything else from Keras."""
+
+    def __init__(self, ops: Any) -> None:
+        self._ops = ops
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ops, name)
+
+    @staticmethod
+    def zeros(shape: Any, dtype: Any = None) -> Any:
+        return _put(np.zeros(tuple(shape), _dtype(dtype)))
+
+    @staticmethod
+    def ones(shape: Any, dtype: Any = None) -> Any:
+        return _put(np.ones(tuple(shape), _dtype(dtype)))
+
+    @staticmethod
+    def eye(n: int, m: int | None = None, k: int = 0, dtype: Any = None) -> Any:
+        return _put(np.eye(n, m, k, dtype=_dtype(dtype)))
+
+    @staticmethod
+    def cast(x: Any, dtype: Any) -> Any:
+        return _put(np.asarray(x).astype(_dtype(dtype)))
+
+
+def _put(a: np.ndarray) -> Any:
+    # device_put, not jnp.asarray: JAX stages a NumPy array given without a dtype through a program compiled
+    # per shape
+    import jax
+
+    return jax.device_put(a)
+
+
+def _dtype(dtype: Any) -> Any:
+    import keras
+
+    return np.dtype(keras.backend.standardize_dtype(dtype or keras.backend.floatx()))
+
+
+@contextlib.contextmanager
+def host_initialisers() -> Iterator[None]:
+    """Keras' built-in initialisers draw in NumPy on the host while this is open (JAX only; a no-op otherwise).
+
+    Under JAX each initialiser runs eagerly and ``jax.random.uniform`` or ``jnp.zeros`` compiles one XLA program
+    per new kernel shape (2-3 per trial of a search over widths, besides the optimizer's slots). Keras has no
+    switch for this, so the two module names its initialisers draw through are pointed at NumPy versions for the
+    duration: same distributions and seeding rules, no compilation. Not thread-safe (trials of one process run
+    one at a time)."""
+    if not compiles_per_shape():
+        yield
+        return
+    from keras.src.initializers import constant_initializers as const
+    from keras.src.initializers import random_initializers as rand
+
+    saved_random, saved_ops = rand.random, const.ops
+    shim = _HostRandom(**{k: getattr(saved_random, k) for k in dir(saved_random) if not k.startswith("__")
+                          and k not in ("uniform", "normal", "truncated_normal")})
+    rand.random, const.ops = shim, _HostOps(saved_ops)
+    try:
+        yield
+    finally:
+        rand.random, const.ops = saved_random, saved_ops

@@ -1,0 +1,147 @@
+"""Compile once, train many: padded batches and splits give the numbers of the unpadded ones, and a trial that
+reuses a compiled model trains exactly as a fresh model would (issue 23). The JAX checks run in a subprocess
+with ``KERAS_BACKEND=jax``; the rest under the test session's backend (TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from hpo.execution.scoring import score
+from hpo.execution.shapes import PaddedEpochs, forward_rows, padded_predict, pads_safely
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _data(n: int = 250) -> tuple[np.ndarray, np.ndarray]:
+    x = np.random.default_rng(0).normal(size=(n, 8)).astype("float32")
+    return x, (x[:, 0] + 0.3 * x[:, 1] > 0).astype("int32")
+
+
+def _model(weighted: bool = True) -> keras.Model:
+    keras.utils.set_random_seed(3)
+    i = keras.Input((8,))
+    o = keras.layers.Dense(2)(keras.layers.Dense(16, activation="relu")(i))
+    m = keras.Model(i, o)
+    acc = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    m.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              **({"weighted_metrics": acc} if weighted else {"metrics": acc}))
+    return m
+
+
+def test_padded_last_batch_trains_to_the_unpadded_weights() -> None:
+    x, y = _data(250)  # 3 batches of 64 and one of 58, padded to 64 with zero-weight rows
+    data = PaddedEpochs(x, y, 64, seed=5)
+    order = data.order.copy()
+    assert len(data) == 4 and all(len(data[i][2]) == 64 for i in range(4))
+    data.served = 0
+    padded, plain = _model(), _model()
+    padded.fit(data, epochs=1, shuffle=False, verbose=0)
+    plain.fit(x[order], y[order], batch_size=64, shuffle=False, epochs=1, verbose=0)
+    for a, b in zip(padded.trainable_variables, plain.trainable_variables):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def test_padded_scoring_counts_only_real_rows() -> None:
+    x, y = _data(50)
+    m = _model()
+    m.fit(x, y, epochs=3, verbose=0)
+    plain = score(m, x, y)
+    padded = score(m, x, y, rows=400)  # 350 copies of row 0 with weight 0
+    assert padded.keys() == plain.keys()
+    for k in plain:
+        assert padded[k] == pytest.approx(plain[k], abs=1e-5), k
+    assert pads_safely(m) and not pads_safely(_model(weighted=False))  # a metrics= accuracy would count padding
+
+
+def test_padded_forward_gives_the_eager_logits() -> None:
+    x, _ = _data(250)
+    m = _model()
+    rows = forward_rows([250, 70, 120])
+    assert rows == 256
+    np.testing.assert_allclose(padded_predict(m, x, rows), np.asarray(m(x, training=False)), atol=1e-5)
+    np.testing.assert_allclose(padded_predict(m, x[:70], rows), np.asarray(m(x[:70], training=False)), atol=1e-5)
+
+
+JAX_SCRIPT = textwrap.dedent("""
+    import json, sys, tempfile
+    from pathlib import Path
+    from jax import monitoring
+    compiled = []
+    monitoring.register_event_duration_secs_listener(
+        lambda e, d, **k: compiled.append(k.get("fun_name")) if e == "/jax/core/compile/backend_compile_duration" else None)
+    import numpy as np
+    from hpo.config import from_dict
+    from hpo.execution.reuse import clear_twins
+    from hpo.execution.trial import TrialSettings, run_trial
+    from hpo.study.prepare import prepare
+
+    out = {}
+    cfg = from_dict({"study": {"name": "s"}, "data": {"dataset": "digits"}, "space": {"builder": "mlp"},
+                     "training": {"epochs": 2}})
+    build, splits, space = prepare(cfg)
+    out["startup"] = list(compiled); compiled.clear()
+    base, tmp = space.defaults(), Path(tempfile.mkdtemp())
+
+    def trial(i, **kw):
+        r = run_trial(number=i, params={**base, **kw}, seed=7, build=build, space=space, splits=splits,
+                      settings=TrialSettings(epochs=2, save_models=False), trial_dir=tmp / str(i))
+        assert r.state.name == "COMPLETE", r.error
+        names = list(compiled); compiled.clear()
+        with np.load(r.predictions_path) as f:
+            return names, f["test/digit"], r.value
+
+    out["first"] = trial(0, units=40)[0]
+    out["new_shape"] = trial(1, units=48)[0]
+    out["reused"], reused, v1 = trial(2, units=40, learning_rate=0.003)
+    clear_twins()  # the same trial on a model built and compiled for it
+    _, fresh, v2 = trial(3, units=40, learning_rate=0.003)
+    out["reused_minus_fresh"] = float(np.abs(reused - fresh).max())
+    out["values"] = [v1, v2]
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_jax_trials_compile_each_shape_once_and_reuse_exactly(tmp_path: Path) -> None:
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "HPO_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
+    assert line is not None, proc.stderr[-3000:]
+    out = json.loads(line[len("RESULT"):])
+    # start-up (discovery builds, preflight) compiles the preflight's test step and no initialiser
+    assert not [f for f in out["startup"] if "uniform" in f or "broadcast_in_dim" in f], out["startup"]
+    # a new architecture: its train, test and predict steps, one shape each, nothing else
+    assert sorted(out["new_shape"]) == ["jit(predict_step)", "jit(test_step)", "jit(train_step)"], out["new_shape"]
+    # the architecture and batch size seen before, another learning rate: nothing compiles, and it trains
+    # exactly as a model built and compiled for it
+    assert out["reused"] == [], out["reused"]
+    assert out["reused_minus_fresh"] == 0.0 and out["values"][0] == out["values"][1]
+    assert (tmp_path / "cache" / "jax-compilation-cache").is_dir()  # the persistent cache, on by default
+
+
+def test_reuse_key_ignores_the_learning_rate_and_refuses_custom_layers() -> None:
+    from hpo.execution.reuse import signature
+
+    def build(lr: float = 1e-3, units: int = 16, layer: type = keras.layers.Dense) -> keras.Model:
+        i = keras.Input((8,))
+        m = keras.Model(i, keras.layers.Dense(2)(layer(units)(i)))
+        m.compile(optimizer=keras.optimizers.Adam(lr), loss="mse")
+        return m
+
+    class Custom(keras.layers.Dense):  # Python state its config may not show: never reused
+        pass
+
+    a = signature(build(), 64)
+    assert a is not None and a == signature(build(lr=3e-3), 64)  # generated layer names differ, too
+    assert a != signature(build(units=17), 64) and a != signature(build(), 32)
+    assert signature(build(layer=Custom), 64) is None
