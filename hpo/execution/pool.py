@@ -154,6 +154,14 @@ def plan_slots(section: Any) -> list[Slot] | None:
     return slots
 
 
+def leave_card_to_workers(slots: list[Slot] | None) -> None:
+    """With workers on GPUs, this (the study's) process takes no preallocated share of a card either: JAX and
+    TensorFlow read these when they first use a GPU, so this helps when the study has not touched one yet."""
+    if slots and any(s.gpu is not None for s in slots):
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+
+
 # -- the parent's side --------------------------------------------------------------------------
 @dataclass
 class _Worker:
