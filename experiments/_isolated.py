@@ -50,6 +50,7 @@ def environment(*, cache_entries_before: int | None = None) -> dict[str, Any]:
                 "jax_compilation_cache_dir": jax.config.jax_compilation_cache_dir,
                 "jax_default_matmul_precision": jax.config.jax_default_matmul_precision}
         env["card"] = env["card"] or device.device_kind
+    env["card"] = env["card"] or f"cpu ({m['cpu']})"
     return env
 
 

@@ -27,11 +27,14 @@
 # in one process and wrote only at the end of each part (experiments.gpu_suite_log recovers its numbers from the
 # log).
 set -u
+py=${PYTHON:-python3}  # the interpreter (default python3)
 out=${1:-experiments/results}
 mkdir -p "$out"
 export KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
 [ -f .data/mnist.npz ] && export HPO_MNIST_PATH=${HPO_MNIST_PATH:-$PWD/.data/mnist.npz}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 -c "import keras; print('keras', keras.__version__, 'backend', keras.backend.backend())" || exit 1
-python3 -m experiments.gpu_suite --out "$out" "${@:2}"
+"$py" -c "import keras; print('keras', keras.__version__, 'backend', keras.backend.backend())" || exit 1
+"$py" -m experiments.gpu_suite --out "$out" "${@:2}"
+rc=$?
 ls -la "$out"
+exit $rc

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from experiments._isolated import alternating, run_variant
@@ -16,7 +17,7 @@ ENV_KEYS = {"card", "keras_backend", "xla_flags", "jax_compilation_cache_dir", "
 
 
 def test_smoke_suite_under_jax_writes_every_variant_as_a_line_with_its_environment(tmp_path: Path) -> None:
-    env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_cpu_enable_fast_math=false",
+    env = {**os.environ, "PYTHON": sys.executable, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_cpu_enable_fast_math=false",
            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     out = subprocess.run(["bash", "experiments/gpu_suite.sh", str(tmp_path), "--smoke"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=900)
