@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from experiments._isolated import alternating, run_variant
 from experiments.executor_bench import executor_for
 from tests.conftest import ROOT
@@ -16,6 +18,7 @@ ENV_KEYS = {"card", "keras_backend", "xla_flags", "jax_compilation_cache_dir", "
             "jax_device_kind", "jax_cache_entries_before"}
 
 
+@pytest.mark.slow
 def test_smoke_suite_under_jax_writes_every_variant_as_a_line_with_its_environment(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHON": sys.executable, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_cpu_enable_fast_math=false",
            "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
