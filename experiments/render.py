@@ -450,8 +450,9 @@ def _suite_measured(r: Mapping[str, Any]) -> str:
     if r["part"] == "mnist50":
         if "wall_s" not in r:
             return "nothing before the limit"
+        tracked = "; members' training metrics tracked" if r.get("member_metrics") else ""
         return (f"{r['members']} members {r['dataset']} x {r['epochs']} epochs: {secs(r['wall_s'])} wall (build to test "
-                f"logits, compilation included; {secs(r['fit_s'])} fit), median member "
+                f"logits, compilation included; {secs(r['fit_s'])} fit{tracked}), median member "
                 f"{pct(r['median_test_accuracy'])}, logit average {pct(r['logit_average_test_accuracy'])}")
     if not r.get("trials"):
         return "no trial finished before the limit"
@@ -493,6 +494,11 @@ def render_gpu_suite_lines(d: Mapping[str, Any], name: str) -> str:
         parts.append(table(["target", "measured", "verdict"], [
             [f"the course's 50 MNIST MLPs packed: {t['mnist50_target']}", secs(t.get("mnist50_packed_wall_s")),
              f"**{t['mnist50_verdict']}**"],
+            [f"its accuracy as the course's answers ({t.get('course_answers')})",
+             f"median member {pct(t.get('mnist50_median_member_accuracy'))}, logit average "
+             f"{pct(t.get('mnist50_logit_average_accuracy'))}",
+             "n/a" if t.get("mnist50_as_the_course") is None or t.get("smoke")
+             else ("**as the course**" if t["mnist50_as_the_course"] else "**not as the course**")],
             [f"a 16-trial small-model search: {t['search16_target']}",
              "n/a" if ratio is None else f"{ratio}x ({t['search16_best_variant']})"
              + ("" if t.get("search16_baseline_complete") else "; one-at-a-time stopped at its limit"),

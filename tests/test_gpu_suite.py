@@ -1,4 +1,5 @@
-"""The GPU suite (experiments/gpu_suite.sh) end to end at toy sizes on the CPU, and the isolation it relies on."""
+"""The GPU suite (experiments/gpu_suite.sh) end to end at toy sizes on the CPU, the isolation it relies on, and
+benchmarks that write what they measured before a later part can lose it."""
 
 from __future__ import annotations
 
@@ -78,3 +79,15 @@ def test_executor_bench_rows_name_their_executor() -> None:
                                                                "recycle_after": None, "pack": 4}
     assert executor_for("processes x2", [], 4)["cpu_workers"] == 2
 
+
+
+def test_packed_benchmark_keeps_its_first_part_when_a_later_one_fails(tmp_path: Path) -> None:
+    env = {**os.environ, "HPO_MNIST_PATH": str(tmp_path / "missing.npz"),
+           "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-m", "experiments.packed", "--members", "2", "--epochs", "1",
+                          "--mnist-members", "2", "--mnist-epochs", "1", "--out", str(tmp_path)], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode != 0 and "MNIST file not found" in out.stderr, out.stderr[-2000:]
+    result = json.loads((tmp_path / "packed_cpu.json").read_text())
+    assert result["sequential_vs_packed"]["members"] == 2 and "mnist_packed" not in result
+    assert {"card", "xla_flags", "jax_compilation_cache_dir", "jax_default_matmul_precision"} <= set(result["environment"])
