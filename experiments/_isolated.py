@@ -55,7 +55,8 @@ def environment(*, cache_entries_before: int | None = None) -> dict[str, Any]:
 
 
 def cache_entries() -> int | None:
-    """Files in JAX's persistent compilation cache now (None: no cache folder set, or not the JAX backend)."""
+    """Files in JAX's persistent compilation cache now (0 for a folder not created yet; None: no cache folder set,
+    or not the JAX backend)."""
     import keras
 
     if keras.backend.backend() != "jax":
@@ -63,8 +64,10 @@ def cache_entries() -> int | None:
     import jax
 
     folder = jax.config.jax_compilation_cache_dir
-    if not folder or not Path(folder).is_dir():
+    if not folder:
         return None
+    if not Path(folder).is_dir():
+        return 0  # set, not created yet: an empty cache
     return sum(1 for p in Path(folder).rglob("*") if p.is_file())
 
 

@@ -481,10 +481,13 @@ def render_gpu_suite_lines(d: Mapping[str, Any], name: str) -> str:
     for r in runs:
         e = r.get("environment") or {}
         limit = f"{num(r.get('limit_s'))} s" + (" (stopped)" if r.get("timed_out") else "") if "limit_s" in r else "—"
+        jax = e.get("keras_backend") == "jax"
+        cache = (f"`{e['jax_compilation_cache_dir']}` ({e.get('jax_cache_entries_before')} entries before)"
+                 if e.get("jax_compilation_cache_dir") else "none" if jax else "n/a (not JAX)")
+        precision = e.get("jax_default_matmul_precision") or ("JAX's default" if jax else "n/a (not JAX)")
         rows.append([r["order"] + 1, r["part"], r["variant"], _suite_measured(r), secs(r.get("process_wall_s")), limit,
-                     f"{e.get('card')} ({e.get('keras_backend')})", f"`{e.get('xla_flags')}`",
-                     f"`{e.get('jax_compilation_cache_dir')}` ({e.get('jax_cache_entries_before')} entries before)",
-                     e.get("jax_default_matmul_precision")])
+                     f"{e.get('card')} ({e.get('keras_backend')})",
+                     f"`{e['xla_flags']}`" if e.get("xla_flags") else "unset", cache, precision])
     parts.append(table(["#", "part", "variant", "measured", "process wall", "limit", "card", "XLA_FLAGS",
                         "compilation cache", "matmul precision"], rows))
     t = lines[-1] if lines[-1]["part"] == "targets" else None
