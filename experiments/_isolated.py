@@ -7,7 +7,7 @@ A variant's process writes its record with :func:`write_record` (as often as it 
 counts, so a variant that is stopped at its time limit still leaves what it measured so far); the parent runs it
 with :func:`run_variant` and appends it with :func:`append_jsonl`. Every record carries :func:`environment`:
 the card, the backend, ``XLA_FLAGS``, JAX's compilation-cache folder (and how many entries it held before the
-variant started) and JAX's default matmul precision.
+variant started and when it wrote its record) and JAX's default matmul precision.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def environment(*, cache_entries_before: int | None = None) -> dict[str, Any]:
         "card": _first_line(m["gpu"]), "cpu": m["cpu"], "cpu_count": m["cpu_count"],
         "keras_backend": backend, "xla_flags": os.environ.get("XLA_FLAGS"),
         "jax_device_kind": None, "jax_platform": None, "jax_compilation_cache_dir": None,
-        "jax_cache_entries_before": cache_entries_before, "jax_default_matmul_precision": None,
+        "jax_cache_entries_before": cache_entries_before, "jax_cache_entries_after": None,
+        "jax_default_matmul_precision": None,
     }
     if backend == "jax":
         import jax
@@ -48,7 +49,8 @@ def environment(*, cache_entries_before: int | None = None) -> dict[str, Any]:
         device = jax.devices()[0]
         env |= {"jax_device_kind": device.device_kind, "jax_platform": device.platform,
                 "jax_compilation_cache_dir": jax.config.jax_compilation_cache_dir,
-                "jax_default_matmul_precision": jax.config.jax_default_matmul_precision}
+                "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
+                "jax_cache_entries_after": cache_entries()}
         env["card"] = env["card"] or device.device_kind
     env["card"] = env["card"] or f"cpu ({m['cpu']})"
     return env

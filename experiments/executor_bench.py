@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                 ["-m", "experiments.executor_bench", "--row", label, "--trials", str(args.trials),
                  "--epochs", str(args.epochs), "--record", str(record)], record, args.row_timeout_s))
             print({k: v for k, v in rows[-1].items() if k != "environment"}, flush=True)
-    rate = {lab: statistics.median(r["trials_per_hour"] for r in rows if r.get("label") == lab and r.get("trials_per_hour"))
+    rate = {lab: round(statistics.median(r["trials_per_hour"] for r in rows if r.get("label") == lab and r.get("trials_per_hour")), 1)
             for lab in labels(args) if any(r.get("label") == lab and r.get("trials_per_hour") for r in rows)}
     for r in rows:
         if r.get("trials_per_hour") and rate.get("inprocess"):

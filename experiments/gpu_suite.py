@@ -88,7 +88,8 @@ def child_mnist50(sizes: Sizes, record: str, member_metrics: bool) -> int:
     res.pop("last_epoch_train_accuracy", None)
     write_record(record, {"dataset": sizes.dataset, "members": sizes.members, "units": sizes.units,
                           "epochs": sizes.epochs, "batch_size": sizes.batch_size, "member_metrics": member_metrics,
-                          "data_load_s": round(load_s, 2),
+                          "data_load_s": round(load_s, 2), "train_rows": int(len(splits.y["train"])),
+                          "test_rows": int(len(splits.y["test"])),
                           "complete": True, **res, "environment": environment(cache_entries_before=before)})
     return 0
 

@@ -482,7 +482,8 @@ def render_gpu_suite_lines(d: Mapping[str, Any], name: str) -> str:
         e = r.get("environment") or {}
         limit = f"{num(r.get('limit_s'))} s" + (" (stopped)" if r.get("timed_out") else "") if "limit_s" in r else "—"
         jax = e.get("keras_backend") == "jax"
-        cache = (f"`{e['jax_compilation_cache_dir']}` ({e.get('jax_cache_entries_before')} entries before)"
+        after = f", {e['jax_cache_entries_after']} after" if e.get("jax_cache_entries_after") is not None else ""
+        cache = (f"`{e['jax_compilation_cache_dir']}` ({e.get('jax_cache_entries_before')} entries before{after})"
                  if e.get("jax_compilation_cache_dir") else "none" if jax else "n/a (not JAX)")
         precision = e.get("jax_default_matmul_precision") or ("JAX's default" if jax else "n/a (not JAX)")
         rows.append([r["order"] + 1, r["part"], r["variant"], _suite_measured(r), secs(r.get("process_wall_s")), limit,

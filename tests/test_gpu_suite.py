@@ -16,7 +16,7 @@ from experiments.executor_bench import executor_for
 from tests.conftest import ROOT
 
 ENV_KEYS = {"card", "keras_backend", "xla_flags", "jax_compilation_cache_dir", "jax_default_matmul_precision",
-            "jax_device_kind", "jax_cache_entries_before"}
+            "jax_device_kind", "jax_cache_entries_before", "jax_cache_entries_after"}
 
 
 @pytest.mark.slow
