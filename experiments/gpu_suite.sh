@@ -1,55 +1,40 @@
 #!/usr/bin/env bash
-# The GPU benchmarks in one run, as run on the lent NVIDIA H100/H200 machine (JAX backend; that machine has no
-# TensorFlow). Each part has its own time limit, so one that overruns costs only its own numbers.
+# Issue #23's GPU measurements in one device call of under 6 minutes, on the lent NVIDIA H100/H200 machine (JAX
+# backend; that machine has JAX and PyTorch with CUDA but no TensorFlow, Keras or tuning stack).
 #
-#   bash experiments/gpu_suite.sh [OUT [PART ...]]   (OUT: where results files go, default experiments/results;
-#                                                    PART: overhead, packed, executor; default all three)
+#   bash experiments/gpu_suite.sh [OUT [ARGS ...]]   (OUT: where results go, default experiments/results;
+#                                                    ARGS: passed to python -m experiments.gpu_suite, e.g. --smoke,
+#                                                    --parts mnist50, --repeats 2, --budget-s 330)
 #
-# 1. overhead of run_study against a bare build/fit/evaluate loop and KerasTuner, on real MNIST
-#    (experiments.bench overhead --mnist; file bench_overhead_mnist_<gpu>.json);
-# 2. packed populations: 8 digits MLPs one after another vs packed, the course's 50 MNIST MLPs packed, and 3 of
-#    them one after another for the ratio (experiments.packed; packed_<gpu>.json);
-# 3. trials per hour in-process, with 1 and 8 worker processes on the GPU, and packed 8
-#    (experiments.executor_bench; executor_<gpu>.json).
-# Render them into RESULTS.md afterwards with `python -m experiments.bench --render-only`. A part that overruns its
-# limit writes no results file: keep the log as experiments/results/gpu_suite_<gpu>_<date>.log and run
-# `python -m experiments.gpu_suite_log THAT_LOG` to turn what it printed into a results file (targets included).
+# Runs `python -m experiments.gpu_suite` (its docstring says what it measures): the course's 50 MNIST MLPs
+# packed (target <= 10 s wall including compilation) and a 16-trial small-model search one at a time, packed,
+# on 4 worker processes and on 2 workers training packs (target >= 4x the trials per hour of one at a time).
+# Every variant runs in a fresh process; each result is appended to OUT/gpu_suite_<gpu>_<date>.jsonl as soon as
+# its process ends, with the card, XLA_FLAGS, JAX's compilation-cache folder and matmul precision; the last line
+# states the targets. The whole run stays within --budget-s (default 330 s); a variant stopped at its limit keeps
+# what it measured so far. Nothing here needs a GPU: `bash experiments/gpu_suite.sh /tmp/out --smoke` checks the
+# path at toy sizes on a CPU (tests/test_gpu_suite.py does, under TensorFlow and under JAX on the CPU).
 #
-# On the lent machine (no TensorFlow, Keras or tuning stack there): here, `bash ../shared/gpu/fetch-wheels.sh`
-# and `mkdir -p .data && cp ../shared/data/mnist.npz .data/`; carry `.whl` and `.data`; the device command:
+# On the lent machine: here, `bash ../shared/gpu/fetch-wheels.sh` and
+# `mkdir -p .data && cp ../shared/data/mnist.npz .data/`; carry `.whl` and `.data`; the device command
+# (timeout_s 420: pip ~20 s, the suite <= 330 s, start-up and copying back):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-#     .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD && bash experiments/gpu_suite.sh $OUT overhead
+#     .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD && bash experiments/gpu_suite.sh $OUT
+# then copy $OUT/gpu_suite_*.jsonl into experiments/results/ here.
 #
-# Time on an H100 (2026-11-27, results/gpu_suite_h100_2026-11-27.log): small-model trials there are dominated by
-# XLA compiling each new model (a 3-epoch digits trial ~6 s, a 3-epoch MNIST trial ~3 s once compiled shapes
-# repeat), so all three parts at these defaults need about 10 minutes: run them as two device calls
-# (`overhead`, then `packed executor`). Overhead 3:3:2 without warm-up took 204 s; the packed part's first two
-# sections 61 s.
+# History: on an H100 (2026-11-27, results/gpu_suite_h100_2026-11-27.log, the previous suite) 32 in-process digits
+# trials of 3 epochs did not finish in 200 s and the 50 MNIST MLPs packed took 37.7 s; that suite ran its variants
+# in one process and wrote only at the end of each part (experiments.gpu_suite_log recovers its numbers from the
+# log).
 set -u
+py=${PYTHON:-python3}  # the interpreter (default python3)
 out=${1:-experiments/results}
 mkdir -p "$out"
 export KERAS_BACKEND=${KERAS_BACKEND:-jax} PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=3
 [ -f .data/mnist.npz ] && export HPO_MNIST_PATH=${HPO_MNIST_PATH:-$PWD/.data/mnist.npz}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-python3 -c "import jax, keras; print('jax', jax.__version__, jax.devices(), 'keras', keras.__version__)" || exit 1
-
-part() {  # part LIMIT_S MODULE ARGS...
-    local limit=$1; shift
-    local t0=$SECONDS
-    echo "== python -m $* (limit ${limit} s)"
-    timeout "$limit" python3 -m "$@"
-    echo "== rc=$? after $((SECONDS - t0)) s"
-}
-
-parts=" ${*:2} "
-[ "$parts" = "  " ] && parts=" overhead packed executor "
-want() { [[ "$parts" == *" $1 "* ]]; }
-
-want overhead && part "${OVERHEAD_LIMIT_S:-420}" experiments.bench overhead --mnist --overhead "${OVERHEAD_POINTS:-3:3:3}" \
-    --out "$out" --runs /tmp/hpo-gpu-bench --results-md /tmp/hpo-gpu-bench/RESULTS.md
-want packed && part "${PACKED_LIMIT_S:-150}" experiments.packed --members 8 --epochs 20 --mnist-sequential 3 --out "$out"
-# Workers take no preallocated share of the card (hpo.execution.pool sets that for its workers; the study's own
-# process runs the in-process rows and must not hold 75% of the memory while the workers start).
-want executor && XLA_PYTHON_CLIENT_PREALLOCATE=false part "${EXECUTOR_LIMIT_S:-270}" experiments.executor_bench \
-    --trials "${EXECUTOR_TRIALS:-16}" --workers 1 8 --packs 8 --epochs 3 --out "$out"
+"$py" -c "import keras; print('keras', keras.__version__, 'backend', keras.backend.backend())" || exit 1
+"$py" -m experiments.gpu_suite --out "$out" "${@:2}"
+rc=$?
 ls -la "$out"
+exit $rc

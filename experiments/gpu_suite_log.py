@@ -1,4 +1,5 @@
-"""A results file from the log of ``experiments/gpu_suite.sh``, for parts that ran out of time before writing theirs.
+"""A results file from the log of the first ``experiments/gpu_suite.sh`` (before ``experiments.gpu_suite``, which
+appends each variant's result to a JSON-lines file as it ends), for parts that ran out of time before writing theirs.
 
     python -m experiments.gpu_suite_log experiments/results/gpu_suite_h100_2026-11-27.log [--date 2026-11-27]
 

@@ -2,7 +2,7 @@
 
     python -m experiments.packed [--members 8] [--dataset digits|mnist] [--epochs 20] [--batch-size 64]
                                  [--repeats 1] [--mnist-members 50] [--mnist-epochs 10] [--mnist-batch-size 1024]
-                                 [--mnist-sequential 0] [--skip-mnist] [--out experiments/results]
+                                 [--mnist-sequential 0] [--skip-digits] [--skip-mnist] [--out experiments/results]
 
 (a) ``--members`` MLPs on ``--dataset`` (``mlp`` space: 2 x 64 ReLU, Adam, per-member learning rates drawn
 log-uniformly in [3e-4, 3e-3], seeds 0..N-1), trained one after another the way a search runs its trials
@@ -16,7 +16,9 @@ packed model: median single test accuracy, logit- and probability-average ensemb
 (c) Achieved matmul FLOP/s of each packed fit: ``2 * batch * in * out`` per Dense layer per member, x3 for
 forward and backward, over the fit's wall time (compilation included, so it is a lower bound).
 
-Results go to ``<out>/packed_<device>.json`` (device: the GPU's name, else ``cpu``).
+Results go to ``<out>/packed_<device>.json`` (device: the GPU's name, else ``cpu``), rewritten after every part
+(and after (b)'s packed model, before its sequential subset), with the card, ``XLA_FLAGS``, JAX's
+compilation-cache folder and matmul precision (``environment``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from experiments._common import device_tag, header, write_result
+from experiments._isolated import cache_entries, environment
 
 # Dense FP32 peaks (no sparsity) of the GPUs this project is lent, from NVIDIA's datasheets (SXM parts).
 GPU_PEAKS_TFLOPS = {"H100": {"fp32": 67.0, "tf32_tensor": 494.7}, "H200": {"fp32": 67.0, "tf32_tensor": 494.7}}
@@ -161,7 +164,7 @@ def part_a(args: argparse.Namespace) -> dict[str, Any]:
             "runs": runs, "median_speedup": statistics.median(r["speedup"] for r in runs)}
 
 
-def part_b(args: argparse.Namespace) -> dict[str, Any]:
+def part_b(args: argparse.Namespace, save: Any = None) -> dict[str, Any]:
     splits = _load("mnist")
     params = member_params(args.mnist_members, layers=2, units=500, lr_range=None, lr=1e-3)
     out: dict[str, Any] = {"members": args.mnist_members, "epochs": args.mnist_epochs,
@@ -171,6 +174,8 @@ def part_b(args: argparse.Namespace) -> dict[str, Any]:
     out["packed"] = packed(splits, params, args.mnist_epochs, args.mnist_batch_size)
     print(json.dumps({k: v for k, v in out["packed"].items() if k not in ("test_accuracy", "last_epoch_train_accuracy")}),
           flush=True)
+    if save is not None:
+        save(out)  # on disk before the (long) sequential subset starts
     if args.mnist_sequential > 0:
         seq = sequential(splits, params[:args.mnist_sequential], args.mnist_epochs, args.mnist_batch_size)
         seq["extrapolated_all_members_s"] = round(seq["wall_s"] / args.mnist_sequential * args.mnist_members, 1)
@@ -193,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mnist-batch-size", type=int, default=1024)
     ap.add_argument("--mnist-sequential", type=int, default=0, help="also time this many MNIST members one by one")
     ap.add_argument("--skip-mnist", action="store_true")
+    ap.add_argument("--skip-digits", action="store_true", help="skip part (a), the digits MLPs one after another vs packed")
     ap.add_argument("--out", default="experiments/results")
     args = ap.parse_args(argv)
     import keras
@@ -204,17 +210,24 @@ def main(argv: list[str] | None = None) -> int:
     result["note"] = ("wall times include build + compile/trace + fit + test predict; both sides run in the same "
                       "process; the machine may be shared with other jobs, so times are noisy")
     result.update(_peak(device))
-    result["sequential_vs_packed"] = part_a(args)
+    before = cache_entries()
+
+    def save(key: str, part: dict[str, Any]) -> None:
+        """The results so far, to the file, after every part: a later part that overruns loses only itself."""
+        result[key] = part
+        flops = {k: (result[k]["runs"][-1]["packed"] if k == "sequential_vs_packed" else result[k]["packed"])
+                 ["achieved_gflops_fit"] for k in ("sequential_vs_packed", "mnist_packed") if k in result}
+        result["achieved_gflops"] = flops
+        if result["peak_tflops"]:
+            result["fraction_of_fp32_peak"] = {k: round(v / 1e3 / result["peak_tflops"]["fp32"], 4)
+                                               for k, v in flops.items()}
+        result["environment"] = environment(cache_entries_before=before)
+        print(f"wrote {write_result(args.out, f'packed_{device}', result)}", flush=True)
+
+    if not args.skip_digits:
+        save("sequential_vs_packed", part_a(args))
     if not args.skip_mnist:
-        result["mnist_packed"] = part_b(args)
-    flops = {"sequential_vs_packed": result["sequential_vs_packed"]["runs"][-1]["packed"]["achieved_gflops_fit"]}
-    if "mnist_packed" in result:
-        flops["mnist_packed"] = result["mnist_packed"]["packed"]["achieved_gflops_fit"]
-    result["achieved_gflops"] = flops
-    if result["peak_tflops"]:
-        result["fraction_of_fp32_peak"] = {k: round(v / 1e3 / result["peak_tflops"]["fp32"], 4) for k, v in flops.items()}
-    path = write_result(args.out, f"packed_{device}", result)
-    print(f"wrote {path}", flush=True)
+        save("mnist_packed", part_b(args, save=lambda out: save("mnist_packed", out)))
     return 0
 
 

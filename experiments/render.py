@@ -461,6 +461,74 @@ def render_gpu_suite(d: Mapping[str, Any], name: str) -> str:
     return "\n\n".join(parts)
 
 
+def _suite_measured(r: Mapping[str, Any]) -> str:
+    """What one variant of ``experiments.gpu_suite`` measured, in words."""
+    if r.get("skipped"):
+        return r["skipped"]
+    if r["part"] == "mnist50":
+        if "wall_s" not in r:
+            return "nothing before the limit"
+        tracked = "; members' training metrics tracked" if r.get("member_metrics") else ""
+        return (f"{r['members']} members {r['dataset']} x {r['epochs']} epochs: {secs(r['wall_s'])} wall (build to test "
+                f"logits, compilation included; {secs(r['fit_s'])} fit{tracked}), median member "
+                f"{pct(r['median_test_accuracy'])}, logit average {pct(r['logit_average_test_accuracy'])}")
+    if not r.get("trials"):
+        return "no trial finished before the limit"
+    startup = f", workers ready after {secs(r['worker_startup_s'])}" if r.get("worker_startup_s") is not None else ""
+    done = "" if r.get("complete") else " (stopped at its limit: the rate of the trials done)"
+    return (f"{r['trials']} trials ({r.get('distinct_configurations')} distinct configurations) in {secs(r['wall_s'])}: "
+            f"{num(r['trials_per_hour'])} trials/hour{startup}{done}")
+
+
+def render_gpu_suite_lines(d: Mapping[str, Any], name: str) -> str:
+    """A JSON-lines file of ``experiments.gpu_suite``: one row per variant (each its own process), then the targets."""
+    lines = d["lines"]
+    head = lines[0]
+    runs = [r for r in lines if r["part"] not in ("header", "targets")]
+    card = next((r["environment"].get("card") for r in runs if r.get("environment", {}).get("card")), None)
+    smoke = head.get("smoke")
+    title = (f"## GPU suite, smoke run at toy sizes on the CPU (`{name}`): a check of the suite's path, not a measurement"
+             if smoke else f"## GPU suite on one {card} (`{name}`)")
+    env_lines = environment(head, name).splitlines()
+    env_lines[0] = (f"Results file: `experiments/results/{name}.jsonl` (one line per variant, written as it ended). "
+                    f"Command: `{head.get('command', 'n/a')}`.")
+    parts = [title, "\n".join(env_lines),
+             "Each variant ran in a fresh process of its own (with a cold JAX compilation cache unless the command "
+             "says `--shared-cache`), in the order shown; the environment columns are what that process saw."]
+    rows = []
+    for r in runs:
+        e = r.get("environment") or {}
+        limit = f"{num(r.get('limit_s'))} s" + (" (stopped)" if r.get("timed_out") else "") if "limit_s" in r else "—"
+        jax = e.get("keras_backend") == "jax"
+        after = f", {e['jax_cache_entries_after']} after" if e.get("jax_cache_entries_after") is not None else ""
+        cache = (f"`{e['jax_compilation_cache_dir']}` ({e.get('jax_cache_entries_before')} entries before{after})"
+                 if e.get("jax_compilation_cache_dir") else "none" if jax else "n/a (not JAX)")
+        precision = e.get("jax_default_matmul_precision") or ("JAX's default" if jax else "n/a (not JAX)")
+        rows.append([r["order"] + 1, r["part"], r["variant"], _suite_measured(r), secs(r.get("process_wall_s")), limit,
+                     f"{e.get('card')} ({e.get('keras_backend')})",
+                     f"`{e['xla_flags']}`" if e.get("xla_flags") else "unset", cache, precision])
+    parts.append(table(["#", "part", "variant", "measured", "process wall", "limit", "card", "XLA_FLAGS",
+                        "compilation cache", "matmul precision"], rows))
+    t = lines[-1] if lines[-1]["part"] == "targets" else None
+    if t is not None:
+        ratio = t.get("search16_ratio_vs_one_at_a_time")
+        parts.append("Targets (issue #23)" + (f" — {t['note']}" if t.get("note") else "") + ":")
+        parts.append(table(["target", "measured", "verdict"], [
+            [f"the course's 50 MNIST MLPs packed: {t['mnist50_target']}", secs(t.get("mnist50_packed_wall_s")),
+             f"**{t['mnist50_verdict']}**"],
+            [f"its accuracy as the course's answers ({t.get('course_answers')})",
+             f"median member {pct(t.get('mnist50_median_member_accuracy'))}, logit average "
+             f"{pct(t.get('mnist50_logit_average_accuracy'))}",
+             "n/a" if t.get("mnist50_as_the_course") is None or t.get("smoke")
+             else ("**as the course**" if t["mnist50_as_the_course"] else "**not as the course**")],
+            [f"a 16-trial small-model search: {t['search16_target']}",
+             "n/a" if ratio is None else f"{ratio}x ({t['search16_best_variant']})"
+             + ("" if t.get("search16_baseline_complete") else "; one-at-a-time stopped at its limit"),
+             f"**{t['search16_verdict']}**"]]))
+        parts.append(f"The whole run took {secs(t.get('suite_wall_s'))}.")
+    return "\n\n".join(parts)
+
+
 # -- cross-validation against one split (experiments.cv_bench) ------------------------------------------
 def render_cv_bench(d: Mapping[str, Any], name: str) -> str:
     s, m = d["settings"], d["summary"]
@@ -656,6 +724,7 @@ RENDERERS: list[tuple[str, Callable[[Any, str], str]]] = [
 def render(results_dir: str | Path) -> str:
     """The whole page from every ``*.json`` in ``results_dir`` (except ``*.previous.json``)."""
     files = sorted(p for p in Path(results_dir).glob("*.json") if not p.name.endswith(".previous.json"))
+    files += sorted(Path(results_dir).glob("gpu_suite_*.jsonl"))  # experiments.gpu_suite: one line per variant
 
     def rank(p: Path) -> tuple[int, str]:
         for i, (prefix, _) in enumerate(RENDERERS):
@@ -673,11 +742,14 @@ def render(results_dir: str | Path) -> str:
     ]
     for p in sorted(files, key=rank):
         try:
-            d = json.loads(p.read_text())
+            text = p.read_text()
+            d = ({"lines": [json.loads(line) for line in text.splitlines() if line.strip()]} if p.suffix == ".jsonl"
+                 else json.loads(text))
         except (OSError, json.JSONDecodeError) as exc:
             sections.append(f"## `{p.stem}`\n\nResults file `experiments/results/{p.name}` could not be read: {exc}.")
             continue
-        fn = next((f for prefix, f in RENDERERS if p.stem.startswith(prefix)), render_generic)
+        fn = (render_gpu_suite_lines if p.suffix == ".jsonl"
+              else next((f for prefix, f in RENDERERS if p.stem.startswith(prefix)), render_generic))
         try:
             sections.append(fn(d, p.stem))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError):

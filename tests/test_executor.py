@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -144,3 +145,14 @@ def test_hyperopt_runs_parallel_trials_on_the_pool(tmp_path: Path) -> None:
     assert len(done) == 4 and len({d["tid"] for d in done}) == 4
     params = [tuple(sorted(t["params"].items())) for t in summary.trials]
     assert len(set(params)) == 4, "parallel asks must not propose the same configuration"
+
+
+def test_with_gpu_workers_the_study_process_takes_no_preallocated_share_either(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hpo.execution.pool import Slot, leave_card_to_workers
+
+    for key in ("XLA_PYTHON_CLIENT_PREALLOCATE", "TF_FORCE_GPU_ALLOW_GROWTH"):
+        monkeypatch.delenv(key, raising=False)
+    leave_card_to_workers([Slot(0, None, {}), Slot(1, None, {})])  # CPU workers: nothing to leave
+    assert "XLA_PYTHON_CLIENT_PREALLOCATE" not in os.environ
+    leave_card_to_workers([Slot(0, 0, {}), Slot(1, 0, {})])
+    assert os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] == "false" and os.environ["TF_FORCE_GPU_ALLOW_GROWTH"] == "true"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,64 @@ def test_optuna_packs_trials_that_keep_their_own_records_models_and_ensemble(tmp
         assert [m.step for m in steps] == [0, 1, 2]
 
 
+def test_worker_processes_train_packs_with_the_records_of_in_process_packs(tmp_path: Path) -> None:
+    """executor.pack with two worker processes: each worker trains whole packs; every trial keeps its own
+    configuration, result, logits and MLflow run, tagged with its pack, as packs in the study's process do."""
+    pools: list[Any] = []
+    seen: dict[int, int] = {}  # trial -> pid of the worker process that trained it
+
+    def on_epoch_end(number: int, epoch: int, total: int, logs: Any) -> None:
+        seen.update(pools[0].pids())
+
+    cfg = small_config(tmp_path, study={"n_trials": 8}, training={"epochs": 2}, space=NO_BATCHNORM,
+                       executor={"pack": 2, "mode": "processes", "cpu_workers": 2, "threads_per_worker": 1},
+                       ensemble={"enabled": False}, **QUIET)
+    summary = run_study(cfg, on_pool=pools.append, on_epoch_end=on_epoch_end)
+    assert summary.n_complete == 8
+    res = _results(tmp_path / "run")
+    packs = {tuple(r["pack"]) for r in res.values()}
+    assert packs == {(0, 1), (2, 3), (4, 5), (6, 7)}, packs
+    configs = {json.dumps(r["params"], sort_keys=True) for r in res.values()}
+    assert len(configs) == 8, "every trial trained its own configuration"
+    for pack in packs:
+        assert len({tuple(res[n]["params"].get(k) for k in SHAPE_PARAMS) for n in pack}) == 1, pack
+        assert len({seen[n] for n in pack}) == 1, f"pack {pack} trained in one worker process"
+    assert len(set(seen.values())) == 2, "both workers trained packs"
+    assert os.getpid() not in seen.values()
+    for r in res.values():
+        assert len(r["history"]["val_accuracy"]) == 2 and r["value"] == r["metrics"]["select_accuracy"]
+        assert np.load(r["predictions_path"])["test/digit"].shape[-1] == 10 and Path(r["model_path"]).exists()
+    import mlflow
+
+    client = mlflow.MlflowClient(summary.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("t").experiment_id], "tags.`hpo.kind` = 'trial'")
+    assert len(runs) == 8
+    for run in runs:
+        n = int(run.data.tags["hpo.trial"])
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["hpo.pack"] == ",".join(str(m) for m in res[n]["pack"])
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch_select_accuracy")] == [0, 1]
+
+
+def test_a_worker_killed_mid_pack_fails_its_members_and_the_study_goes_on(tmp_path: Path) -> None:
+    pools: list[Any] = []
+    killed: list[int] = []
+
+    def on_epoch_end(number: int, epoch: int, total: int, logs: Any) -> None:
+        if number == 0 and not killed:
+            assert pools[0].kill(number)
+            killed.append(number)
+
+    cfg = small_config(tmp_path, study={"n_trials": 4}, training={"epochs": 3}, space=NO_BATCHNORM,
+                       executor={"pack": 2, "mode": "processes", "cpu_workers": 1, "threads_per_worker": 1},
+                       ensemble={"enabled": False}, **QUIET)
+    summary = run_study(cfg, on_pool=pools.append, on_epoch_end=on_epoch_end)
+    states = {t["number"]: t for t in summary.trials}
+    assert states[0]["state"] == states[1]["state"] == "FAILED"
+    assert all("died: killed by SIGKILL" in states[n]["error"] for n in (0, 1))
+    assert states[2]["state"] == states[3]["state"] == "COMPLETE", "a new worker trained the next pack"
+
+
 def test_pruned_member_stops_reporting_while_its_pack_trains_on(tmp_path: Path) -> None:
     cfg = small_config(tmp_path, study={"n_trials": 12}, training={"epochs": 4}, executor={"pack": 4}, space=NO_BATCHNORM,
                        driver={"sampler": "random", "pruner": "median"}, ensemble={"enabled": False}, **QUIET)
@@ -96,7 +155,6 @@ def test_hyperopt_packs_trials_whose_space_fixes_the_architecture(tmp_path: Path
 
 @pytest.mark.parametrize("change, field", [
     (dict(space={"builder": "convnet", "params": {}}), "executor.pack"),
-    (dict(executor={"pack": 4, "mode": "processes", "cpu_workers": 2}), "executor.pack"),
     (dict(training={"early_stopping_patience": 2}), "training.early_stopping_patience"),
     (dict(training={"callbacks": [{"name": "TerminateOnNaN"}]}), "training.callbacks"),
     (dict(executor={"pack": 0}), "executor.pack"),

@@ -1,6 +1,6 @@
 """The ``hpo`` command: a thin layer over the Python API.
 
-    hpo run experiments/quickstart.yaml [--driver hyperopt] [--n-trials N] [--workers K | --pack N] [--storage URL] [--quiet]
+    hpo run experiments/quickstart.yaml [--driver hyperopt] [--n-trials N] [--workers K] [--pack N] [--storage URL] [--quiet]
     hpo worker --study NAME --storage postgresql://user@host/db [--workers K]
     hpo sync runs/quickstart        # deliver MLflow calls queued while the tracking store was unreachable
     hpo ensemble runs/quickstart [--method greedy|top_k] [--top-k N] [--combine probs|logits|geometric|vote]

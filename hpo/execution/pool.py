@@ -70,6 +70,23 @@ class Task:
 
 
 @dataclass
+class PackTask:
+    """Trials sent to one worker together (``executor.pack``): those sharing an architecture train as one packed
+    model there, the others one by one; each member's epochs and result come back under its own number."""
+
+    tasks: list[Task]
+
+    @property
+    def number(self) -> int:
+        return self.tasks[0].number
+
+
+def members(task: Task | PackTask) -> list[Task]:
+    """The trials of a task: itself, or a pack's members."""
+    return list(task.tasks) if isinstance(task, PackTask) else [task]
+
+
+@dataclass
 class EpochEvent:
     number: int
     epoch: int
@@ -140,6 +157,14 @@ def plan_slots(section: Any) -> list[Slot] | None:
     return slots
 
 
+def leave_card_to_workers(slots: list[Slot] | None) -> None:
+    """With workers on GPUs, this (the study's) process takes no preallocated share of a card either: JAX and
+    TensorFlow read these when they first use a GPU, so this helps when the study has not touched one yet."""
+    if slots and any(s.gpu is not None for s in slots):
+        os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+        os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+
+
 # -- the parent's side --------------------------------------------------------------------------
 @dataclass
 class _Worker:
@@ -149,7 +174,8 @@ class _Worker:
     outbox: Connection  # parent writes
     started: float
     ready: bool = False
-    task: Task | None = None
+    task: Task | PackTask | None = None
+    pending: dict[int, Task] = field(default_factory=dict)  # the task's trials whose result has not come back
     trials_done: int = 0
     retire: bool = False
     awaiting_reply: bool = False
@@ -212,30 +238,34 @@ class WorkerPool:
     def busy(self) -> int:
         return sum(1 for w in self.workers.values() if w.task is not None)
 
-    def submit(self, slot: int, task: Task) -> None:
+    def submit(self, slot: int, task: Task | PackTask) -> None:
         w = self.workers[slot]
         assert w.ready and w.task is None
         w.task = task
+        w.pending = {t.number: t for t in members(task)}
         w.outbox.send(task)
+
+    def _running(self, number: int) -> _Worker | None:
+        """The worker whose task holds trial ``number`` (alone or in a pack), until its result came back."""
+        return next((w for w in self.workers.values() if number in w.pending), None)
 
     def reply(self, number: int, prune: bool, message: str = "") -> None:
         """Answer a worker waiting after an epoch report: go on, or stop as pruned."""
-        for w in self.workers.values():
-            if w.task is not None and w.task.number == number and w.awaiting_reply:
-                w.awaiting_reply = False
-                try:
-                    w.outbox.send((prune, message))
-                except (BrokenPipeError, OSError):
-                    pass  # it died; poll() reports it
-                return
+        w = self._running(number)
+        if w is not None and w.awaiting_reply:
+            w.awaiting_reply = False
+            try:
+                w.outbox.send((prune, message))
+            except (BrokenPipeError, OSError):
+                pass  # it died; poll() reports it
 
     def kill(self, number: int) -> bool:
-        """Kill the worker running trial ``number`` (used by tests and by trial timeouts); True if found."""
-        for w in self.workers.values():
-            if w.task is not None and w.task.number == number:
-                w.proc.kill()
-                return True
-        return False
+        """Kill the worker running trial ``number`` (used by tests and by trial timeouts; a pack's other members
+        fail with it); True if found."""
+        w = self._running(number)
+        if w is not None:
+            w.proc.kill()
+        return w is not None
 
     def poll(self, timeout: float = 1.0) -> list[EpochEvent | DoneEvent]:
         """Events from the workers; a dead worker's trial comes back as a FAILED result."""
@@ -248,12 +278,12 @@ class WorkerPool:
             except (EOFError, OSError):
                 code = w.proc.wait()
                 reason = _exit_reason(code)
-                if w.task is not None:
-                    res = TrialResult(number=w.task.number, params=w.task.params, seed=w.task.seed,
+                for t in w.pending.values():  # every trial of its task without a result (a whole pack)
+                    res = TrialResult(number=t.number, params=t.params, seed=t.seed,
                                       state=TrialState.FAILED, error=f"worker process on {w.slot.describe()} died: {reason}")
-                    log.warning("trial %d: %s; starting a new worker", w.task.number, res.error)
-                    events.append(DoneEvent(w.task.number, res))
-                elif not w.ready:
+                    log.warning("trial %d: %s; starting a new worker", t.number, res.error)
+                    events.append(DoneEvent(t.number, res))
+                if w.task is None and not w.ready:
                     self._failed_starts[w.slot.index] = self._failed_starts.get(w.slot.index, 0) + 1
                     if self._failed_starts[w.slot.index] >= 3:
                         self.close()
@@ -273,9 +303,12 @@ class WorkerPool:
                 events.append(EpochEvent(msg[1], msg[2], msg[3]))
             elif kind == "done":
                 res = msg[1]
-                w.task = None
-                w.trials_done += 1
+                w.pending.pop(res.number, None)
                 events.append(DoneEvent(res.number, res))
+                w.trials_done += 1
+                if w.pending:  # the pack's other members are still training
+                    continue
+                w.task = None
                 oom = res.error and any(m in res.error for m in _OOM_MARKERS)
                 if oom or (self.recycle_after is not None and w.trials_done >= self.recycle_after):
                     w.retire = True
@@ -331,7 +364,7 @@ class WorkerPool:
 
     def pids(self) -> dict[int, int]:
         """Trial number -> pid of the worker running it."""
-        return {w.task.number: w.proc.pid for w in self.workers.values() if w.task is not None}
+        return {n: w.proc.pid for w in self.workers.values() for n in w.pending}
 
 
 def _exit_reason(code: int) -> str:

@@ -11,7 +11,7 @@ import signal
 import sys
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from hpo.errors import HpoError
 
@@ -69,9 +69,6 @@ def _child_main(read_fd: int, write_fd: int) -> None:
         outbox.send(("error", f"{type(exc).__name__}: {exc}"))
         return
     outbox.send(("ready", os.getpid()))
-    from hpo.errors import TrialPruned
-    from hpo.execution.trial import run_trial
-
     while True:
         try:
             task = inbox.recv()
@@ -79,13 +76,30 @@ def _child_main(read_fd: int, write_fd: int) -> None:
             return
         if task is None:
             return
+        for result in _run_task(task, payload, build, inbox, outbox):
+            outbox.send(("done", result))
 
-        def listener(epoch: int, logs: Mapping[str, float], _n: int = task.number) -> None:
-            outbox.send(("epoch", _n, epoch, {k: float(v) for k, v in logs.items()}))
-            prune, message = inbox.recv()
-            if prune:
-                raise TrialPruned(message)
 
+def _listener(number: int, inbox: Connection, outbox: Connection) -> Callable[[int, Mapping[str, float]], None]:
+    """Reports trial ``number``'s epoch to the study and waits for its pruning decision."""
+    from hpo.errors import TrialPruned
+
+    def listener(epoch: int, logs: Mapping[str, float]) -> None:
+        outbox.send(("epoch", number, epoch, {k: float(v) for k, v in logs.items()}))
+        prune, message = inbox.recv()
+        if prune:
+            raise TrialPruned(message)
+
+    return listener
+
+
+def _run_task(task: Any, payload: dict, build: Any, inbox: Connection, outbox: Connection) -> Iterator[Any]:
+    """The results of one task, as each finishes: a trial, or a pack's members (those sharing an architecture
+    trained as one packed model, as :func:`hpo.study.trials.run_batch` does in the study's process)."""
+    from hpo.execution.pool import PackTask
+    from hpo.execution.trial import run_trial
+
+    if not isinstance(task, PackTask):
         extra, board = [], None
         if task.histograms:
             from hpo.tracking.tensorboard import TrialBoard, histogram_callback
@@ -94,12 +108,26 @@ def _child_main(read_fd: int, write_fd: int) -> None:
             extra.append(histogram_callback(board))
         result = run_trial(number=task.number, params=task.params, seed=task.seed, build=build,
                            space=payload["space"], splits=payload["splits"], settings=payload["settings"],
-                           trial_dir=Path(task.trial_dir), listener=listener, epochs=task.epochs,
-                           extra_callbacks=extra, resume=task.resume, checkpoint=task.checkpoint)
+                           trial_dir=Path(task.trial_dir), listener=_listener(task.number, inbox, outbox),
+                           epochs=task.epochs, extra_callbacks=extra, resume=task.resume,
+                           checkpoint=task.checkpoint)
         if board is not None:
             board.writer.close()
-        outbox.send(("done", result))
+        yield result
+        return
+    from hpo.execution.packed import group, shape_key, train_pack
 
+    for grp in group(task.tasks, lambda t: shape_key(t.params, t.epochs)):
+        if len(grp) == 1:
+            yield from _run_task(grp[0], payload, build, inbox, outbox)
+            continue
+        results = train_pack(numbers=[t.number for t in grp], params=[t.params for t in grp],
+                             seeds=[t.seed for t in grp], listeners=[_listener(t.number, inbox, outbox) for t in grp],
+                             trial_dirs=[Path(t.trial_dir) for t in grp], splits=payload["splits"],
+                             settings=payload["settings"], epochs=grp[0].epochs)
+        for res in results:
+            res.pack = [t.number for t in grp]
+            yield res
 
 if __name__ == "__main__":
     _child_main(int(sys.argv[1]), int(sys.argv[2]))

@@ -1,5 +1,6 @@
-"""Trials on worker processes: the study asks the engine for as many proposals as there are idle workers,
-answers their epoch reports (tracking, pruning) and records their results."""
+"""Trials on worker processes: the study asks the engine for as many proposals as there are idle workers (with
+``executor.pack`` > 1, a batch of up to that many per worker, trained there as packs), answers their epoch
+reports (tracking, pruning) and records their results."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hpo.study.context import StudyRun
 from hpo.study.listeners import RunningTrial
 from hpo.study.prepare import is_config_builder
 from hpo.study.signals import deferred, raise_if_signalled
-from hpo.study.trials import begin, continuation, finish
+from hpo.study.trials import ask_batch, begin, continuation, finish
 
 
 @dataclass
@@ -70,32 +71,37 @@ def run_in_pool(run: StudyRun, remaining: int, on_done: Callable[[TrialResult], 
 
 def _submit(run: StudyRun, pool: Any, state: _Asking) -> None:
     """Give every idle worker a proposal while the study needs trials and the engine has proposals."""
-    from hpo.execution.pool import Task
+    from hpo.execution.pool import PackTask, Task
 
     board = run.cfg.tensorboard
     if state.asking and out_of_time(run):
         state.asking = False  # the running trials finish; none starts
     while state.asking and not state.wait_for_engine and state.remaining - len(state.running) > 0 and pool.idle():
-        proposal = run.driver.ask()
-        if isinstance(proposal, Wait):  # a shared study's last slots are running elsewhere
+        free = state.remaining - len(state.running)
+        batch = ask_batch(run, min(run.cfg.executor.pack, free)) if run.plan.packing else run.driver.ask()
+        if isinstance(batch, Wait):  # a shared study's last slots are running elsewhere
             if not state.running:
-                time.sleep(proposal.seconds)
+                time.sleep(batch.seconds)
             return
-        if proposal is None:
+        if batch is None:
             if state.running:
                 state.wait_for_engine = True
             else:
                 state.asking = False
             return
         slot = pool.idle()[0]
+        proposals = batch if isinstance(batch, list) else [batch]
+        tasks = []
         with deferred():  # once its MLflow run is open, the trial is one an interrupt marks
-            trial = begin(run, proposal, histograms_here=False, device=pool.slots[slot].describe())
-            state.running[proposal.number] = trial
-            resume, checkpoint = continuation(run, proposal)
-            pool.submit(slot, Task(proposal.number, proposal.params, trial.seed, str(trial.trial_dir),
-                                   proposal.epochs, histograms=board.enabled and board.histograms, resume=resume,
-                                   checkpoint=checkpoint))
-
+            for proposal in proposals:
+                # A pack's members write no weight histograms (as in the study's process).
+                histograms = board.enabled and board.histograms and len(proposals) == 1
+                trial = begin(run, proposal, histograms_here=False, device=pool.slots[slot].describe())
+                state.running[proposal.number] = trial
+                resume, checkpoint = continuation(run, proposal)
+                tasks.append(Task(proposal.number, proposal.params, trial.seed, str(trial.trial_dir),
+                                  proposal.epochs, histograms=histograms, resume=resume, checkpoint=checkpoint))
+            pool.submit(slot, tasks[0] if len(tasks) == 1 else PackTask(tasks))
 
 def _answer_epoch(run: StudyRun, pool: Any, trial: RunningTrial, ev: Any) -> None:
     """A worker's epoch report goes to the listeners; the worker waits for the pruning decision."""

@@ -77,12 +77,12 @@ def run_study(
 def plan_study(cfg: StudyConfig, build: Builder | None, splits: Splits | None, role: str = "owner") -> StudyPlan:
     """Data, space, where trials run, and what the study starts from (enqueued configurations, a warm start's
     trials; a worker joining a shared study takes neither); bad input stops here, before anything is written."""
-    from hpo.execution.pool import plan_slots
+    from hpo.execution.pool import leave_card_to_workers, plan_slots
     from hpo.study.seeding import check_enqueue, load_warm_start
 
     packing = cfg.executor.pack > 1
-    # Packs train in this process: "auto" stays here, an explicit "processes" is refused by packed.check.
-    slots = None if packing and cfg.executor.mode == "auto" else plan_slots(cfg.executor)
+    slots = plan_slots(cfg.executor)  # packs train where single trials would: here or in worker processes
+    leave_card_to_workers(slots)
     build, splits, space = prepare(cfg, build, splits)
     if cfg.training.folds:  # train and select pooled, cut into folds by every trial; audit and test held out
         from hpo.execution.folds import check_folds, pool_splits
@@ -92,7 +92,7 @@ def plan_study(cfg: StudyConfig, build: Builder | None, splits: Splits | None, r
     if packing:
         from hpo.execution.packed import check
 
-        check(cfg, splits, space, in_process=slots is None, builtin_builder=is_config_builder(cfg, build))
+        check(cfg, splits, space, builtin_builder=is_config_builder(cfg, build))
     enqueue = check_enqueue(cfg, space)
     warm = load_warm_start(cfg, space) if role == "owner" else []
     return StudyPlan(build, splits, space, slots, packing, enqueue=enqueue, warm=warm)

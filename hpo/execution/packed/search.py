@@ -50,7 +50,7 @@ PACK_METRICS = ("accuracy", "loss")
 SPLITS = ("train", "select", "audit", "test")
 
 
-def check(cfg: StudyConfig, splits: Splits, space: SearchSpace, *, in_process: bool, builtin_builder: bool) -> None:
+def check(cfg: StudyConfig, splits: Splits, space: SearchSpace, *, builtin_builder: bool) -> None:
     """Refuse ``executor.pack > 1`` before any trial runs when this study cannot pack, naming what to change."""
     if cfg.executor.pack <= 1:
         return
@@ -61,9 +61,6 @@ def check(cfg: StudyConfig, splits: Splits, space: SearchSpace, *, in_process: b
                                  "set executor.pack: 1")
     if len(splits.spec.inputs) != 1 or len(splits.spec.heads) != 1 or splits.spec.heads[0].kind != "multiclass":
         raise ConfigError(where, "packed trials need one input and one multiclass output head; set executor.pack: 1")
-    if not in_process:
-        raise ConfigError(where, "packed trials run in the study's own process; set executor.mode: inprocess "
-                                 "(or executor.pack: 1 to use worker processes)")
     if cfg.objective.metric not in PACK_METRICS:
         raise ConfigError(where, f"packed trials report {', '.join(PACK_METRICS)}; objective.metric is "
                                  f"{cfg.objective.metric!r}: set executor.pack: 1")
