@@ -381,8 +381,10 @@ def test_fit_parameters_are_integer_ranges_or_values_from_one_up() -> None:
         with pytest.raises(ConfigError) as err:
             fit_param("epochs", bad)
         assert err.value.field.startswith("training.epochs"), err.value
-    with pytest.raises(ConfigError, match="at least 1, got 0"):
-        fit_param("batch_size", {"values": [0, 8]})
+    with pytest.raises(ConfigError, match="training.batch_size: every value must be at least 1, got 0"):
+        fit_param("batch_size", {"min": 0, "max": 8})
+    with pytest.raises(ConfigError, match="training.batch_size: every value must be at least 1, got 0"):
+        fit_param("batch_size", {"min": 0, "max": 8, "step": 4})  # on a grid too
     with pytest.raises(ConfigError) as err:
         fit_param("batch_size", {"min": -4, "max": 8}, where="here")
     assert err.value.field.startswith("here.batch_size")
