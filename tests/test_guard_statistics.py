@@ -155,25 +155,29 @@ def test_the_report_raises_the_alarm_for_the_incumbent_or_the_ensemble() -> None
 
 # -- a whole study's report --------------------------------------------------------------------------------------
 def _study(tmp: Path, accs: list[float], audit_accs: list[float], *, n: int = 200, seed: int = 0,
-           heads: list[dict[str, Any]] | None = None, states: list[str] | None = None) -> list[dict[str, Any]]:
-    """A run directory whose trial t predicts a fraction accs[t] of select (audit_accs[t] of audit) right."""
+           states: list[str] | None = None, direction: str = "maximize") -> list[dict[str, Any]]:
+    """A run directory whose trial t predicts a fraction accs[t] of select (audit_accs[t] of audit) right, laid out
+    as a study writes it (data.json, study.json, labels.npz, trials/NNNNN/result.json and predictions.npz)."""
     rng = np.random.default_rng(seed)
-    heads = heads or [MULTI]
-    (tmp / "data.json").write_text(json.dumps({"heads": heads}))
-    y = {s: rng.integers(10, size=n) for s in ("select", "audit")}
+    (tmp / "data.json").write_text(json.dumps({"heads": [MULTI]}))
+    (tmp / "study.json").write_text(json.dumps({"direction": direction, "objective": "accuracy"}))
+    y = {s: rng.integers(10, size=n) for s in ("select", "audit", "test")}
     np.savez(tmp / "labels.npz", **{f"{s}/digit": v for s, v in y.items()})
     results = []
     for t, (a_sel, a_aud) in enumerate(zip(accs, audit_accs)):
         preds = {}
-        for s, acc in (("select", a_sel), ("audit", a_aud)):
+        for s, acc in (("select", a_sel), ("audit", a_aud), ("test", 0.5)):
             right = np.zeros(n, bool)
             right[rng.permutation(n)[:round(acc * n)]] = True
             guess = np.where(right, y[s], (y[s] + 1 + rng.integers(9, size=n)) % 10)
-            preds[f"{s}/digit"] = 3.0 * np.eye(10)[guess]
-        path = tmp / f"pred{t}.npz"
-        np.savez(path, **preds)
-        results.append({"number": t, "state": (states or ["COMPLETE"] * len(accs))[t], "value": a_sel,
-                        "metrics": {"audit_accuracy": a_aud}, "predictions_path": str(path)})
+            preds[f"{s}/digit"] = 3.0 * np.eye(10)[guess] + rng.normal(size=(n, 10)) * 0.5
+        trial = tmp / "trials" / f"{t:05d}"
+        trial.mkdir(parents=True, exist_ok=True)
+        np.savez(trial / "predictions.npz", **preds)
+        r = {"number": t, "state": (states or ["COMPLETE"] * len(accs))[t], "value": a_sel, "params": {"t": t},
+             "metrics": {"audit_accuracy": a_aud}, "predictions_path": str(trial / "predictions.npz")}
+        (trial / "result.json").write_text(json.dumps(r))
+        results.append(r)
     return results
 
 
@@ -358,3 +362,79 @@ def test_regret_bound_shrinks_where_the_optimum_is_sampled_densely() -> None:
     dense_values = values + [1.0 - (p["x"] - 0.3) ** 2 - (p["y"] - 0.6) ** 2 for p in dense[8:]]
     assert regret_bound(space, dense, dense_values, "maximize", n_candidates=256) < \
         regret_bound(space, params, values, "maximize", n_candidates=256)
+
+
+def _pooled(tmp: Path, members: list[tuple[int, float]], split: str) -> np.ndarray:
+    """Log-probabilities of the count-weighted mean of members' probabilities, by hand."""
+    p = 0.0
+    for t, c in members:
+        with np.load(tmp / "trials" / f"{t:05d}" / "predictions.npz") as f:
+            z = f[f"{split}/digit"].astype(np.float32).astype(np.float64)
+        p = p + c * np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)
+    return np.log(p / sum(c for _, c in members))
+
+
+def test_the_ensembles_gap_is_measured_on_its_pooled_prediction(tmp_path: Path) -> None:
+    results = _study(tmp_path, [0.6, 0.7, 0.8], [0.55, 0.65, 0.6])
+    members = [{"trial": 1, "count": 1}, {"trial": 2, "count": 2}]
+    with np.load(tmp_path / "labels.npz") as f:
+        y = {s: f[f"{s}/digit"] for s in ("select", "audit")}
+    for metric in ("accuracy", "loss"):
+        for r in results:
+            r["metrics"]["audit_loss"] = 1.0
+        rep = check_study(tmp_path, results, metric=metric, direction="maximize" if metric == "accuracy" else "minimize",
+                          incumbent=2, ensemble_counts=(members, "probs"), n_resamples=500)
+        e = rep.ensemble_check
+        assert e is not None
+        lp = {s: _pooled(tmp_path, [(1, 1.0), (2, 2.0)], s) for s in ("select", "audit")}
+        if metric == "accuracy":
+            want = {s: float((lp[s].argmax(1) == y[s]).mean()) for s in lp}
+            assert e.gap == pytest.approx(want["select"] - want["audit"], abs=1e-9)
+        else:
+            want = {s: float(-lp[s][np.arange(len(y[s])), y[s]].mean()) for s in lp}
+            assert e.gap == pytest.approx(want["audit"] - want["select"], rel=1e-4)
+        assert e.select == pytest.approx(want["select"], rel=1e-4) and e.audit == pytest.approx(want["audit"], rel=1e-4)
+        assert e.threshold == pytest.approx(2 * e.gap_se) and e.select_ci is not None
+        assert rep.overfit == (rep.incumbent_check.overfit or e.overfit)
+
+
+def test_a_one_member_ensemble_is_checked_like_that_member(tmp_path: Path) -> None:
+    results = _study(tmp_path, [0.6, 0.9], [0.55, 0.6])
+    rep = check_study(tmp_path, results, metric="accuracy", direction="maximize", incumbent=1, threshold=0.1,
+                      ensemble_counts=([{"trial": 1, "count": 1}], "logits"))
+    assert rep.ensemble_check is not None and rep.incumbent_check is not None
+    assert rep.ensemble_check.select == pytest.approx(rep.incumbent_check.select)
+    assert rep.ensemble_check.audit == pytest.approx(rep.incumbent_check.audit)
+    assert rep.ensemble_check.threshold == 0.1 and rep.ensemble_check.overfit
+
+
+def test_a_regression_ensemble_is_checked_on_its_averaged_prediction(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    n = 100
+    (tmp_path / "data.json").write_text(json.dumps({"heads": [REG]}))
+    (tmp_path / "study.json").write_text(json.dumps({"direction": "minimize", "objective": "mse"}))
+    y = {s: rng.normal(size=(n, 1)) for s in ("select", "audit", "test")}
+    np.savez(tmp_path / "labels.npz", **{f"{s}/price": v for s, v in y.items()})
+    results, outs = [], {}
+    for t, noise in enumerate((0.3, 0.6)):
+        outs[t] = {f"{s}/price": y[s] + rng.normal(size=(n, 1)) * noise * (1.0 if s == "select" else 2.0)
+                   for s in y}
+        trial = tmp_path / "trials" / f"{t:05d}"
+        trial.mkdir(parents=True, exist_ok=True)
+        np.savez(trial / "predictions.npz", **outs[t])
+        r = {"number": t, "state": "COMPLETE", "params": {"t": t}, "predictions_path": str(trial / "predictions.npz"),
+             "value": float(((outs[t]["select/price"] - y["select"]) ** 2).mean()),
+             "metrics": {"audit_mse": float(((outs[t]["audit/price"] - y["audit"]) ** 2).mean())}}
+        (trial / "result.json").write_text(json.dumps(r))
+        results.append(r)
+    rep = check_study(tmp_path, results, metric="mse", direction="minimize", incumbent=0, n_resamples=500,
+                      ensemble_counts=([{"trial": 0, "count": 3}, {"trial": 1, "count": 1}], "probs"))
+    assert rep.per_example_score == "sq_err"
+    pooled = {s: (3 * outs[0][f"{s}/price"].astype(np.float32) + outs[1][f"{s}/price"].astype(np.float32)) / 4
+              for s in ("select", "audit")}
+    mse = {s: float(((pooled[s] - y[s]) ** 2).mean()) for s in pooled}
+    e = rep.ensemble_check
+    assert e is not None and e.select == pytest.approx(mse["select"], rel=1e-5)
+    assert e.audit == pytest.approx(mse["audit"], rel=1e-5) and e.gap == pytest.approx(mse["audit"] - mse["select"],
+                                                                                       rel=1e-4)
+    assert e.overfit  # audit noise is twice select's
