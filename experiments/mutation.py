@@ -1,0 +1,158 @@
+"""Record the mutation score of the pure-logic modules from a finished ``mutmut run``.
+
+    nice -n 10 mutmut run --max-children 2          # [tool.mutmut] in pyproject.toml: modules and fast tests
+    python -m experiments.mutation                  # writes experiments/results/mutation_<date>.json
+
+mutmut (3.x) keeps each mutant's verdict in ``mutants/<path>.meta``; this module reads those files (mutmut has no
+export of per-mutant verdicts with their diffs), groups them by module, and lists every surviving mutant with its
+diff and, where one is known, the reason it is equivalent (no test can tell it from the original). A survivor
+without a reason is a gap in the tests, and is listed as such.
+
+Score = (killed + timeout) / mutants: a mutant that makes the tests hang is detected too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments._common import header, write_result
+
+GROUPS: dict[str, tuple[str, ...]] = {
+    "ensembles/select.py": ("ensembles/select.py",),
+    "ensembles/combine.py": ("ensembles/combine.py",),
+    "hpo/analysis/guards.py": ("hpo/analysis/guards.py",),
+    "hpo/space": ("hpo/space/points.py", "hpo/space/overrides.py", "hpo/space/fit_params.py", "hpo/space/model.py",
+                  "hpo/space/discovery.py"),
+    "hpo/config": ("hpo/config/checks.py", "hpo/config/schema.py", "hpo/config/loading.py"),
+}
+
+_DTYPE_FREE = "the array is float64 already (the function casts its inputs or computes in float64)"
+_CLIP_TOP = "a mean of probabilities never exceeds 1, so clipping it at 1 (or 2, or not at all) changes nothing"
+_AXIS_2D = "the array is always 2-d here ((candidates, n)), so axis +1 is axis -1"
+_RESHAPE = "numpy reads any negative size in reshape as 'the rest', so -2 is -1"
+_SHORTCUT = ("the true-class shortcut is an optimisation with the same result (tests check the two agree); "
+             "switching it off only costs time")
+_SEED = "which fixed seed a bootstrap uses: any seed gives an equally valid, reproducible interval"
+_VECTORIZED = "scipy gives the same resamples and result whether np.mean is called vectorised or per resample"
+
+# Survivors that no test can kill, by mutant name, with the reason. Names are mutmut's and are stable while the
+# function's source is unchanged; each entry is checked against the mutant's diff when recorded.
+EQUIVALENT: dict[str, str] = {
+    "ensembles.select.x__finish__mutmut_7": _CLIP_TOP,
+    "ensembles.select.x__finish__mutmut_12": _CLIP_TOP,
+    "ensembles.select.x__loss__mutmut_7": _AXIS_2D,
+    "ensembles.select.x__loss__mutmut_16": _AXIS_2D,
+    "ensembles.select.xǁ_Scorerǁ__init____mutmut_17": _SHORTCUT,
+    "ensembles.select.xǁ_Scorerǁ__init____mutmut_18": _SHORTCUT,
+    "ensembles.select.xǁ_Scorerǁ__init____mutmut_20": _SHORTCUT,
+    "ensembles.select.xǁ_Scorerǁ__init____mutmut_21": _SHORTCUT,
+    "ensembles.select.xǁ_Scorerǁ_head_loss__mutmut_23": _AXIS_2D,
+    "ensembles.select.xǁ_Scorerǁ_head_loss__mutmut_35": _AXIS_2D,
+    "ensembles.select.xǁ_Scorerǁ_head_loss__mutmut_52": _RESHAPE,
+    "ensembles.select.xǁ_Scorerǁ_head_loss__mutmut_56": "y reshaped (n, d) broadcasts against (m, n, d) as (1, n, d) does",
+    "ensembles.select.xǁ_Scorerǁ_head_loss__mutmut_61": _RESHAPE,
+    "ensembles.select.xǁ_Scorerǁloss_adding_each__mutmut_16": "with k == 0 the counts are all zero: counts @ t is the "
+                                                               "zeros the else branch gives",
+    "ensembles.select.xǁ_Scorerǁloss_adding_each__mutmut_17": "k >= 0 always holds; with k == 0, counts @ t is zeros "
+                                                               "anyway",
+    "ensembles.select.xǁ_Scorerǁloss_adding_each__mutmut_33": _CLIP_TOP,
+    "ensembles.select.xǁ_Scorerǁloss_adding_each__mutmut_38": _CLIP_TOP,
+    "ensembles.select.xǁ_Scorerǁloss_adding_each__mutmut_39": _AXIS_2D,
+    "ensembles.select.xǁ_Scorerǁloss_adding_each__mutmut_45": "with k == 0 the counts are all zero: the tensordot is "
+                                                               "the zeros the else branch gives",
+    "ensembles.select.xǁ_Scorerǁloss_adding_each__mutmut_53": "k >= 0 always holds; with k == 0 the tensordot is "
+                                                               "zeros anyway",
+    "ensembles.select.x_top_k__mutmut_5": "ranked indices are distinct, so each count goes from 0 to 1 either way",
+    "ensembles.select.x_greedy__mutmut_21": "allowed is only used as a mask (flatnonzero, truth of allowed[i]): "
+                                            "float ones select the same members as bool ones",
+    "ensembles.select.x_greedy__mutmut_23": "allowed is only used as a mask (flatnonzero, truth of allowed[i]): "
+                                            "float ones select the same members as bool ones",
+    "ensembles.select.x_greedy__mutmut_73": "g >= floor + 1e-12 and g > floor + 1e-12 differ only when a guard loss "
+                                            "is exactly floor + 1e-12, which a mean of log-probabilities or error "
+                                            "counts does not hit",
+    "ensembles.select.x_greedy__mutmut_80": "c <= current - 1e-12 and c < current - 1e-12 differ only when a loss is "
+                                            "exactly current - 1e-12",
+    "ensembles.combine.x_pooled_log_probs__mutmut_10": _RESHAPE,
+    "ensembles.combine.x_pooled_log_probs__mutmut_19": _CLIP_TOP,
+    "ensembles.combine.x_pooled_log_probs__mutmut_28": _CLIP_TOP,
+    "ensembles.combine.x_combine_regression__mutmut_19": _RESHAPE,
+    "ensembles.combine.x_fit_temperature__mutmut_14": "scipy's minimize_scalar uses the bounded method whenever bounds "
+                                                      "are given and method is None",
+    "ensembles.combine.x_fit_temperature__mutmut_17": "scipy's minimize_scalar uses the bounded method whenever bounds "
+                                                      "are given and no method is named",
+    "ensembles.combine.x_fit_temperature__mutmut_23": "scipy lower-cases the method name: 'BOUNDED' is 'bounded'",
+}
+
+
+def _diff(name: str, path: str) -> list[str]:
+    """The mutant's changed lines (``-`` original, ``+`` mutant)."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    try:
+        text = get_diff_for_mutant(name, path=path)
+    except Exception as exc:  # an index that no longer matches the source: say so rather than guess
+        return [f"(diff unavailable: {exc!r})"]
+    return [line for line in text.splitlines() if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+
+
+def collect(root: Path) -> dict[str, Any]:
+    """Per module group: counts, score, and the survivors with their diffs and reasons."""
+    from mutmut.stats import status_by_exit_code
+
+    out: dict[str, Any] = {}
+    for group, paths in GROUPS.items():
+        counts = {"mutants": 0, "killed": 0, "timeout": 0, "survived": 0, "no_tests": 0, "not_checked": 0, "other": 0}
+        survivors = []
+        for path in paths:
+            meta = json.loads((root / "mutants" / f"{path}.meta").read_text())
+            for name, code in sorted(meta["exit_code_by_key"].items()):
+                status = status_by_exit_code[code]
+                counts["mutants"] += 1
+                key = {"killed": "killed", "timeout": "timeout", "survived": "survived", "no tests": "no_tests",
+                       "not checked": "not_checked"}.get(status, "other")
+                counts[key] += 1
+                if key in ("survived", "no_tests"):
+                    survivors.append({"mutant": name, "status": status, "diff": _diff(name, path),
+                                      "equivalent": EQUIVALENT.get(name)})
+        detected = counts["killed"] + counts["timeout"]
+        equivalent = sum(1 for s in survivors if s["equivalent"])
+        out[group] = {**counts, "files": list(paths), "score": detected / counts["mutants"],
+                      "equivalent": equivalent,
+                      "score_without_equivalent": detected / max(counts["mutants"] - equivalent, 1),
+                      "survivors": survivors}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="experiments/results")
+    ap.add_argument("--wall-min", type=float, default=None, help="wall minutes the mutmut runs took (recorded)")
+    args = ap.parse_args(argv)
+    import mutmut
+    import tomllib
+
+    cfg = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["mutmut"]
+    modules = collect(Path("."))
+    total = {k: sum(m[k] for m in modules.values()) for k in ("mutants", "killed", "timeout", "survived", "no_tests",
+                                                                "not_checked", "equivalent")}
+    total["score"] = (total["killed"] + total["timeout"]) / total["mutants"]
+    result = {
+        **header("experiments.mutation", argv),
+        "settings": {"tool": f"mutmut {mutmut.__version__}", "run": "nice -n 10 mutmut run --max-children 2",
+                     "tests": cfg["pytest_add_cli_args_test_selection"], "mutated": cfg["only_mutate"],
+                     "wall_min": args.wall_min, "target_score": 0.85},
+        "modules": modules, "total": total,
+    }
+    path = write_result(args.out, f"mutation_{time.strftime('%Y-%m-%d')}", result)
+    for group, m in modules.items():
+        print(f"{group:24s} {m['mutants']:5d} mutants  score {m['score']:.1%}  survived {m['survived']}"
+              f" (equivalent {m['equivalent']})  no tests {m['no_tests']}  not checked {m['not_checked']}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
