@@ -16,9 +16,10 @@ from hpo.analysis.guards import (
     GapCheck, GuardReport, _gap_check, bootstrap_mean, check_study, encode, metric_head, paired_tie, per_example,
     regret_bound, sample_random, statistical_error,
 )
-from hpo.space import Param, SearchSpace, discover
+from hpo.space import Condition, Param, SearchSpace, discover
 
 MULTI = {"name": "digit", "kind": "multiclass"}
+PINNED_BOUND = 0.127979930011781  # test_the_default_bound_of_a_recorded_history (scikit-learn 1.9.1)
 BINARY = {"name": "flag", "kind": "binary"}
 REG = {"name": "price", "kind": "regression"}
 
@@ -66,11 +67,21 @@ def test_per_example_scores_from_saved_outputs() -> None:
 
 
 def test_per_example_regression_errors_average_over_outputs() -> None:
-    out = np.array([[1.0, 2.0], [0.0, 0.0]])
-    y = np.array([[0.0, 0.0], [1.0, -3.0]])
+    out = np.array([[1.0, 2.0], [4.0, 0.0]])
+    y = np.array([[2.0, 0.0], [1.0, -3.0]])
     p, lab = {"select/price": out}, {"select/price": y}
-    np.testing.assert_allclose(per_example(p, lab, "select", REG, "abs_err"), [1.5, 2.0])
-    np.testing.assert_allclose(per_example(p, lab, "select", REG, "sq_err"), [2.5, 5.0])
+    np.testing.assert_allclose(per_example(p, lab, "select", REG, "abs_err"), [1.5, 3.0])
+    np.testing.assert_allclose(per_example(p, lab, "select", REG, "sq_err"), [2.5, 9.0])
+
+
+def test_per_example_scores_are_float64_from_float32_outputs() -> None:
+    z = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
+    y = np.arange(6) % 4
+    got = per_example({"select/digit": z}, {"select/digit": y}, "select", MULTI, "nll")
+    z64 = z.astype(np.float64)
+    want = np.log(np.exp(z64).sum(1)) - z64[np.arange(6), y]
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, want, rtol=1e-12)
 
 
 # -- bootstrap ---------------------------------------------------------------------------------------------------
@@ -86,6 +97,19 @@ def test_bootstrap_interval_of_a_mean() -> None:
     assert bootstrap_mean(x, n_resamples=2000, confidence=0.95, seed=0) == (lo, hi, se)  # seeded: reproducible
     assert bootstrap_mean(x, n_resamples=2000, confidence=0.95, seed=1) != (lo, hi, se)
     assert bootstrap_mean(np.full(5, 0.25), n_resamples=100, confidence=0.95, seed=0) == (0.25, 0.25, 0.0)
+    assert bootstrap_mean(np.array([0.5]), n_resamples=100, confidence=0.95, seed=0) == (0.5, 0.5, 0.0)  # one example
+
+
+def test_bootstrap_is_scipys_percentile_bootstrap_with_the_resamples_asked_for() -> None:
+    from scipy.stats import bootstrap
+
+    x = np.random.default_rng(3).exponential(size=60)  # skewed: percentile and BCa intervals differ
+    for n_resamples, confidence in ((300, 0.9), (1000, 0.95)):
+        ref = bootstrap((x,), np.mean, n_resamples=n_resamples, confidence_level=confidence, method="percentile",
+                        rng=np.random.default_rng(7))
+        got = bootstrap_mean(x, n_resamples=n_resamples, confidence=confidence, seed=7)
+        assert got == pytest.approx((ref.confidence_interval.low, ref.confidence_interval.high, ref.standard_error),
+                                    rel=1e-12)
 
 
 def test_paired_tie_is_whether_the_difference_could_be_zero() -> None:
@@ -101,6 +125,14 @@ def test_paired_tie_is_whether_the_difference_could_be_zero() -> None:
     d = np.r_[np.full(200, 1.1), np.full(200, -0.9)]  # mean 0.1, se 0.05: tied at 99.9%, not at 50%
     assert paired_tie(d, np.zeros(400), n_resamples=1000, confidence=0.999, seed=0)
     assert not paired_tie(d, np.zeros(400), n_resamples=1000, confidence=0.5, seed=0)
+    assert paired_tie(np.array([0.5]), np.array([0.5]), n_resamples=100, confidence=0.95, seed=0)  # one example
+    assert not paired_tie(np.array([0.5]), np.array([0.0]), n_resamples=100, confidence=0.95, seed=0)
+
+
+def test_an_interval_that_reaches_zero_exactly_is_a_tie() -> None:
+    two_wins = np.r_[np.ones(2), np.zeros(98)]  # most resamples hold a win, 13% none: the 2.5% point is exactly 0
+    assert paired_tie(two_wins, np.zeros(100), n_resamples=1000, confidence=0.95, seed=0)
+    assert paired_tie(np.zeros(100), two_wins, n_resamples=1000, confidence=0.95, seed=0)
 
 
 # -- the gap and its alarm ---------------------------------------------------------------------------------------
@@ -130,6 +162,9 @@ def test_a_given_threshold_replaces_twice_the_standard_error() -> None:
     assert _gap_check(sel, aud, "accuracy", 0.15, 1000, 0.95, 0).overfit
     same = np.r_[np.ones(80), np.zeros(20)]
     assert not _gap_check(same, same.copy(), "accuracy", 0.0, 1000, 0.95, 0).overfit  # no gap is no alarm
+    assert not _gap_check(same, same.copy(), "accuracy", -0.1, 1000, 0.95, 0).overfit  # even below a threshold
+    gap = _gap_check(sel, aud, "accuracy", None, 1000, 0.95, 0).gap
+    assert not _gap_check(sel, aud, "accuracy", gap, 1000, 0.95, 0).overfit  # the alarm is for a gap above it
 
 
 def test_the_report_raises_the_alarm_for_the_incumbent_or_the_ensemble() -> None:
@@ -185,6 +220,7 @@ def test_check_study_reports_the_gap_ties_and_trajectory(tmp_path: Path) -> None
     results = _study(tmp_path, [0.5, 0.7, 0.6, 0.9, 0.895, 0.3], [0.5, 0.72, 0.6, 0.7, 0.69, 0.3])
     results[3]["history"] = {"val_accuracy": [0.6, 0.95, 0.9], "audit_accuracy": [0.55, 0.8, 0.7]}
     rep = check_study(tmp_path, results, metric="accuracy", direction="maximize", incumbent=3, n_resamples=1000)
+    assert (rep.metric, rep.direction, rep.incumbent) == ("accuracy", "maximize", 3)
     assert rep.incumbents == [0, 1, 3]
     assert rep.overtuning == pytest.approx(0.7 - 0.72)  # the final incumbent's audit minus the best earlier one
     assert rep.per_example_score == "accuracy"
@@ -431,3 +467,31 @@ def test_a_regression_ensemble_is_checked_on_its_averaged_prediction(tmp_path: P
     assert e.audit == pytest.approx(mse["audit"], rel=1e-5) and e.gap == pytest.approx(mse["audit"] - mse["select"],
                                                                                        rel=1e-4)
     assert e.overfit  # audit noise is twice select's
+
+
+def test_ties_are_looked_for_among_the_best_trials_and_equal_values_keep_the_first_incumbent(tmp_path: Path) -> None:
+    results = _study(tmp_path, [0.3, 0.9, 0.3, 0.895, 0.9, 0.2], [0.3, 0.7, 0.3, 0.69, 0.7, 0.2])
+    rep = check_study(tmp_path, results, metric="accuracy", direction="maximize", incumbent=1, n_resamples=501,
+                      max_tie_candidates=3, threshold=0.5)
+    assert rep.incumbents == [0, 1]  # trial 4 equals trial 1: not a new incumbent
+    assert rep.overtuning == pytest.approx(0.7 - 0.3)  # two incumbents are enough for overtuning
+    assert rep.tied == [4, 3]  # the best three by select (incumbent included), best first
+    assert rep.incumbent_check is not None and rep.incumbent_check.threshold == 0.5 and not rep.incumbent_check.overfit
+
+
+def test_parameters_that_never_vary_do_not_change_the_bound() -> None:
+    space, params, values = _history(12)
+    fixed_mode = SearchSpace([*space.params, Param("mode", "fixed", values=("a",), default="a"),
+                              Param("k", "float", low=0.0, high=1.0, default=0.5,
+                                    conditions=(Condition("mode", ("b",)),))])
+    b = regret_bound(space, params, values, "maximize", n_candidates=64)
+    assert regret_bound(fixed_mode, [{**p, "mode": "a"} for p in params], values, "maximize",
+                        n_candidates=64) == pytest.approx(b, rel=1e-9)  # k is never active: a constant column
+
+
+def test_the_default_bound_of_a_recorded_history() -> None:
+    """The stopping rule's bound with the study's settings (top half, at least 20 trials, delta 0.1, 2048 random
+    candidates), pinned: a change to the GP, its kernel or GP-UCB's beta moves it and must be deliberate.
+    Re-record only for such a change (or a scikit-learn release that changes the GP fit)."""
+    space, params, values = _history(12)
+    assert regret_bound(space, params, values, "maximize") == pytest.approx(PINNED_BOUND, rel=1e-4)
