@@ -37,6 +37,8 @@ _RESHAPE = "numpy reads any negative size in reshape as 'the rest', so -2 is -1"
 _SHORTCUT = ("the true-class shortcut is an optimisation with the same result (tests check the two agree); "
              "switching it off only costs time")
 _SEED = "which fixed seed a bootstrap uses: any seed gives an equally valid, reproducible interval"
+_LOWER = "scipy lower-cases the method name: 'PERCENTILE' is 'percentile'"
+_FLOATS = "the values are floats (or nan): the array is float64 with or without dtype=float"
 _VECTORIZED = "scipy gives the same resamples and result whether np.mean is called vectorised or per resample"
 
 # Survivors that no test can kill, by mutant name, with the reason. Names are mutmut's and are stable while the
@@ -85,6 +87,63 @@ EQUIVALENT: dict[str, str] = {
     "ensembles.combine.x_fit_temperature__mutmut_17": "scipy's minimize_scalar uses the bounded method whenever bounds "
                                                       "are given and no method is named",
     "ensembles.combine.x_fit_temperature__mutmut_23": "scipy lower-cases the method name: 'BOUNDED' is 'bounded'",
+    "hpo.space.model.xǁParamǁdeclare_on__mutmut_52": "KerasTuner lower-cases sampling: 'LOG' is 'log'",
+    "hpo.space.model.xǁParamǁdeclare_on__mutmut_54": "KerasTuner lower-cases sampling: 'LINEAR' is 'linear'",
+    # hpo/analysis/guards.py
+    "hpo.analysis.guards.x_bootstrap_mean__mutmut_15": _VECTORIZED,
+    "hpo.analysis.guards.x_bootstrap_mean__mutmut_22": _VECTORIZED,
+    "hpo.analysis.guards.x_bootstrap_mean__mutmut_26": _VECTORIZED,
+    "hpo.analysis.guards.x_bootstrap_mean__mutmut_25": _LOWER,
+    "hpo.analysis.guards.x_paired_tie__mutmut_16": _VECTORIZED,
+    "hpo.analysis.guards.x_paired_tie__mutmut_23": _VECTORIZED,
+    "hpo.analysis.guards.x_paired_tie__mutmut_27": _VECTORIZED,
+    "hpo.analysis.guards.x_paired_tie__mutmut_26": _LOWER,
+    "hpo.analysis.guards.x_check_study__mutmut_43": _FLOATS,
+    "hpo.analysis.guards.x_check_study__mutmut_45": _FLOATS,
+    "hpo.analysis.guards.x_check_study__mutmut_50": _FLOATS,
+    "hpo.analysis.guards.x_check_study__mutmut_52": _FLOATS,
+    "hpo.analysis.guards.x_check_study__mutmut_54": "np.array(..., dtype=float) turns None into nan, the default given",
+    "hpo.analysis.guards.x_check_study__mutmut_56": "np.array(..., dtype=float) turns None into nan, the default given",
+    "hpo.analysis.guards.x_check_study__mutmut_207": _SEED,
+    "hpo.analysis.guards.x_check_study__mutmut_221": _SEED,
+    "hpo.analysis.guards.x_check_study__mutmut_223": _SEED,
+    "hpo.analysis.guards.x_per_example__mutmut_24": _RESHAPE,
+    "hpo.analysis.guards.x_per_example__mutmut_30": _RESHAPE,
+    "hpo.analysis.guards.x_per_example__mutmut_54": "one-hot labels are (n, C): axis +1 is axis -1",
+    "hpo.analysis.guards.x_per_example__mutmut_70": "astype(None) is astype(float64)",
+    "hpo.analysis.guards.x_per_example__mutmut_72": "class logits are (n, C): axis +1 is axis -1",
+    "hpo.analysis.guards.x_regret_bound__mutmut_18": "sign * array is float whatever the array's dtype",
+    "hpo.analysis.guards.x_regret_bound__mutmut_20": "sign * array is float whatever the array's dtype",
+    "hpo.analysis.guards.x_regret_bound__mutmut_57": "the upper clip never binds: int(n * top_ratio) <= n for "
+                                                     "top_ratio <= 1, and min(min_top, n) <= n",
+    "hpo.analysis.guards.x_statistical_error__mutmut_53": "only the standard error is returned, and it does not depend "
+                                                          "on the confidence level",
+}
+
+
+# Survivors a test could kill but that are left, by mutant name, with the reason (they count against the score).
+_UNUSED_DEFAULT = "a default the study never uses: it always passes this argument (guards.n_bootstrap, study.seed)"
+_STREAM = ("which random stream the tie test draws: only a borderline pair of trials tells, and then by chance; "
+           "the study always passes a seed")
+LEFT: dict[str, str] = {
+    "hpo.analysis.guards.x_check_study__mutmut_1": _UNUSED_DEFAULT,
+    "hpo.analysis.guards.x_check_study__mutmut_3": _UNUSED_DEFAULT,
+    "hpo.analysis.guards.x_statistical_error__mutmut_2": _UNUSED_DEFAULT,
+    "hpo.analysis.guards.x_check_study__mutmut_4": "51 instead of 50 tie candidates: only a study of 52+ trials with a "
+                                                  "tie at rank 51 tells",
+    "hpo.analysis.guards.x_statistical_error__mutmut_1": "1001 instead of 1000 resamples moves the standard error in "
+                                                        "its third digit: only a pinned value tells",
+    "hpo.analysis.guards.x_check_study__mutmut_220": "a third instead of half the resamples for a tie test: only a "
+                                                     "borderline pair of trials tells",
+    "hpo.analysis.guards.x_paired_tie__mutmut_17": _STREAM,
+    "hpo.analysis.guards.x_paired_tie__mutmut_24": _STREAM,
+    "hpo.analysis.guards.x_paired_tie__mutmut_28": _STREAM,
+    "hpo.analysis.guards.x_paired_tie__mutmut_20": "scipy's default 9999 resamples instead of the ones asked for: only a "
+                                                   "borderline pair of trials tells",
+    "hpo.analysis.guards.x_paired_tie__mutmut_22": "BCa instead of percentile intervals: only a borderline pair of "
+                                                   "trials tells",
+    "hpo.analysis.guards.x_regret_bound__mutmut_73": "with identical values there are no objective units to scale by: "
+                                                     "any scale is as right as 1",
 }
 
 
@@ -117,7 +176,7 @@ def collect(root: Path) -> dict[str, Any]:
                 counts[key] += 1
                 if key in ("survived", "no_tests"):
                     survivors.append({"mutant": name, "status": status, "diff": _diff(name, path),
-                                      "equivalent": EQUIVALENT.get(name)})
+                                      "equivalent": EQUIVALENT.get(name), "left_because": LEFT.get(name)})
         detected = counts["killed"] + counts["timeout"]
         equivalent = sum(1 for s in survivors if s["equivalent"])
         out[group] = {**counts, "files": list(paths), "score": detected / counts["mutants"],

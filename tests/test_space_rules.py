@@ -451,6 +451,7 @@ def test_a_hypermodels_fit_declares_its_parameters_without_training() -> None:
     class Refusing(_Fitting):
         def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
             assert model.summary() == "real"  # other attributes are the real model's
+            assert args == (None, None) and kwargs["validation_data"] is None  # KerasTuner's fit(hp, model, x, y)
             assert kwargs["epochs"] == 1 and kwargs["callbacks"] == [] and kwargs["verbose"] == 0
             raise ConfigError("space.x", "bad")
 
