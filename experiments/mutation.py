@@ -82,6 +82,10 @@ EQUIVALENT: dict[str, str] = {
     "ensembles.combine.x_pooled_log_probs__mutmut_19": _CLIP_TOP,
     "ensembles.combine.x_pooled_log_probs__mutmut_28": _CLIP_TOP,
     "ensembles.combine.x_combine_regression__mutmut_19": _RESHAPE,
+    "ensembles.combine.x_combine_regression__mutmut_3": "the weights are float64, so the weighted sum is float64 and "
+                                                        "exact whatever the predictions' dtype",
+    "ensembles.combine.x_combine_regression__mutmut_5": "the weights are float64, so the weighted sum is float64 and "
+                                                        "exact whatever the predictions' dtype",
     "ensembles.combine.x_fit_temperature__mutmut_14": "scipy's minimize_scalar uses the bounded method whenever bounds "
                                                       "are given and method is None",
     "ensembles.combine.x_fit_temperature__mutmut_17": "scipy's minimize_scalar uses the bounded method whenever bounds "

@@ -349,15 +349,16 @@ def test_selection_keeps_the_members_precision() -> None:
 
 
 def test_combine_returns_float64_probabilities_from_any_input() -> None:
+    """float32 logits and weights are pooled in float64: weights 1 and 2 are exactly 1/3 and 2/3 of float64."""
     z32 = np.random.default_rng(14).normal(size=(2, 5, 3)).astype(np.float32)
-    w32 = np.array([0.25, 0.75], dtype=np.float32)
+    w32 = np.array([1.0, 2.0], dtype=np.float32)
     got = combine(z32, w32)  # the default combination is the mean of probabilities
     assert got.dtype == np.float64
-    np.testing.assert_allclose(got, combine(z32.astype(np.float64), [0.25, 0.75], "probs"), rtol=1e-12)
+    np.testing.assert_allclose(got, combine(z32.astype(np.float64), [1.0, 2.0], "probs"), rtol=1e-13)
     p32 = z32[:, :, 0]
     reg = combine_regression(p32, w32)
     assert reg.dtype == np.float64
-    np.testing.assert_allclose(reg, 0.25 * p32[0].astype(np.float64) + 0.75 * p32[1].astype(np.float64), rtol=1e-12)
+    np.testing.assert_allclose(reg, (p32[0].astype(np.float64) + 2 * p32[1].astype(np.float64)) / 3, rtol=1e-13)
 
 
 def test_a_member_certain_of_a_wrong_class_scores_a_finite_loss() -> None:
