@@ -568,3 +568,13 @@ def test_discovery_validates_each_parameter_before_probing_it() -> None:
 
     with pytest.raises(ConfigError, match="space.act: choice values repeat"):
         discover(bad)
+
+
+def test_discovery_probes_the_maximum_of_a_log_sampled_integer() -> None:
+    def build(hp: Any) -> None:
+        for i in range(hp.Int("layers", 1, 4, sampling="log")):  # no step: no grid, the maximum is probed
+            hp.Int(f"units_{i}", 8, 64, step=8)
+
+    s = discover(build)
+    assert s["layers"].grid is None
+    assert s.names == ["layers", "units_0", "units_1", "units_2", "units_3"]
