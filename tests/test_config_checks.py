@@ -184,6 +184,7 @@ EDGES: list[tuple[str, dict[str, Any]]] = [
     ("callbacks", {"training": {"callbacks": [{"name": "ReduceLROnPlateau", "args": {"patience": 2}}]}}),
     ("null sections", {"study": None, "plots": None}),
     ("float given as int", {"driver": {"heartbeat_s": 5, "grace_s": 30}}),
+    ("tensorboard", {"tensorboard": {"enabled": True, "histograms": True}}),
 ]
 
 
@@ -255,3 +256,59 @@ def test_yaml_files_load_or_say_what_is_wrong(tmp_path: Path) -> None:
             assert str(path) in err.value.message
         elif name != "badvalue.yaml":
             assert str(path) in err.value.message
+
+
+def test_tensorboard_without_its_package_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` fails as when it is not installed
+    err = _refused({"tensorboard": {"enabled": True}})
+    assert (err.field, err.message) == ("tensorboard.enabled", "needs the tensorboard package: pip install tensorboard")
+    from_dict({"tensorboard": {"enabled": False}})
+
+
+EXACT: list[tuple[dict[str, Any], str, str]] = [
+    # the whole message a user reads: field and fix
+    ({"ensemble": {"snapshot_budget_mb": 0}}, "ensemble.snapshot_budget_mb",
+     "must be positive (snapshot_budget_mb in MB, max_per_config at least 1)"),
+    ({"ensemble": {"snapshot_budget_mb": 0.5, "max_per_config": 0}}, "ensemble.max_per_config",
+     "must be positive (snapshot_budget_mb in MB, max_per_config at least 1)"),
+    ({"ensemble": {"method": "weights", "combine": "vote"}}, "ensemble.combine",
+     "weights are fitted for probs, logits or geometric, not vote: choose one of those or method: greedy"),
+    ({"executor": {"start_timeout_s": 0}}, "executor.start_timeout_s", "must be > 0 seconds"),
+    ({"training": {"folds": 3}, "executor": {"pack": 2}}, "executor.pack",
+     "cross-validated trials (training.folds) train one model per fold and are not packed: set executor.pack: 1 or "
+     "remove training.folds"),
+    ({"training": {"folds": 3}, "driver": {"pruner": "hyperband"}}, "driver.pruner",
+     "Hyperband's rungs count epochs of one model, but a cross-validated trial (training.folds) reports k folds one "
+     "after another: use pruner: median or none, or remove training.folds"),
+    ({"training": {"folds": 3}, "ensemble": {"seed_refit": 2}}, "ensemble.seed_refit",
+     "retrains on train and scores on select, which a cross-validated study (training.folds) pools: set seed_refit: "
+     "0 (each trial is already a bag of its fold models)"),
+    ({"training": {"folds": 3}, "ensemble": {"snapshot_epochs": [2]}}, "ensemble.snapshot_epochs",
+     "snapshots are of one model; a cross-validated trial (training.folds) has k: remove snapshot_epochs or "
+     "training.folds"),
+    ({"guards": {"reselect_seeds": 0}}, "guards.reselect_seeds", "reselect_top_k must be >= 0 and reselect_seeds >= 1"),
+    ({"objective": {"metric": "test_accuracy"}}, "objective.metric",
+     "'test_accuracy' names the test split; the driver may only optimise on the select half: give a plain metric "
+     "name such as 'accuracy' or 'loss'"),
+    ({"driver": {"heartbeat_s": 0.5, "grace_s": 0.2}}, "driver.grace_s",
+     "need heartbeat_s > 0 and grace_s > heartbeat_s, got 0.5 and 0.2"),
+    ({"training": {"trial_timeout_s": 0}}, "training.trial_timeout_s", "must be > 0 seconds"),
+    ({"training": {"early_stopping_patience": -1}}, "training.early_stopping_patience", "must be >= 0"),
+]
+
+
+@pytest.mark.parametrize("raw, field, message", EXACT, ids=[e[1] + str(i) for i, e in enumerate(EXACT)])
+def test_the_whole_message_names_the_field_and_the_fix(raw: dict[str, Any], field: str, message: str) -> None:
+    err = _refused(raw)
+    assert (err.field, err.message) == (field, message)
+
+
+def test_a_config_built_in_code_is_checked_like_one_read_from_yaml() -> None:
+    from hpo.config import ExecutorSection, validate
+
+    for pack in (True, 2.0):
+        with pytest.raises(ConfigError) as err:
+            validate(StudyConfig(executor=ExecutorSection(pack=pack)))
+        assert err.value.field == "executor.pack" and f"got {pack!r}" in err.value.message

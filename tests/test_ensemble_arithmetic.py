@@ -379,10 +379,11 @@ def test_one_valid_triplet_decides_the_embedding_accuracy() -> None:
     votes = np.full((4, 3), 1 / 3)
     votes[2] = [0.8, 0.1, 0.1]  # only triplet 2 has a majority
     pool.labels["select"]["h0"] = votes
+    pool.outputs["select"]["h0"][0, 2] = [[5.0, 5.0], [0.0, 0.0], [0.1, 0.0]]  # member 0: image 0 is the odd one
+    pool.outputs["select"]["h0"][1, 2] = [[0.0, 0.0], [5.0, 5.0], [0.1, 0.0]]  # member 1: image 1
     scorer = _Scorer(pool, "select", "probs", "accuracy")
-    for i in range(2):
-        hit, _ = triplet_hits(pool.outputs["select"]["h0"][i], votes)
-        assert scorer.loss(np.eye(2)[i]) == 1.0 - hit[2]
+    assert scorer.loss(np.eye(2)[0]) == 0.0  # one hit in one valid triplet
+    assert scorer.loss(np.eye(2)[1]) == 1.0
 
 
 def test_a_single_member_pool_is_selected_with_every_combination() -> None:
