@@ -37,6 +37,13 @@ _RESHAPE = "numpy reads any negative size in reshape as 'the rest', so -2 is -1"
 _SHORTCUT = ("the true-class shortcut is an optimisation with the same result (tests check the two agree); "
              "switching it off only costs time")
 _SEED = "which fixed seed a bootstrap uses: any seed gives an equally valid, reproducible interval"
+_RANGE = "a SearchSpace never holds an empty range (validate_param refuses min == max), so hi > lo always"
+_KT_CONDITIONS = "every KerasTuner hyperparameter has a conditions attribute: the getattr default is never used"
+_KT_STEP = ("KerasTuner gives a linear Int step 1 when none is given, so this branch (step None for a linear int) "
+            "never runs on a real hyperparameter")
+_PRESET_ORDER = "a preset's keys are distinct, so sorting its items compares keys only, with or without key="
+_KT_EXISTS = ("KerasTuner's _exists(name, conditions=None) reads the current scope's conditions, which are the "
+              "declaration's own (hp.conditions)")
 _LOWER = "scipy lower-cases the method name: 'PERCENTILE' is 'percentile'"
 _FLOATS = "the values are floats (or nan): the array is float64 with or without dtype=float"
 _VECTORIZED = "scipy gives the same resamples and result whether np.mean is called vectorised or per resample"
@@ -93,6 +100,25 @@ EQUIVALENT: dict[str, str] = {
     "ensembles.combine.x_fit_temperature__mutmut_23": "scipy lower-cases the method name: 'BOUNDED' is 'bounded'",
     "hpo.space.model.xǁParamǁdeclare_on__mutmut_52": "KerasTuner lower-cases sampling: 'LOG' is 'log'",
     "hpo.space.model.xǁParamǁdeclare_on__mutmut_54": "KerasTuner lower-cases sampling: 'LINEAR' is 'linear'",
+    "hpo.space.model.xǁParamǁfrom_kerastuner__mutmut_10": _KT_CONDITIONS,
+    "hpo.space.model.xǁParamǁfrom_kerastuner__mutmut_13": _KT_CONDITIONS,
+    "hpo.space.model.xǁParamǁfrom_kerastuner__mutmut_73": _KT_STEP,
+    "hpo.space.model.xǁParamǁfrom_kerastuner__mutmut_74": _KT_STEP,
+    "hpo.space.model.xǁParamǁfrom_kerastuner__mutmut_75": _KT_STEP,
+    "hpo.space.model.xǁParamǁfrom_kerastuner__mutmut_77": _KT_STEP,
+    "hpo.space.model.xǁParamǁfrom_kerastuner__mutmut_78": _KT_STEP,
+    "hpo.space.model.xǁParamǁfrom_kerastuner__mutmut_81": "KerasTuner sets an Int's or Float's default to its minimum "
+                                                            "when none is given, so hp.default is never None here",
+    "hpo.space.model.xǁParamǁsnap__mutmut_8": "the assertion never fails for a validated numeric parameter (both "
+                                               "bounds set), so 'and' and 'or' pass alike",
+    "hpo.space.discovery.x_discover__mutmut_17": _PRESET_ORDER,
+    "hpo.space.discovery.x_discover__mutmut_19": _PRESET_ORDER,
+    "hpo.space.discovery.x_discover__mutmut_43": "clear_session's free_memory only decides whether gc.collect() runs",
+    "hpo.space.discovery.x_discover__mutmut_44": "clear_session's free_memory only decides whether gc.collect() runs",
+    "hpo.space.discovery.xǁ_DiscoveryHPǁ_retrieve__mutmut_2": _KT_EXISTS,
+    "hpo.space.discovery.xǁ_DiscoveryHPǁ_retrieve__mutmut_4": _KT_EXISTS,
+    "hpo.space.discovery.xǁ_DiscoveryHPǁ_retrieve__mutmut_8": "_exists(name, conditions) is true only when a declaration "
+                                                              "with those conditions exists, so next() always finds one",
     # hpo/analysis/guards.py
     "hpo.analysis.guards.x_bootstrap_mean__mutmut_15": _VECTORIZED,
     "hpo.analysis.guards.x_bootstrap_mean__mutmut_22": _VECTORIZED,
@@ -116,6 +142,11 @@ EQUIVALENT: dict[str, str] = {
     "hpo.analysis.guards.x_per_example__mutmut_54": "one-hot labels are (n, C): axis +1 is axis -1",
     "hpo.analysis.guards.x_per_example__mutmut_70": "astype(None) is astype(float64)",
     "hpo.analysis.guards.x_per_example__mutmut_72": "class logits are (n, C): axis +1 is axis -1",
+    "hpo.analysis.guards.x_encode__mutmut_43": _RANGE,
+    "hpo.analysis.guards.x_encode__mutmut_47": _RANGE,
+    "hpo.analysis.guards.x_encode__mutmut_48": _RANGE,
+    "hpo.analysis.guards.x_encode__mutmut_50": "the list holds Python floats: the array is float64 either way",
+    "hpo.analysis.guards.x_encode__mutmut_52": "the list holds Python floats: the array is float64 either way",
     "hpo.analysis.guards.x_regret_bound__mutmut_18": "sign * array is float whatever the array's dtype",
     "hpo.analysis.guards.x_regret_bound__mutmut_20": "sign * array is float whatever the array's dtype",
     "hpo.analysis.guards.x_regret_bound__mutmut_57": "the upper clip never binds: int(n * top_ratio) <= n for "
@@ -130,6 +161,10 @@ _UNUSED_DEFAULT = "a default the study never uses: it always passes this argumen
 _STREAM = ("which random stream the tie test draws: only a borderline pair of trials tells, and then by chance; "
            "the study always passes a seed")
 LEFT: dict[str, str] = {
+    "hpo.space.discovery.x_discover__mutmut_23": "break instead of continue on a preset already tried: no builder in "
+                                                 "the tests queues one preset twice",
+    "hpo.space.discovery.x_discover__mutmut_24": "presets already tried are not remembered: no builder in the tests "
+                                                 "queues one preset twice",
     "hpo.analysis.guards.x_check_study__mutmut_1": _UNUSED_DEFAULT,
     "hpo.analysis.guards.x_check_study__mutmut_3": _UNUSED_DEFAULT,
     "hpo.analysis.guards.x_statistical_error__mutmut_2": _UNUSED_DEFAULT,

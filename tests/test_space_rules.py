@@ -465,7 +465,7 @@ def test_builders_are_called_with_the_context_when_they_take_it() -> None:
 
     hp = kt.HyperParameters()
     assert call_builder(lambda h: "one", hp, "ctx") == "one"
-    assert call_builder(lambda h, c: c, hp, "ctx") == "ctx"
+    assert call_builder(lambda h, c: (h, c), hp, "ctx") == (hp, "ctx")
     assert call_builder(lambda h, c, extra=1: (c, extra), hp, "ctx") == ("ctx", 1)
     assert call_builder(_Plain(), hp, "ctx") == 1
 
@@ -498,14 +498,17 @@ def test_discovery_keeps_the_first_declaration_order_and_refuses_redefinitions()
 
     with pytest.raises(ConfigError) as err:
         discover(twice)
-    assert err.value.field == "space.units" and "declared twice with different definitions" in err.value.message
+    assert err.value.field == "space.units" and err.value.message.startswith("declared twice with different definitions")
+    assert err.value.message.endswith("); give each hyperparameter its own name")
 
     def two_kinds(hp: Any) -> None:
         hp.Int("units", 8, 64)
         hp.Float("units", 8.0, 64.0)
 
-    with pytest.raises(ConfigError, match="space.units: declared twice, as Int and Float"):
+    with pytest.raises(ConfigError) as err:
         discover(two_kinds)
+    assert (err.value.field, err.value.message) == ("space.units", "declared twice, as Int and Float; give each "
+                                                                   "hyperparameter its own name")
 
     def same_again(hp: Any) -> int:
         return hp.Int("units", 8, 64) + hp.Int("units", 8, 64)  # the same declaration twice is one parameter
@@ -531,6 +534,9 @@ def test_a_builder_failing_with_its_defaults_is_a_config_error_but_a_failing_pro
         discover(broken, what="space.builder")
     assert err.value.field == "space.builder"
     assert "the builder fails with its default hyperparameters: RuntimeError('boom')" in err.value.message
+    with pytest.raises(ConfigError) as err:
+        discover(broken)
+    assert err.value.field == "builder"  # the default name of what failed
 
     def picky(hp: Any) -> None:
         if hp.Choice("act", ["relu", "bad"]) == "bad":
@@ -578,3 +584,28 @@ def test_discovery_probes_the_maximum_of_a_log_sampled_integer() -> None:
     s = discover(build)
     assert s["layers"].grid is None
     assert s.names == ["layers", "units_0", "units_1", "units_2", "units_3"]
+
+
+
+def test_discovery_passes_the_context_and_probes_the_last_value_on_the_grid() -> None:
+    def build(hp: Any, ctx: dict[str, int]) -> None:
+        for i in range(hp.Int("layers", 1, ctx["max_layers"], step=2)):  # grid 1, 3: 4 itself is never taken
+            hp.Int(f"units_{i}", 8, 64, step=8)
+
+    s = discover(build, {"max_layers": 4})
+    assert s["layers"].high == 4 and s.names == ["layers", "units_0", "units_1", "units_2"]
+
+
+def test_conditions_of_every_kind_survive_discovery() -> None:
+    def build(hp: Any) -> None:
+        hp.Choice("model", ["a", "b"])
+        with hp.conditional_scope("model", ["b"]):
+            hp.Choice("act", ["relu", "tanh"])
+            hp.Boolean("bn")
+            hp.Fixed("seed", 3)
+            hp.Float("rate", 0.0, 0.5)
+
+    s = discover(build)
+    for name in ("act", "bn", "seed", "rate"):
+        assert s[name].conditions == (Condition("model", ("b",)),), name
+    assert s.defaults() == {"model": "a"}
