@@ -44,6 +44,8 @@ _KT_STEP = ("KerasTuner gives a linear Int step 1 when none is given, so this br
 _PRESET_ORDER = "a preset's keys are distinct, so sorting its items compares keys only, with or without key="
 _KT_EXISTS = ("KerasTuner's _exists(name, conditions=None) reads the current scope's conditions, which are the "
               "declaration's own (hp.conditions)")
+_MAX_AGAIN = ("validate_param checks max again, naming the same field with the same message ('must be a finite "
+              "number, got ...')")
 _LOWER = "scipy lower-cases the method name: 'PERCENTILE' is 'percentile'"
 _FLOATS = "the values are floats (or nan): the array is float64 with or without dtype=float"
 _VECTORIZED = "scipy gives the same resamples and result whether np.mean is called vectorised or per resample"
@@ -119,6 +121,10 @@ EQUIVALENT: dict[str, str] = {
     "hpo.space.discovery.xǁ_DiscoveryHPǁ_retrieve__mutmut_4": _KT_EXISTS,
     "hpo.space.discovery.xǁ_DiscoveryHPǁ_retrieve__mutmut_8": "_exists(name, conditions) is true only when a declaration "
                                                               "with those conditions exists, so next() always finds one",
+    "hpo.space.overrides.x__range__mutmut_12": _MAX_AGAIN,
+    "hpo.space.overrides.x__range__mutmut_13": _MAX_AGAIN,
+    "hpo.config.schema.x_build_section__mutmut_24": "only the closest match (close[0]) is shown, however many are found",
+    "hpo.config.schema.x_build_section__mutmut_26": "only the closest match (close[0]) is shown, however many are found",
     # hpo/analysis/guards.py
     "hpo.analysis.guards.x_bootstrap_mean__mutmut_15": _VECTORIZED,
     "hpo.analysis.guards.x_bootstrap_mean__mutmut_22": _VECTORIZED,
@@ -161,6 +167,8 @@ _UNUSED_DEFAULT = "a default the study never uses: it always passes this argumen
 _STREAM = ("which random stream the tie test draws: only a borderline pair of trials tells, and then by chance; "
            "the study always passes a seed")
 LEFT: dict[str, str] = {
+    "hpo.config.loading.x_from_dict__mutmut_4": "the top level's name, '' or None: the same paths and messages; only "
+                                               "a config that is not a mapping, given to from_dict, tells",
     "hpo.space.discovery.x_discover__mutmut_23": "break instead of continue on a preset already tried: no builder in "
                                                  "the tests queues one preset twice",
     "hpo.space.discovery.x_discover__mutmut_24": "presets already tried are not remembered: no builder in the tests "
