@@ -46,6 +46,8 @@ _KT_EXISTS = ("KerasTuner's _exists(name, conditions=None) reads the current sco
               "declaration's own (hp.conditions)")
 _MAX_AGAIN = ("validate_param checks max again, naming the same field with the same message ('must be a finite "
               "number, got ...')")
+_FIT_DEFAULT = ("the declared default 1 or none: an override's default is then its own, its first value or the "
+                "range's minimum, and 1 is the minimum of the declaration")
 _LOWER = "scipy lower-cases the method name: 'PERCENTILE' is 'percentile'"
 _FLOATS = "the values are floats (or nan): the array is float64 with or without dtype=float"
 _VECTORIZED = "scipy gives the same resamples and result whether np.mean is called vectorised or per resample"
@@ -125,6 +127,14 @@ EQUIVALENT: dict[str, str] = {
     "hpo.space.overrides.x__range__mutmut_13": _MAX_AGAIN,
     "hpo.config.schema.x_build_section__mutmut_24": "only the closest match (close[0]) is shown, however many are found",
     "hpo.config.schema.x_build_section__mutmut_26": "only the closest match (close[0]) is shown, however many are found",
+    "hpo.space.overrides.x_accepted__mutmut_49": "a value equal to the lower bound is on the grid (every grid starts "
+                                                 "there), so it is accepted before this branch",
+    "hpo.space.overrides.x_apply_overrides__mutmut_19": "only the closest match (close[0]) is shown, however many are "
+                                                        "found",
+    "hpo.space.overrides.x_apply_overrides__mutmut_20": "only the closest match (close[0]) is shown, however many are "
+                                                        "found",
+    "hpo.space.fit_params.x_fit_param__mutmut_10": _FIT_DEFAULT,
+    "hpo.space.fit_params.x_fit_param__mutmut_16": _FIT_DEFAULT,
     # hpo/analysis/guards.py
     "hpo.analysis.guards.x_bootstrap_mean__mutmut_15": _VECTORIZED,
     "hpo.analysis.guards.x_bootstrap_mean__mutmut_22": _VECTORIZED,

@@ -296,6 +296,9 @@ EXACT: list[tuple[dict[str, Any], str, str]] = [
      "need heartbeat_s > 0 and grace_s > heartbeat_s, got 0.5 and 0.2"),
     ({"training": {"trial_timeout_s": 0}}, "training.trial_timeout_s", "must be > 0 seconds"),
     ({"training": {"early_stopping_patience": -1}}, "training.early_stopping_patience", "must be >= 0"),
+    ({"driver": {"name": "hyperopt", "sampler": "tpe", "storage": "sqlite:///x.db"}}, "driver.storage",
+     "a shared storage needs the optuna driver; hyperopt keeps its state in the run directory (remove "
+     "driver.storage)"),
 ]
 
 

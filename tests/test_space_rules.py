@@ -308,12 +308,21 @@ def test_values_and_fixed_replace_the_declaration() -> None:
     assert s["seed"].default == 11 and s["seed"].values == (11,)
     assert s.names == _declared().names  # declaration order kept
     assert apply_overrides(_declared(), {"seed": {"fixed": 7.5}})["seed"].default == 7.5  # another number
+    s = apply_overrides(_declared(), {"units": {"fixed": 16}, "lr": {"values": [1e-3, 1e-2]}, "flag": {"fixed": False}})
+    assert s["units"] == Param("units", "fixed", values=(16,), default=16)  # no range, step or log left over
+    assert s["lr"] == Param("lr", "choice", values=(1e-3, 1e-2), default=1e-3)
+    assert s["flag"].default is False  # a fixed boolean may be fixed to the other boolean
+    odd = SearchSpace([Param("n", "int", low=8, high=30, step=8, default=8), Param("s", "fixed", values=("a",),
+                                                                                   default="a")])
+    assert apply_overrides(odd, {"s": {"fixed": "b"}})["s"].default == "b"
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(odd, {"n": {"fixed": 30}})  # inside the range, past the last step
+    assert err.value.message == "30 is not on the declared step grid (step 8); the nearest value is 24"
 
 
 @pytest.mark.parametrize("override, field, words", [
     ({"unitz": {"min": 1}}, "space.params.unitz", "did you mean 'units'?"),
-    ({"qqq": {"min": 1}}, "space.params.qqq", "not a hyperparameter of this space (known: units, lr, act, bn, seed, "
-                                              "flag, rate)"),
+    ({"act": {"values": ["relu"], "default": "swish"}}, "space.params.act.default", "'swish' is not one of the builder"),
     ({"units": 5}, "space.params.units", "expected a mapping such as {min: 1, max: 4}, got int"),
     ({"units": {"mni": 3}}, "space.params.units.mni", "unknown key; allowed: ['default', 'fixed', 'log', 'max',"),
     ({"units": {"fixed": 16, "values": [16]}}, "space.params.units", "not fixed and values"),
@@ -358,6 +367,19 @@ def test_a_bad_override_names_the_field_and_the_fix(override: dict[str, Any], fi
     assert words in err.value.message, err.value.message
 
 
+@pytest.mark.parametrize("override, field, message", [
+    ({"qqq": {"min": 1}}, "space.params.qqq",
+     "not a hyperparameter of this space (known: units, lr, act, bn, seed, flag, rate)"),
+    ({"units": {"fixed": 16, "default": 16}}, "space.params.units.default",
+     "a fixed parameter has no default: its value is `fixed`"),
+    ({"act": {"values": []}}, "space.params.act.values", "must be a non-empty list"),
+])
+def test_the_whole_override_message(override: dict[str, Any], field: str, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        apply_overrides(_declared(), override)
+    assert (err.value.field, err.value.message) == (field, message)
+
+
 def test_errors_name_the_section_given() -> None:
     with pytest.raises(ConfigError) as err:
         apply_overrides(_declared(), {"units": {"min": 64, "max": 8}}, where="training")
@@ -374,6 +396,8 @@ def test_fit_parameters_are_integer_ranges_or_values_from_one_up() -> None:
     assert fit_param("batch_size", {"values": [32, 64]}).grid == (32, 64)
     assert fit_param("batch_size", {"min": 16, "max": 256, "step": 2, "log": True}).step == 2
     assert fit_param("epochs", {"min": 1, "max": 100_000}).high == 100_000
+    assert fit_param("epochs", {"min": 1, "max": 8}).default == 1
+    assert fit_param("batch_size", {"values": [1, 2]}).grid == (1, 2)
     with pytest.raises(ConfigError) as err:
         fit_param("epochs", {"fixed": 3})
     assert err.value.field == "training.epochs" and "give a plain number for a fixed epochs (epochs: 3)" in str(err.value)
