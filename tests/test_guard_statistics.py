@@ -467,6 +467,11 @@ def test_a_regression_ensemble_is_checked_on_its_averaged_prediction(tmp_path: P
     assert e.audit == pytest.approx(mse["audit"], rel=1e-5) and e.gap == pytest.approx(mse["audit"] - mse["select"],
                                                                                        rel=1e-4)
     assert e.overfit  # audit noise is twice select's
+    for r in results:
+        r["metrics"]["audit_mae"] = 1.0
+    mae = check_study(tmp_path, results, metric="mae", direction="minimize", incumbent=0, n_resamples=200,
+                      ensemble_counts=([{"trial": 0, "count": 3}, {"trial": 1, "count": 1}], "probs")).ensemble_check
+    assert mae is not None and mae.select == pytest.approx(float(np.abs(pooled["select"] - y["select"]).mean()), rel=1e-5)
 
 
 def test_ties_are_looked_for_among_the_best_trials_and_equal_values_keep_the_first_incumbent(tmp_path: Path) -> None:
@@ -495,3 +500,57 @@ def test_the_default_bound_of_a_recorded_history() -> None:
     Re-record only for such a change (or a scikit-learn release that changes the GP fit)."""
     space, params, values = _history(12)
     assert regret_bound(space, params, values, "maximize") == pytest.approx(PINNED_BOUND, rel=1e-4)
+
+
+def test_a_snapshot_member_is_checked_on_its_own_predictions(tmp_path: Path) -> None:
+    results = _study(tmp_path, [0.6, 0.7], [0.55, 0.65])
+    snap = tmp_path / "trials" / "00001" / "snapshots" / "epoch_001"
+    snap.mkdir(parents=True)
+    rng = np.random.default_rng(9)
+    with np.load(tmp_path / "labels.npz") as f:
+        y = {s: f[f"{s}/digit"] for s in ("select", "audit", "test")}
+    preds = {f"{s}/digit": 3.0 * np.eye(10)[np.where(rng.random(200) < 0.9, y[s], (y[s] + 1) % 10)] for s in y}
+    np.savez(snap / "predictions.npz", **preds)
+    results[1]["history"] = {"val_accuracy": [0.9, 0.7]}
+    (tmp_path / "trials" / "00001" / "result.json").write_text(json.dumps(results[1]))
+    rep = check_study(tmp_path, results, metric="accuracy", direction="maximize", incumbent=1, n_resamples=200,
+                      ensemble_counts=([{"trial": 1, "epoch": 1, "count": 1}], "probs"))
+    want = {s: float((preds[f"{s}/digit"].argmax(1) == y[s]).mean()) for s in ("select", "audit")}
+    assert rep.ensemble_check is not None
+    assert (rep.ensemble_check.select, rep.ensemble_check.audit) == (pytest.approx(want["select"]),
+                                                                     pytest.approx(want["audit"]))
+
+
+def test_an_ensemble_certain_of_a_wrong_class_has_a_finite_loss(tmp_path: Path) -> None:
+    results = _study(tmp_path, [0.6, 0.7], [0.55, 0.65])
+    path = Path(results[1]["predictions_path"])
+    with np.load(path) as f:
+        preds = {k: f[k] * 1e4 for k in f.files}  # probability exactly 0 for every other class
+    np.savez(path, **preds)
+    for r in results:
+        r["metrics"]["audit_loss"] = 1.0
+    rep = check_study(tmp_path, results, metric="loss", direction="minimize", incumbent=1, n_resamples=200,
+                      ensemble_counts=([{"trial": 1, "count": 1}], "probs"))
+    assert rep.ensemble_check is not None and np.isfinite(rep.ensemble_check.select)
+    assert rep.ensemble_check.audit == pytest.approx(0.35 * -np.log(1e-12), rel=0.05)  # the wrong 35%, clipped
+
+
+def test_binary_and_mae_ensembles_are_checked(tmp_path: Path) -> None:
+    rng = np.random.default_rng(5)
+    n = 120
+    (tmp_path / "data.json").write_text(json.dumps({"heads": [BINARY]}))
+    (tmp_path / "study.json").write_text(json.dumps({"direction": "maximize", "objective": "accuracy"}))
+    y = {s: rng.integers(2, size=(n, 1)).astype(float) for s in ("select", "audit", "test")}
+    np.savez(tmp_path / "labels.npz", **{f"{s}/flag": v for s, v in y.items()})
+    z = {s: np.where(rng.random((n, 1)) < 0.8, 2 * y[s] - 1, 1 - 2 * y[s]) * 2.0 for s in y}
+    trial = tmp_path / "trials" / "00000"
+    trial.mkdir(parents=True)
+    np.savez(trial / "predictions.npz", **{f"{s}/flag": v for s, v in z.items()})
+    r = {"number": 0, "state": "COMPLETE", "params": {}, "predictions_path": str(trial / "predictions.npz"),
+         "value": 0.8, "metrics": {"audit_accuracy": 0.8}}
+    (trial / "result.json").write_text(json.dumps(r))
+    rep = check_study(tmp_path, [r], metric="accuracy", direction="maximize", incumbent=0, n_resamples=200,
+                      ensemble_counts=([{"trial": 0, "count": 1}], "probs"))
+    assert rep.ensemble_check is not None and rep.incumbent_check is not None
+    assert rep.ensemble_check.select == pytest.approx(rep.incumbent_check.select)
+    assert rep.ensemble_check.audit == pytest.approx(rep.incumbent_check.audit)
