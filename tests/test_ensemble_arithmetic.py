@@ -352,9 +352,9 @@ def test_combine_returns_float64_probabilities_from_any_input() -> None:
     """float32 logits and weights are pooled in float64: weights 1 and 2 are exactly 1/3 and 2/3 of float64."""
     z32 = np.random.default_rng(14).normal(size=(2, 5, 3)).astype(np.float32)
     w32 = np.array([1.0, 2.0], dtype=np.float32)
-    got = combine(z32, w32)  # the default combination is the mean of probabilities
+    got = combine(z32, np.array([3.0, 7.0], dtype=np.float32))  # the default combination: mean of probabilities
     assert got.dtype == np.float64
-    np.testing.assert_allclose(got, combine(z32.astype(np.float64), [1.0, 2.0], "probs"), rtol=1e-13)
+    np.testing.assert_allclose(got, combine(z32.astype(np.float64), [0.3, 0.7], "probs"), rtol=1e-13)
     p32 = z32[:, :, 0]
     reg = combine_regression(p32, w32)
     assert reg.dtype == np.float64

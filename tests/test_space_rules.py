@@ -91,6 +91,8 @@ def test_contains_is_what_the_parameter_can_take() -> None:
     assert not rate.contains(0.5 + 1e-9) and not rate.contains(0.1 - 1e-9) and not rate.contains(1)
     grid = Param("r", "float", low=0.0, high=0.5, step=0.25, default=0.0)
     assert grid.contains(0.25) and grid.contains(0.25 + 1e-14) and not grid.contains(0.3)
+    assert grid.contains(1e-13)  # next to the grid value 0.0: an absolute tolerance
+    assert not grid.contains(0)  # an int is not a float parameter's value
     choice = Param("a", "choice", values=("x", 1), default="x")
     assert choice.contains("x") and choice.contains(1) and not choice.contains(True) and not choice.contains(1.0)
     assert not choice.contains("z")
@@ -197,6 +199,16 @@ def test_bad_declarations_name_the_parameter(p: Param, field: str, words: str) -
     assert err.value.field == field and words in err.value.message, str(err.value)
 
 
+@pytest.mark.parametrize("p, message", [
+    (Param("u", "int", low=None, high=4, default=1), "a numeric range needs both min and max"),
+    (Param("a", "choice", values=(), default=None), "a choice needs at least one value"),
+])
+def test_the_whole_declaration_message(p: Param, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        SearchSpace([p])
+    assert err.value.message == message
+
+
 def test_edge_declarations_are_valid() -> None:
     SearchSpace([Param("u", "float", low=1e-9, high=1.0, log=True, default=0.5),
                  Param("v", "float", low=0.1, high=1.0, step=1.5, log=True, default=0.1),
@@ -228,7 +240,7 @@ def test_lookup_names_and_description() -> None:
     s = _conditional()
     assert s.names == ["model", "depth", "rate", "extra", "lr"]
     assert s["rate"].high == 0.5
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="nope"):
         s["nope"]
     assert [d["name"] for d in s.describe()] == s.names and s.describe()[1]["conditions"][0]["parent"] == "model"
 
