@@ -175,6 +175,14 @@ EQUIVALENT: dict[str, str] = {
     "hpo.analysis.guards.x_regret_bound__mutmut_20": "sign * array is float whatever the array's dtype",
     "hpo.analysis.guards.x_regret_bound__mutmut_57": "the upper clip never binds: int(n * top_ratio) <= n for "
                                                      "top_ratio <= 1, and min(min_top, n) <= n",
+    "hpo.analysis.guards.x__ensemble_check__mutmut_50": "predict_members' probabilities come from combine, which clips "
+                                                        "them at 1e-12 already",
+    "hpo.analysis.guards.x__ensemble_check__mutmut_51": _CLIP_TOP,
+    "hpo.analysis.guards.x__ensemble_check__mutmut_56": _CLIP_TOP,
+    "hpo.analysis.guards.x__ensemble_check__mutmut_93": _SEED,
+    "hpo.analysis.guards.x_regret_bound__mutmut_112": "normalize_y=False is scikit-learn's default",
+    "hpo.analysis.guards.x_regret_bound__mutmut_115": "the targets are standardised just above (mean 0, sd 1), so "
+                                                      "normalize_y=True divides by 1 and subtracts 0",
     "hpo.analysis.guards.x_statistical_error__mutmut_53": "only the standard error is returned, and it does not depend "
                                                           "on the confidence level",
 }
@@ -184,6 +192,11 @@ EQUIVALENT: dict[str, str] = {
 _UNUSED_DEFAULT = "a default the study never uses: it always passes this argument (guards.n_bootstrap, study.seed)"
 _STREAM = ("which random stream the tie test draws: only a borderline pair of trials tells, and then by chance; "
            "the study always passes a seed")
+_ONE_HOT = ("the multiclass override changes nothing for integer labels; only a one-hot binary/multiclass head in "
+            "the ensemble check tells, and no test builds one")
+_GP_SAME = ("the GP fit reaches the same hyperparameters (another start, restart count, candidate count or a bound "
+            "it does not touch) on the pinned history, so the pinned bound does not move; a history that pushes the "
+            "fit against that bound would tell")
 LEFT: dict[str, str] = {
     "hpo.config.loading.x_from_dict__mutmut_4": "the top level's name, '' or None: the same paths and messages; only "
                                                "a config that is not a mapping, given to from_dict, tells",
@@ -207,6 +220,20 @@ LEFT: dict[str, str] = {
                                                    "borderline pair of trials tells",
     "hpo.analysis.guards.x_paired_tie__mutmut_22": "BCa instead of percentile intervals: only a borderline pair of "
                                                    "trials tells",
+    "hpo.analysis.guards.x__ensemble_check__mutmut_72": _ONE_HOT,
+    "hpo.analysis.guards.x__ensemble_check__mutmut_73": _ONE_HOT,
+    "hpo.analysis.guards.x_regret_bound__mutmut_2": _GP_SAME,
+    "hpo.analysis.guards.x_regret_bound__mutmut_4": "min_top 21 instead of 20: the pinned history has 12 trials, "
+                                                    "all of them top trials either way",
+    "hpo.analysis.guards.x_regret_bound__mutmut_86": _GP_SAME,
+    "hpo.analysis.guards.x_regret_bound__mutmut_87": _GP_SAME,
+    "hpo.analysis.guards.x_regret_bound__mutmut_93": _GP_SAME,
+    "hpo.analysis.guards.x_regret_bound__mutmut_96": _GP_SAME,
+    "hpo.analysis.guards.x_regret_bound__mutmut_97": _GP_SAME,
+    "hpo.analysis.guards.x_regret_bound__mutmut_103": _GP_SAME,
+    "hpo.analysis.guards.x_regret_bound__mutmut_105": _GP_SAME,
+    "hpo.analysis.guards.x_regret_bound__mutmut_114": _GP_SAME,
+    "hpo.analysis.guards.x_regret_bound__mutmut_116": _GP_SAME,
     "hpo.analysis.guards.x_regret_bound__mutmut_73": "with identical values there are no objective units to scale by: "
                                                      "any scale is as right as 1",
 }
