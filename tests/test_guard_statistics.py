@@ -554,3 +554,20 @@ def test_binary_and_mae_ensembles_are_checked(tmp_path: Path) -> None:
     assert rep.ensemble_check is not None and rep.incumbent_check is not None
     assert rep.ensemble_check.select == pytest.approx(rep.incumbent_check.select)
     assert rep.ensemble_check.audit == pytest.approx(rep.incumbent_check.audit)
+
+
+def test_one_hot_labels_are_checked_like_integer_labels(tmp_path: Path) -> None:
+    results = _study(tmp_path, [0.6, 0.7], [0.55, 0.65])
+    members = ([{"trial": 1, "count": 1}], "probs")
+    plain = check_study(tmp_path, results, metric="accuracy", direction="maximize", incumbent=1, n_resamples=200,
+                        ensemble_counts=members)
+    with np.load(tmp_path / "labels.npz") as f:
+        y = {k: f[k] for k in f.files}
+    np.savez(tmp_path / "labels.npz", **{k: np.eye(10)[v] for k, v in y.items()})
+    (tmp_path / "data.json").write_text(json.dumps({"heads": [{**MULTI, "one_hot": True}]}))
+    hot = check_study(tmp_path, results, metric="accuracy", direction="maximize", incumbent=1, n_resamples=200,
+                      ensemble_counts=members)
+    assert hot.ensemble_check is not None and plain.ensemble_check is not None
+    assert (hot.ensemble_check.select, hot.ensemble_check.audit) == (plain.ensemble_check.select,
+                                                                     plain.ensemble_check.audit)
+    assert hot.incumbent_check is not None and hot.incumbent_check.gap == plain.incumbent_check.gap
