@@ -192,8 +192,6 @@ EQUIVALENT: dict[str, str] = {
 _UNUSED_DEFAULT = "a default the study never uses: it always passes this argument (guards.n_bootstrap, study.seed)"
 _STREAM = ("which random stream the tie test draws: only a borderline pair of trials tells, and then by chance; "
            "the study always passes a seed")
-_ONE_HOT = ("the multiclass override changes nothing for integer labels; only a one-hot binary/multiclass head in "
-            "the ensemble check tells, and no test builds one")
 _GP_SAME = ("the GP fit reaches the same hyperparameters (another start, restart count, candidate count or a bound "
             "it does not touch) on the pinned history, so the pinned bound does not move; a history that pushes the "
             "fit against that bound would tell")
@@ -220,8 +218,6 @@ LEFT: dict[str, str] = {
                                                    "borderline pair of trials tells",
     "hpo.analysis.guards.x_paired_tie__mutmut_22": "BCa instead of percentile intervals: only a borderline pair of "
                                                    "trials tells",
-    "hpo.analysis.guards.x__ensemble_check__mutmut_72": _ONE_HOT,
-    "hpo.analysis.guards.x__ensemble_check__mutmut_73": _ONE_HOT,
     "hpo.analysis.guards.x_regret_bound__mutmut_2": _GP_SAME,
     "hpo.analysis.guards.x_regret_bound__mutmut_4": "min_top 21 instead of 20: the pinned history has 12 trials, "
                                                     "all of them top trials either way",
