@@ -195,6 +195,8 @@ _STREAM = ("which random stream the tie test draws: only a borderline pair of tr
 _GP_SAME = ("the GP fit reaches the same hyperparameters (another start, restart count, candidate count or a bound "
             "it does not touch) on the pinned history, so the pinned bound does not move; a history that pushes the "
             "fit against that bound would tell")
+_RESTARTS = ("an unseeded GP: its optimizer restarts from random points, which reach the same optimum on the tested "
+             "histories; only a history with several optima tells, and then by chance")
 LEFT: dict[str, str] = {
     "hpo.config.loading.x_from_dict__mutmut_4": "the top level's name, '' or None: the same paths and messages; only "
                                                "a config that is not a mapping, given to from_dict, tells",
@@ -230,6 +232,8 @@ LEFT: dict[str, str] = {
     "hpo.analysis.guards.x_regret_bound__mutmut_105": _GP_SAME,
     "hpo.analysis.guards.x_regret_bound__mutmut_114": _GP_SAME,
     "hpo.analysis.guards.x_regret_bound__mutmut_116": _GP_SAME,
+    "hpo.analysis.guards.x_regret_bound__mutmut_109": _RESTARTS,
+    "hpo.analysis.guards.x_regret_bound__mutmut_113": _RESTARTS,
     "hpo.analysis.guards.x_regret_bound__mutmut_73": "with identical values there are no objective units to scale by: "
                                                      "any scale is as right as 1",
 }
