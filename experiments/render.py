@@ -656,6 +656,42 @@ def render_compiles(d: Mapping[str, Any], name: str) -> str:
     ])
 
 
+def render_mutation(d: Mapping[str, Any], name: str) -> str:
+    s, mods = d["settings"], d["modules"]
+    target = s.get("target_score", 0.85)
+    rows = []
+    for group, m in mods.items():
+        rows.append([f"`{group}`", m["mutants"], m["killed"], m["timeout"], f"{m['survived']} ({m['equivalent']})",
+                     m["no_tests"], m["not_checked"], pct(m["score"], 1), pct(m["score_without_equivalent"], 1),
+                     "met" if m["score"] >= target else "not met"])
+    t = d["total"]
+    rows.append(["all", t["mutants"], t["killed"], t["timeout"], f"{t['survived']} ({t['equivalent']})", t["no_tests"],
+                 t["not_checked"], pct(t["score"], 1), "", ""])
+    reasons: dict[str, int] = {}
+    open_ = []
+    for group, m in mods.items():
+        for sv in m["survivors"]:
+            if sv.get("equivalent"):
+                reasons[sv["equivalent"]] = reasons.get(sv["equivalent"], 0) + 1
+            else:
+                change = " → ".join(f"`{line[1:].strip()}`" for line in sv["diff"][:2])
+                why = f" Left: {sv['left_because']}" if sv.get("left_because") else ""
+                open_.append(f"- `{sv['mutant']}` ({sv['status']}): {change}.{why}")
+    eq = "\n".join(f"- {n} × {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1]))
+    return "\n\n".join([
+        "## Mutation testing of the pure-logic modules (`mutation`)", environment(d, name),
+        f"{s['tool']}, `{s['run']}`, then `python -m experiments.mutation`; each mutant runs against the fast tests "
+        f"that cover its function ({', '.join(f'`{x}`' for x in s['tests'])}). Score = (killed + timeout) / "
+        f"mutants, target {pct(target, 0)} per module; the score without equivalent mutants leaves out survivors "
+        "no test can tell from the original (each listed with its reason in the results file).",
+        table(["module", "mutants", "killed", "timeout", "survived (equivalent)", "no tests", "not checked", "score",
+               "score without equivalent", f"target {pct(target, 0)}"], rows),
+        f"Equivalent survivors ({sum(reasons.values())}), by reason:\n\n{eq}" if eq else "No equivalent survivors.",
+        (f"Survivors not killed and not shown equivalent ({len(open_)}): gaps in the tests.\n\n" + "\n".join(open_))
+        if open_ else "Every survivor is equivalent.",
+    ])
+
+
 # -- any other results file -------------------------------------------------------------------------------
 def _scalars(d: Any, prefix: str = "") -> list[tuple[str, Any]]:
     out: list[tuple[str, Any]] = []
@@ -717,7 +753,7 @@ RENDERERS: list[tuple[str, Callable[[Any, str], str]]] = [
     ("bench_overhead", render_overhead),
     ("cv_bench", render_cv_bench), ("hyperband_bench", render_hyperband_bench), ("compiles", render_compiles),
     ("mnist_ensemble", render_mnist_ensemble), ("mnist_validation_noise", render_validation_noise), ("scale", render_scale),
-    ("gpu_suite", render_gpu_suite),
+    ("gpu_suite", render_gpu_suite), ("mutation", render_mutation),
 ]
 
 

@@ -29,7 +29,7 @@ def validate(cfg: StudyConfig) -> StudyConfig:
 
 
 def _check_study(cfg: StudyConfig) -> None:
-    if not NAME_RE.match(cfg.study.name):
+    if not NAME_RE.fullmatch(cfg.study.name):  # fullmatch: `$` alone lets a trailing newline through
         raise ConfigError("study.name", f"{cfg.study.name!r} must be 1-100 letters, digits, '_', '-' or '.', starting with a letter or digit")
     if cfg.study.n_trials < 1:
         raise ConfigError("study.n_trials", f"must be at least 1, got {cfg.study.n_trials}")
