@@ -41,7 +41,7 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("driver", {"driver": {"name": "smac"}}, "driver.name", "'smac' is not one of optuna, hyperopt, kerastuner"),
     ("driver typo", {"driver": {"name": "optuan"}}, "driver.name", "did you mean 'optuna'?"),
     ("sampler", {"driver": {"name": "hyperopt", "sampler": "cmaes"}}, "driver.sampler", "not one of tpe, anneal, rand"),
-    ("pruner", {"driver": {"pruner": "asha"}}, "driver.pruner", "not one of none, median, hyperband"),
+    ("pruner", {"driver": {"pruner": "asha"}}, "driver.pruner", "not one of none, median, successive_halving, hyperband"),
     ("storage", {"driver": {"name": "hyperopt", "sampler": "tpe", "storage": "sqlite:///x.db"}}, "driver.storage",
      "a shared storage needs the optuna driver; hyperopt keeps"),
     ("pruner driver", {"driver": {"name": "kerastuner", "sampler": "random", "pruner": "median"}}, "driver.pruner",
@@ -73,7 +73,7 @@ BAD: list[tuple[str, dict[str, Any], str, str]] = [
     ("folds 1", {"training": {"folds": 1}}, "training.folds", "must be at least 2 folds"),
     ("folds pack", {"training": {"folds": 3}, "executor": {"pack": 2}}, "executor.pack", "are not packed"),
     ("folds hyperband", {"training": {"folds": 3}, "driver": {"pruner": "hyperband"}}, "driver.pruner",
-     "Hyperband's rungs count epochs of one model"),
+     "the hyperband pruner's rungs count epochs of one model"),
     ("folds seed_refit", {"training": {"folds": 3}, "ensemble": {"seed_refit": 2}}, "ensemble.seed_refit",
      "a cross-validated study (training.folds) pools"),
     ("folds snapshots", {"training": {"folds": 3}, "ensemble": {"snapshot_epochs": [2]}}, "ensemble.snapshot_epochs",
@@ -280,7 +280,7 @@ EXACT: list[tuple[dict[str, Any], str, str]] = [
      "cross-validated trials (training.folds) train one model per fold and are not packed: set executor.pack: 1 or "
      "remove training.folds"),
     ({"training": {"folds": 3}, "driver": {"pruner": "hyperband"}}, "driver.pruner",
-     "Hyperband's rungs count epochs of one model, but a cross-validated trial (training.folds) reports k folds one "
+     "the hyperband pruner's rungs count epochs of one model, but a cross-validated trial (training.folds) reports k folds one "
      "after another: use pruner: median or none, or remove training.folds"),
     ({"training": {"folds": 3}, "ensemble": {"seed_refit": 2}}, "ensemble.seed_refit",
      "retrains on train and scores on select, which a cross-validated study (training.folds) pools: set seed_refit: "

@@ -112,7 +112,7 @@ def _check_folds(cfg: StudyConfig) -> None:
         raise ConfigError("executor.pack", "cross-validated trials (training.folds) train one model per fold and "
                                            "are not packed: set executor.pack: 1 or remove training.folds")
     if cfg.driver.pruner in ("hyperband", "successive_halving"):
-        raise ConfigError("driver.pruner", f"{cfg.driver.pruner}'s rungs count epochs of one model, but a "
+        raise ConfigError("driver.pruner", f"the {cfg.driver.pruner} pruner's rungs count epochs of one model, but a "
                                            "cross-validated trial (training.folds) reports k folds one after another: "
                                            "use pruner: median or none, or remove training.folds")
     if cfg.ensemble.seed_refit:
