@@ -15,7 +15,8 @@ from ensembles.combine import (
 )
 from ensembles.embedding import triplet_hits, triplet_losses
 from ensembles.pool import HeadInfo, Pool
-from ensembles.select import CHUNK, _basis, _finish, _loss, _Scorer, greedy, one_per_config, top_k
+from ensembles.select import (CHUNK, _basis, _earns_place, _finish, _loss, _row_loss, _Scorer, greedy,
+                              likely_better, one_per_config, top_k)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -400,3 +401,88 @@ def test_heads_in_any_order_add_up() -> None:
     each = scorer.loss_adding_each(np.zeros(4), np.ones(4, bool))
     for i in range(4):
         assert each[i] == pytest.approx(scorer.loss(np.eye(4)[i]), rel=1e-9)
+
+
+# -- confident greedy (ensemble.confidence): additions must beat the noise of the select half -------------------
+def test_a_single_rows_gain_decides_every_resample() -> None:
+    """With one row every resample sums to that row's gain: strict needs it above zero, non-strict at zero."""
+    for n_boot in (1000, 250, 37):  # resamples drawn 100 at a time: a partial last chunk counts as well
+        assert likely_better(np.array([0.5]), 1.0, strict=True, n_boot=n_boot)
+        assert not likely_better(np.array([0.0]), 0.01, strict=True, n_boot=n_boot)
+        assert likely_better(np.array([0.0]), 1.0, strict=False, n_boot=n_boot)
+        assert not likely_better(np.array([-0.5]), 0.01, strict=False, n_boot=n_boot)
+
+
+def test_the_bootstrap_fraction_is_the_resampled_sums_above_zero() -> None:
+    """Two rows, gains +1 and -1: a resample sums to +2, 0 or -2 with chances 1/4, 1/2, 1/4, so about 25% of
+    resamples are strictly better and about 75% no worse; the confidence is compared against that fraction."""
+    gain = np.array([1.0, -1.0])
+    assert likely_better(gain, 0.2, strict=True) and not likely_better(gain, 0.3, strict=True)
+    assert likely_better(gain, 0.7, strict=False) and not likely_better(gain, 0.8, strict=False)
+    # the same answer every time (a fixed seed), and another seed still near the same fraction
+    assert all(likely_better(gain, 0.2, strict=True) for _ in range(3))
+    assert likely_better(gain, 0.2, strict=True, seed=7) and not likely_better(gain, 0.3, strict=True, seed=7)
+
+
+def test_a_gain_carried_by_few_rows_is_noise_and_a_broad_one_is_not() -> None:
+    broad = np.full(200, 0.01)
+    few = np.zeros(200)
+    few[:3] = [1.0, 1.0, -0.9]  # a positive sum, from three rows only
+    assert likely_better(broad, 0.95, strict=True)
+    assert few.sum() > 0 and not likely_better(few, 0.95, strict=True)
+
+
+@pytest.mark.parametrize("method,metric", [("probs", "nll"), ("logits", "nll"), ("probs", "accuracy")])
+def test_each_rows_loss_averages_to_the_ensembles_loss(method: str, metric: str) -> None:
+    pool = _pool(m=5, n=50, seed=21)
+    scorer = _Scorer(pool, "select", method, metric)
+    counts = np.array([2.0, 0.0, 1.0, 0.0, 1.0])
+    rows = scorer.rows(counts)
+    assert rows.shape == (50,)
+    assert rows.mean() == pytest.approx(scorer.loss(counts), abs=1e-12)
+    z, y = pool.outputs["select"]["h0"], pool.labels["select"]["h0"]
+    pooled = np.tensordot(counts / counts.sum(), _basis(z, method), axes=1)
+    assert np.allclose(rows, _row_loss(_finish(pooled[None], method), y, metric)[0])
+
+
+def test_two_heads_rows_add_up() -> None:
+    pool = _pool(m=4, n=30, seed=22, heads=("multiclass", "regression"))
+    scorer = _Scorer(pool, "select", "probs", "nll")
+    counts = np.array([1.0, 1.0, 0.0, 0.0])
+    assert scorer.rows(counts).mean() == pytest.approx(scorer.loss(counts), abs=1e-12)
+
+
+def _noise_pool(seed: int) -> Any:
+    """Member 0 is good; member 1 is member 0 with a different guess on three rows that happen to be right:
+    adding it lowers the mean select NLL through those three rows alone."""
+    pool = _pool(m=2, n=200, c=4, seed=seed, values=np.array([0.9, 0.1]), sharp=3.0)
+    z, y = pool.outputs["select"]["h0"], pool.labels["select"]["h0"]
+    z[1] = z[0]
+    wrong = np.flatnonzero(z[0].argmax(-1) != y)[:3]
+    z[1, wrong] = 0.0
+    z[1, wrong, y[wrong]] = 8.0
+    return pool
+
+
+def test_confidence_keeps_the_best_single_when_an_addition_gains_on_a_few_rows_only() -> None:
+    pool = _noise_pool(seed=23)
+    plain, _ = greedy(pool, guard="accuracy", max_size=5)
+    assert plain[1] > 0  # the point estimate takes it
+    confident, steps = greedy(pool, guard="accuracy", max_size=5, confidence=0.95)
+    assert confident.tolist() == [1.0, 0.0] and len(steps) == 1
+    scorer = _Scorer(pool, "select", "probs", "nll")
+    assert not _earns_place(scorer, np.array([1.0, 0.0]), 1, 0.95)
+
+
+def test_confidence_accepts_an_addition_that_helps_on_most_rows() -> None:
+    pool = _pool(m=4, n=300, seed=24, values=np.array([0.9, 0.5, 0.4, 0.3]))
+    scorer = _Scorer(pool, "select", "probs", "nll")
+    helpful = [i for i in range(1, 4) if _earns_place(scorer, np.array([1.0, 0, 0, 0]), i, 0.95)]
+    assert helpful, "independent noisy members average to a better prediction on most rows"
+    counts, steps = greedy(pool, guard="nll", max_size=6, confidence=0.95)
+    assert counts.sum() > 1 and counts[0] >= 1
+    plain, _ = greedy(pool, guard="nll", max_size=6)
+    assert counts.sum() <= plain.sum()  # never more members than the point estimate would take
+    # every accepted addition earned its place at the step it was taken
+    for before, after in zip(steps, steps[1:]):
+        assert _earns_place(scorer, before, int(np.flatnonzero(after - before)[0]), 0.95)
