@@ -686,6 +686,7 @@ def render_mutation(d: Mapping[str, Any], name: str) -> str:
         "no test can tell from the original (each listed with its reason in the results file).",
         table(["module", "mutants", "killed", "timeout", "survived (equivalent)", "no tests", "not checked", "score",
                "score without equivalent", f"target {pct(target, 0)}"], rows),
+        *([f"Rerun: {s['rerun']}."] if s.get("rerun") else []),
         f"Equivalent survivors ({sum(reasons.values())}), by reason:\n\n{eq}" if eq else "No equivalent survivors.",
         (f"Survivors not killed and not shown equivalent ({len(open_)}): gaps in the tests.\n\n" + "\n".join(open_))
         if open_ else "Every survivor is equivalent.",
