@@ -45,7 +45,7 @@ def predict_members(pool: Pool, members: list[dict], method: str, temperature: d
                     split: str) -> dict[str, np.ndarray]:
     """What an ensemble's artifact predicts on ``split``, from its members' saved logits: each member's
     ``count`` (or weight) and ``temperature`` (per head, when calibrated) as the report lists them."""
-    idx = [pool.index(m["trial"], m.get("epoch")) for m in members]
+    idx = [pool.index(m["trial"], m.get("epoch"), m.get("refit")) for m in members]
     sub = pool.subset(idx)
     temps = {h.name: np.array([m.get("temperature", {}).get(h.name, 1.0) for m in members])
              for h in pool.heads if h.is_classification and any(m.get("temperature") for m in members)}
@@ -141,8 +141,9 @@ def _lift(counts: np.ndarray, keep: np.ndarray, n: int) -> np.ndarray:
 
 
 def _pool_with_models(run_dir: Path, max_candidates: int | None, save_artifact: bool, snapshots: bool,
-                      max_per_config: int | None) -> Pool:
-    pool = load_pool(run_dir, max_candidates=max_candidates, snapshots=snapshots, max_per_config=max_per_config)
+                      max_per_config: int | None, refits: bool) -> Pool:
+    pool = load_pool(run_dir, max_candidates=max_candidates, snapshots=snapshots, max_per_config=max_per_config,
+                     refits=refits)
     if save_artifact:
         # The artifact needs the members' models: trials whose model was not kept (training.keep_top_models)
         # or that ran on another machine can only join an ensemble that is not saved.
@@ -160,12 +161,13 @@ def build_ensemble(
     out_dir: str | Path | None = None, save_artifact: bool = True, tracking_uri: str | None = None,
     parent_run_id: str | None = None, max_candidates: int | None = None, incumbent_counted: int | None = None,
     seed: int = 0, snapshots: bool = True, max_per_config: int | None = None,
-    confidence: float = DEFAULT_CONFIDENCE,
+    confidence: float = DEFAULT_CONFIDENCE, refits: bool = True,
 ) -> EnsembleReport:
     """Ensemble the finished trials of the study in ``run_dir``; never retrains a member.
 
     Candidates are the finished trials and, with ``snapshots``, their snapshots (earlier epochs saved while
-    they trained, ``ensemble.snapshot_epochs``), at most ``max_per_config`` per configuration. Members, their temperatures (``calibrate``: one per member, :mod:`ensembles.calibrate`), fitted
+    they trained, ``ensemble.snapshot_epochs``) and, with ``refits``, the members of the study's seed refit
+    (``ensemble.seed_refit``; each listed with ``refit``: its index), at most ``max_per_config`` per configuration. Members, their temperatures (``calibrate``: one per member, :mod:`ensembles.calibrate`), fitted
     weights and the optional pooled ``temperature`` are chosen on ``select`` only; ``audit`` is
     evaluated for the size curve, and the locked ``test`` split only for the final ensemble and the
     best single member (each read recorded in the run directory's test ledger; the best single's is
@@ -175,7 +177,7 @@ def build_ensemble(
     run nested under ``parent_run_id``.
     """
     run_dir = Path(run_dir)
-    raw = _pool_with_models(run_dir, max_candidates, save_artifact, snapshots, max_per_config)
+    raw = _pool_with_models(run_dir, max_candidates, save_artifact, snapshots, max_per_config, refits)
     temps = member_temperatures(raw) if calibrate else {}
     pool = calibrated(raw, temps) if calibrate else raw
     counts, steps = choose(pool, method=method, combine=combine, size=size, metric=metric,
@@ -201,12 +203,13 @@ def build_ensemble(
     curve = [{"size": float(c.sum()), **evaluate(pool, c, combine, pooled_t, splits=("select", "audit"))}
              for c in steps]
     members = [
-        {"trial": pool.numbers[i], "epoch": pool.epoch(i), "count": int(counts[i]) if float(counts[i]).is_integer() else float(counts[i]), "weight": float(counts[i] / counts.sum()),
+        {"trial": pool.numbers[i], "epoch": pool.epoch(i), "refit": pool.refit(i), "count": int(counts[i]) if float(counts[i]).is_integer() else float(counts[i]), "weight": float(counts[i] / counts.sum()),
          "temperature": {h: float(t[i]) for h, t in temps.items()},
          "params": pool.params[i], "select_value": float(pool.values[i]), "model_path": pool.model_paths[i]}
         for i in np.flatnonzero(counts)
     ]
-    alone = len(members) == 1 and members[0]["trial"] == pool.numbers[best] and members[0]["epoch"] is None
+    alone = len(members) == 1 and members[0]["trial"] == pool.numbers[best] and members[0]["epoch"] is None \
+        and members[0]["refit"] is None
     report = EnsembleReport(method=method, combine=combine, metric=metric, members=members, temperature=pooled_t,
                             metrics=metrics, best_single=best_single, curve=curve, calibrated=calibrate,
                             guard=guard_metric(pool, metric) if guard and method != "top_k" else None,
