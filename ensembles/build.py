@@ -91,7 +91,7 @@ def guard_metric(pool: Pool, metric: str) -> str:
 
 def choose(pool: Pool, *, method: str = "greedy", combine: str = "probs", size: int = 5, metric: str = "nll",
            distinct_configs: bool = False, guard: bool = True, seed: int = 0,
-           confidence: float = DEFAULT_CONFIDENCE) -> tuple[np.ndarray, list[np.ndarray]]:
+           confidence: float = DEFAULT_CONFIDENCE, small_steps: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
     """Member counts (or weights) chosen on the select half only, and the counts after each step.
 
     ``top_k``: the ``size`` best members by the objective. ``greedy``: forward selection with
@@ -109,7 +109,8 @@ def choose(pool: Pool, *, method: str = "greedy", combine: str = "probs", size: 
         counts, steps = top_k(sub, size)
     elif method in ("greedy", "weights"):
         g = guard_metric(sub, metric) if guard else None
-        counts, steps = greedy(sub, method=combine, metric=metric, max_size=size, guard=g, confidence=confidence)
+        counts, steps = greedy(sub, method=combine, metric=metric, max_size=size, guard=g, confidence=confidence,
+                               small_steps=small_steps)
         if method == "weights":
             counts, steps = _fitted(sub, counts, steps, combine, g or metric, seed)
     else:
@@ -161,7 +162,8 @@ def build_ensemble(
     out_dir: str | Path | None = None, save_artifact: bool = True, tracking_uri: str | None = None,
     parent_run_id: str | None = None, max_candidates: int | None = None, incumbent_counted: int | None = None,
     seed: int = 0, snapshots: bool = True, max_per_config: int | None = None,
-    confidence: float = DEFAULT_CONFIDENCE, refits: bool = True,
+    confidence: float = DEFAULT_CONFIDENCE, refits: bool = True, calibrate_confidence: float | None = None,
+    small_steps: bool = False,
 ) -> EnsembleReport:
     """Ensemble the finished trials of the study in ``run_dir``; never retrains a member.
 
@@ -178,10 +180,12 @@ def build_ensemble(
     """
     run_dir = Path(run_dir)
     raw = _pool_with_models(run_dir, max_candidates, save_artifact, snapshots, max_per_config, refits)
-    temps = member_temperatures(raw) if calibrate else {}
+    temps = member_temperatures(raw, confidence if calibrate_confidence is None else calibrate_confidence) \
+        if calibrate else {}
     pool = calibrated(raw, temps) if calibrate else raw
     counts, steps = choose(pool, method=method, combine=combine, size=size, metric=metric,
-                           distinct_configs=distinct_configs, guard=guard, seed=seed, confidence=confidence)
+                           distinct_configs=distinct_configs, guard=guard, seed=seed, confidence=confidence,
+                           small_steps=small_steps)
     pooled_t: dict[str, float] = {}
     if temperature:
         idx = np.flatnonzero(counts)
