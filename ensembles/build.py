@@ -91,13 +91,16 @@ def guard_metric(pool: Pool, metric: str) -> str:
 
 def choose(pool: Pool, *, method: str = "greedy", combine: str = "probs", size: int = 5, metric: str = "nll",
            distinct_configs: bool = False, guard: bool = True, seed: int = 0,
-           confidence: float = DEFAULT_CONFIDENCE, small_steps: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+           confidence: float = DEFAULT_CONFIDENCE, small_steps: bool | None = None,
+           ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Member counts (or weights) chosen on the select half only, and the counts after each step.
 
     ``top_k``: the ``size`` best members by the objective. ``greedy``: forward selection with
     replacement; with ``guard`` it starts from the best member by the objective and never ends below
     it on select (:func:`ensembles.select.greedy`); with ``confidence`` > 0 each addition must also be
-    better in that fraction of bootstrap resamples of select, so select noise does not add members. ``weights``: fitted weights (:mod:`ensembles.weights`)
+    better in that fraction of bootstrap resamples of select, so select noise does not add members, and
+    (``small_steps``, default on with a confidence) a step of weight 1/``size`` is tried when none passes at
+    1/(k+1). ``weights``: fitted weights (:mod:`ensembles.weights`)
     over every candidate, started from the guarded greedy counts; when they score below the best single
     member on the guard, the greedy counts are kept.
     """
@@ -110,7 +113,7 @@ def choose(pool: Pool, *, method: str = "greedy", combine: str = "probs", size: 
     elif method in ("greedy", "weights"):
         g = guard_metric(sub, metric) if guard else None
         counts, steps = greedy(sub, method=combine, metric=metric, max_size=size, guard=g, confidence=confidence,
-                               small_steps=small_steps)
+                               small_steps=confidence > 0 if small_steps is None else small_steps)
         if method == "weights":
             counts, steps = _fitted(sub, counts, steps, combine, g or metric, seed)
     else:
@@ -163,13 +166,17 @@ def build_ensemble(
     parent_run_id: str | None = None, max_candidates: int | None = None, incumbent_counted: int | None = None,
     seed: int = 0, snapshots: bool = True, max_per_config: int | None = None,
     confidence: float = DEFAULT_CONFIDENCE, refits: bool = True, calibrate_confidence: float | None = None,
-    small_steps: bool = False,
+    small_steps: bool | None = None,
 ) -> EnsembleReport:
     """Ensemble the finished trials of the study in ``run_dir``; never retrains a member.
 
     Candidates are the finished trials and, with ``snapshots``, their snapshots (earlier epochs saved while
     they trained, ``ensemble.snapshot_epochs``) and, with ``refits``, the members of the study's seed refit
-    (``ensemble.seed_refit``; each listed with ``refit``: its index), at most ``max_per_config`` per configuration. Members, their temperatures (``calibrate``: one per member, :mod:`ensembles.calibrate`), fitted
+    (``ensemble.seed_refit``; each listed with ``refit``: its index), at most ``max_per_config`` per configuration.
+    With ``confidence`` > 0 a member keeps its select-fitted temperature only when calibration earns it
+    (``calibrate_confidence``, default ``confidence``: :func:`ensembles.calibrate.member_temperature`), and
+    greedy tries a step of weight 1/``size`` when no addition passes at 1/(k+1) (``small_steps``, default on
+    with a confidence: :func:`ensembles.select.greedy`). Members, their temperatures (``calibrate``: one per member, :mod:`ensembles.calibrate`), fitted
     weights and the optional pooled ``temperature`` are chosen on ``select`` only; ``audit`` is
     evaluated for the size curve, and the locked ``test`` split only for the final ensemble and the
     best single member (each read recorded in the run directory's test ledger; the best single's is
@@ -180,6 +187,7 @@ def build_ensemble(
     """
     run_dir = Path(run_dir)
     raw = _pool_with_models(run_dir, max_candidates, save_artifact, snapshots, max_per_config, refits)
+    # with a confidence the same bootstrap gates members' temperatures and small steps (None: follow confidence)
     temps = member_temperatures(raw, confidence if calibrate_confidence is None else calibrate_confidence) \
         if calibrate else {}
     pool = calibrated(raw, temps) if calibrate else raw
