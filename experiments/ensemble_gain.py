@@ -1,11 +1,12 @@
 """What the ensemble earns over the best single trial: selections compared on the same trials.
 
-    python -m experiments.ensemble_gain [--datasets digits mnist digits_more] [--seeds N] [--seeds-for NAME=N]
+    python -m experiments.ensemble_gain [--datasets digits mnist digits_more digits_tune] [--seeds N] [--seeds-for NAME=N]
                                         [--trials N] [--epochs N] [--first-seed N] [--runs DIR] [--reuse]
 
 For every study (digits: 5 seeds x 12 trials x 5 epochs, the quality benchmark's settings; ``digits_more``:
-15 more digits seeds, 5-19; ``digits_tune``: seeds 100-109, on which the rules were chosen; MNIST on CPU: 20,000 training rows, 3 seeds x 12 trials x 5 epochs) the same
-finished trials are ensembled several ways, nothing retrained:
+15 more digits seeds, 5-19; ``digits_tune``: seeds 100-109, on which the rules were chosen; MNIST on CPU:
+20,000 training rows, 3 seeds x 12 trials x 5 epochs) the same finished trials are ensembled several ways,
+nothing retrained:
 
 - ``old_greedy``: Caruana's greedy on select NLL from the member best by NLL, raw logits (the first default);
 - ``top_k``: the 5 best trials by the objective, equal weights, raw logits;
@@ -13,9 +14,9 @@ finished trials are ensembled several ways, nothing retrained:
   objective with the objective (accuracy) as a guard, any select gain adds a member (the default before);
 - ``confident_greedy_select_t``: the same, and an addition's select NLL gain must hold in 95% of paired
   bootstrap resamples of the select rows (``ensemble.confidence``; the default before issue #24's last part);
-- ``confident_greedy``: the default: the same bootstrap also decides each member's temperature (kept only
-  where its cross-fitted select NLL gain holds in 95% of resamples, else 1) and, when no addition passes at
-  weight 1/(k+1), a step of weight 1/5 is tried (rule chosen on digits seeds 100-109, not the seeds here);
+- ``confident_greedy``: the default: a member's temperature is kept only where its cross-fitted select NLL
+  gain is positive in at least half of the bootstrap resamples (else 1) and, when no addition passes at
+  weight 1/(k+1), a step of weight 1/5 is tried (rules chosen on digits seeds 100-109, never the seeds here);
 - ``weights``: calibrated members, non-negative weights summing to one fitted on select with early
   stopping on a held-out third of select, started from the confident greedy;
 - ``confident_greedy_snapshots``: the confident greedy over a wider pool, every trial's epochs
