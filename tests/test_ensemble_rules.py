@@ -46,3 +46,27 @@ def test_cross_fitted_gain_scores_each_row_with_a_fit_that_did_not_see_it() -> N
     assert gain.sum() < 1.0  # no temperature helps calibrated rows out of sample; in sample it always helps a bit
     over = cross_fitted_gain(lp * 3.0, y)
     assert over.mean() > 0.5
+
+
+def test_a_fifth_of_a_weaker_member_joins_when_half_of_it_would_not() -> None:
+    """Small steps: a confidently wrong 5% of the best member's rows are softened by 1/5 of a weak, honest member
+    (select NLL 0.53 -> 0.48) while a half share is worse (0.69): the 1/(k+1) step is refused, the 1/size step
+    is taken, and the guard holds (accuracy unchanged)."""
+    from ensembles.select import greedy
+
+    from .test_ensemble_calibration import _synthetic_pool
+
+    rng = np.random.default_rng(0)
+    n, c = 1000, 10
+    y = rng.integers(0, c, n)
+    best = np.zeros((n, c))
+    err = rng.random(n) < 0.05
+    wrong = (y + 1 + rng.integers(0, c - 1, n)) % c
+    best[np.arange(n), np.where(err, wrong, y)] = np.where(err, 6.0, 4.0)
+    weak = rng.normal(0, 0.6, (n, c))
+    weak[np.arange(n), y] += 1.2
+    pool = _synthetic_pool([best, weak], y, [float((z.argmax(1) == y).mean()) for z in (best, weak)])
+    plain, _ = greedy(pool, guard="accuracy", confidence=0.95, max_size=5)
+    small, steps = greedy(pool, guard="accuracy", confidence=0.95, max_size=5, small_steps=True)
+    assert plain.tolist() == [1, 0]
+    assert small.tolist() == [4, 1] and [s.tolist() for s in steps] == [[1, 0], [4, 1]]
