@@ -60,8 +60,8 @@ def test_a_fifth_of_a_weaker_member_joins_when_half_of_it_would_not() -> None:
     n, c = 1000, 10
     y = rng.integers(0, c, n)
     best = np.zeros((n, c))
-    err = rng.random(n) < 0.05
     wrong = (y + 1 + rng.integers(0, c - 1, n)) % c
+    err = rng.random(n) < 0.05
     best[np.arange(n), np.where(err, wrong, y)] = np.where(err, 6.0, 4.0)
     weak = rng.normal(0, 0.6, (n, c))
     weak[np.arange(n), y] += 1.2
