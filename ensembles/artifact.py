@@ -43,7 +43,8 @@ def build_keras_model(report: EnsembleReport, pool: Pool, inputs_spec: dict[str,
                 "the ensemble artifact needs every member's model file"
             )
         member = keras.saving.load_model(m["model_path"], safe_mode=True, compile=False)
-        member.name = f"member_{m['trial']}" + (f"_e{m['epoch']}" if m.get("epoch") else "")
+        member.name = f"member_{m['trial']}" + (f"_e{m['epoch']}" if m.get("epoch") else "") \
+            + (f"_r{m['refit']}" if m.get("refit") is not None else "")
         out = member(next(iter(inputs.values())) if single_input else inputs)
         if isinstance(out, dict):
             outs = out
@@ -79,6 +80,14 @@ def save_artifact(report: EnsembleReport, pool: Pool, out_dir: Path) -> Path:
     tmp.replace(out_dir / MODEL_FILE)
     (out_dir / "manifest.json").write_text(json.dumps(record, indent=2, default=str))
     return out_dir / MODEL_FILE
+
+
+def member_name(m: dict[str, Any]) -> int | str:
+    """A member as the summary and MLflow name it: its trial number, ``"12@e3"`` for trial 12's snapshot at
+    epoch 3, or ``"12@r1"`` for member 1 of the seed refit of trial 12's configuration."""
+    if m.get("refit") is not None:
+        return f"{m['trial']}@r{m['refit']}"
+    return m["trial"] if not m.get("epoch") else f"{m['trial']}@e{m['epoch']}"
 
 
 def load_ensemble(path: str | Path) -> Any:
@@ -133,8 +142,7 @@ def log_to_mlflow(report: EnsembleReport, pool: Pool, out_dir: Path, tracking_ur
     client.log_batch(
         run_id,
         params=[Param("method", report.method), Param("combine", report.combine), Param("metric", report.metric),
-                Param("members", json.dumps([m["trial"] if not m.get("epoch") else f"{m['trial']}@e{m['epoch']}"
-                                             for m in report.members])),
+                Param("members", json.dumps([member_name(m) for m in report.members])),
                 Param("member_temperatures", json.dumps([m.get("temperature", {}) for m in report.members])),
                 Param("weights", json.dumps([round(m["weight"], 6) for m in report.members])),
                 Param("temperature", json.dumps(report.temperature))],

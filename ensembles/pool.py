@@ -45,6 +45,7 @@ class Pool:
     run_dir: Path | None = None
     objective: str | None = None  # the study's objective metric (as Keras names it), scored on select
     epochs: list[int | None] | None = None  # per member: the snapshot's epoch, None for a trial's final model
+    refits: list[int | None] | None = None  # per member: its index in the seed refit of trial ``numbers[i]``, else None
 
     def __len__(self) -> int:
         return len(self.numbers)
@@ -55,9 +56,9 @@ class Pool:
         return order[::-1] if self.direction == "maximize" else order
 
     def best_trial(self, allowed: np.ndarray | None = None) -> int:
-        """The best (allowed) member by the objective that is a trial's final model, not a snapshot of one."""
+        """The best (allowed) member by the objective that is a trial's final model, not a snapshot or a refit."""
         ok = [int(i) for i in self.ranked() if allowed is None or allowed[i]]
-        return next((i for i in ok if self.epoch(i) is None), ok[0])
+        return next((i for i in ok if self.epoch(i) is None and self.refit(i) is None), ok[0])
 
     def subset(self, idx: np.ndarray | list[int]) -> "Pool":
         idx = np.asarray(idx, dtype=int)
@@ -67,18 +68,24 @@ class Pool:
             outputs={s: {h: a[idx] for h, a in d.items()} for s, d in self.outputs.items()},
             labels=self.labels, model_paths=[self.model_paths[i] for i in idx], run_dir=self.run_dir,
             objective=self.objective, epochs=None if self.epochs is None else [self.epochs[i] for i in idx],
+            refits=None if self.refits is None else [self.refits[i] for i in idx],
         )
 
     def epoch(self, i: int) -> int | None:
         """Member ``i``'s snapshot epoch, or None for a trial's final model."""
         return None if self.epochs is None else self.epochs[i]
 
-    def index(self, trial: int, epoch: int | None = None) -> int:
-        """The member that is trial ``trial`` (at snapshot ``epoch``, or its final model)."""
+    def refit(self, i: int) -> int | None:
+        """Member ``i``'s index in the seed refit of its trial's configuration, or None when it is not a refit."""
+        return None if self.refits is None else self.refits[i]
+
+    def index(self, trial: int, epoch: int | None = None, refit: int | None = None) -> int:
+        """The member that is trial ``trial`` (at snapshot ``epoch``, seed ``refit`` of it, or its final model)."""
         for i, n in enumerate(self.numbers):
-            if n == trial and self.epoch(i) == epoch:
+            if n == trial and self.epoch(i) == epoch and self.refit(i) == refit:
                 return i
-        raise ValueError(f"trial {trial}" + (f" epoch {epoch}" if epoch else "") + " is not in the pool")
+        raise ValueError(f"trial {trial}" + (f" epoch {epoch}" if epoch else "") + (f" refit {refit}" if refit is not None
+                                                                                    else "") + " is not in the pool")
 
 
 def class_labels(y: np.ndarray, head: HeadInfo) -> np.ndarray:
@@ -105,11 +112,38 @@ def _candidates(r: dict[str, Any], objective: str | None) -> list[dict[str, Any]
     return out
 
 
+def refit_candidates(run_dir: Path) -> list[dict[str, Any]]:
+    """The members of the study's seed refit (``refit/members.json``, written by ``ensemble.seed_refit``), as
+    candidates: the refitted trial's number and configuration, each member's own objective on select."""
+    path = run_dir / "refit" / "members.json"
+    if not path.exists():
+        return []
+    out = []
+    for m in json.loads(path.read_text()):
+        if m.get("value") is None:
+            continue  # the study's objective could not be scored on the refit's logits: not rankable
+        model = path.parent / m["model_path"] if m.get("model_path") else None
+        out.append({"number": m["trial"], "params": m["params"], "value": float(m["value"]), "epoch": None,
+                    "refit": int(m["member"]), "predictions_path": str(path.parent / m["predictions_path"]),
+                    "model_path": str(model) if model is not None and model.exists() else None})
+    return out
+
+
+def _kind(c: dict[str, Any]) -> int:
+    """Candidates' order within a configuration: a trial's final model, then seed refits, then snapshots."""
+    return 2 if c["epoch"] is not None else int(c.get("refit") is not None)
+
+
+def _order(c: dict[str, Any], sign: int) -> tuple[Any, ...]:
+    return sign * c["value"], c["number"], _kind(c), c.get("refit") or 0, c["epoch"] or 0
+
+
 def _per_config(cands: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    """At most ``n`` candidates per configuration: final trials first, then snapshots, each best first."""
+    """At most ``n`` candidates per configuration: final trials first, then seed refits, then snapshots, each best
+    first."""
     seen: dict[str, int] = {}
     kept = []
-    for c in sorted(cands, key=lambda c: c["epoch"] is not None):  # stable: keeps the best-first order within
+    for c in sorted(cands, key=_kind):  # stable: keeps the best-first order within
         key = repr(sorted(c["params"].items()))
         if seen.get(key, 0) < n:
             seen[key] = seen.get(key, 0) + 1
@@ -118,12 +152,12 @@ def _per_config(cands: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
 
 
 def load_pool(run_dir: str | Path, *, max_candidates: int | None = None, snapshots: bool = False,
-              max_per_config: int | None = None) -> Pool:
+              max_per_config: int | None = None, refits: bool = False) -> Pool:
     """Completed trials of the study in ``run_dir`` with their saved predictions, best on select first. A trial
     recorded infeasible (``"feasible": false``: it broke one of the study's ``constraints``) is never a candidate.
 
-    With ``snapshots`` the trials' snapshots join as candidates (``Pool.epochs`` names their epoch);
-    ``max_per_config`` keeps at most that many candidates per configuration; ``max_candidates`` keeps
+    With ``snapshots`` the trials' snapshots join as candidates (``Pool.epochs`` names their epoch); with
+    ``refits`` the members of the study's seed refit do (``Pool.refits`` names them); ``max_per_config`` keeps at most that many candidates per configuration; ``max_candidates`` keeps
     the best ones.
     """
     run_dir = Path(run_dir)
@@ -143,19 +177,22 @@ def load_pool(run_dir: str | Path, *, max_candidates: int | None = None, snapsho
             results.extend(_candidates(r, study.get("objective")) if snapshots else [{**r, "epoch": None}])
     if not results:
         raise ValueError(f"no completed trial with saved predictions in {run_dir}")
+    if refits:
+        results.extend(refit_candidates(run_dir))
     sign = -1 if direction == "maximize" else 1
-    results.sort(key=lambda r: (sign * r["value"], r["number"], r["epoch"] or 0))
+    results.sort(key=lambda r: _order(r, sign))
     if max_per_config is not None:
         results = _per_config(results, max_per_config)
-        results.sort(key=lambda r: (sign * r["value"], r["number"], r["epoch"] or 0))
+        results.sort(key=lambda r: _order(r, sign))
     if max_candidates is not None:
         results = results[:max_candidates]
     outputs: dict[str, dict[str, list[np.ndarray]]] = {s: {h.name: [] for h in heads} for s in SPLITS}
     kept = []
     shapes = None
     for r in results:  # best first
-        with np.load(r["predictions_path"]) as f:
-            arrays = {(s, h.name): f[f"{s}/{h.name}"] for s in SPLITS for h in heads}
+        with np.load(r["predictions_path"]) as f:  # a refit's file holds every member: (members, n, C)
+            arrays = {(s, h.name): f[f"{s}/{h.name}"] if r.get("refit") is None else f[f"{s}/{h.name}"][r["refit"]]
+                      for s in SPLITS for h in heads}
         signature = {k: a.shape for k, a in arrays.items()}
         if shapes is None:
             shapes = signature
@@ -173,4 +210,5 @@ def load_pool(run_dir: str | Path, *, max_candidates: int | None = None, snapsho
         outputs={s: {h: np.stack(v).astype(np.float32) for h, v in d.items()} for s, d in outputs.items()},
         labels=labels, model_paths=[r.get("model_path") for r in results], run_dir=run_dir,
         objective=study.get("objective"), epochs=[r["epoch"] for r in results],
+        refits=[r.get("refit") for r in results],
     )

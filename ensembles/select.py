@@ -172,7 +172,7 @@ def top_k(pool: Pool, k: int) -> tuple[np.ndarray, list[np.ndarray]]:
 
 def greedy(
     pool: Pool, *, method: str = "probs", metric: str = "nll", max_size: int = 10,
-    allowed: np.ndarray | None = None, guard: str | None = None, confidence: float = 0.0,
+    allowed: np.ndarray | None = None, guard: str | None = None, confidence: float = 0.0, small_steps: bool = False,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Caruana's forward selection with replacement on the select half; returns counts and each step's counts.
 
@@ -183,7 +183,9 @@ def greedy(
     With ``confidence`` > 0 an addition must also earn its place beyond the noise of the select half
     (:func:`likely_better`): it improves ``metric`` in at least that fraction of bootstrap resamples of
     the rows (the guard stays the point check above); the ``TRIED`` candidates with the largest gains are
-    tried best first and selection stops when none passes.
+    tried best first and selection stops when none passes. With ``small_steps``, when no addition passes at
+    weight 1/(k+1) the smallest step the size cap allows is tried before stopping: the ensemble so far scaled
+    to ``max_size - 1`` copies (the same prediction) plus one member, weight ``1/max_size``.
     """
     scorer = _Scorer(pool, "select", method, metric)
     allowed = np.ones(len(pool), bool) if allowed is None else allowed
@@ -199,20 +201,40 @@ def greedy(
         counts[first] = 1
         current, floor = single[first], np.inf
     steps = [counts.copy()]
+    step = _Step(scorer, guard_scorer, allowed, floor, confidence)
     while counts.sum() < max_size:
-        cand = scorer.loss_adding_each(counts, allowed)
-        if guard_scorer is not None:
-            cand[guard_scorer.loss_adding_each(counts, allowed) > floor + 1e-12] = np.inf
-        order = [int(i) for i in np.argsort(cand, kind="stable") if cand[i] < current - 1e-12]
-        if confidence > 0:
-            order = [next((i for i in order[:TRIED] if _earns_place(scorer, counts, i, confidence)), -1)]
-        if not order or order[0] < 0:
+        best, loss = step.next(counts, current)
+        if best < 0 and small_steps and (max_size - 1) // counts.sum() > 1:
+            scaled = counts * ((max_size - 1) // counts.sum())
+            best, loss = step.next(scaled, current)
+            counts = scaled if best >= 0 else counts
+        if best < 0:
             break
-        best = order[0]
         counts[best] += 1
-        current = cand[best]
+        current = loss
         steps.append(counts.copy())
     return counts, steps
+
+
+class _Step:
+    """One greedy step: the member whose addition lowers the metric (beyond select's noise, with a
+    confidence) and keeps the guard, with the loss it reaches; -1 when none does."""
+
+    def __init__(self, scorer: _Scorer, guard_scorer: _Scorer | None, allowed: np.ndarray, floor: float,
+                 confidence: float) -> None:
+        self.scorer, self.guard_scorer, self.allowed = scorer, guard_scorer, allowed
+        self.floor, self.confidence = floor, confidence
+
+    def next(self, counts: np.ndarray, current: float) -> tuple[int, float]:
+        cand = self.scorer.loss_adding_each(counts, self.allowed)
+        if self.guard_scorer is not None:
+            cand[self.guard_scorer.loss_adding_each(counts, self.allowed) > self.floor + 1e-12] = np.inf
+        order = [int(i) for i in np.argsort(cand, kind="stable") if cand[i] < current - 1e-12]
+        if self.confidence > 0:
+            order = [next((i for i in order[:TRIED] if _earns_place(self.scorer, counts, i, self.confidence)), -1)]
+        if not order or order[0] < 0:
+            return -1, current
+        return order[0], float(cand[order[0]])
 
 
 def _earns_place(scorer: _Scorer, counts: np.ndarray, i: int, confidence: float) -> bool:

@@ -230,7 +230,8 @@ def _ensemble_check(run_dir: Path, members: tuple[Any, ...], head: Mapping[str, 
     from ensembles.pool import load_pool
 
     records, combine = members  # the ensemble's members as its report lists them, and how they are combined
-    pool = load_pool(run_dir, snapshots=any(m.get("epoch") for m in records))
+    pool = load_pool(run_dir, snapshots=any(m.get("epoch") for m in records),
+                     refits=any(m.get("refit") is not None for m in records))
     out = {}
     for split in ("select", "audit"):
         p = predict_members(pool, records, combine, {}, split)[head["name"]]

@@ -74,7 +74,8 @@ def _print_ensembles(summary: "StudySummary") -> None:
             t = sr["test"]
             print(f"seed refit of the best configuration, {sr['members']} seeds packed in one model "
                   f"({sr['wall_s']:.1f}s): test member median {t['member_accuracy_median']:.4f}, "
-                  f"logit average {t['logit_average_accuracy']:.4f}")
+                  f"logit average {t['logit_average_accuracy']:.4f}; its members were ensemble candidates "
+                  "(trial@rK)")
     if summary.reselection:
         r = summary.reselection
         print(f"reselection ({r['seeds_per_config']} seeds per configuration): chose trial {r['chosen']} "

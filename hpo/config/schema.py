@@ -134,7 +134,7 @@ class EnsembleSection:
     snapshot_epochs: list[int] = field(default_factory=list)  # epochs of each trial kept as extra candidates
     snapshot_budget_mb: float = 200.0  # disk for snapshots; the worst trials' go first
     max_per_config: int = 3  # candidates (a trial, its snapshots, trials of the same configuration) per configuration
-    seed_refit: int = 0  # retrain the best configuration with N seeds as one packed model (mlp) and report it
+    seed_refit: int = 0  # retrain the best configuration with N seeds as one packed model (mlp): ensemble candidates
 
 
 @dataclass

@@ -5,6 +5,10 @@ the cheapest ensemble there is (the course's 50-MLP experiment). The N members s
 architecture, so they train together as one model whose weights carry a member axis
 (:mod:`hpo.execution.packed`) instead of N fits one after another. Only the ``mlp`` space on
 one multiclass head packs today; other studies get a reason instead.
+
+The refit runs before the ensemble is chosen, and its members are candidates of the ensemble's pool
+(:func:`ensembles.pool.refit_candidates`): ``refit/members.json`` lists each member with its objective on
+select, its logits' row in ``refit/predictions.npz`` and, when models are saved, its own Keras model.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ import numpy as np
 from hpo.data import Splits
 from hpo.execution.packed.rows import class_labels, flat_rows
 from hpo.repro import trial_seed
+from hpo.results import write_json
+
+ACCURACY_OBJECTIVES = ("accuracy", "sparse_categorical_accuracy", "categorical_accuracy")
 
 
 def packable(builder: str, splits: Splits, params: Mapping[str, Any]) -> str | None:
@@ -33,9 +40,27 @@ def packable(builder: str, splits: Splits, params: Mapping[str, Any]) -> str | N
     return None
 
 
+def objective_on_select(objective: str | None, logits: np.ndarray, y: np.ndarray) -> float | None:
+    """A refit member's objective on select from its logits: accuracy, or the loss (cross-entropy; a trial's
+    Keras loss also carries its L2 penalty); None for an objective logits alone cannot give."""
+    from ensembles.metrics import log_softmax
+
+    z = logits.astype("float64")
+    if objective in ACCURACY_OBJECTIVES:
+        return float((z.argmax(-1) == y).mean())
+    if objective == "loss":
+        return float(-log_softmax(z)[np.arange(len(y)), y].mean())
+    return None
+
+
 def seed_refit(builder: str, params: Mapping[str, Any], splits: Splits, *, members: int, epochs: int,
-               batch_size: int, seed: int, out_dir: Path) -> dict[str, Any]:
-    """Train ``members`` seeds of ``params`` packed; logits on select/audit/test, per-member and averaged metrics."""
+               batch_size: int, seed: int, out_dir: Path, trial: int | None = None, objective: str | None = None,
+               save_models: bool = False) -> dict[str, Any]:
+    """Train ``members`` seeds of ``params`` packed; logits on select/audit/test, per-member and averaged metrics.
+
+    ``refit/members.json`` records each member as an ensemble candidate (a refit of ``trial``, scored by
+    ``objective`` on select); with ``save_models`` each member is saved as its own Keras model taking the
+    study's input, as a trial's model does."""
     import keras
 
     from ensembles.metrics import classification_metrics, softmax
@@ -56,10 +81,15 @@ def seed_refit(builder: str, params: Mapping[str, Any], splits: Splits, *, membe
                        validation_data=(x["select"], y["select"]), member_metrics=False,
                        predict_on={s: x[s] for s in ("select", "audit", "test")})
     wall = time.perf_counter() - started
-    keras.backend.clear_session()
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_dir / "predictions.npz", **{f"{s}/{head.name}": z.astype("float32")
                                                          for s, z in res.logits.items()})
+    models = _save_members(res.model, splits, out_dir) if save_models else [None] * members
+    keras.backend.clear_session()
+    write_json(out_dir / "members.json", [
+        {"member": k, "trial": trial, "seed": seeds[k], "params": dict(params),
+         "value": objective_on_select(objective, res.logits["select"][k], y["select"]),
+         "predictions_path": "predictions.npz", "model_path": models[k]} for k in range(members)])
     report: dict[str, Any] = {"members": members, "seeds": seeds, "params": dict(params), "wall_s": wall,
                               "fit_s": res.fit_s, "predictions": str(out_dir / "predictions.npz")}
     for s, z in res.logits.items():
@@ -68,3 +98,22 @@ def seed_refit(builder: str, params: Mapping[str, Any], splits: Splits, *, membe
         report[s] = {"member_accuracy_median": float(np.median(singles)), "member_accuracy_min": float(min(singles)),
                      "member_accuracy_max": float(max(singles)), **{f"logit_average_{k}": v for k, v in avg.items()}}
     return report
+
+
+def _save_members(packed: Any, splits: Splits, out_dir: Path) -> list[str]:
+    """Each member of the packed model as its own Keras model (``member_K/model.keras``, relative to ``out_dir``)
+    taking the study's input as it comes (a packed MLP takes flattened rows)."""
+    import keras
+
+    from hpo.execution.packed import unpack
+
+    name, shape = next(iter(splits.spec.inputs.items()))
+    paths = []
+    for k, member in enumerate(unpack(packed, compile=False)):
+        inputs = keras.Input(shape, name=name)
+        x = keras.layers.Flatten(name="flatten_rows")(inputs) if len(shape) != 1 else inputs
+        model = keras.Model(inputs, member(x), name=f"refit_member_{k}")
+        (out_dir / f"member_{k}").mkdir(exist_ok=True)
+        model.save(out_dir / f"member_{k}" / "model.keras")
+        paths.append(f"member_{k}/model.keras")
+    return paths

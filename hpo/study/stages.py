@@ -1,5 +1,5 @@
 """The end of a study, as a list of small stages run in order on the open :class:`StudyRun`: summary,
-ensemble, seed refit, plots, guards, summary file and report, and the parent run's final record."""
+seed refit (whose members are ensemble candidates), ensemble, plots, guards, summary file and report, and the parent run's final record."""
 
 from __future__ import annotations
 
@@ -49,27 +49,25 @@ def ensemble_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None
 
 def _ensemble(run: StudyRun, logged: bool, summary_best: int | None) -> dict[str, Any]:
     from ensembles import build_ensemble
+    from ensembles.artifact import member_name
 
     e, save = run.cfg.ensemble, run.cfg.training.save_models
     rep = build_ensemble(run.run_dir, method=e.method, combine=e.combine, size=e.size, metric=e.metric,
                          calibrate=e.calibrate, confidence=e.confidence, snapshots=bool(e.snapshot_epochs), max_per_config=e.max_per_config,
                          save_artifact=save, tracking_uri=run.uri if (save and logged) else None,
                          parent_run_id=run.parent, incumbent_counted=summary_best, seed=run.cfg.study.seed)
-    return {"members": [(_member_name(m), m["weight"]) for m in rep.members], "metrics": rep.metrics,
+    return {"members": [(member_name(m), m["weight"]) for m in rep.members], "metrics": rep.metrics,
             "best_single": rep.best_single["metrics"], "best_single_trial": rep.best_single["trial"],
             "best_single_alone": rep.best_single_alone,
-            "member_records": [{k: m[k] for k in ("trial", "epoch", "count", "temperature")} for m in rep.members],
+            "member_records": [{k: m[k] for k in ("trial", "epoch", "refit", "count", "temperature")}
+                               for m in rep.members],
             "artifact_dir": rep.artifact_dir,
             "mlflow_run_id": rep.mlflow_run_id, "model_uri": rep.model_uri}
 
 
-def _member_name(m: dict[str, Any]) -> int | str:
-    """A member as the summary names it: its trial number, or ``"12@e3"`` for trial 12's snapshot at epoch 3."""
-    return m["trial"] if m.get("epoch") is None else f"{m['trial']}@e{m['epoch']}"
-
-
 def seed_refit_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
-    """``ensemble.seed_refit``: the incumbent retrained with new seeds as one packed model."""
+    """``ensemble.seed_refit``: the incumbent retrained with new seeds as one packed model, before the ensemble
+    stage so that its members are candidates of the ensemble's pool."""
     cfg = run.cfg
     if not (cfg.ensemble.seed_refit > 0 and summary.best_trial is not None):
         return
@@ -78,7 +76,8 @@ def seed_refit_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> No
 
     summary.seed_refit = seed_refit(cfg.space.builder, summary.best_params, run.splits, members=cfg.ensemble.seed_refit,
                                     epochs=cfg.training.epochs, batch_size=cfg.training.batch_size,
-                                    seed=cfg.study.seed, out_dir=run.run_dir / "refit")
+                                    seed=cfg.study.seed, out_dir=run.run_dir / "refit", trial=summary.best_trial,
+                                    objective=cfg.objective.metric, save_models=cfg.training.save_models)
     if "skipped" in summary.seed_refit:
         log.warning("seed refit skipped: %s", summary.seed_refit["skipped"])
     else:
@@ -201,7 +200,7 @@ def end_tracking_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> 
         log.warning(undelivered)
 
 
-STAGES: tuple[Stage, ...] = (ensemble_stage, seed_refit_stage, plots_stage, guards_stage, front_stage, files_stage,
+STAGES: tuple[Stage, ...] = (seed_refit_stage, ensemble_stage, plots_stage, guards_stage, front_stage, files_stage,
                              end_tracking_stage)
 
 

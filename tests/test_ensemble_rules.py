@@ -1,0 +1,72 @@
+"""Rules that keep select's noise out of an ensemble: a member's temperature only where calibration earns it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ensembles.calibrate import cross_fitted_gain, member_temperature
+from ensembles.combine import fit_temperature
+from ensembles.metrics import log_softmax
+
+
+def _calibrated(n: int, c: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Log-probabilities the labels were drawn from (the right temperature is 1)."""
+    rng = np.random.default_rng(seed)
+    lp = log_softmax(rng.normal(size=(n, c)) * 2.0)
+    y = np.array([rng.choice(c, p=np.exp(row)) for row in lp])
+    return lp, y
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_calibrated_member_on_few_rows_keeps_its_raw_logits(seed: int) -> None:
+    """216 rows (digits' select split) of a calibrated member: the plain fit moves off 1 by noise, the earned
+    temperature stays exactly 1."""
+    lp, y = _calibrated(216, 10, seed)
+    assert fit_temperature(lp, y) != 1.0
+    assert member_temperature(lp, y, confidence=0.95) == 1.0
+    assert member_temperature(lp, y, confidence=0.0) == fit_temperature(lp, y)
+
+
+@pytest.mark.parametrize("scale", [4.0, 0.2])
+def test_a_badly_calibrated_member_earns_its_temperature(scale: float) -> None:
+    """Over-confident (x4) or under-confident (x0.2) logits on 216 rows keep their fitted temperature."""
+    lp, y = _calibrated(216, 10, seed=7)
+    z = lp * scale
+    t = member_temperature(z, y, confidence=0.95)
+    assert t == fit_temperature(z, y) and t == pytest.approx(scale, rel=0.35)
+
+
+def test_cross_fitted_gain_scores_each_row_with_a_fit_that_did_not_see_it() -> None:
+    """Out-of-fold gains: near zero or below for calibrated logits (a fit on the same rows always gains a
+    little), large for over-confident ones."""
+    lp, y = _calibrated(500, 10, seed=3)
+    gain = cross_fitted_gain(lp, y)
+    assert gain.shape == (500,) and np.isfinite(gain).all()
+    assert gain.sum() < 1.0  # no temperature helps calibrated rows out of sample; in sample it always helps a bit
+    over = cross_fitted_gain(lp * 3.0, y)
+    assert over.mean() > 0.5
+
+
+def test_a_fifth_of_a_weaker_member_joins_when_half_of_it_would_not() -> None:
+    """Small steps: a confidently wrong 5% of the best member's rows are softened by 1/5 of a weak, honest member
+    (select NLL 0.53 -> 0.48) while a half share is worse (0.69): the 1/(k+1) step is refused, the 1/size step
+    is taken, and the guard holds (accuracy unchanged)."""
+    from ensembles.select import greedy
+
+    from .test_ensemble_calibration import _synthetic_pool
+
+    rng = np.random.default_rng(0)
+    n, c = 1000, 10
+    y = rng.integers(0, c, n)
+    best = np.zeros((n, c))
+    wrong = (y + 1 + rng.integers(0, c - 1, n)) % c
+    err = rng.random(n) < 0.05
+    best[np.arange(n), np.where(err, wrong, y)] = np.where(err, 6.0, 4.0)
+    weak = rng.normal(0, 0.6, (n, c))
+    weak[np.arange(n), y] += 1.2
+    pool = _synthetic_pool([best, weak], y, [float((z.argmax(1) == y).mean()) for z in (best, weak)])
+    plain, _ = greedy(pool, guard="accuracy", confidence=0.95, max_size=5)
+    small, steps = greedy(pool, guard="accuracy", confidence=0.95, max_size=5, small_steps=True)
+    assert plain.tolist() == [1, 0]
+    assert small.tolist() == [4, 1] and [s.tolist() for s in steps] == [[1, 0], [4, 1]]
