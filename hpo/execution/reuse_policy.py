@@ -1,9 +1,9 @@
 """When this process reuses compiled models across trials (:mod:`hpo.execution.reuse`): under which backends, the
 switch that turns it off, and how many of them, of what size, it keeps.
 
-Under JAX a small trial spends most of its time compiling its steps; under TensorFlow building, tracing and
-compiling its ``tf.function`` steps are about 40% of a small trial on 2 CPU cores
-(``experiments/results/reuse_bench.json``). Keras keeps both kinds of compiled step on the model object
+Under JAX a small trial spends most of its time compiling its steps; under TensorFlow tracing its
+``tf.function`` steps is a large share too (a digits MLP trial on 2 CPU cores: 41% measured in issue 23, a reused
+trial 36% of a fresh one's time in ``experiments/results/reuse_bench.json``). Keras keeps both kinds of compiled step on the model object
 (``train_function``, ``test_function``, ``predict_function``), so a kept model trains again without compiling.
 Under TensorFlow they outlive ``keras.backend.clear_session()`` between trials: it resets Keras' global state
 (name counters, the default seed generator), TF1's default graph and the eager kernel cache, none of which a
