@@ -661,6 +661,37 @@ def render_compiles(d: Mapping[str, Any], name: str) -> str:
     ])
 
 
+# -- fresh against reused compiled models (experiments.reuse_bench) ---------------------------------------------
+def render_reuse_bench(d: Mapping[str, Any], name: str) -> str:
+    s, backends = d["settings"], d["backends"]
+    rows = [[f"`{b}`", secs(r["fresh_wall_s"]), secs(r["reused_wall_s"]), f"{r['speedup']:.2f}×",
+             pct(r["saved_share"], 0), ", ".join(f"{x:.2f}" for x in r["per_rep_ratio"]),
+             f"{secs(r['fresh_fit_s'])} / {secs(r['reused_fit_s'])}",
+             f"{num(r['fresh_compilations'])} / {num(r['reused_compilations'])}" if b == "jax" else "—",
+             "yes" if r["all_identical"] else "**no**"] for b, r in backends.items()]
+    startup = [[f"`{b}`", secs(r["startup"]["wall_s"]), len(r["startup"]["compilations"]),
+                ", ".join(f"`{f}`" for f in r["startup"]["compilations"]) or "none"]
+               for b, r in backends.items()]
+    return "\n\n".join([
+        "## Fresh model against the kept compiled model, per trial (`reuse_bench`)", environment(d, name),
+        f"Digits, {s['model']}, {s['epochs']} epochs at batch size {s['batch_size']} with the select split as "
+        "validation, then the predictions of select, audit and test: one `run_trial` call. Each backend in its "
+        "own process; after one untimed trial, each of "
+        f"{s['reps']} repetitions runs a trial on a freshly built model with no kept model to reuse (it builds, "
+        "traces and compiles its own steps) and then the same trial (same seed and learning rate; another per "
+        "repetition) on the model the first one left compiled, loaded with its own freshly built initial state "
+        "(`hpo.execution.reuse`). Medians over the repetitions; the reused trial must give exactly the fresh "
+        f"trial's history and objective. JAX's persistent compilation cache: {s['jax_compilation_cache']}. "
+        f"Whole run: {secs(d.get('total_wall_s'))}." + (f" {d['note']}." if d.get("note") else ""),
+        table(["backend", "fresh trial, median", "reused trial, median", "speed-up", "time saved",
+               "reused / fresh per repetition", "fit: fresh / reused", "compilations: fresh / reused (JAX)",
+               "reused = fresh"], rows),
+        "Study start-up in the same processes (data, space discovery, preflight); compilations are JAX's "
+        "backend-compile events (none are counted under TensorFlow):",
+        table(["backend", "start-up wall", "compilations", "compiled functions"], startup),
+    ])
+
+
 def render_mutation(d: Mapping[str, Any], name: str) -> str:
     s, mods = d["settings"], d["modules"]
     target = s.get("target_score", 0.85)
@@ -758,6 +789,7 @@ RENDERERS: list[tuple[str, Callable[[Any, str], str]]] = [
     ("bench_quality", render_quality), ("bench_ensemble", render_ensemble), ("ensemble_gain", render_ensemble_gain),
     ("bench_overhead", render_overhead),
     ("cv_bench", render_cv_bench), ("hyperband_bench", render_hyperband_bench), ("compiles", render_compiles),
+    ("reuse_bench", render_reuse_bench),
     ("mnist_ensemble", render_mnist_ensemble), ("mnist_validation_noise", render_validation_noise), ("scale", render_scale),
     ("gpu_suite", render_gpu_suite), ("mutation", render_mutation),
 ]

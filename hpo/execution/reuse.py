@@ -1,6 +1,7 @@
 """Compiled models reused across trials: a trial whose architecture, compilation and batch size this process has
 already compiled trains the compiled model, loaded with the new model's initial state, instead of compiling it
-again (under JAX, compiling is most of a small trial).
+again (under JAX, compiling is most of a small trial; under TensorFlow, tracing is about 40%). Which backends reuse, the
+switch that turns it off and the memory kept: :mod:`hpo.execution.reuse_policy`.
 
 The new model is still built for every trial (its initial weights, seed states, learning rate); only its state
 moves into the compiled twin, so the trial trains exactly as the new model would have. What is compiled in as
@@ -14,7 +15,7 @@ import json
 from collections import OrderedDict
 from typing import Any
 
-from hpo.execution.xla import compiles_per_shape
+from hpo.execution.reuse_policy import evict, reuse_enabled
 
 __all__ = ["MAX_TWINS", "clear_twins", "compiled_twin", "signature"]
 
@@ -92,10 +93,9 @@ def transplant(twin: Any, fresh: Any) -> bool:
 
 def compiled_twin(model: Any, fit: Any) -> Any:
     """The model a trial trains: ``model`` itself, kept as the compiled model of its signature, or the compiled
-    model of the same signature loaded with ``model``'s initial state. JAX only: TensorFlow traces in
-    milliseconds what JAX compiles in seconds, and its graphs do not survive ``clear_session`` between
-    trials."""
-    if not compiles_per_shape():
+    model of the same signature loaded with ``model``'s initial state; ``model`` itself where
+    :func:`~hpo.execution.reuse_policy.reuse_enabled` says no (PyTorch, or the switch off)."""
+    if not reuse_enabled():
         return model
     key = signature(model, fit.batch_size)
     if key is None:
@@ -106,6 +106,5 @@ def compiled_twin(model: Any, fit: Any) -> Any:
         return twin
     _TWINS[key] = model
     _TWINS.move_to_end(key)
-    while len(_TWINS) > MAX_TWINS:
-        _TWINS.popitem(last=False)
+    evict(_TWINS, MAX_TWINS)
     return model

@@ -129,6 +129,24 @@ def to_device(a: np.ndarray) -> Any:
     return _put(a) if compiles_per_shape() else a
 
 
+def _host_variable_value(convert: Any) -> Any:
+    """A JAX Variable's ``_convert_to_tensor`` that makes a Python or NumPy value of a known dtype on the host.
+    ``jnp.asarray(0.001, dtype="float32")`` compiles a ``convert_element_type`` program once per dtype: the
+    optimizer's ``iterations`` and ``learning_rate`` variables made the only two compilations of a study's
+    start-up besides the preflight's test step. Arrays and tracers go through Keras' own conversion."""
+
+    def host_value(self: Any, value: Any, dtype: Any = None) -> Any:
+        if dtype is not None and isinstance(value, (int, float, np.ndarray, np.generic)):
+            try:
+                host = np.dtype(_dtype(dtype))
+            except TypeError:  # a dtype NumPy does not name (bfloat16 without ml_dtypes): Keras' own way
+                return convert(self, value, dtype)
+            return _put(np.asarray(value, dtype=host))
+        return convert(self, value, dtype)
+
+    return host_value
+
+
 def _put(a: np.ndarray) -> Any:
     # device_put, not jnp.asarray: JAX stages a NumPy array given without a dtype through a program compiled
     # per shape
@@ -151,18 +169,23 @@ def host_initialisers() -> Iterator[None]:
     per new kernel shape (2-3 per trial of a search over widths, besides the optimizer's slots). Keras has no
     switch for this, so the two module names its initialisers draw through are pointed at NumPy versions for the
     duration: same distributions and seeding rules, no compilation. Not thread-safe (trials of one process run
-    one at a time)."""
+    one at a time). Variables made from a Python or NumPy value (the optimizer's iteration count and learning
+    rate) are converted on the host too."""
     if not compiles_per_shape():
         yield
         return
+    from keras.src.backend.jax import core as jax_core
     from keras.src.initializers import constant_initializers as const
     from keras.src.initializers import random_initializers as rand
 
     saved_random, saved_ops = rand.random, const.ops
+    saved_convert = jax_core.JaxVariable.__dict__["_convert_to_tensor"]
     shim = _HostRandom(**{k: getattr(saved_random, k) for k in dir(saved_random) if not k.startswith("__")
                           and k not in ("uniform", "normal", "truncated_normal")})
     rand.random, const.ops = shim, _HostOps(saved_ops)
+    jax_core.JaxVariable._convert_to_tensor = _host_variable_value(saved_convert)
     try:
         yield
     finally:
         rand.random, const.ops = saved_random, saved_ops
+        jax_core.JaxVariable._convert_to_tensor = saved_convert
