@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["compiles_per_shape", "compilation_cache_dir", "enable_compilation_cache", "host_initialisers"]
+__all__ = ["compiles_per_shape", "compilation_cache_dir", "enable_compilation_cache", "host_initialisers", "to_device"]
 
 _CACHE: dict[str, str | None] = {}
 
@@ -121,6 +121,11 @@ class _HostOps:
     @staticmethod
     def cast(x: Any, dtype: Any) -> Any:
         return _put(np.asarray(x).astype(_dtype(dtype)))
+
+
+def to_device(a: np.ndarray) -> Any:
+    """A host array on the backend's device without a compilation (JAX), to assign to a variable."""
+    return _put(a)
 
 
 def _put(a: np.ndarray) -> Any:
