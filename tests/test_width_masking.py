@@ -205,3 +205,24 @@ def test_buckets_and_backend_gate() -> None:
     assert [bucket(n) for n in (1, 2, 16, 17, 40, 64, 65, 500)] == [1, 2, 16, 32, 64, 64, 128, 512]
     if keras.backend.backend() != "jax":  # other backends keep the model they built
         assert template_twin(_model(), 64) is None
+
+
+def test_models_differing_in_widths_dropout_and_l2_share_a_structure() -> None:
+    from hpo.execution.templates import _structure
+
+    def seq(units: int, rate: float, l2: float | None, act: str = "relu") -> keras.Model:
+        m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(
+            units, activation=act, kernel_regularizer=keras.regularizers.L2(l2) if l2 else None),
+            keras.layers.Dropout(rate), keras.layers.Dense(3)])
+        m.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+        return m
+
+    def key(m: keras.Model, batch: int = 32) -> str | None:
+        plan = _plan(m)
+        assert plan is not None
+        return _structure(m, plan, batch)
+
+    a = key(seq(12, 0.2, None))
+    assert a is not None and a == key(seq(10, 0.4, 1e-3)) == key(seq(16, 0.1, 1e-5))  # all held at 16 units
+    assert a != key(seq(17, 0.2, None))  # 32 units
+    assert a != key(seq(12, 0.2, None, act="tanh")) and a != key(seq(12, 0.2, None), batch=64)
