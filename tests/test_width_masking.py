@@ -105,16 +105,28 @@ JAX_SCRIPT = textwrap.dedent("""
     def trial(i, **kw):
         compiled.clear()
         r = run_trial(number=i, params={**space.defaults(), **kw}, seed=7, build=build_fn, space=space,
-                      splits=splits, settings=TrialSettings(epochs=2), trial_dir=tmp / str(i))
+                      splits=splits, settings=TrialSettings(epochs=2, snapshot_epochs=(1,)), trial_dir=tmp / str(i),
+                      checkpoint=True)
         assert r.state.name == "COMPLETE", r.error
         names = list(compiled)
         m = keras.saving.load_model(r.model_path, safe_mode=True)
+        snap = keras.saving.load_model(tmp / str(i) / "snapshots" / "epoch_001" / "model.keras", safe_mode=True)
+        from hpo.execution.continuation import load_checkpoint
+        from hpo.space import call_builder
+        again_built = call_builder(build_fn, space.hyperparameters_for({**space.defaults(), **kw}), splits.spec)
+        load_checkpoint(again_built, tmp / str(i) / "checkpoint.weights.h5")  # weights and optimizer state
+        ckpt_diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+                        for a, b in zip(again_built.trainable_variables + again_built.optimizer.variables[2:],
+                                        m.trainable_variables + m.optimizer.variables[2:]))
         with np.load(r.predictions_path) as f:
             logits = f["test/digit"]
         again = np.asarray(m.predict(splits.x["test"], verbose=0))
         return {"compiled": names, "params": r.measures["params"], "count": m.count_params(),
                 "units": [l.units for l in m.layers if isinstance(l, keras.layers.Dense)],
                 "classes": sorted({type(l).__name__ for l in m.layers}),
+                "snapshot_units": [l.units for l in snap.layers if isinstance(l, keras.layers.Dense)],
+                "checkpoint_diff": ckpt_diff,
+                "moments": max(float(np.abs(np.asarray(v)).max()) for v in again_built.optimizer.variables[2:]),
                 "logits_diff": float(np.abs(logits - again).max())}
 
     out["trial_40"] = trial(0, units=40, layers=2)
@@ -167,6 +179,8 @@ def test_a_new_width_in_a_compiled_bucket_compiles_no_step_and_saves_the_users_m
         assert t["units"] == [units, units, 10] and t["classes"] == ["Activation", "Dense", "InputLayer"]
         assert t["params"] == t["count"]  # the measure counts the user's model, not the template
         assert t["logits_diff"] < 1e-5  # predictions.npz (from the template) match the saved model's
+        assert t["snapshot_units"] == [units, units, 10]  # an epoch's snapshot is the user's model too
+        assert t["checkpoint_diff"] == 0.0 and t["moments"] > 0  # trained weights and optimizer moments
 
 
 def _model(*middle: Any, out_from_hidden: bool = False) -> keras.Model:
