@@ -5,7 +5,8 @@ again (under JAX, compiling is most of a small trial).
 The new model is still built for every trial (its initial weights, seed states, learning rate); only its state
 moves into the compiled twin, so the trial trains exactly as the new model would have. What is compiled in as
 a constant (layer sizes, dropout rates, L2 factors, the optimizer's other settings) is part of the key; the
-learning rate, an optimizer variable, is not.
+learning rate, an optimizer variable, is not. Under JAX a trial tries :mod:`hpo.execution.templates` first,
+which also shares one compiled step across widths, dropout rates and L2 factors; this is the fallback.
 """
 
 from __future__ import annotations

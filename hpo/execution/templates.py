@@ -38,10 +38,15 @@ from typing import Any
 
 import numpy as np
 
-from hpo.execution.reuse import MAX_TWINS, signature
+from hpo.execution.reuse import signature
 from hpo.execution.xla import compiles_per_shape
 
-__all__ = ["bucket", "clear_templates", "template_twin", "user_model"]
+__all__ = ["MAX_TEMPLATES", "MAX_TEMPLATE_BYTES", "bucket", "clear_templates", "template_twin", "user_model"]
+
+# Templates kept per process, least recently used dropped first: a search revisits its structures (a TPE
+# search over depth and widths has a dozen or two), and each one dropped costs its compilation again
+MAX_TEMPLATES = 16
+MAX_TEMPLATE_BYTES = 1 << 30  # and no more than this in their variables (weights and optimizer slots) together
 
 ELEMENTWISE = frozenset({"relu", "gelu", "tanh", "sigmoid", "elu", "selu", "swish", "silu", "softplus", "softsign",
                          "linear", "leaky_relu", "relu6", "hard_sigmoid", "hard_silu", "hard_swish", "mish", "celu",
@@ -71,6 +76,11 @@ class _Plan:
 class _Entry:
     template: Any
     fresh: Any = None  # the user's model whose trial the template trains now
+
+    @property
+    def nbytes(self) -> int:
+        variables = list(self.template.variables) + list(self.template.optimizer.variables)
+        return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
 
 
 _TEMPLATES: "OrderedDict[str, _Entry]" = OrderedDict()
@@ -332,9 +342,10 @@ def template_twin(model: Any, batch_size: int) -> Any:
     entry = _TEMPLATES.get(key)
     if entry is None:
         entry = _TEMPLATES[key] = _Entry(_build(model, plan))
-        while len(_TEMPLATES) > MAX_TWINS:
-            _TEMPLATES.popitem(last=False)
     _TEMPLATES.move_to_end(key)
+    while len(_TEMPLATES) > 1 and (len(_TEMPLATES) > MAX_TEMPLATES
+                                   or sum(e.nbytes for e in _TEMPLATES.values()) > MAX_TEMPLATE_BYTES):
+        _TEMPLATES.popitem(last=False)
     if not _load(entry.template, model):
         return None
     entry.fresh = model
