@@ -31,6 +31,7 @@ predictions come from the template (the same numbers up to summation order).
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ import numpy as np
 
 from hpo.execution.reuse import signature
 from hpo.execution.xla import compiles_per_shape
+
+log = logging.getLogger(__name__)
 
 __all__ = ["MAX_TEMPLATES", "MAX_TEMPLATE_BYTES", "bucket", "clear_templates", "template_twin", "user_model"]
 
@@ -341,12 +344,21 @@ def template_twin(model: Any, batch_size: int) -> Any:
         return None
     entry = _TEMPLATES.get(key)
     if entry is None:
-        entry = _TEMPLATES[key] = _Entry(_build(model, plan))
+        try:
+            entry = _TEMPLATES[key] = _Entry(_build(model, plan))
+        except Exception as exc:  # e.g. a compile config Keras cannot rebuild (a loss given as a plain function)
+            log.debug("no compiled template for this model (%s: %s)", type(exc).__name__, exc)
+            return None
     _TEMPLATES.move_to_end(key)
     while len(_TEMPLATES) > 1 and (len(_TEMPLATES) > MAX_TEMPLATES
                                    or sum(e.nbytes for e in _TEMPLATES.values()) > MAX_TEMPLATE_BYTES):
         _TEMPLATES.popitem(last=False)
-    if not _load(entry.template, model):
+    try:
+        loaded = _load(entry.template, model)
+    except Exception as exc:  # the next trial loads every variable again
+        log.debug("the compiled template could not take this model's state (%s: %s)", type(exc).__name__, exc)
+        loaded = False
+    if not loaded:
         return None
     entry.fresh = model
     return entry.template
