@@ -124,8 +124,9 @@ class _HostOps:
 
 
 def to_device(a: np.ndarray) -> Any:
-    """A host array on the backend's device without a compilation (JAX), to assign to a variable."""
-    return _put(a)
+    """A NumPy array as the value a Keras variable is initialised with: put on the JAX device as it is (JAX
+    would otherwise stage it through a program compiled per shape); the array itself under other backends."""
+    return _put(a) if compiles_per_shape() else a
 
 
 def _put(a: np.ndarray) -> Any:

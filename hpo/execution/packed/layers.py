@@ -19,6 +19,10 @@ Per-member hyperparameters that do not change shapes (the learning rate is in
 * **dropout rate**: :class:`PackedDropout` takes one rate per member.
 * **L2**: :class:`MemberL2` adds ``sum_m l2[m] * sum(kernel[m] ** 2)``, i.e. each member's own penalty.
 
+Rates and L2 factors are held in non-trainable variables (:class:`Setting`), not compiled in as constants, so a
+compiled packed model can train another pack of the same shapes with other values
+(:mod:`hpo.execution.packed.reuse`); only whether a model has dropout or L2 at all is part of its shape.
+
 Convolutions are not packed here: a ``PackedConv2D`` needs grouped convolutions (``groups=members``),
 which TensorFlow runs on CPU only through XLA and which the ``mlp`` space does not need; it is left out.
 """
@@ -28,9 +32,23 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import keras
+import numpy as np
 from keras import ops
 
 from hpo.execution.packed._common import PACKAGE, member_shape, per_member, variable_numpy
+from hpo.execution.xla import to_device
+
+
+def add_setting(layer: keras.layers.Layer, name: str, values: Sequence[float]) -> keras.Variable:
+    """A non-trainable ``(members,)`` variable of ``layer`` holding per-member values (a rate, an L2 factor):
+    read by the compiled step as state, so new values need no new compilation. Its path ends in ``name``;
+    :meth:`PackedLayer.member_weights` leaves such variables out."""
+    held = np.asarray(values, dtype="float32")
+    # A NumPy value, not keras.initializers.Constant: its eager broadcast compiles per shape under JAX.
+    var = layer.add_weight(name=name, shape=(len(values),), trainable=False, dtype="float32",
+                           initializer=lambda shape, dtype=None: to_device(held.copy()))
+    var._hpo_setting = True  # noqa: SLF001 - marks a setting, not a weight of the member's Dense layer
+    return var
 
 
 # -- initializer and regularizer -----------------------------------------------------------
@@ -59,7 +77,9 @@ class MemberInitializer(keras.initializers.Initializer):
         shape = tuple(shape)
         if shape[0] != self.members:
             raise ValueError(f"MemberInitializer for {self.members} members got shape {shape}")
-        return ops.stack([self._member(m)(shape[1:], dtype=dtype) for m in range(self.members)], axis=0)
+        # Stacked in NumPy: ops.stack runs eagerly and JAX compiles it for every new shape and member count.
+        draws = [ops.convert_to_numpy(self._member(m)(shape[1:], dtype=dtype)) for m in range(self.members)]
+        return to_device(np.stack(draws, axis=0))
 
     def get_config(self) -> dict[str, Any]:
         return {"base": keras.initializers.serialize(self.base), "members": self.members, "seeds": self.seeds}
@@ -69,11 +89,14 @@ class MemberInitializer(keras.initializers.Initializer):
 class MemberL2(keras.regularizers.Regularizer):
     """``sum_m l2[m] * sum(w[m] ** 2)``: each member's own L2 penalty (Keras' ``L2`` per member)."""
 
-    def __init__(self, l2: Sequence[float]):
+    def __init__(self, l2: Sequence[float], values: Any = None):
         self.l2 = [float(v) for v in l2]
+        self.values = values  # the layer's setting variable holding l2, when the layer made one
 
     def __call__(self, x):
-        coeff = ops.reshape(ops.convert_to_tensor(self.l2, dtype=x.dtype), member_shape(len(self.l2), len(x.shape)))
+        coeff = ops.convert_to_tensor(self.l2, dtype=x.dtype) if self.values is None else \
+            ops.cast(self.values, x.dtype)
+        coeff = ops.reshape(coeff, member_shape(len(self.l2), len(x.shape)))
         return ops.sum(ops.multiply(coeff, ops.square(x)))
 
     def get_config(self) -> dict[str, Any]:
@@ -90,7 +113,10 @@ class PackedLayer(keras.layers.Layer):
         raise NotImplementedError
 
     def member_weights(self, m: int) -> list[Any]:
-        return [variable_numpy(w)[m] for w in self.weights]
+        return [variable_numpy(w)[m] for w in self.weights if not getattr(w, "_hpo_setting", False)]
+
+    def set_member_values(self, values: Sequence[float]) -> None:  # pragma: no cover - interface
+        """New per-member values of the layer's setting (rates, L2 factors), as its config and its variable."""
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -123,10 +149,11 @@ class PackedDense(PackedLayer):
         if len(input_shape) == 3 and input_shape[0] is not None and input_shape[0] != self.members:
             raise ValueError(f"{self.name}: member-major input needs {self.members} members on axis 0; "
                              f"got shape {input_shape}")
+        self.l2_values = add_setting(self, "member_l2", self.l2) if self.l2 else None
         self.kernel = self.add_weight(
             name="kernel", shape=(self.members, features, self.units),
             initializer=MemberInitializer(self.kernel_initializer, self.members, self.seeds),
-            regularizer=MemberL2(self.l2) if self.l2 else None)
+            regularizer=MemberL2(self.l2, self.l2_values) if self.l2 else None)
         if self.use_bias:
             bias_seeds = None if self.seeds is None else [s + 1 for s in self.seeds]
             self.bias = self.add_weight(name="bias", shape=(self.members, self.units),
@@ -154,6 +181,14 @@ class PackedDense(PackedLayer):
     def compute_output_shape(self, input_shape):
         batch = input_shape[0] if len(input_shape) == 2 else input_shape[1]
         return (self.members, batch, self.units)
+
+    def set_member_values(self, values: Sequence[float]) -> None:
+        """New per-member L2 factors for a layer built with L2 (whether it has L2 is part of its shape)."""
+        if not self.l2:
+            raise ValueError(f"{self.name} was built without L2; its L2 factors cannot be set")
+        self.l2 = [float(v) for v in values]
+        self.kernel.regularizer.l2 = list(self.l2)
+        self.l2_values.assign(np.asarray(self.l2, dtype="float32"))
 
     def member_layer(self, m: int) -> keras.layers.Layer:
         reg = keras.regularizers.L2(self.l2[m]) if self.l2 and self.l2[m] > 0 else None
@@ -193,11 +228,22 @@ class PackedDropout(PackedLayer):
             raise ValueError(f"PackedDropout rates must be in [0, 1); got {self.rates}")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
+        self.active = any(r > 0 for r in self.rates)  # part of the shape: no dropout at all is another model
+        self.rate_values = add_setting(self, "member_rates", self.rates) if self.active else None
+
+    def set_member_values(self, values: Sequence[float]) -> None:
+        """New per-member rates for a layer built with dropout."""
+        rates = [float(r) for r in values]
+        if not self.active or len(rates) != self.members or any(not 0.0 <= r < 1.0 for r in rates):
+            raise ValueError(f"{self.name}: rates must be {self.members} values in [0, 1) for a layer built with "
+                             f"dropout; got {rates}")
+        self.rates = rates
+        self.rate_values.assign(np.asarray(rates, dtype="float32"))
 
     def call(self, x, training=False):
-        if not training or not any(r > 0 for r in self.rates):
+        if not training or not self.active:
             return x
-        rate = ops.reshape(ops.convert_to_tensor(self.rates, dtype=x.dtype), member_shape(self.members, len(x.shape)))
+        rate = ops.reshape(ops.cast(self.rate_values, x.dtype), member_shape(self.members, len(x.shape)))
         keep = ops.greater_equal(keras.random.uniform(ops.shape(x), seed=self.seed_generator, dtype=x.dtype), rate)
         return ops.where(keep, ops.divide(x, ops.subtract(1.0, rate)), ops.zeros_like(x))
 

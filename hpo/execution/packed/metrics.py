@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
-from hpo.execution.packed._common import PACKAGE
+from hpo.execution.packed._common import PACKAGE, variable_numpy
+from hpo.execution.xla import to_device
 
 
 def _member_labels(y_true, y_pred):
@@ -135,15 +137,26 @@ class MemberMetrics(keras.metrics.Metric):
         self.count.assign_add(n)
 
     def result(self):
-        acc = ops.divide_no_nan(self.correct, self.count)
-        ce = ops.divide_no_nan(self.cross_entropy, self.count)
+        try:
+            # Keras reads results outside the compiled step at the end of every epoch; eager ops there compile
+            # one XLA program per member count under JAX, NumPy does not. Inside a traced step the values are
+            # symbolic and cannot become NumPy: the same arithmetic in keras.ops then.
+            correct, ce_sum, count = (np.asarray(variable_numpy(v), dtype="float64")
+                                      for v in (self.correct, self.cross_entropy, self.count))
+        except Exception:
+            acc = ops.divide_no_nan(self.correct, self.count)
+            ce = ops.divide_no_nan(self.cross_entropy, self.count)
+        else:
+            acc = correct / count if count else np.zeros_like(correct)
+            ce = ce_sum / count if count else np.zeros_like(ce_sum)
+            acc, ce = [float(v) for v in acc], [float(v) for v in ce]
         out = {f"member_{m}_accuracy": acc[m] for m in range(self.members)}
         out.update({f"member_{m}_loss": ce[m] for m in range(self.members)})
         return out
 
     def reset_state(self):
         for v in (self.correct, self.cross_entropy):
-            v.assign(ops.zeros((self.members,), dtype=self.dtype))
+            v.assign(to_device(np.zeros((self.members,), dtype=self.dtype)))  # NumPy: an eager ops.zeros compiles under JAX
         self.count.assign(0.0)
 
     def get_config(self) -> dict[str, Any]:

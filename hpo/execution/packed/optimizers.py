@@ -8,7 +8,9 @@ learning rate at all. Scaling the ``learning_rate`` argument inside ``update_ste
 unpacked optimizer with learning rate ``lr_m`` does, for SGD (with or without momentum), Adam
 (``alpha = lr * sqrt(1 - b2^t) / (1 - b1^t)``) and RMSprop alike. The optimizer's own ``learning_rate`` stays
 a global multiplier (1.0 by default, or a schedule). Weight decay is refused: Keras applies it with the
-scalar learning rate, outside ``update_step``.
+scalar learning rate, outside ``update_step``. The per-member rates are an optimizer variable, not a compiled
+constant, so a compiled packed model trains another pack with other rates without compiling again
+(:meth:`_MemberLearningRates.set_member_learning_rates`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import keras
+import numpy as np
 from keras import ops
 
 from hpo.execution.packed._common import PACKAGE, member_shape
+from hpo.execution.xla import to_device
 
 
 class _MemberLearningRates:
@@ -35,6 +39,16 @@ class _MemberLearningRates:
             raise ValueError(f"member_learning_rates must be non-empty and non-negative; got {rates}")
         self.member_learning_rates = rates
 
+    def set_member_learning_rates(self, member_learning_rates: Sequence[float]) -> None:
+        """New per-member learning rates (as many as before), in the config and, once built, the variable."""
+        rates = tuple(float(v) for v in member_learning_rates)
+        if len(rates) != len(self.member_learning_rates) or any(r < 0 for r in rates):
+            raise ValueError(f"member_learning_rates must be {len(self.member_learning_rates)} non-negative "
+                             f"values; got {rates}")
+        self.member_learning_rates = rates
+        if getattr(self, "_member_rates", None) is not None:
+            self._member_rates.assign(np.asarray(rates, dtype="float32"))
+
     def build(self, variables):
         members = len(self.member_learning_rates)
         for v in variables:
@@ -42,11 +56,16 @@ class _MemberLearningRates:
                 raise ValueError(f"packed optimizer for {members} members: variable {v.path!r} of shape {v.shape} "
                                  f"has no leading member axis; every trainable variable must be packed")
         super().build(variables)
+        held = np.asarray(self.member_learning_rates, dtype="float32")
+        # A NumPy initial value: keras.initializers.Constant broadcasts eagerly, which JAX compiles per shape.
+        self._member_rates = self.add_variable(shape=(members,), dtype="float32", name="member_learning_rates",
+                                               initializer=lambda shape, dtype=None: to_device(held.copy()))
 
     def update_step(self, gradient, variable, learning_rate):
         members = len(self.member_learning_rates)
-        scale = ops.reshape(ops.convert_to_tensor(self.member_learning_rates, dtype=variable.dtype),
-                            member_shape(members, len(variable.shape)))
+        rates = getattr(self, "_member_rates", None)
+        rates = ops.convert_to_tensor(self.member_learning_rates) if rates is None else rates
+        scale = ops.reshape(ops.cast(rates, variable.dtype), member_shape(members, len(variable.shape)))
         return super().update_step(gradient, variable, ops.multiply(ops.cast(learning_rate, variable.dtype), scale))
 
     def get_config(self) -> dict[str, Any]:

@@ -41,7 +41,10 @@ from hpo.space import SearchSpace
 from hpo.execution.memory import release_memory, start_trial_memory
 from hpo.space.fit_params import FIT_PARAMS
 from hpo.execution.packed.rows import class_labels, flat_rows
+from hpo.execution.packed.reuse import compiled_pack
 from hpo.execution.scoring import predict
+from hpo.execution.shapes import PaddedEpochs, forward_rows, padded_predict
+from hpo.execution.xla import compiles_per_shape, host_initialisers
 from hpo.execution.trial import TrialSettings
 from hpo.results import TrialResult, TrialState
 
@@ -123,14 +126,25 @@ def train_pack(*, numbers: Sequence[int], params: Sequence[Mapping[str, Any]], s
         x, y = _rows(splits)
         spec = PackedMLPSpec.from_params([dict(p) for p in params], input_shape=(x["train"].shape[1],),
                                          n_classes=head.n_classes, seeds=list(seeds), head_name=head.name)
-        model = build_packed_mlp(spec, member_metrics=True)
-        reports = _Reports(histories=[{} for _ in results])
-        per_epoch = ("select", "audit") if settings.audit_per_epoch else ("select",)
         epochs, batch_size = settings.for_trial(params[0], epochs)  # shared by the pack (see shape_key)
-        model.fit(x["train"], y["train"], epochs=epochs, batch_size=batch_size, verbose=0,
-                  callbacks=[_MemberEpochs(reports, listeners, {s: (x[s], y[s]) for s in per_epoch},
-                                           started, settings.timeout_s)])
-        _settle(results, model, spec, x, y, reports, trial_dirs=trial_dirs, settings=settings, started=started)
+        with host_initialisers():  # initial weights, optimizer slots, unpacked members: drawn on the host (JAX)
+            # A pack of shapes this process compiled before trains that compiled model (hpo.execution.packed.reuse)
+            model = compiled_pack(build_packed_mlp(spec, member_metrics=True), spec, batch_size, True)
+            reports = _Reports(histories=[{} for _ in results])
+            per_epoch = ("select", "audit") if settings.audit_per_epoch else ("select",)
+            rows = _forward_rows(x)
+            cbs = [_MemberEpochs(reports, listeners, {s: (x[s], y[s]) for s in per_epoch}, started,
+                                 settings.timeout_s, rows)]
+            n = len(y["train"])
+            if n % batch_size and compiles_per_shape():
+                # One train step shape instead of two (the last partial batch): see hpo.execution.shapes
+                data = PaddedEpochs(x["train"], y["train"], batch_size,
+                                    seed=int(np.random.randint(2**31 - 1)))
+                model.fit(data, epochs=epochs, shuffle=False, verbose=0, callbacks=cbs)
+            else:
+                model.fit(x["train"], y["train"], epochs=epochs, batch_size=batch_size, verbose=0, callbacks=cbs)
+            _settle(results, model, spec, x, y, reports, trial_dirs=trial_dirs, settings=settings,
+                    started=started, rows=rows)
     except Exception as exc:  # the packed fit itself failed: every member not already settled fails with it
         for r in results:
             if r.state is TrialState.FAILED and r.error is None:
@@ -149,8 +163,17 @@ def _rows(splits: Splits) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
             {s: class_labels(splits.y[s], head.one_hot) for s in SPLITS})
 
 
-def _eager_logits(model: Any, xs: np.ndarray) -> np.ndarray:
-    """(members, n, classes), from an eager forward pass: Keras' predict would retrace for each split's size."""
+def _forward_rows(x: Mapping[str, np.ndarray]) -> int | None:
+    """The one row count select, audit and test are padded to under JAX (see hpo.execution.shapes); else None."""
+    return forward_rows([len(x[s]) for s in ("select", "audit", "test")]) if compiles_per_shape() else None
+
+
+def _eager_logits(model: Any, xs: np.ndarray, rows: int | None) -> np.ndarray:
+    """(members, n, classes). With ``rows`` (JAX), from the compiled ``predict_on_batch`` on ``rows``-row chunks,
+    one program for every split (eager ops compile per shape); otherwise an eager forward pass (Keras' predict
+    would retrace for each split's size)."""
+    if rows is not None:
+        return np.swapaxes(np.asarray(padded_predict(model, xs, rows)), 0, 1)
     return np.swapaxes(np.asarray(predict(model, xs)), 0, 1)
 
 
@@ -177,8 +200,9 @@ class _MemberEpochs(keras.callbacks.Callback):
 
     def __init__(self, reports: _Reports, listeners: Sequence[Listener],
                  scored_splits: Mapping[str, tuple[np.ndarray, np.ndarray]], started: float,
-                 timeout_s: float | None) -> None:
+                 timeout_s: float | None, rows: int | None = None) -> None:
         super().__init__()
+        self.rows = rows  # the padded forward size under JAX (see _eager_logits)
         self.reports = reports
         self.listeners = listeners
         self.scored_splits = scored_splits  # split -> (rows, labels), scored after every epoch
@@ -188,7 +212,7 @@ class _MemberEpochs(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs or {}
         members = len(self.listeners)
-        scored = {s: _scores(_eager_logits(self.model, xs), ys) for s, (xs, ys) in self.scored_splits.items()}
+        scored = {s: _scores(_eager_logits(self.model, xs, self.rows), ys) for s, (xs, ys) in self.scored_splits.items()}
         for m in range(members):
             if m in self.reports.done:
                 continue
@@ -219,9 +243,9 @@ class _MemberEpochs(keras.callbacks.Callback):
 
 def _settle(results: list[TrialResult], model: Any, spec: PackedMLPSpec, x: Mapping[str, np.ndarray],
             y: Mapping[str, np.ndarray], reports: _Reports, *, trial_dirs: Sequence[Path], settings: TrialSettings,
-            started: float) -> None:
+            started: float, rows: int | None = None) -> None:
     """Every member's result after the fit: its history, and its final metrics, predictions and model (or why not)."""
-    logits = {s: _eager_logits(model, x[s]) for s in ("select", "audit", "test")}
+    logits = {s: _eager_logits(model, x[s], rows) for s in ("select", "audit", "test")}
     final = {s: _scores(logits[s], y[s]) for s in ("select", "audit")}
     unpacked = unpack(model, spec=spec) if settings.save_models else []
     wall = time.monotonic() - started

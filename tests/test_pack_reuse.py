@@ -1,0 +1,95 @@
+"""Packs compile once per shape and reuse their compiled model (issue 23): under JAX a pack compiles one train
+step and one predict step whatever its member count, a later pack of the same shapes with other learning rates,
+dropout rates, L2 factors and seeds compiles nothing and trains exactly as its own model would, and what it saves
+for each member carries that member's own values. Run in a subprocess with ``KERAS_BACKEND=jax``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+JAX_SCRIPT = textwrap.dedent("""
+    import json, tempfile
+    from pathlib import Path
+    from jax import monitoring
+    compiled = []
+    monitoring.register_event_duration_secs_listener(
+        lambda e, d, **k: compiled.append(k.get("fun_name")) if e == "/jax/core/compile/backend_compile_duration" else None)
+    import keras
+    import numpy as np
+    from hpo.config import from_dict
+    from hpo.execution.packed import train_pack
+    from hpo.execution.packed.reuse import clear_pack_twins
+    from hpo.execution.trial import TrialSettings
+    from hpo.study.prepare import prepare
+
+    cfg = from_dict({"study": {"name": "s"}, "data": {"dataset": "digits"}, "space": {"builder": "mlp"},
+                     "training": {"epochs": 2}})
+    build, splits, space = prepare(cfg)
+    base = {**space.defaults(), "layers": 2, "units": 24, "use_l2": True}
+    tmp = Path(tempfile.mkdtemp())
+    out = {}
+
+    def pack(tag, lrs, dropouts, l2s, seeds, **shape):
+        params = [{**base, "learning_rate": lr, "dropout": d, "l2": l2, **shape}
+                  for lr, d, l2 in zip(lrs, dropouts, l2s)]
+        dirs = [tmp / tag / str(i) for i in range(len(params))]
+        compiled.clear()
+        results = train_pack(numbers=list(range(len(params))), params=params, seeds=seeds,
+                             listeners=[lambda e, logs: None] * len(params), trial_dirs=dirs, splits=splits,
+                             settings=TrialSettings(epochs=2, batch_size=64))
+        assert all(r.state.name == "COMPLETE" for r in results), [r.error for r in results]
+        names = list(compiled)
+        logits = [np.load(r.predictions_path)["test/digit"] for r in results]
+        saved = []
+        for r in results:
+            m = keras.saving.load_model(r.model_path, compile=True)
+            drop = [l.rate for l in m.layers if isinstance(l, keras.layers.Dropout)]
+            l2 = [float(l.kernel_regularizer.l2) for l in m.layers
+                  if isinstance(l, keras.layers.Dense) and l.kernel_regularizer is not None]
+            saved.append({"dropout": drop, "l2": l2, "lr": float(keras.ops.convert_to_numpy(m.optimizer.learning_rate))})
+        return names, logits, [r.value for r in results], [r.history["loss"] for r in results], saved
+
+    # once per process (Keras' loss tracker, its optimizer's step counter), not per pack: paid here
+    pack("warm", [1e-3, 1e-3], [0.1, 0.1], [1e-4, 1e-4], [8, 9], units=16)
+    out["first"] = pack("a", [1e-3, 3e-3, 1e-2], [0.1, 0.2, 0.3], [1e-4, 1e-3, 1e-5], [1, 2, 3])[0]
+    b_names, b_logits, b_values, b_loss, b_saved = pack("b", [5e-3, 2e-3, 4e-4], [0.25, 0.05, 0.4],
+                                                        [2e-3, 3e-5, 5e-4], [4, 5, 6])
+    out["reused"], out["saved"] = b_names, b_saved
+    clear_pack_twins()  # the same pack on a packed model built and compiled for it
+    _, f_logits, f_values, f_loss, _ = pack("f", [5e-3, 2e-3, 4e-4], [0.25, 0.05, 0.4], [2e-3, 3e-5, 5e-4], [4, 5, 6])
+    out["reused_minus_fresh"] = max(float(np.abs(a - b).max()) for a, b in zip(b_logits, f_logits))
+    out["loss_diff"] = max(abs(a - b) for x, y in zip(b_loss, f_loss) for a, b in zip(x, y))
+    out["values"] = [b_values, f_values]
+    print("RESULT" + json.dumps(out))
+""")
+
+
+@pytest.mark.slow
+def test_packs_compile_once_per_shape_and_reuse_exactly(tmp_path: Path) -> None:
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "HPO_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
+    assert line is not None, proc.stderr[-3000:]
+    out = json.loads(line[len("RESULT"):])
+    # a pack of new shapes and member count: its train step and its predict step (select, audit and test padded to one size)
+    assert sorted(out["first"]) == ["jit(predict_step)", "jit(train_step)"], out["first"]
+    # the same shapes with other rates, L2 factors, learning rates and seeds: nothing compiles ...
+    assert out["reused"] == [], out["reused"]
+    # ... and it trains exactly as a packed model built and compiled for those values
+    assert out["reused_minus_fresh"] < 1e-5 and out["loss_diff"] < 1e-5, out
+    assert out["values"][0] == pytest.approx(out["values"][1], abs=1e-6)
+    # each member saved from the reused model carries its own values, not the first pack's
+    assert [s["dropout"] for s in out["saved"]] == [[0.25, 0.25], [0.05, 0.05], [0.4, 0.4]]
+    assert [s["l2"] for s in out["saved"]] == [[pytest.approx(v)] * 2 for v in (2e-3, 3e-5, 5e-4)]
+    assert [s["lr"] for s in out["saved"]] == [pytest.approx(v) for v in (5e-3, 2e-3, 4e-4)]
