@@ -115,9 +115,13 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     for w in wins:
         p = _phase(ev, hits, w["start"], w["end"])
         per_trial.append({"trial": w["number"], "state": w["state"], **{k: v for k, v in p.items() if k != "functions"},
+                          # a trial that compiles no train step trained a model (or template) compiled before
+                          "new_train_step": "jit(train_step)" in p["functions"],
                           "params": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                               for k, v in sorted(w["params"].items()))})
     steady = per_trial[1:] or per_trial
+    new = [t for t in steady if t["new_train_step"]]
+    repeated = [t for t in steady if not t["new_train_step"]]
     total = _phase(ev, hits, raw["start"], raw["end"] + 1)
     return {
         "startup": _phase(ev, hits, raw["start"], first), "after_trials": _phase(ev, hits, last, raw["end"] + 1),
@@ -129,6 +133,12 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
             "compile_share_median": statistics.median(t["compile_share"] for t in steady) if steady else None,
             "wall_s_median": statistics.median(t["wall_s"] for t in steady) if steady else None,
             "first_trial_excluded": len(per_trial) > 1,
+            "new_structure_trials": len(new),
+            "new_structure_compile_share_median": statistics.median(t["compile_share"] for t in new) if new else None,
+            "new_structure_compile_s_median": statistics.median(t["compile_s"] for t in new) if new else None,
+            "repeated_structure_trials": len(repeated),
+            "repeated_structure_compilations_max": max((t["compilations"] for t in repeated), default=None),
+            "repeated_structure_wall_s_median": statistics.median(t["wall_s"] for t in repeated) if repeated else None,
         },
         "compilation_cache_dir": raw.get("compilation_cache_dir"),
         "summary_compilation_cache": raw.get("summary_compilation_cache"),

@@ -81,6 +81,7 @@ JAX_SCRIPT = textwrap.dedent("""
     import numpy as np
     from hpo.config import from_dict
     from hpo.execution.reuse import clear_twins
+    from hpo.execution.templates import clear_templates
     from hpo.execution.trial import TrialSettings, run_trial
     from hpo.study.prepare import prepare
 
@@ -100,9 +101,10 @@ JAX_SCRIPT = textwrap.dedent("""
             return names, f["test/digit"], r.value
 
     out["first"] = trial(0, units=40)[0]
-    out["new_shape"] = trial(1, units=48)[0]
+    out["new_shape"] = trial(1, units=100)[0]  # 40 is held at 64 units, 100 at 128 (hpo.execution.templates)
     out["reused"], reused, v1 = trial(2, units=40, learning_rate=0.003)
     clear_twins()  # the same trial on a model built and compiled for it
+    clear_templates()
     _, fresh, v2 = trial(3, units=40, learning_rate=0.003)
     out["reused_minus_fresh"] = float(np.abs(reused - fresh).max())
     out["values"] = [v1, v2]

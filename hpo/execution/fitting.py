@@ -16,6 +16,7 @@ from hpo.data import Splits, concat
 from hpo.errors import TrialFailed, TrialPruned
 from hpo.execution.scoring import count_rows, flatten_predictions, predict, score, score_on_batch, scorable
 from hpo.execution.shapes import PaddedEpochs, forward_rows, padded_predict, pads_safely
+from hpo.execution.templates import user_model
 from hpo.execution.xla import compiles_per_shape
 from hpo.metric_names import split_name
 from hpo.results import TrialResult
@@ -181,7 +182,7 @@ def fit_model(model: Any, result: TrialResult, splits: Splits, settings: TrialSe
 
         cbs.append(snapshot_callback(settings.snapshot_epochs, settings.snapshot_budget_mb,
                                      lambda m, d: save_predictions(m, splits, d), trial_dir, settings.save_models,
-                                     fit.epochs))
+                                     fit.epochs, saved_model=user_model))
     if settings.callbacks is not None:
         trial_dir.mkdir(parents=True, exist_ok=True)
         cbs.extend(settings.callbacks(trial_dir))

@@ -6,7 +6,8 @@ switch that turns it off and the memory kept: :mod:`hpo.execution.reuse_policy`.
 The new model is still built for every trial (its initial weights, seed states, learning rate); only its state
 moves into the compiled twin, so the trial trains exactly as the new model would have. What is compiled in as
 a constant (layer sizes, dropout rates, L2 factors, the optimizer's other settings) is part of the key; the
-learning rate, an optimizer variable, is not.
+learning rate, an optimizer variable, is not. Under JAX a trial tries :mod:`hpo.execution.templates` first,
+which also shares one compiled step across widths, dropout rates and L2 factors; this is the fallback.
 """
 
 from __future__ import annotations
@@ -46,15 +47,17 @@ def _renamed(obj: Any, names: dict[str, str]) -> Any:
     return names.get(obj, obj) if isinstance(obj, str) else obj
 
 
-def signature(model: Any, batch_size: int) -> str | None:
-    """What a compiled train step depends on: the model's config with its layers' generated names replaced by
-    their positions, its compile config without a float learning rate, and the batch size; None for a model
-    this module does not reuse (custom layers, a subclassed model, an unserialisable config)."""
+def signature(model: Any, batch_size: int, config: dict[str, Any] | None = None) -> str | None:
+    """What a compiled train step depends on: the model's config (or ``config``, the one of the model that is
+    compiled in its place: :mod:`hpo.execution.templates`) with its layers' generated names replaced by their
+    positions, its compile config without a float learning rate, and the batch size; None for a model this
+    module does not reuse (custom layers, a subclassed model, an unserialisable config)."""
     try:
         if not _keras_layers_only(model):
             return None
-        cfg, comp = model.get_config(), dict(model.get_compile_config() or {})
-        names = {layer["name"]: f"#{i}" for i, layer in enumerate(cfg.get("layers", []))} | {cfg.get("name"): "#model"}
+        cfg, comp = config if config is not None else model.get_config(), dict(model.get_compile_config() or {})
+        names = {layer.get("name", layer.get("config", {}).get("name")): f"#{i}"  # Sequential: in its config
+                 for i, layer in enumerate(cfg.get("layers", []))} | {cfg.get("name"): "#model"}
         opt = comp.get("optimizer")
         if isinstance(opt, dict) and isinstance(opt.get("config"), dict):
             opt = {**opt, "config": {k: v for k, v in opt["config"].items() if k not in ("name",)

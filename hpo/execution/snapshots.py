@@ -54,9 +54,11 @@ def enforce_budget(trials_dir: Path, budget_mb: float, current: Path) -> None:
 
 
 def snapshot_callback(epochs: tuple[int, ...], budget_mb: float, save_predictions: Callable[[Any, Path], Any],
-                      trial_dir: Path, save_model: bool, last_epoch: int) -> Any:
-    """A Keras callback saving the trial's outputs (``save_predictions(model, folder)``) and model at the end
-    of each epoch in ``epochs`` (1-based; the last epoch is the trial itself and is not duplicated)."""
+                      trial_dir: Path, save_model: bool, last_epoch: int,
+                      saved_model: Callable[[Any], Any] = lambda m: m) -> Any:
+    """A Keras callback saving the trial's outputs (``save_predictions(model, folder)``) and model
+    (``saved_model(model)``: the model a trial saves for the one it trains) at the end of each epoch in
+    ``epochs`` (1-based; the last epoch is the trial itself and is not duplicated)."""
     import keras
 
     wanted = {e for e in epochs if e < last_epoch}
@@ -69,7 +71,7 @@ def snapshot_callback(epochs: tuple[int, ...], budget_mb: float, save_prediction
             out.mkdir(parents=True, exist_ok=True)
             save_predictions(self.model, out)
             if save_model:
-                self.model.save(out / "model.keras")
+                saved_model(self.model).save(out / "model.keras")
             enforce_budget(trial_dir.parent, budget_mb, trial_dir)
 
     return _Snapshots()

@@ -23,6 +23,7 @@ from hpo.execution.continuation import Resume, load_checkpoint, save_checkpoint
 from hpo.execution.folds import run_folds
 from hpo.execution.measures import model_measures
 from hpo.execution.reuse import compiled_twin
+from hpo.execution.templates import template_twin, user_model
 from hpo.execution.memory import release_memory, start_trial_memory
 from hpo.execution.xla import enable_compilation_cache, host_initialisers
 from hpo.repro import seed_everything
@@ -96,14 +97,15 @@ def _train(result: TrialResult, params: Mapping[str, Any], seed: int, build: Bui
     fit.initial_epoch = result.initial_epoch
     audit_history = fit_model(model, result, splits, settings, trial_dir, listener, fit, extra_callbacks, started)
     final_scores(model, result, splits, settings, audit_history)
-    result.measures.update(model_measures(model, splits, latency=settings.measure_latency))
+    saved = user_model(model)  # the builder's own model, trained (a compiled template's state copied into it)
+    result.measures.update(model_measures(saved, splits, latency=settings.measure_latency))
     trial_dir.mkdir(parents=True, exist_ok=True)
     if checkpoint:
-        save_checkpoint(model, trial_dir)
+        save_checkpoint(saved, trial_dir)
     result.predictions_path = str(save_predictions(model, splits, trial_dir))
     if settings.save_models:
         model_path = trial_dir / "model.keras"
-        model.save(model_path)
+        saved.save(model_path)
         result.model_path = str(model_path)
     return model
 
@@ -115,9 +117,13 @@ def _start_model(build: Builder, hp: Any, splits: Splits, seed: int, settings: T
     seed_everything(seed, settings.deterministic)
     model = make_model(build, hp, splits.spec)
     if resume is None:
-        # The model as built for this trial, or, when this process already compiled one of the same architecture
-        # and batch size, that compiled model holding the new model's initial state (hpo.execution.reuse)
-        return compiled_twin(model, fit)
+        # Under JAX, the compiled template of the model's structure (widths, dropout and L2 values aside:
+        # hpo.execution.templates) loaded with the new model's initial state; else the model as built for this
+        # trial, or, when this process already compiled one of the same architecture and batch size, that
+        # compiled model holding the new model's initial state (hpo.execution.reuse). Templates only where
+        # nothing but the framework sees the trained model: no user callbacks, no HyperModel fit override.
+        twin = template_twin(model, fit.batch_size) if _templates_allowed(build, settings) else None
+        return twin if twin is not None else compiled_twin(model, fit)
     try:
         load_checkpoint(model, resume.path)
     except Exception as exc:  # the trial still runs, with all its epochs, as KerasTuner would without a checkpoint
@@ -128,3 +134,9 @@ def _start_model(build: Builder, hp: Any, splits: Splits, seed: int, settings: T
         return make_model(build, hp, splits.spec)  # nothing half-loaded
     result.resumed_from, result.initial_epoch = resume.parent, resume.initial_epoch
     return model
+
+
+def _templates_allowed(build: Builder, settings: TrialSettings) -> bool:
+    from hpo.space.fit_params import overrides_fit
+
+    return settings.callbacks is None and not overrides_fit(build)

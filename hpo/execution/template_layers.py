@@ -1,0 +1,92 @@
+"""The layers of a compiled template (:mod:`hpo.execution.templates`): a Dense and a Dropout that read what a
+search varies from non-trainable variables instead of compiled constants, so one compiled train step serves
+every value.
+
+* :class:`TemplateDense`: a Dense whose L2 factors are variables (0 where the user's layer has no
+  regularizer: ``0 * sum(w**2)`` adds exactly nothing) and, behind a widened Dense, whose input rows are
+  multiplied by a 0/1 mask: rows beyond the narrower model's width read nothing and get a zero gradient.
+* :class:`TemplateDropout`: a Dropout whose keep probability is a variable; it draws the same numbers as
+  Keras' own Dropout under JAX (``uniform < keep``, then ``x / keep``), so a template trains exactly as the
+  user's model at the same width.
+
+Model code, ``keras.ops`` only. These layers live in templates only; a trial saves the user's own model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+__all__ = ["VALUE_VARIABLES", "TemplateDense", "TemplateDropout", "VariableL2"]
+
+VALUE_VARIABLES = ("in_mask", "kernel_l2", "bias_l2", "keep")  # a template layer's variables the user's layer lacks
+
+
+class VariableL2(keras.regularizers.Regularizer):
+    """``factor * sum(x**2)`` as Keras' ``L2``, with ``factor`` a variable (read as the compiled step's
+    current value)."""
+
+    def __init__(self, factor: Any) -> None:
+        self.factor = factor
+
+    def __call__(self, x: Any) -> Any:
+        return ops.cast(self.factor.value, x.dtype) * ops.sum(ops.square(x))
+
+    def get_config(self) -> dict[str, Any]:
+        return {}  # never serialised: templates are not saved
+
+
+class TemplateDense(keras.layers.Dense):
+    """A Dense with variable L2 factors (``value_l2``: kernel, bias) and, with ``masked_input``, a mask on its
+    input rows; otherwise Keras' Dense (same operations in the same order)."""
+
+    def __init__(self, *args: Any, masked_input: bool = False, value_l2: tuple[bool, bool] = (False, False),
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.masked_input = bool(masked_input)
+        self.value_l2 = (bool(value_l2[0]), bool(value_l2[1]))
+
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        if self.value_l2[0]:
+            self.kernel_l2 = self.add_weight(shape=(), initializer="zeros", trainable=False, name="kernel_l2")
+            self._kernel.regularizer = VariableL2(self.kernel_l2)
+        if self.value_l2[1] and self.bias is not None:
+            self.bias_l2 = self.add_weight(shape=(), initializer="zeros", trainable=False, name="bias_l2")
+            self.bias.regularizer = VariableL2(self.bias_l2)
+        if self.masked_input:
+            self.in_mask = self.add_weight(shape=(int(input_shape[-1]),), initializer="ones", trainable=False,
+                                           name="in_mask")
+
+    def call(self, inputs: Any, training: Any = None) -> Any:
+        kernel = self.kernel
+        if self.masked_input:
+            kernel = ops.multiply(kernel, ops.expand_dims(ops.cast(self.in_mask, kernel.dtype), -1))
+        x = ops.matmul(inputs, kernel)
+        if self.bias is not None:
+            x = ops.add(x, self.bias)
+        if self.activation is not None:
+            x = self.activation(x)
+        return x
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "masked_input": self.masked_input, "value_l2": list(self.value_l2)}
+
+
+class TemplateDropout(keras.layers.Dropout):
+    """A Dropout (rate above 0, no ``noise_shape``) whose keep probability ``1 - rate`` is the variable ``keep``;
+    the ``rate`` it is built with is a placeholder."""
+
+    def build(self, input_shape: Any) -> None:
+        self.keep = self.add_weight(shape=(), initializer="ones", trainable=False, name="keep")
+
+    def call(self, inputs: Any, training: Any = False) -> Any:
+        if not training:
+            return inputs
+        keep = ops.cast(self.keep, inputs.dtype)
+        # As Keras' JAX dropout draws it (jax.random.bernoulli: a uniform draw in the keep probability's
+        # dtype, below it), from the same seed generator
+        draws = keras.random.uniform(ops.shape(inputs), dtype=inputs.dtype, seed=self.seed_generator)
+        return ops.where(ops.less(draws, keep), ops.divide(inputs, keep), ops.zeros_like(inputs))

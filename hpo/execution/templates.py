@@ -1,0 +1,374 @@
+"""Compiled templates (JAX): one compiled train step for every trial of the same *structure*, whatever its
+dropout rates, L2 factors, learning rate and hidden widths.
+
+A trial's model (built by the user's builder, Keras layers only, functional or Sequential) is mapped to a
+template: the same graph with
+
+* the hidden Dense layers widened to a bucket width, the next power of two (:func:`bucket`), and the
+  Dense that reads each of them masking the input rows beyond the trial's width (a non-trainable 0/1
+  variable), so a 40-unit and a 64-unit model share the 64-unit template;
+* every Dense's L2 factors (0 without a regularizer) and every Dropout's keep probability held in
+  non-trainable variables (:mod:`hpo.execution.template_layers`).
+
+The trial's freshly built model is loaded into the template: each variable (weights, optimizer slots, seed
+states) in the corner of the template's, zeros elsewhere, so the template starts exactly as the narrower model
+(its initial weights drawn as the narrower layer's). Padded units stay exactly zero through training: the
+masked rows read nothing, so the padded units get no gradient, and zero gradients leave zero weights at zero
+under the allowed optimizers (L2, Adam's and RMSprop's moments included). Widening applies only where
+that is exact: between the widened Dense and its reader only per-feature layers (elementwise activations,
+Dropout, BatchNormalization over the last axis), one consumer each, never a model output; the Dense's own
+activation elementwise; no constraints, activity regularizer, LoRA, quantisation or mixed precision; an
+optimizer whose update of a variable depends on that variable's gradient alone (not Adafactor). The
+template then trains to the narrower model's weights up to float summation order (tested within 1e-5), with
+one exception: a Dropout behind a widened layer draws its noise for the padded width, so that trial equals
+the narrower model in distribution, not draw for draw. At the trial's own widths (powers of two) it is the
+same computation as the user's model.
+
+After training, :func:`user_model` copies the trained weights and optimizer state back out of the corners
+into the user's model, which is what the trial saves (``model.keras``, checkpoints, measures); its
+predictions come from the template (the same numbers up to summation order).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hpo.execution.reuse import signature
+from hpo.execution.xla import compiles_per_shape
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MAX_TEMPLATES", "MAX_TEMPLATE_BYTES", "bucket", "clear_templates", "template_twin", "user_model"]
+
+# Templates kept per process, least recently used dropped first: a search revisits its structures (a TPE
+# search over depth and widths has a dozen or two), and each one dropped costs its compilation again
+MAX_TEMPLATES = 16
+MAX_TEMPLATE_BYTES = 1 << 30  # and no more than this in their variables (weights and optimizer slots) together
+
+ELEMENTWISE = frozenset({"relu", "gelu", "tanh", "sigmoid", "elu", "selu", "swish", "silu", "softplus", "softsign",
+                         "linear", "leaky_relu", "relu6", "hard_sigmoid", "hard_silu", "hard_swish", "mish", "celu",
+                         "exponential"})
+# Optimizers whose update of each variable is a function of that variable, its gradient and its own slots, so
+# zero weights with zero gradients stay zero (Adafactor, for one, averages second moments over a whole kernel).
+EXACT_OPTIMIZERS = frozenset({"Adam", "AdamW", "RMSprop", "SGD", "Adamax", "Nadam", "Adagrad", "Lion"})
+
+
+def bucket(units: int) -> int:
+    """The width a Dense of ``units`` units is held at in a template: the next power of two (16 -> 16,
+    17 -> 32), so widths on a log scale fall into a handful of templates at most twice their size."""
+    return 1 << max(0, int(units) - 1).bit_length()
+
+
+@dataclass
+class _Plan:
+    """Which layers of a model change in its template (by layer name)."""
+
+    widened: dict[str, int] = field(default_factory=dict)  # Dense -> bucket width
+    masked: set[str] = field(default_factory=set)  # Dense reading a widened Dense through per-feature layers
+    dense_l2: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # Dense -> (kernel, bias) L2 variable
+    dropout: set[str] = field(default_factory=set)  # Dropout whose rate is a variable
+
+
+@dataclass
+class _Entry:
+    template: Any
+    fresh: Any = None  # the user's model whose trial the template trains now
+
+    @property
+    def nbytes(self) -> int:
+        variables = list(self.template.variables) + list(self.template.optimizer.variables)
+        return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+
+
+_TEMPLATES: "OrderedDict[str, _Entry]" = OrderedDict()
+
+
+def clear_templates() -> None:
+    """Forget the compiled templates this process keeps."""
+    _TEMPLATES.clear()
+
+
+def _activation(fn: Any) -> str | None:
+    import keras
+
+    try:
+        name = keras.activations.serialize(fn)
+    except Exception:
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _is(layer: Any, name: str) -> bool:
+    import keras
+
+    return type(layer) is getattr(keras.layers, name)
+
+
+def _per_feature(layer: Any) -> bool:
+    """A layer that maps each feature on its own (padded features cannot reach real ones through it)."""
+    if _is(layer, "Activation"):
+        return _activation(layer.activation) in ELEMENTWISE
+    if _is(layer, "Dropout"):
+        return layer.noise_shape is None
+    if _is(layer, "BatchNormalization"):
+        rank = len(layer.input.shape)
+        return layer.axis in (-1, rank - 1) and not layer.beta_constraint and not layer.gamma_constraint
+    return _is(layer, "ReLU") or _is(layer, "LeakyReLU")
+
+
+def _plain_dense(layer: Any) -> bool:
+    return (_is(layer, "Dense") and layer.kernel_constraint is None and layer.bias_constraint is None
+            and layer.activity_regularizer is None and not getattr(layer, "lora_rank", None)
+            and not getattr(layer, "quantization_mode", None))
+
+
+def _single_use(layer: Any) -> bool:
+    return len(layer._inbound_nodes) == 1 and len(layer._outbound_nodes) <= 1
+
+
+def _reader(dense: Any, outputs: set[int]) -> Any:
+    """The Dense that reads ``dense``'s output through per-feature layers only, or None."""
+    layer = dense
+    while True:
+        out = layer._inbound_nodes[0].output_tensors
+        if len(out) != 1 or id(out[0]) in outputs or len(layer._outbound_nodes) != 1:
+            return None
+        nxt = layer._outbound_nodes[0].operation
+        if not _single_use(nxt):
+            return None
+        if _plain_dense(nxt):
+            return nxt
+        if not _per_feature(nxt):
+            return None
+        layer = nxt
+
+
+def _value_l2(reg: Any) -> bool:
+    import keras
+
+    return reg is None or type(reg) is keras.regularizers.L2
+
+
+def _plan(model: Any) -> _Plan | None:
+    """The template plan of ``model``; None when it has no template (see the module's conditions)."""
+    opt = getattr(model, "optimizer", None)
+    if opt is None or type(opt).__name__ not in EXACT_OPTIMIZERS or getattr(opt, "use_ema", False):
+        return None
+    layers = model._flatten_layers(include_self=False)
+    if any(getattr(layer.dtype_policy, "name", "float32") != "float32" for layer in layers):
+        return None
+    outputs = {id(t) for t in model.outputs}
+    plan = _Plan()
+    for layer in layers:
+        if not _single_use(layer):
+            continue
+        if _plain_dense(layer):
+            plan.dense_l2[layer.name] = (_value_l2(layer.kernel_regularizer), _value_l2(layer.bias_regularizer))
+            reader = _reader(layer, outputs) if _activation(layer.activation) in ELEMENTWISE else None
+            if reader is not None:
+                plan.widened[layer.name] = bucket(layer.units)
+                plan.masked.add(reader.name)
+        elif _is(layer, "Dropout") and layer.rate > 0 and layer.noise_shape is None:
+            plan.dropout.add(layer.name)
+    return plan
+
+
+def _template_layer(layer: Any, plan: _Plan) -> tuple[type, dict[str, Any]] | None:
+    """The class and config of ``layer``'s counterpart in the template; None where it is cloned as it is."""
+    from hpo.execution.template_layers import TemplateDense, TemplateDropout
+
+    cfg = layer.get_config()
+    if layer.name in plan.dense_l2:
+        kernel_l2, bias_l2 = plan.dense_l2[layer.name]
+        cfg.update(units=plan.widened.get(layer.name, layer.units), masked_input=layer.name in plan.masked,
+                   value_l2=[kernel_l2, bias_l2])
+        if kernel_l2:
+            cfg["kernel_regularizer"] = None
+        if bias_l2:
+            cfg["bias_regularizer"] = None
+        return TemplateDense, cfg
+    if layer.name in plan.dropout:
+        return TemplateDropout, {**cfg, "rate": 0.5}  # a placeholder: the rate is the variable ``keep``
+    return None
+
+
+def _structure(model: Any, plan: _Plan, batch_size: int) -> str | None:
+    """The key of the template: the model's config with each changed layer's template config, its compile
+    config without the learning rate, the batch size (:func:`hpo.execution.reuse.signature`)."""
+    swapped = {}
+    for layer in model._flatten_layers(include_self=False):
+        t = _template_layer(layer, plan)
+        if t is not None:
+            swapped[layer.name] = {"class_name": t[0].__name__, "config": t[1]}
+    cfg = model.get_config()
+
+    def swap(obj: Any) -> Any:
+        # Shapes recorded inside the config (a layer's build input shape, each symbolic tensor's shape) follow
+        # from the inputs' shapes and the layers' configs: dropped, they would carry the user's widths.
+        if isinstance(obj, dict):
+            inner = obj.get("config")
+            if "class_name" in obj and isinstance(inner, dict) and inner.get("name") in swapped:
+                obj = {**obj, **swapped[inner["name"]]}
+            if obj.get("class_name") == "__keras_tensor__" and isinstance(inner, dict):
+                return {**obj, "config": {k: v for k, v in inner.items() if k != "shape"}}
+            return {k: swap(v) for k, v in obj.items() if k != "build_config"}
+        return [swap(v) for v in obj] if isinstance(obj, (list, tuple)) else obj
+
+    return signature(model, batch_size, config=swap(cfg))
+
+
+def _build(model: Any, plan: _Plan) -> Any:
+    """The template of ``model``: cloned with its template layers, compiled as ``model`` is, optimizer built (its
+    variables are loaded per trial, the learning rate among them). The global random states are left as they
+    were: building a template must not change what the trial draws next."""
+    import keras
+
+    def clone(layer: Any) -> Any:
+        t = _template_layer(layer, plan)
+        return t[0].from_config(t[1]) if t is not None else layer.__class__.from_config(layer.get_config())
+
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        template = keras.models.clone_model(model, clone_function=clone)
+        template.compile_from_config(model.get_compile_config())
+        template.optimizer.build(template.trainable_variables)
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+    return template
+
+
+def _weighted_layers(model: Any) -> list[Any]:
+    """The layers of ``model`` but its inputs (a clone names its inputs anew)."""
+    import keras
+
+    return [layer for layer in model._flatten_layers(include_self=False)
+            if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def _own_variables(layer: Any) -> list[Any]:
+    from hpo.execution.template_layers import VALUE_VARIABLES, TemplateDense, TemplateDropout
+
+    if isinstance(layer, (TemplateDense, TemplateDropout)):
+        return [v for v in layer.variables if v.name not in VALUE_VARIABLES]
+    return list(layer.variables)
+
+
+def _fits(small: Any, big: Any) -> bool:
+    a, b = tuple(small.shape), tuple(big.shape)
+    return len(a) == len(b) and all(x <= y for x, y in zip(a, b)) and small.dtype == big.dtype
+
+
+def _pairs(template: Any, fresh: Any) -> list[tuple[Any, Any]] | None:
+    """(template variable, user variable) of the same weight, seed state and optimizer slot, the user's fitting
+    in the template's corner; None when the two do not line up."""
+    t_layers, f_layers = _weighted_layers(template), _weighted_layers(fresh)
+    if len(t_layers) != len(f_layers) or any(not isinstance(a, type(b)) for a, b in zip(t_layers, f_layers)):
+        return None  # the same layers in the same order (their generated names differ from model to model)
+    pairs = [p for a, b in zip(t_layers, f_layers) for p in _zip(_own_variables(a), list(b.variables))]
+    topt, fopt = template.optimizer, fresh.optimizer
+    if not fopt.built:
+        fopt.build(fresh.trainable_variables)  # a fresh optimizer's slots (zeros, iterations 0, its rate)
+    pairs += _zip(list(topt.variables), list(fopt.variables))
+    ok = len(pairs) == sum(len(b.variables) for b in f_layers) + len(fopt.variables)
+    return pairs if ok and all(_fits(f, t) for t, f in pairs) else None
+
+
+def _zip(a: list[Any], b: list[Any]) -> list[tuple[Any, Any]]:
+    return list(zip(a, b)) if len(a) == len(b) else []
+
+
+def _corner(shape: tuple[int, ...], value: np.ndarray) -> np.ndarray:
+    if tuple(value.shape) == tuple(shape):
+        return value
+    out = np.zeros(shape, value.dtype)
+    out[tuple(slice(0, n) for n in value.shape)] = value
+    return out
+
+
+def _load(template: Any, fresh: Any) -> bool:
+    """``fresh``'s state in the template's corners and its values in the template's value variables; False,
+    changing nothing, when they do not line up."""
+    from hpo.execution.template_layers import TemplateDense, TemplateDropout
+    from hpo.execution.xla import to_device
+
+    pairs = _pairs(template, fresh)
+    if pairs is None:
+        return False
+    for t, f in pairs:
+        t.assign(to_device(_corner(tuple(t.shape), np.asarray(f.value))))
+    for layer, mine in zip(_weighted_layers(template), _weighted_layers(fresh)):
+        if isinstance(layer, TemplateDense):
+            for kind in ("kernel", "bias"):
+                var, reg = getattr(layer, f"{kind}_l2", None), getattr(mine, f"{kind}_regularizer")
+                if var is not None:
+                    var.assign(to_device(np.float32(reg.l2 if reg is not None else 0.0)))
+            if layer.masked_input:
+                width = int(mine.kernel.shape[0])
+                layer.in_mask.assign(to_device((np.arange(layer.in_mask.shape[0]) < width).astype("float32")))
+        elif isinstance(layer, TemplateDropout):
+            layer.keep.assign(to_device(np.float32(1.0 - mine.rate)))  # as Keras computes it: in Python, then f32
+    return True
+
+
+def _extract(template: Any, fresh: Any) -> None:
+    """The template's trained state (weights, seed states, optimizer) back into ``fresh``, cut from the
+    corners."""
+    from hpo.execution.xla import to_device
+
+    pairs = _pairs(template, fresh)
+    if pairs is None:  # cannot happen for a template this module loaded from ``fresh``
+        raise RuntimeError("the compiled template no longer lines up with the trial's model")
+    for t, f in pairs:
+        f.assign(to_device(np.array(np.asarray(t.value)[tuple(slice(0, n) for n in f.shape)])))
+
+
+def template_twin(model: Any, batch_size: int) -> Any:
+    """The compiled template ``model``'s trial trains, loaded with ``model``'s initial state and values (built
+    and kept for later trials the first time its structure is seen); None when ``model`` has no template or
+    the backend is not JAX (the caller then trains ``model`` or :func:`hpo.execution.reuse.compiled_twin`)."""
+    if not compiles_per_shape():
+        return None
+    try:
+        plan = _plan(model)
+        key = _structure(model, plan, batch_size) if plan is not None else None
+    except Exception:  # a model this module does not understand is trained as it is
+        return None
+    if key is None:
+        return None
+    entry = _TEMPLATES.get(key)
+    if entry is None:
+        try:
+            entry = _TEMPLATES[key] = _Entry(_build(model, plan))
+        except Exception as exc:  # e.g. a compile config Keras cannot rebuild (a loss given as a plain function)
+            log.debug("no compiled template for this model (%s: %s)", type(exc).__name__, exc)
+            return None
+    _TEMPLATES.move_to_end(key)
+    while len(_TEMPLATES) > 1 and (len(_TEMPLATES) > MAX_TEMPLATES
+                                   or sum(e.nbytes for e in _TEMPLATES.values()) > MAX_TEMPLATE_BYTES):
+        _TEMPLATES.popitem(last=False)
+    try:
+        loaded = _load(entry.template, model)
+    except Exception as exc:  # the next trial loads every variable again
+        log.debug("the compiled template could not take this model's state (%s: %s)", type(exc).__name__, exc)
+        loaded = False
+    if not loaded:
+        return None
+    entry.fresh = model
+    return entry.template
+
+
+def user_model(model: Any) -> Any:
+    """The model a trial saves: for a template, the user's model of the trial it trains, holding the
+    template's trained state now (see the module's docstring); any other model as it is."""
+    for entry in _TEMPLATES.values():
+        if entry.template is model and entry.fresh is not None:
+            _extract(model, entry.fresh)
+            return entry.fresh
+    return model
