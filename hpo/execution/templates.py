@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from hpo.execution.reuse import signature
+from hpo.execution.reuse_policy import reuse_enabled
 from hpo.execution.xla import compiles_per_shape
 
 log = logging.getLogger(__name__)
@@ -332,8 +333,9 @@ def _extract(template: Any, fresh: Any) -> None:
 def template_twin(model: Any, batch_size: int) -> Any:
     """The compiled template ``model``'s trial trains, loaded with ``model``'s initial state and values (built
     and kept for later trials the first time its structure is seen); None when ``model`` has no template or
-    the backend is not JAX (the caller then trains ``model`` or :func:`hpo.execution.reuse.compiled_twin`)."""
-    if not compiles_per_shape():
+    the backend is not JAX or ``$HPO_REUSE_COMPILED`` is off (the caller then trains ``model`` or
+    :func:`hpo.execution.reuse.compiled_twin`)."""
+    if not compiles_per_shape() or not reuse_enabled():
         return None
     try:
         plan = _plan(model)

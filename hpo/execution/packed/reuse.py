@@ -18,6 +18,7 @@ from typing import Any
 from hpo.execution.packed.layers import PackedDense, PackedDropout
 from hpo.execution.packed.spec import PackedMLPSpec
 from hpo.execution.reuse import transplant
+from hpo.execution.reuse_policy import reuse_enabled
 from hpo.execution.xla import compiles_per_shape
 
 __all__ = ["MAX_PACK_TWINS", "clear_pack_twins", "compiled_pack", "pack_signature"]
@@ -56,8 +57,9 @@ def _move_settings(twin: Any, fresh: Any) -> None:
 
 def compiled_pack(model: Any, spec: PackedMLPSpec, batch_size: int, member_metrics: bool) -> Any:
     """The packed model a pack trains: ``model`` itself, kept as the compiled model of its signature, or the
-    compiled model of the same signature holding ``model``'s initial state."""
-    if not compiles_per_shape():
+    compiled model of the same signature holding ``model``'s initial state; ``model`` itself when
+    ``$HPO_REUSE_COMPILED`` is off."""
+    if not compiles_per_shape() or not reuse_enabled():
         return model
     key = pack_signature(spec, batch_size, member_metrics)
     twin = _TWINS.get(key)
