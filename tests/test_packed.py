@@ -241,7 +241,13 @@ def test_train_save_load_and_unpack(digits, tmp_path):
 
 def test_invalid_populations_are_refused():
     with pytest.raises(ValueError, match="shape parameter"):
-        PackedMLPSpec.from_params([{"units": 16}, {"units": 32}], input_shape=(64,), n_classes=10)
+        PackedMLPSpec.from_params([{"layers": 1}, {"layers": 2}], input_shape=(64,), n_classes=10)
+    with pytest.raises(ValueError, match="member_units"):
+        PackedMLPSpec((64,), 10, seeds=[0, 1], learning_rates=[1e-3, 1e-3], units=16, member_units=[8, 20])
+    # widths may differ: held at the next power of two of the widest, each member its own
+    mixed = PackedMLPSpec.from_params([{"units": 16}, {"units": 33}], input_shape=(64,), n_classes=10)
+    assert (mixed.units, mixed.member_units) == (64, [16, 33])
+    assert [mixed.member_params(m)["units"] for m in range(2)] == [16, 33]
     with pytest.raises(ValueError, match="one value per member"):
         PackedMLPSpec((64,), 10, seeds=[0, 1], learning_rates=[1e-3])
     with pytest.raises(ValueError, match="weight_decay"):
