@@ -1,7 +1,7 @@
 """Packs compile once per shape and reuse their compiled model (issue 23): under JAX a pack compiles one train
-step and one predict step whatever its member count, a later pack of the same shapes with other learning rates,
-dropout rates, L2 factors and seeds compiles nothing and trains exactly as its own model would, and what it saves
-for each member carries that member's own values. Run in a subprocess with ``KERAS_BACKEND=jax``."""
+step and one predict step whatever its member count, a later pack of the same held shapes with other widths,
+learning rates, dropout rates, L2 factors and seeds compiles nothing and trains exactly as its own model would,
+and what it saves for each member carries that member's own values and widths. Run in a subprocess with ``KERAS_BACKEND=jax``."""
 
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ JAX_SCRIPT = textwrap.dedent("""
     tmp = Path(tempfile.mkdtemp())
     out = {}
 
-    def pack(tag, lrs, dropouts, l2s, seeds, **shape):
-        params = [{**base, "learning_rate": lr, "dropout": d, "l2": l2, **shape}
-                  for lr, d, l2 in zip(lrs, dropouts, l2s)]
+    def pack(tag, lrs, dropouts, l2s, seeds, units):
+        params = [{**base, "learning_rate": lr, "dropout": d, "l2": l2, "units": u}
+                  for lr, d, l2, u in zip(lrs, dropouts, l2s, units)]
         dirs = [tmp / tag / str(i) for i in range(len(params))]
         compiled.clear()
         results = train_pack(numbers=list(range(len(params))), params=params, seeds=seeds,
@@ -53,19 +53,22 @@ JAX_SCRIPT = textwrap.dedent("""
         for r in results:
             m = keras.saving.load_model(r.model_path, compile=True)
             drop = [l.rate for l in m.layers if isinstance(l, keras.layers.Dropout)]
+            widths = [l.units for l in m.layers if isinstance(l, keras.layers.Dense)]
             l2 = [float(l.kernel_regularizer.l2) for l in m.layers
                   if isinstance(l, keras.layers.Dense) and l.kernel_regularizer is not None]
-            saved.append({"dropout": drop, "l2": l2, "lr": float(keras.ops.convert_to_numpy(m.optimizer.learning_rate))})
+            saved.append({"dropout": drop, "l2": l2, "units": widths, "lr": float(keras.ops.convert_to_numpy(m.optimizer.learning_rate))})
         return names, logits, [r.value for r in results], [r.history["loss"] for r in results], saved
 
     # once per process (Keras' loss tracker, its optimizer's step counter), not per pack: paid here
-    pack("warm", [1e-3, 1e-3], [0.1, 0.1], [1e-4, 1e-4], [8, 9], units=16)
-    out["first"] = pack("a", [1e-3, 3e-3, 1e-2], [0.1, 0.2, 0.3], [1e-4, 1e-3, 1e-5], [1, 2, 3])[0]
+    pack("warm", [1e-3, 1e-3], [0.1, 0.1], [1e-4, 1e-4], [8, 9], [16, 16])
+    # members of different widths pack together, held at 32 units (the next power of two of the widest)
+    out["first"] = pack("a", [1e-3, 3e-3, 1e-2], [0.1, 0.2, 0.3], [1e-4, 1e-3, 1e-5], [1, 2, 3], [20, 30, 24])[0]
     b_names, b_logits, b_values, b_loss, b_saved = pack("b", [5e-3, 2e-3, 4e-4], [0.25, 0.05, 0.4],
-                                                        [2e-3, 3e-5, 5e-4], [4, 5, 6])
+                                                        [2e-3, 3e-5, 5e-4], [4, 5, 6], [17, 32, 25])
     out["reused"], out["saved"] = b_names, b_saved
     clear_pack_twins()  # the same pack on a packed model built and compiled for it
-    _, f_logits, f_values, f_loss, _ = pack("f", [5e-3, 2e-3, 4e-4], [0.25, 0.05, 0.4], [2e-3, 3e-5, 5e-4], [4, 5, 6])
+    _, f_logits, f_values, f_loss, _ = pack("f", [5e-3, 2e-3, 4e-4], [0.25, 0.05, 0.4], [2e-3, 3e-5, 5e-4], [4, 5, 6],
+                                            [17, 32, 25])
     out["reused_minus_fresh"] = max(float(np.abs(a - b).max()) for a, b in zip(b_logits, f_logits))
     out["loss_diff"] = max(abs(a - b) for x, y in zip(b_loss, f_loss) for a, b in zip(x, y))
     out["values"] = [b_values, f_values]
@@ -84,12 +87,13 @@ def test_packs_compile_once_per_shape_and_reuse_exactly(tmp_path: Path) -> None:
     out = json.loads(line[len("RESULT"):])
     # a pack of new shapes and member count: its train step and its predict step (select, audit and test padded to one size)
     assert sorted(out["first"]) == ["jit(predict_step)", "jit(train_step)"], out["first"]
-    # the same shapes with other rates, L2 factors, learning rates and seeds: nothing compiles ...
+    # the same held shapes with other widths, rates, L2 factors, learning rates and seeds: nothing compiles ...
     assert out["reused"] == [], out["reused"]
     # ... and it trains exactly as a packed model built and compiled for those values
     assert out["reused_minus_fresh"] < 1e-5 and out["loss_diff"] < 1e-5, out
     assert out["values"][0] == pytest.approx(out["values"][1], abs=1e-6)
     # each member saved from the reused model carries its own values, not the first pack's
     assert [s["dropout"] for s in out["saved"]] == [[0.25, 0.25], [0.05, 0.05], [0.4, 0.4]]
+    assert [s["units"] for s in out["saved"]] == [[17, 17, 10], [32, 32, 10], [25, 25, 10]]
     assert [s["l2"] for s in out["saved"]] == [[pytest.approx(v)] * 2 for v in (2e-3, 3e-5, 5e-4)]
     assert [s["lr"] for s in out["saved"]] == [pytest.approx(v) for v in (5e-3, 2e-3, 4e-4)]

@@ -61,6 +61,42 @@ def test_packed_member_trains_like_its_unpacked_model(digits, optimizer, rates):
             np.testing.assert_allclose(w_packed, w_single, rtol=1e-4, atol=2e-6)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_members_of_different_widths_train_like_their_narrower_models(digits, optimizer):
+    """A pack of 5-, 9- and 16-unit members held at 16 units: each member trains to the weights of its own
+    narrower Dense model (issue 23's width masking), and the padded weights stay exactly zero."""
+    x, y = digits
+    keras.utils.set_random_seed(0)
+    spec = PackedMLPSpec.from_params(
+        [{"layers": 2, "units": u, "learning_rate": lr, "use_l2": True, "l2": l2, "optimizer": optimizer, "seed": s}
+         for u, lr, l2, s in ((5, 1e-2, 1e-3, 0), (9, 3e-3, 0.0, 1), (16, 5e-3, 1e-4, 2))],
+        input_shape=(64,), n_classes=10)
+    assert spec.units == 16 and spec.member_units == [5, 9, 16]
+    packed = build_packed_mlp(spec, member_metrics=False)
+    singles = unpack(packed)
+    assert [[layer.units for layer in s.layers if isinstance(layer, keras.layers.Dense)] for s in singles] == \
+        [[5, 5, 10], [9, 9, 10], [16, 16, 10]]
+    # the narrow member's own initial draw: glorot on its own (in, out), not the held layer's
+    limit = np.sqrt(6.0 / (64 + 5))
+    k0 = _np(singles[0].layers[1].kernel)
+    assert np.abs(k0).max() <= limit and np.abs(k0).max() > 0.9 * limit
+    initial = [_weights(s) for s in singles]
+    for step in range(6):
+        xb, yb = x[32 * step:32 * (step + 1)], y[32 * step:32 * (step + 1)]
+        packed.train_on_batch(xb, yb)
+        for s in singles:
+            s.train_on_batch(xb, yb)
+    after = unpack(packed, compile=False)
+    for m in range(3):
+        for w_packed, w_single, w0 in zip(_weights(after[m]), _weights(singles[m]), initial[m]):
+            assert np.abs(w_single - w0).max() > 1e-4  # it did train
+            np.testing.assert_allclose(w_packed, w_single, rtol=1e-4, atol=2e-6)
+    hidden = [layer for layer in packed.layers if isinstance(layer, PackedDense)]
+    k1, b1, k2 = _np(hidden[0].kernel), _np(hidden[0].bias), _np(hidden[1].kernel)
+    assert not k1[0, :, 5:].any() and not b1[0, 5:].any() and not k2[0, 5:, :].any() and not k2[0, :, 5:].any()
+    assert not _np(hidden[2].kernel)[1, 9:, :].any()  # the head reads nothing from member 1's padded units
+
+
 def test_members_are_independent(digits):
     x, y = digits
     n, m = 64, 2
@@ -73,7 +109,7 @@ def test_members_are_independent(digits):
         ys = np.stack([y[:n], labels1], axis=1)
         for _ in range(4):
             model.train_on_batch(xs, ys)
-        return _weights(model)
+        return [_np(w) for w in model.trainable_weights]  # not the settings (width masks: all ones here)
 
     base = run(1e-2, x[:n], y[:n])
     other = run(5e-2, x[n:2 * n], y[n:2 * n])  # member 1: other rows, other labels, other learning rate
@@ -205,7 +241,13 @@ def test_train_save_load_and_unpack(digits, tmp_path):
 
 def test_invalid_populations_are_refused():
     with pytest.raises(ValueError, match="shape parameter"):
-        PackedMLPSpec.from_params([{"units": 16}, {"units": 32}], input_shape=(64,), n_classes=10)
+        PackedMLPSpec.from_params([{"layers": 1}, {"layers": 2}], input_shape=(64,), n_classes=10)
+    with pytest.raises(ValueError, match="member_units"):
+        PackedMLPSpec((64,), 10, seeds=[0, 1], learning_rates=[1e-3, 1e-3], units=16, member_units=[8, 20])
+    # widths may differ: held at the next power of two of the widest, each member its own
+    mixed = PackedMLPSpec.from_params([{"units": 16}, {"units": 33}], input_shape=(64,), n_classes=10)
+    assert (mixed.units, mixed.member_units) == (64, [16, 33])
+    assert [mixed.member_params(m)["units"] for m in range(2)] == [16, 33]
     with pytest.raises(ValueError, match="one value per member"):
         PackedMLPSpec((64,), 10, seeds=[0, 1], learning_rates=[1e-3])
     with pytest.raises(ValueError, match="weight_decay"):

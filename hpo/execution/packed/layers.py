@@ -39,13 +39,13 @@ from hpo.execution.packed._common import PACKAGE, member_shape, per_member, vari
 from hpo.execution.xla import to_device
 
 
-def add_setting(layer: keras.layers.Layer, name: str, values: Sequence[float]) -> keras.Variable:
-    """A non-trainable ``(members,)`` variable of ``layer`` holding per-member values (a rate, an L2 factor):
-    read by the compiled step as state, so new values need no new compilation. Its path ends in ``name``;
-    :meth:`PackedLayer.member_weights` leaves such variables out."""
+def add_setting(layer: keras.layers.Layer, name: str, values: Any) -> keras.Variable:
+    """A non-trainable variable of ``layer`` holding per-member values (a rate, an L2 factor, a width mask),
+    member axis first: read by the compiled step as state, so new values need no new compilation. Its path ends
+    in ``name``; :meth:`PackedLayer.member_weights` leaves such variables out."""
     held = np.asarray(values, dtype="float32")
     # A NumPy value, not keras.initializers.Constant: its eager broadcast compiles per shape under JAX.
-    var = layer.add_weight(name=name, shape=(len(values),), trainable=False, dtype="float32",
+    var = layer.add_weight(name=name, shape=held.shape, trainable=False, dtype="float32",
                            initializer=lambda shape, dtype=None: to_device(held.copy()))
     var._hpo_setting = True  # noqa: SLF001 - marks a setting, not a weight of the member's Dense layer
     return var
@@ -57,12 +57,16 @@ class MemberInitializer(keras.initializers.Initializer):
     """Stack ``members`` draws of ``base`` on shape ``shape[1:]``, member ``m`` seeded with ``seeds[m]``.
 
     The base initializer sees the member's shape, so fan-based initializers (glorot, he, lecun) use the
-    member's fans. Initializers without a seed (zeros, constant) are called as they are.
+    member's fans. Initializers without a seed (zeros, constant) are called as they are. With ``shapes``, member
+    ``m`` is drawn on its own narrower shape ``shapes[m]`` (a member of fewer units held in a wider layer) and
+    placed in the corner of its slice, zeros elsewhere: the draw its own narrower layer would make.
     """
 
-    def __init__(self, base: Any, members: int, seeds: Sequence[int] | None = None):
+    def __init__(self, base: Any, members: int, seeds: Sequence[int] | None = None,
+                 shapes: Sequence[Sequence[int]] | None = None):
         self.base = keras.initializers.get(base)
         self.members = int(members)
+        self.shapes = None if shapes is None else [tuple(int(d) for d in sh) for sh in shapes]
         self.seeds = None if seeds is None else [int(s) for s in seeds]
         if self.seeds is not None and len(self.seeds) != self.members:
             raise ValueError(f"MemberInitializer needs one seed per member ({members}); got {len(self.seeds)}")
@@ -78,11 +82,15 @@ class MemberInitializer(keras.initializers.Initializer):
         if shape[0] != self.members:
             raise ValueError(f"MemberInitializer for {self.members} members got shape {shape}")
         # Stacked in NumPy: ops.stack runs eagerly and JAX compiles it for every new shape and member count.
-        draws = [ops.convert_to_numpy(self._member(m)(shape[1:], dtype=dtype)) for m in range(self.members)]
-        return to_device(np.stack(draws, axis=0))
+        out = np.zeros(shape, dtype=keras.backend.standardize_dtype(dtype or keras.backend.floatx()))
+        for m in range(self.members):
+            own = shape[1:] if self.shapes is None else self.shapes[m]
+            out[(m, *(slice(0, d) for d in own))] = ops.convert_to_numpy(self._member(m)(own, dtype=dtype))
+        return to_device(out)
 
     def get_config(self) -> dict[str, Any]:
-        return {"base": keras.initializers.serialize(self.base), "members": self.members, "seeds": self.seeds}
+        return {"base": keras.initializers.serialize(self.base), "members": self.members, "seeds": self.seeds,
+                "shapes": self.shapes}
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -126,14 +134,31 @@ class PackedDense(PackedLayer):
     Input ``(batch, in)`` (broadcast to every member) or ``(members, batch, in)``; output
     ``(members, batch, units)``. ``l2`` is a float or one float per member (Keras ``L2`` semantics);
     ``seeds`` one initializer seed per member (the bias gets ``seed + 1``).
+
+    Members of different widths: ``member_units`` (each at most ``units``) gives each member's own width; the
+    layer is held at ``units`` and member ``m``'s outputs beyond ``member_units[m]`` are multiplied by a 0/1
+    mask (a setting variable, so other widths reuse the compiled step). ``member_inputs`` gives each member's
+    own input width (the previous layer's ``member_units``). Each member's kernel and bias are drawn on its own
+    shape ``(member_inputs[m], member_units[m])`` and zero elsewhere; the padded weights get no gradient (their
+    outputs are masked, their inputs are masked zeros), so they stay zero under L2 and Adam-like updates and
+    the member trains as its narrower Dense layer would, up to float summation order.
     """
 
     def __init__(self, members: int, units: int, activation: Any = None, use_bias: bool = True,
                  kernel_initializer: Any = "glorot_uniform", bias_initializer: Any = "zeros",
-                 l2: float | Sequence[float] | None = None, seeds: Sequence[int] | None = None, **kwargs):
+                 l2: float | Sequence[float] | None = None, seeds: Sequence[int] | None = None,
+                 member_units: Sequence[int] | None = None, member_inputs: Sequence[int] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.members = int(members)
         self.units = int(units)
+        self.member_units = None if member_units is None else [int(u) for u in member_units]
+        self.member_inputs = None if member_inputs is None else [int(u) for u in member_inputs]
+        for what, widths in (("member_units", self.member_units), ("member_inputs", self.member_inputs)):
+            if widths is not None and len(widths) != self.members:
+                raise ValueError(f"PackedDense {what} needs one width per member ({self.members}); got {widths}")
+        if self.member_units is not None and not all(1 <= u <= self.units for u in self.member_units):
+            raise ValueError(f"PackedDense member_units must be between 1 and units={self.units}; "
+                             f"got {self.member_units}")
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -150,14 +175,20 @@ class PackedDense(PackedLayer):
             raise ValueError(f"{self.name}: member-major input needs {self.members} members on axis 0; "
                              f"got shape {input_shape}")
         self.l2_values = add_setting(self, "member_l2", self.l2) if self.l2 else None
+        own_in = self.member_inputs or [features] * self.members
+        own_out = self.member_units or [self.units] * self.members
+        self.width_mask = None if self.member_units is None else \
+            add_setting(self, "member_mask", np.arange(self.units)[None, :] < np.asarray(own_out)[:, None])
         self.kernel = self.add_weight(
             name="kernel", shape=(self.members, features, self.units),
-            initializer=MemberInitializer(self.kernel_initializer, self.members, self.seeds),
+            initializer=MemberInitializer(self.kernel_initializer, self.members, self.seeds,
+                                          shapes=[(i, o) for i, o in zip(own_in, own_out)]),
             regularizer=MemberL2(self.l2, self.l2_values) if self.l2 else None)
         if self.use_bias:
             bias_seeds = None if self.seeds is None else [s + 1 for s in self.seeds]
             self.bias = self.add_weight(name="bias", shape=(self.members, self.units),
-                                        initializer=MemberInitializer(self.bias_initializer, self.members, bias_seeds))
+                                        initializer=MemberInitializer(self.bias_initializer, self.members, bias_seeds,
+                                                                      shapes=[(o,) for o in own_out]))
         else:
             self.bias = None
 
@@ -176,11 +207,21 @@ class PackedDense(PackedLayer):
                              f"got rank {len(x.shape)}")
         if self.bias is not None:
             y = ops.add(y, ops.expand_dims(self.bias, 1))
-        return self.activation(y) if self.activation is not None else y
+        y = self.activation(y) if self.activation is not None else y
+        if self.width_mask is None:
+            return y
+        return ops.multiply(y, ops.expand_dims(ops.cast(self.width_mask, y.dtype), 1))
 
     def compute_output_shape(self, input_shape):
         batch = input_shape[0] if len(input_shape) == 2 else input_shape[1]
         return (self.members, batch, self.units)
+
+    def member_weights(self, m: int) -> list[Any]:
+        """Member ``m``'s kernel and bias, cut to its own widths."""
+        rows = self.member_inputs[m] if self.member_inputs else None
+        cols = self.member_units[m] if self.member_units else None
+        out = [variable_numpy(self.kernel)[m][:rows, :cols]]
+        return out + ([variable_numpy(self.bias)[m][:cols]] if self.bias is not None else [])
 
     def set_member_values(self, values: Sequence[float]) -> None:
         """New per-member L2 factors for a layer built with L2 (whether it has L2 is part of its shape)."""
@@ -192,7 +233,8 @@ class PackedDense(PackedLayer):
 
     def member_layer(self, m: int) -> keras.layers.Layer:
         reg = keras.regularizers.L2(self.l2[m]) if self.l2 and self.l2[m] > 0 else None
-        return keras.layers.Dense(self.units, activation=self.activation, use_bias=self.use_bias,
+        units = self.member_units[m] if self.member_units else self.units
+        return keras.layers.Dense(units, activation=self.activation, use_bias=self.use_bias,
                                   kernel_initializer=self.kernel_initializer, bias_initializer=self.bias_initializer,
                                   kernel_regularizer=reg, name=self.name)
 
@@ -204,7 +246,8 @@ class PackedDense(PackedLayer):
             "use_bias": self.use_bias,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "l2": self.l2, "seeds": self.seeds})
+            "l2": self.l2, "seeds": self.seeds, "member_units": self.member_units,
+            "member_inputs": self.member_inputs})
         return config
 
 

@@ -67,12 +67,17 @@ def build_packed_mlp(spec: PackedMLPSpec, *, compile: bool = True, member_metric
     else:
         inputs = keras.Input(spec.input_shape, name="inputs")
         x = keras.layers.Flatten(name="flatten")(inputs) if len(spec.input_shape) > 1 else inputs
+    # Every hidden layer is masked to its members' own widths (all ones when they agree): masks are settings,
+    # so packs of other widths held at the same width reuse the compiled steps (hpo.execution.packed.reuse)
+    inputs_of = None  # each member's input width: the first layer's input is everyone's
     for i in range(spec.layers):
         x = PackedDense(m, spec.units, activation=spec.activation, l2=spec.l2s, seeds=layer_seeds(spec, i),
-                        name=f"dense_{i}")(x)
+                        member_units=spec.member_units, member_inputs=inputs_of, name=f"dense_{i}")(x)
+        inputs_of = spec.member_units
         if any(r > 0 for r in spec.dropouts):
             x = PackedDropout(spec.dropouts, seed=derived_seed(spec.seeds[0], 2 * i + 1), name=f"dropout_{i}")(x)
-    x = PackedDense(m, spec.n_classes, seeds=layer_seeds(spec, spec.layers), name=spec.head_name)(x)
+    x = PackedDense(m, spec.n_classes, seeds=layer_seeds(spec, spec.layers), member_inputs=inputs_of,
+                    name=spec.head_name)(x)
     outputs = SwapMemberBatch(name="to_batch_major")(x)
     model = PackedModel(inputs, outputs, name="packed_mlp")
     if compile:

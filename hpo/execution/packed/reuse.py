@@ -1,4 +1,4 @@
-"""Compiled packed models reused across packs: a pack whose shapes (member count, layers, widths, activation,
+"""Compiled packed models reused across packs: a pack whose shapes (member count, layers, held width, activation,
 optimizer, whether it has dropout or L2, batch size) this process has already compiled trains that compiled
 model, loaded with the new pack's initial state, instead of compiling again. JAX only, like
 :mod:`hpo.execution.reuse` for single trials (JAX compiles in seconds what TensorFlow traces in milliseconds).
@@ -35,7 +35,8 @@ def clear_pack_twins() -> None:
 def pack_signature(spec: PackedMLPSpec, batch_size: int, member_metrics: bool) -> str:
     """What a packed model's compiled steps depend on: its spec without the per-member values (only whether
     any member has dropout or L2), the batch size and whether members' metrics are tracked."""
-    shape = {k: v for k, v in spec.to_dict().items() if k not in ("seeds", "learning_rates", "dropouts", "l2s")}
+    shape = {k: v for k, v in spec.to_dict().items() if k not in ("seeds", "learning_rates", "dropouts", "l2s",
+                                                                       "member_units")}
     shape["members"] = spec.members
     shape["dropout"] = any(r > 0 for r in spec.dropouts)
     shape["l2"] = any(v > 0 for v in spec.l2s)
@@ -47,7 +48,7 @@ def _move_settings(twin: Any, fresh: Any) -> None:
     ``twin``'s; their variables were already copied by :func:`transplant`."""
     for a, b in zip(twin.layers, fresh.layers):
         if isinstance(a, PackedDense):
-            a.l2, a.seeds = b.l2, b.seeds
+            a.l2, a.seeds, a.member_units, a.member_inputs = b.l2, b.seeds, b.member_units, b.member_inputs
             if a.l2:
                 a.kernel.regularizer.l2 = list(b.l2)
         elif isinstance(a, PackedDropout):

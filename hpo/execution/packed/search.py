@@ -2,15 +2,16 @@
 
 A small model leaves an accelerator (or a CPU's vector units) mostly idle, and each trial pays Keras' build,
 tracing and compilation again. With ``executor.pack: N`` the study asks its engine for up to N trials at a
-time, groups those whose shape parameters agree (layers, units, activation, optimizer; see
+time, groups those whose shape parameters agree (layers, activation, optimizer; see
 :data:`hpo.execution.packed.spec.SHAPE_PARAMS`) and trains each group as one model whose weights carry a member axis
-(:mod:`hpo.execution.packed`). Every member keeps what makes it its own trial: its seed (initial weights), learning
-rate, dropout rate and L2; its per-epoch metrics on select and audit go to its own MLflow run and to the
+(:mod:`hpo.execution.packed`). Every member keeps what makes it its own trial: its seed (initial weights), width
+(members of different ``units`` are held at the next power of two of the widest and masked to their own, exactly
+as their narrower models train), learning rate, dropout rate and L2; its per-epoch metrics on select and audit go to its own MLflow run and to the
 pruner; its logits and its model (unpacked to plain Keras layers) are saved like any trial's.
 
 How trials come to share an architecture: with Optuna, the first trial of a pack is sampled freely and the
 others are enqueued with its shape parameters fixed (Optuna's partial ``enqueue_trial``), so the sampler picks
-their learning rate, dropout and L2; with Hyperopt and KerasTuner, the asked trials are grouped as they come
+their width, learning rate, dropout and L2; with Hyperopt and KerasTuner, the asked trials are grouped as they come
 (packs form where the space fixes the shape parameters or offers few of them).
 
 What members share: the order of the training rows in each epoch (one shuffle, seeded by the pack's first
