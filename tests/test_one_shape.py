@@ -4,10 +4,6 @@ with ``KERAS_BACKEND=jax``; the rest under the test session's backend (TensorFlo
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -15,10 +11,11 @@ import keras
 import numpy as np
 import pytest
 
+from tests.jax_script import run_jax_script
+
 from hpo.execution.scoring import score
 from hpo.execution.shapes import PaddedEpochs, forward_rows, padded_predict, pads_safely
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _data(n: int = 250) -> tuple[np.ndarray, np.ndarray]:
@@ -113,13 +110,7 @@ JAX_SCRIPT = textwrap.dedent("""
 
 
 def test_jax_trials_compile_each_shape_once_and_reuse_exactly(tmp_path: Path) -> None:
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "HPO_CACHE_DIR": str(tmp_path / "cache"),
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=900)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
-    assert line is not None, proc.stderr[-3000:]
-    out = json.loads(line[len("RESULT"):])
+    out = run_jax_script(JAX_SCRIPT, tmp_path)
     # start-up (discovery builds, preflight) compiles the preflight's test step only: no initialiser, no scalar
     # conversion for the optimizer's variables
     assert out["startup"] == ["jit(test_step)"], out["startup"]

@@ -5,16 +5,13 @@ and what it saves for each member carries that member's own values and widths. R
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.jax_script import run_jax_script
+
 
 JAX_SCRIPT = textwrap.dedent("""
     import json, tempfile
@@ -78,13 +75,7 @@ JAX_SCRIPT = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_packs_compile_once_per_shape_and_reuse_exactly(tmp_path: Path) -> None:
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "HPO_CACHE_DIR": str(tmp_path / "cache"),
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=900)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
-    assert line is not None, proc.stderr[-3000:]
-    out = json.loads(line[len("RESULT"):])
+    out = run_jax_script(JAX_SCRIPT, tmp_path)
     # a pack of new shapes and member count: its train step and its predict step (select, audit and test padded to one size)
     assert sorted(out["first"]) == ["jit(predict_step)", "jit(train_step)"], out["first"]
     # the same held shapes with other widths, rates, L2 factors, learning rates and seeds: nothing compiles ...

@@ -39,6 +39,23 @@ def _weights(model: keras.Model) -> list[np.ndarray]:
     return [_np(w) for w in model.weights]
 
 
+def _assert_trains_like_singles(packed: keras.Model, singles: list[keras.Model], x: np.ndarray,
+                                y: np.ndarray) -> None:
+    """Six batches through the packed model and through each unpacked member: every member's weights move and end
+    where its unpacked model's do."""
+    initial = [_weights(s) for s in singles]
+    for step in range(6):  # same data order for everyone
+        xb, yb = x[32 * step:32 * (step + 1)], y[32 * step:32 * (step + 1)]
+        packed.train_on_batch(xb, yb)
+        for s in singles:
+            s.train_on_batch(xb, yb)
+    after = unpack(packed, compile=False)
+    for m in range(len(singles)):
+        for w_packed, w_single, w0 in zip(_weights(after[m]), _weights(singles[m]), initial[m]):
+            assert np.abs(w_single - w0).max() > 1e-4  # it did train
+            np.testing.assert_allclose(w_packed, w_single, rtol=1e-4, atol=2e-6)
+
+
 @pytest.mark.parametrize("optimizer,rates", [("sgd", [0.05, 0.01, 0.2]), ("adam", [1e-3, 3e-3, 1e-2])])
 def test_packed_member_trains_like_its_unpacked_model(digits, optimizer, rates):
     x, y = digits
@@ -48,17 +65,7 @@ def test_packed_member_trains_like_its_unpacked_model(digits, optimizer, rates):
     packed = build_packed_mlp(spec, member_metrics=False)
     singles = unpack(packed)  # standard Dense models: same initial weights, each compiled with its own lr and L2
     assert [type(s.optimizer).__name__.lower() for s in singles] == [optimizer] * 3
-    initial = [_weights(s) for s in singles]
-    for step in range(6):  # same data order for everyone
-        xb, yb = x[32 * step:32 * (step + 1)], y[32 * step:32 * (step + 1)]
-        packed.train_on_batch(xb, yb)
-        for s in singles:
-            s.train_on_batch(xb, yb)
-    after = unpack(packed, compile=False)
-    for m in range(3):
-        for w_packed, w_single, w0 in zip(_weights(after[m]), _weights(singles[m]), initial[m]):
-            assert np.abs(w_single - w0).max() > 1e-4  # it did train
-            np.testing.assert_allclose(w_packed, w_single, rtol=1e-4, atol=2e-6)
+    _assert_trains_like_singles(packed, singles, x, y)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -80,17 +87,7 @@ def test_members_of_different_widths_train_like_their_narrower_models(digits, op
     limit = np.sqrt(6.0 / (64 + 5))
     k0 = _np(singles[0].layers[1].kernel)
     assert np.abs(k0).max() <= limit and np.abs(k0).max() > 0.9 * limit
-    initial = [_weights(s) for s in singles]
-    for step in range(6):
-        xb, yb = x[32 * step:32 * (step + 1)], y[32 * step:32 * (step + 1)]
-        packed.train_on_batch(xb, yb)
-        for s in singles:
-            s.train_on_batch(xb, yb)
-    after = unpack(packed, compile=False)
-    for m in range(3):
-        for w_packed, w_single, w0 in zip(_weights(after[m]), _weights(singles[m]), initial[m]):
-            assert np.abs(w_single - w0).max() > 1e-4  # it did train
-            np.testing.assert_allclose(w_packed, w_single, rtol=1e-4, atol=2e-6)
+    _assert_trains_like_singles(packed, singles, x, y)
     hidden = [layer for layer in packed.layers if isinstance(layer, PackedDense)]
     k1, b1, k2 = _np(hidden[0].kernel), _np(hidden[0].bias), _np(hidden[1].kernel)
     assert not k1[0, :, 5:].any() and not b1[0, 5:].any() and not k2[0, 5:, :].any() and not k2[0, :, 5:].any()

@@ -5,20 +5,16 @@ a second trial of a new width in the same bucket compiles nothing. The JAX check
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import keras
 import pytest
 
+from tests.jax_script import run_jax_script
+
 from hpo.execution.templates import _plan, bucket, template_twin
 
-ROOT = Path(__file__).resolve().parent.parent
 
 JAX_SCRIPT = textwrap.dedent("""
     import json, sys, tempfile
@@ -137,14 +133,7 @@ JAX_SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def jax_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    tmp = tmp_path_factory.mktemp("masking")
-    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "HPO_CACHE_DIR": str(tmp / "cache"),
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run([sys.executable, "-c", JAX_SCRIPT], env=env, cwd=tmp, capture_output=True, text=True,
-                          timeout=1200)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")), None)
-    assert line is not None, proc.stderr[-3000:]
-    return json.loads(line[len("RESULT"):])
+    return run_jax_script(JAX_SCRIPT, tmp_path_factory.mktemp("masking"), timeout=1200)
 
 
 @pytest.mark.parametrize("case", ["adam_l2", "rmsprop_sigmoid"])

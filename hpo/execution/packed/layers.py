@@ -123,9 +123,6 @@ class PackedLayer(keras.layers.Layer):
     def member_weights(self, m: int) -> list[Any]:
         return [variable_numpy(w)[m] for w in self.weights if not getattr(w, "_hpo_setting", False)]
 
-    def set_member_values(self, values: Sequence[float]) -> None:  # pragma: no cover - interface
-        """New per-member values of the layer's setting (rates, L2 factors), as its config and its variable."""
-
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class PackedDense(PackedLayer):
@@ -223,14 +220,6 @@ class PackedDense(PackedLayer):
         out = [variable_numpy(self.kernel)[m][:rows, :cols]]
         return out + ([variable_numpy(self.bias)[m][:cols]] if self.bias is not None else [])
 
-    def set_member_values(self, values: Sequence[float]) -> None:
-        """New per-member L2 factors for a layer built with L2 (whether it has L2 is part of its shape)."""
-        if not self.l2:
-            raise ValueError(f"{self.name} was built without L2; its L2 factors cannot be set")
-        self.l2 = [float(v) for v in values]
-        self.kernel.regularizer.l2 = list(self.l2)
-        self.l2_values.assign(np.asarray(self.l2, dtype="float32"))
-
     def member_layer(self, m: int) -> keras.layers.Layer:
         reg = keras.regularizers.L2(self.l2[m]) if self.l2 and self.l2[m] > 0 else None
         units = self.member_units[m] if self.member_units else self.units
@@ -273,15 +262,6 @@ class PackedDropout(PackedLayer):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.active = any(r > 0 for r in self.rates)  # part of the shape: no dropout at all is another model
         self.rate_values = add_setting(self, "member_rates", self.rates) if self.active else None
-
-    def set_member_values(self, values: Sequence[float]) -> None:
-        """New per-member rates for a layer built with dropout."""
-        rates = [float(r) for r in values]
-        if not self.active or len(rates) != self.members or any(not 0.0 <= r < 1.0 for r in rates):
-            raise ValueError(f"{self.name}: rates must be {self.members} values in [0, 1) for a layer built with "
-                             f"dropout; got {rates}")
-        self.rates = rates
-        self.rate_values.assign(np.asarray(rates, dtype="float32"))
 
     def call(self, x, training=False):
         if not training or not self.active:

@@ -10,7 +10,7 @@ unpacked optimizer with learning rate ``lr_m`` does, for SGD (with or without mo
 a global multiplier (1.0 by default, or a schedule). Weight decay is refused: Keras applies it with the
 scalar learning rate, outside ``update_step``. The per-member rates are an optimizer variable, not a compiled
 constant, so a compiled packed model trains another pack with other rates without compiling again
-(:meth:`_MemberLearningRates.set_member_learning_rates`).
+(:mod:`hpo.execution.packed.reuse`).
 """
 
 from __future__ import annotations
@@ -38,16 +38,6 @@ class _MemberLearningRates:
         if not rates or any(r < 0 for r in rates):
             raise ValueError(f"member_learning_rates must be non-empty and non-negative; got {rates}")
         self.member_learning_rates = rates
-
-    def set_member_learning_rates(self, member_learning_rates: Sequence[float]) -> None:
-        """New per-member learning rates (as many as before), in the config and, once built, the variable."""
-        rates = tuple(float(v) for v in member_learning_rates)
-        if len(rates) != len(self.member_learning_rates) or any(r < 0 for r in rates):
-            raise ValueError(f"member_learning_rates must be {len(self.member_learning_rates)} non-negative "
-                             f"values; got {rates}")
-        self.member_learning_rates = rates
-        if getattr(self, "_member_rates", None) is not None:
-            self._member_rates.assign(np.asarray(rates, dtype="float32"))
 
     def build(self, variables):
         members = len(self.member_learning_rates)
