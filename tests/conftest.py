@@ -98,7 +98,8 @@ def wait_healthy(url: str, proc: subprocess.Popen[Any], *, what: str, timeout: f
         except OSError:
             pass
         assert proc.poll() is None, f"{what} exited" + (f":\n{log.read_text()[-2000:]}" if log else "")
-        assert time.monotonic() < deadline, f"{what} did not come up"
+        assert time.monotonic() < deadline, (f"{what} did not come up in {timeout:.0f} s"
+                                             + (f":\n{log.read_text()[-2000:]}" if log else ""))
         time.sleep(0.3)
 
 

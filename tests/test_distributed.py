@@ -49,14 +49,17 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     base = PG.rsplit("/", 1)[0]
     art = tmp_path_factory.mktemp("mlflow-artifacts")
     port = _free_port()
+    log = art.parent / "mlflow-server.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{base}/{db}",
          "--artifacts-destination", str(art), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
         env={**os.environ, "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": "2", "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": "8"})
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(f"{url}/health", proc, what="mlflow server")
+        # 16 s on an idle 2-core machine; CI once saw over 180 s while the other xdist worker trained (the
+        # server migrates a fresh database and starts two workers): a failure shows the server's log.
+        wait_healthy(f"{url}/health", proc, what="mlflow server", timeout=600, log=log)
         yield url
     finally:
         os.killpg(proc.pid, 15)

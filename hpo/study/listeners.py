@@ -18,7 +18,7 @@ from hpo.execution.folds import FOLD_KEYS
 from hpo.metric_names import split_name
 from hpo.repro import device_description
 from hpo.results import TrialResult, TrialState
-from hpo.study.signals import raise_if_signalled
+from hpo.study.signals import deferred, raise_if_signalled
 
 if TYPE_CHECKING:
     from hpo.tracking import Tracker
@@ -78,8 +78,10 @@ class Listeners:
         """The ``listener(epoch, logs)`` the trial runner calls after each epoch."""
         def on_epoch(epoch: int, logs: Mapping[str, float]) -> None:
             raise_if_signalled()
-            for listener in self.items:
-                listener.on_epoch_end(trial, epoch, logs)
+            with deferred():  # the pruner's report writes to the engine's storage: never cut halfway
+                for listener in self.items:
+                    listener.on_epoch_end(trial, epoch, logs)
+            raise_if_signalled()
 
         return on_epoch
 

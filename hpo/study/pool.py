@@ -78,7 +78,7 @@ def _submit(run: StudyRun, pool: Any, state: _Asking) -> None:
         state.asking = False  # the running trials finish; none starts
     while state.asking and not state.wait_for_engine and state.remaining - len(state.running) > 0 and pool.idle():
         free = state.remaining - len(state.running)
-        batch = ask_batch(run, min(run.cfg.executor.pack, free)) if run.plan.packing else run.driver.ask()
+        batch = ask_batch(run, min(run.cfg.executor.pack, free) if run.plan.packing else 1)
         if isinstance(batch, Wait):  # a shared study's last slots are running elsewhere
             if not state.running:
                 time.sleep(batch.seconds)

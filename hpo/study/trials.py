@@ -118,6 +118,14 @@ def run_one(run: StudyRun, proposal: Proposal) -> TrialResult:
 def ask_batch(run: StudyRun, size: int) -> list[Proposal] | Wait | None:
     """Up to ``size`` proposals for packing; after the first, the engine is asked (where it can) to keep the
     first's shape parameters so the batch packs into one model."""
+    # Asking writes to the engine's storage (Optuna's journal takes and releases a file lock): a Ctrl-C landing
+    # inside Optuna's lock release turned into a FileNotFoundError and left the lock behind, so the interrupt is
+    # recorded and raised once the batch is asked (run_one and the pool raise it before any training).
+    with deferred():
+        return _ask_batch(run, size)
+
+
+def _ask_batch(run: StudyRun, size: int) -> list[Proposal] | Wait | None:
     from hpo.execution.packed import shape_key, shape_params
 
     first = run.driver.ask()
