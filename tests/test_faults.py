@@ -417,3 +417,44 @@ def test_ctrl_c_while_a_trial_is_recorded_waits_for_the_record_and_a_second_one_
         assert steps == ["recorded"]
     finally:
         restore_signals(previous)
+
+
+def test_ctrl_c_inside_the_journal_lock_while_asking_is_raised_after_the_ask(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """CI saw a Ctrl-C land inside Optuna's journal-file lock release while a worker pool asked for a trial: it
+    surfaced as FileNotFoundError (exit 1, not 130) and left the lock file behind. Asking is now never cut: the
+    proposal is complete, the lock is released, and the interrupt is raised once the ask returns."""
+    from types import SimpleNamespace
+
+    from optuna.storages.journal import _file
+
+    from hpo.drivers.optuna import OptunaDriver
+    from hpo.space import Param, SearchSpace
+    from hpo.study.signals import install_signals, raise_if_signalled, restore_signals
+    from hpo.study.trials import ask_batch
+
+    space = SearchSpace([Param("units", "int", 16, 64, default=32), Param("dropout", "float", 0.0, 0.5, default=0.0)])
+    journal = tmp_path / "optuna.journal"
+    driver = OptunaDriver(space, direction="maximize", seed=0, study_name="s", storage=f"journal://{journal}")
+    driver.open({"test": True})
+    releases: list[int] = []
+    for lock in (_file.JournalFileSymlinkLock, _file.JournalFileOpenLock):
+        original = lock.release
+
+        def release(self: Any, original: Any = original) -> None:
+            releases.append(1)
+            if len(releases) == 2:  # the second storage write of the ask: a parameter is being recorded
+                os.kill(os.getpid(), signal.SIGINT)
+            original(self)
+
+        monkeypatch.setattr(lock, "release", release)
+    previous = install_signals()
+    try:
+        batch = ask_batch(SimpleNamespace(driver=driver, space=space), 2)
+        assert len(releases) > 2, "the signal did not land inside an ask"
+        assert isinstance(batch, list) and len(batch) == 2 and all(set(p.params) == {"units", "dropout"} for p in batch)
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_signalled()
+    finally:
+        restore_signals(previous)
+    assert not list(tmp_path.glob("*.lock*")), "the journal's lock file was left behind"
