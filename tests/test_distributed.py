@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -257,8 +257,12 @@ def test_kill_9_of_a_worker_mid_trial_is_retried_and_nothing_is_lost(tmp_path: P
     import optuna
 
     name = f"kill-{uuid.uuid4().hex[:6]}"
-    cfg = _config(tmp_path, name, PG, mlflow_server, study={"n_trials": 10},
-                  driver={"stale_trials": "retry"}, training={"epochs": 4})
+    # CSVLogger writes a row per epoch into the victim's trial folder: the test sees a trial mid-training.
+    # 40 short epochs keep a trial in training for about a second even on a fast machine (CI missed the
+    # earlier 0.6 s window after a trial's start on one).
+    epochs = 40
+    cfg = _config(tmp_path, name, PG, mlflow_server, study={"n_trials": 10}, driver={"stale_trials": "retry"},
+                  training={"epochs": epochs, "callbacks": [{"name": "CSVLogger", "args": {"filename": "epochs.csv"}}]})
     logs = [tmp_path / "owner.log", tmp_path / "victim.log", tmp_path / "other.log"]
     try:
         owner = _start(["run", str(cfg), "--quiet"], logs[0])
@@ -269,17 +273,19 @@ def test_kill_9_of_a_worker_mid_trial_is_retried_and_nothing_is_lost(tmp_path: P
         killed = None
         while killed is None:
             assert time.monotonic() < deadline, logs[1].read_text()[-3000:]
-            time.sleep(0.3)
+            time.sleep(0.05)
+            if not _mid_training(tmp_path / "victim", epochs):
+                continue
             try:
                 trials = _study(name).get_trials(deepcopy=False)
             except KeyError:
                 continue
             done = sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
-            # A trial that started 0.6 s ago at most: it is mid-training, not between its run's end and its tell.
             mine = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING
-                    and t.user_attrs.get("hpo.worker", "").endswith(f":{victim.pid}")
-                    and t.datetime_start is not None and datetime.now() - t.datetime_start < timedelta(seconds=0.6)]
-            if done >= 2 and mine:
+                    and t.user_attrs.get("hpo.worker", "").endswith(f":{victim.pid}")]
+            # Still between its first and last epochs once the storage answered: it is mid-training, not
+            # between its run's end and its tell.
+            if done >= 2 and len(mine) == 1 and _mid_training(tmp_path / "victim", epochs):
                 victim.kill()
                 killed = mine[0]
         victim.wait()
@@ -303,6 +309,12 @@ def test_kill_9_of_a_worker_mid_trial_is_retried_and_nothing_is_lost(tmp_path: P
             if p is not None and p.poll() is None:
                 p.kill()
         _drop(name)
+
+
+def _mid_training(run_dir: Path, epochs: int) -> bool:
+    """A trial of this worker has logged some but not all of its epochs and has no result yet."""
+    return any(2 <= len(p.read_text().splitlines()) <= epochs and not (p.parent / "result.json").exists()
+               for p in run_dir.glob("trials/*/epochs.csv"))
 
 
 class _Proxy:
