@@ -8,6 +8,7 @@ import numpy as np
 
 from hpo.data import Splits, leaves, take
 from hpo.execution.shapes import pad_rows, padded_weights
+from hpo.execution.xla import to_tensor
 
 ONE_BATCH_BYTES = 64 * 2**20  # inputs up to this size are scored and predicted in one call
 
@@ -46,10 +47,9 @@ def scorable(x: Any, y: Any, rows: int | None = None) -> tuple[Any, Any, bool, A
     n = int(leaves(y)[0].shape[0])
     if rows is not None and n <= rows:
         (x, _), (y, _) = pad_rows(x, rows), pad_rows(y, rows)
-        sw = keras.ops.convert_to_tensor(padded_weights(n, rows))
+        sw = to_tensor(padded_weights(n, rows))
     try:
-        return (keras.tree.map_structure(keras.ops.convert_to_tensor, x),
-                keras.tree.map_structure(keras.ops.convert_to_tensor, y), False, sw)
+        return keras.tree.map_structure(to_tensor, x), keras.tree.map_structure(to_tensor, y), False, sw
     except Exception:  # inputs the backend holds no tensor type for (strings on JAX, say): scored as NumPy
         return x, y, False, None if sw is None else padded_weights(n, rows or n)
 

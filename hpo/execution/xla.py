@@ -11,7 +11,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["compiles_per_shape", "compilation_cache_dir", "enable_compilation_cache", "host_initialisers", "to_device"]
+__all__ = ["compiles_per_shape", "compilation_cache_dir", "enable_compilation_cache", "host_initialisers", "to_device",
+           "to_tensor"]
 
 _CACHE: dict[str, str | None] = {}
 
@@ -129,6 +130,75 @@ def to_device(a: np.ndarray) -> Any:
     return _put(a) if compiles_per_shape() else a
 
 
+def to_tensor(a: Any) -> Any:
+    """``keras.ops.convert_to_tensor``, except that a NumPy array of numbers under JAX is put on the device as it
+    is: ``jnp.asarray`` stages it through a ``stage`` program compiled once per shape (three per process for the
+    select/audit scoring inputs, labels and sample weights)."""
+    if compiles_per_shape() and isinstance(a, np.ndarray) and a.dtype.kind in "biuf":
+        return _put(a)
+    import keras
+
+    return keras.ops.convert_to_tensor(a)
+
+
+def _host_backend_convert(convert: Any) -> Any:
+    """``keras.src.backend.convert_to_tensor`` that makes a Python or NumPy value with a given dtype on the host.
+    A Dropout layer's SeedGenerator makes its state with ``backend.convert_to_tensor([seed, 0], dtype=...)``,
+    which compiled a ``convert_element_type`` program in every process. Anything else (tensors, tracers,
+    no dtype) goes through Keras' own conversion."""
+
+    def host_convert(x: Any, dtype: Any = None, sparse: Any = None, ragged: Any = None) -> Any:
+        if dtype is not None and not sparse and not ragged and isinstance(x, (list, tuple, int, float, np.ndarray,
+                                                                                np.generic)):
+            try:
+                return _put(np.asarray(x, dtype=np.dtype(_dtype(dtype))))
+            except Exception:  # a dtype NumPy does not name, or a list holding tracers: Keras' own way
+                pass
+        return convert(x, dtype=dtype, sparse=sparse, ragged=ragged)
+
+    return host_convert
+
+
+class _HostMetricOps:
+    """The ``ops`` of Keras' reduction metrics with ``divide_no_nan`` and ``cast`` of concrete values in NumPy.
+    Keras reads ``Mean.result()`` eagerly after each epoch (``total / count``): under JAX that compiled three
+    small programs (``equal``, ``_where``, ``true_divide``) in every process. Inside a traced step the values
+    are tracers and the backend's ops run as before."""
+
+    def __init__(self, ops: Any) -> None:
+        self._ops = ops
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ops, name)
+
+    def cast(self, x: Any, dtype: Any) -> Any:
+        h = _concrete(x)
+        return self._ops.cast(x, dtype) if h is None else _put(h.astype(_dtype(dtype)))
+
+    def divide_no_nan(self, x: Any, y: Any) -> Any:
+        hx, hy = _concrete(x), _concrete(y)
+        if hx is None or hy is None:
+            return self._ops.divide_no_nan(x, y)
+        safe = np.where(hy == 0, np.ones_like(hy), hy)
+        out = np.where(hy == 0, np.zeros_like(hx / safe), hx / safe)
+        return _put(np.asarray(out, dtype=np.result_type(hx, hy)))
+
+
+def _concrete(v: Any) -> np.ndarray | None:
+    """The host value of a concrete JAX array, Keras variable or NumPy value; None for a tracer or anything else."""
+    import jax
+    import keras
+
+    if isinstance(v, keras.Variable):
+        v = v.value
+    if isinstance(v, jax.core.Tracer) or not isinstance(v, (jax.Array, np.ndarray, np.generic)):
+        return None
+    try:
+        return np.asarray(v)
+    except Exception:
+        return None
+
+
 def _host_variable_value(convert: Any) -> Any:
     """A JAX Variable's ``_convert_to_tensor`` that makes a Python or NumPy value of a known dtype on the host.
     ``jnp.asarray(0.001, dtype="float32")`` compiles a ``convert_element_type`` program once per dtype: the
@@ -174,18 +244,23 @@ def host_initialisers() -> Iterator[None]:
     if not compiles_per_shape():
         yield
         return
+    import keras.src.backend as kbackend
     from keras.src.backend.jax import core as jax_core
     from keras.src.initializers import constant_initializers as const
     from keras.src.initializers import random_initializers as rand
+    from keras.src.metrics import reduction_metrics
 
-    saved_random, saved_ops = rand.random, const.ops
+    saved_random, saved_ops, saved_metric_ops = rand.random, const.ops, reduction_metrics.ops
     saved_convert = jax_core.JaxVariable.__dict__["_convert_to_tensor"]
+    saved_backend_convert = kbackend.convert_to_tensor
     shim = _HostRandom(**{k: getattr(saved_random, k) for k in dir(saved_random) if not k.startswith("__")
                           and k not in ("uniform", "normal", "truncated_normal")})
-    rand.random, const.ops = shim, _HostOps(saved_ops)
+    rand.random, const.ops, reduction_metrics.ops = shim, _HostOps(saved_ops), _HostMetricOps(saved_metric_ops)
     jax_core.JaxVariable._convert_to_tensor = _host_variable_value(saved_convert)
+    kbackend.convert_to_tensor = _host_backend_convert(saved_backend_convert)
     try:
         yield
     finally:
-        rand.random, const.ops = saved_random, saved_ops
+        rand.random, const.ops, reduction_metrics.ops = saved_random, saved_ops, saved_metric_ops
         jax_core.JaxVariable._convert_to_tensor = saved_convert
+        kbackend.convert_to_tensor = saved_backend_convert

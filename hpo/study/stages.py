@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from hpo.execution.xla import host_initialisers
 from hpo.results import inside, write_json
 from hpo.study.context import StudyRun
 from hpo.study.summary import StudySummary, summarise
@@ -52,10 +53,12 @@ def _ensemble(run: StudyRun, logged: bool, summary_best: int | None) -> dict[str
     from ensembles.artifact import member_name
 
     e, save = run.cfg.ensemble, run.cfg.training.save_models
-    rep = build_ensemble(run.run_dir, method=e.method, combine=e.combine, size=e.size, metric=e.metric,
-                         calibrate=e.calibrate, confidence=e.confidence, snapshots=bool(e.snapshot_epochs), max_per_config=e.max_per_config,
-                         save_artifact=save, tracking_uri=run.uri if (save and logged) else None,
-                         parent_run_id=run.parent, incumbent_counted=summary_best, seed=run.cfg.study.seed)
+    with host_initialisers():  # members load with no initialiser compiled under JAX (hpo.execution.xla)
+        rep = build_ensemble(run.run_dir, method=e.method, combine=e.combine, size=e.size, metric=e.metric,
+                             calibrate=e.calibrate, confidence=e.confidence, snapshots=bool(e.snapshot_epochs),
+                             max_per_config=e.max_per_config, save_artifact=save,
+                             tracking_uri=run.uri if (save and logged) else None, parent_run_id=run.parent,
+                             incumbent_counted=summary_best, seed=run.cfg.study.seed)
     return {"members": [(member_name(m), m["weight"]) for m in rep.members], "metrics": rep.metrics,
             "best_single": rep.best_single["metrics"], "best_single_trial": rep.best_single["trial"],
             "best_single_alone": rep.best_single_alone,
@@ -94,8 +97,9 @@ def plots_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
 
     best = run.results.get(summary.best_trial, {})
     model = inside(run.run_dir, best.get("model_path"), f"trial {summary.best_trial}: model_path")
-    summary.plots = plot_study(run.run_dir, str(model) if model else None,
-                               summary.ensemble.get("artifact_dir") if summary.ensemble else None)
+    with host_initialisers():  # the models load to be drawn: no initialiser compiled under JAX
+        summary.plots = plot_study(run.run_dir, str(model) if model else None,
+                                   summary.ensemble.get("artifact_dir") if summary.ensemble else None)
     for key in ("best_trial", "ensemble"):
         if summary.plots.get(key):
             run.tracker.log_study_artifact(Path(summary.plots[key]), "plots")
