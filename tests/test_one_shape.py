@@ -97,12 +97,12 @@ JAX_SCRIPT = textwrap.dedent("""
         with np.load(r.predictions_path) as f:
             return names, f["test/digit"], r.value
 
-    out["first"] = trial(0, units=40)[0]
+    out["first"] = trial(0, units=40, dropout=0.2)[0]
     out["new_shape"] = trial(1, units=100)[0]  # 40 is held at 64 units, 100 at 128 (hpo.execution.templates)
-    out["reused"], reused, v1 = trial(2, units=40, learning_rate=0.003)
+    out["reused"], reused, v1 = trial(2, units=40, learning_rate=0.003, dropout=0.1)
     clear_twins()  # the same trial on a model built and compiled for it
     clear_templates()
-    _, fresh, v2 = trial(3, units=40, learning_rate=0.003)
+    _, fresh, v2 = trial(3, units=40, learning_rate=0.003, dropout=0.1)
     out["reused_minus_fresh"] = float(np.abs(reused - fresh).max())
     out["values"] = [v1, v2]
     print("RESULT" + json.dumps(out))
@@ -114,9 +114,13 @@ def test_jax_trials_compile_each_shape_once_and_reuse_exactly(tmp_path: Path) ->
     # start-up (discovery builds, preflight) compiles the preflight's test step only: no initialiser, no scalar
     # conversion for the optimizer's variables
     assert out["startup"] == ["jit(test_step)"], out["startup"]
+    steps = ["jit(predict_step)", "jit(test_step)", "jit(train_step)"]
+    # the process's first trial too (a Dropout's seed state, the scoring inputs and the metrics' results are
+    # made on the host): its three steps and nothing else
+    assert sorted(out["first"]) == steps, out["first"]
     # a new architecture: its train, test and predict steps, one shape each, nothing else
-    assert sorted(out["new_shape"]) == ["jit(predict_step)", "jit(test_step)", "jit(train_step)"], out["new_shape"]
-    # the architecture and batch size seen before, another learning rate: nothing compiles, and it trains
+    assert sorted(out["new_shape"]) == steps, out["new_shape"]
+    # the architecture and batch size seen before, another learning rate and dropout rate: nothing compiles, and it trains
     # exactly as a model built and compiled for it
     assert out["reused"] == [], out["reused"]
     assert out["reused_minus_fresh"] == 0.0 and out["values"][0] == out["values"][1]
