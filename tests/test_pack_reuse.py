@@ -88,3 +88,50 @@ def test_packs_compile_once_per_shape_and_reuse_exactly(tmp_path: Path) -> None:
     assert [s["units"] for s in out["saved"]] == [[17, 17, 10], [32, 32, 10], [25, 25, 10]]
     assert [s["l2"] for s in out["saved"]] == [[pytest.approx(v)] * 2 for v in (2e-3, 3e-5, 5e-4)]
     assert [s["lr"] for s in out["saved"]] == [pytest.approx(v) for v in (5e-3, 2e-3, 4e-4)]
+
+
+STUDY_SCRIPT = textwrap.dedent("""
+    import json, time
+    from pathlib import Path
+    from jax import monitoring
+    events = []
+    monitoring.register_event_duration_secs_listener(
+        lambda e, d, **k: events.append((time.monotonic(), k.get("fun_name")))
+        if e == "/jax/core/compile/backend_compile_duration" else None)
+    import hpo.execution.packed as packed
+    from hpo.config import from_dict
+    from hpo.study import run_study
+
+    windows, inner = [], packed.train_pack
+
+    def timed(**kw):
+        t0 = time.monotonic()
+        res = inner(**kw)
+        windows.append((t0, time.monotonic(), [p["units"] for p in kw["params"]]))
+        return res
+
+    packed.train_pack = timed
+    cfg = from_dict({"study": {"name": "packs", "seed": 3, "n_trials": 8, "run_dir": str(Path.cwd() / "run")},
+                     "data": {"dataset": "digits"},
+                     "space": {"builder": "mlp", "params": {
+                         "layers": {"fixed": 2}, "units": {"min": 33, "max": 64}, "batchnorm": {"fixed": False},
+                         "use_l2": {"fixed": True}, "l2": {"min": 1e-6, "max": 1e-3, "log": True},
+                         "dropout": {"min": 0.05, "max": 0.4}}},
+                     "training": {"epochs": 2}, "executor": {"pack": 4}})
+    summary = run_study(cfg)
+    out = {"packs": [{"units": u, "compiled": sorted(f for t, f in events if a <= t < b)} for a, b, u in sorted(windows)],
+           "complete": summary.n_complete, "ensemble": bool(summary.ensemble and summary.ensemble.get("members"))}
+    print("RESULT" + json.dumps(out))
+""")
+
+
+def test_a_default_packed_jax_study_compiles_its_first_pack_only(tmp_path: Path) -> None:
+    """The user's path (``run_study`` with ``executor.pack``, every default else, the ensemble at the end): the
+    first pack compiles its two steps and nothing else, the second (other widths, rates and seeds, held at the
+    same 64 units) compiles nothing, and the study ends with its 8 trials and an ensemble."""
+    out = run_jax_script(STUDY_SCRIPT, tmp_path)
+    assert [len(p["units"]) for p in out["packs"]] == [4, 4], out
+    assert len({u for p in out["packs"] for u in p["units"]}) > 2, out  # the members differ in width
+    assert out["packs"][0]["compiled"] == ["jit(predict_step)", "jit(train_step)"], out
+    assert out["packs"][1]["compiled"] == [], out
+    assert out["complete"] == 8 and out["ensemble"], out
