@@ -115,6 +115,7 @@ STUDY_SCRIPT = textwrap.dedent("""
                      "data": {"dataset": "digits"},
                      "space": {"builder": "mlp", "params": {
                          "layers": {"fixed": 2}, "units": {"min": 33, "max": 64}, "batchnorm": {"fixed": False},
+                         "activation": {"fixed": "relu"}, "optimizer": {"fixed": "adam"},
                          "use_l2": {"fixed": True}, "l2": {"min": 1e-6, "max": 1e-3, "log": True},
                          "dropout": {"min": 0.05, "max": 0.4}}},
                      "training": {"epochs": 2}, "executor": {"pack": 4}})
