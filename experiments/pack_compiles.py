@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     from experiments._common import header, write_result
 
     runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "this": []}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="hpo-pack-compiles-") as tmp:
         base = _checkout(args.baseline, Path(tmp) / "baseline")
         for rep in range(args.reps):
@@ -145,8 +146,9 @@ def main(argv: list[str] | None = None) -> None:
                      "reps": args.reps, "keras_backend": "jax", "platform": "cpu",
                      "study": study_config(args.trials, args.pack, args.space)},
         "baseline": runs["baseline"][0], "this_checkout": runs["this"][0],
-        "note": "2 CPU cores shared with other work while measured: wall and compile seconds are inflated; the "
-                "counts do not depend on load",
+        "load_average": {"before": list(load_before), "after": list(os.getloadavg())},
+        "note": "the counts do not depend on the machine's load; wall and compile seconds do (load_average: 1, 5 "
+                "and 15 minute averages before and after)",
     }
     result["versions"]["keras_backend"] = "jax"
     path = write_result(args.out_dir, f"pack_compiles_{args.space}", result)
