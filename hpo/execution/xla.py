@@ -148,13 +148,8 @@ def _host_backend_convert(convert: Any) -> Any:
     no dtype) goes through Keras' own conversion."""
 
     def host_convert(x: Any, dtype: Any = None, sparse: Any = None, ragged: Any = None) -> Any:
-        if dtype is not None and not sparse and not ragged and isinstance(x, (list, tuple, int, float, np.ndarray,
-                                                                                np.generic)):
-            try:
-                return _put(np.asarray(x, dtype=np.dtype(_dtype(dtype))))
-            except Exception:  # a dtype NumPy does not name, or a list holding tracers: Keras' own way
-                pass
-        return convert(x, dtype=dtype, sparse=sparse, ragged=ragged)
+        host = None if sparse or ragged else _on_host(x, dtype, (list, tuple, int, float, np.ndarray, np.generic))
+        return convert(x, dtype=dtype, sparse=sparse, ragged=ragged) if host is None else host
 
     return host_convert
 
@@ -206,15 +201,22 @@ def _host_variable_value(convert: Any) -> Any:
     start-up besides the preflight's test step. Arrays and tracers go through Keras' own conversion."""
 
     def host_value(self: Any, value: Any, dtype: Any = None) -> Any:
-        if dtype is not None and isinstance(value, (int, float, np.ndarray, np.generic)):
-            try:
-                host = np.dtype(_dtype(dtype))
-            except TypeError:  # a dtype NumPy does not name (bfloat16 without ml_dtypes): Keras' own way
-                return convert(self, value, dtype)
-            return _put(np.asarray(value, dtype=host))
-        return convert(self, value, dtype)
+        host = _on_host(value, dtype, (int, float, np.ndarray, np.generic))
+        return convert(self, value, dtype) if host is None else host
 
     return host_value
+
+
+def _on_host(value: Any, dtype: Any, kinds: tuple[type, ...]) -> Any:
+    """``value`` (one of ``kinds``) made in NumPy with ``dtype`` and put on the device; None when no dtype is
+    given, the value is of another kind, or NumPy cannot make it (a dtype it does not name, such as bfloat16
+    without ml_dtypes, or a list holding tracers): the caller then takes Keras' own way."""
+    if dtype is None or not isinstance(value, kinds):
+        return None
+    try:
+        return _put(np.asarray(value, dtype=np.dtype(_dtype(dtype))))
+    except Exception:
+        return None
 
 
 def _put(a: np.ndarray) -> Any:

@@ -53,12 +53,11 @@ def _ensemble(run: StudyRun, logged: bool, summary_best: int | None) -> dict[str
     from ensembles.artifact import member_name
 
     e, save = run.cfg.ensemble, run.cfg.training.save_models
-    with host_initialisers():  # members load with no initialiser compiled under JAX (hpo.execution.xla)
-        rep = build_ensemble(run.run_dir, method=e.method, combine=e.combine, size=e.size, metric=e.metric,
-                             calibrate=e.calibrate, confidence=e.confidence, snapshots=bool(e.snapshot_epochs),
-                             max_per_config=e.max_per_config, save_artifact=save,
-                             tracking_uri=run.uri if (save and logged) else None, parent_run_id=run.parent,
-                             incumbent_counted=summary_best, seed=run.cfg.study.seed)
+    rep = build_ensemble(run.run_dir, method=e.method, combine=e.combine, size=e.size, metric=e.metric,
+                         calibrate=e.calibrate, confidence=e.confidence, snapshots=bool(e.snapshot_epochs),
+                         max_per_config=e.max_per_config, save_artifact=save,
+                         tracking_uri=run.uri if (save and logged) else None, parent_run_id=run.parent,
+                         incumbent_counted=summary_best, seed=run.cfg.study.seed)
     return {"members": [(member_name(m), m["weight"]) for m in rep.members], "metrics": rep.metrics,
             "best_single": rep.best_single["metrics"], "best_single_trial": rep.best_single["trial"],
             "best_single_alone": rep.best_single_alone,
@@ -97,9 +96,8 @@ def plots_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
 
     best = run.results.get(summary.best_trial, {})
     model = inside(run.run_dir, best.get("model_path"), f"trial {summary.best_trial}: model_path")
-    with host_initialisers():  # the models load to be drawn: no initialiser compiled under JAX
-        summary.plots = plot_study(run.run_dir, str(model) if model else None,
-                                   summary.ensemble.get("artifact_dir") if summary.ensemble else None)
+    summary.plots = plot_study(run.run_dir, str(model) if model else None,
+                               summary.ensemble.get("artifact_dir") if summary.ensemble else None)
     for key in ("best_trial", "ensemble"):
         if summary.plots.get(key):
             run.tracker.log_study_artifact(Path(summary.plots[key]), "plots")
@@ -217,6 +215,9 @@ def finish_study(run: StudyRun, reselection: dict[str, Any] | None) -> StudySumm
     summary = summarise(run.cfg, run.run_dir, run.results, run.started, run.parent, run.uri, reselection, front)
     summary.stopped_early = run.stopped_early
     ending = Ending()
-    for stage in STAGES:
-        stage(run, summary, ending)
+    # The stages load saved models (ensemble members, plotted models): under JAX their initialisers would compile
+    # one program per kernel shape before the saved weights replace them (hpo.execution.xla)
+    with host_initialisers():
+        for stage in STAGES:
+            stage(run, summary, ending)
     return summary
