@@ -96,7 +96,7 @@ def guard_metric(pool: Pool, metric: str) -> str:
 
 def choose(pool: Pool, *, method: str = "greedy", combine: str = "probs", size: int = 5, metric: str = "nll",
            distinct_configs: bool = False, guard: bool = True, seed: int = 0,
-           confidence: float = DEFAULT_CONFIDENCE, small_steps: bool = False,
+           confidence: float = DEFAULT_CONFIDENCE, small_steps: bool = False, twins: bool = False,
            ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Member counts (or weights) chosen on the select half only, and the counts after each step.
 
@@ -117,7 +117,7 @@ def choose(pool: Pool, *, method: str = "greedy", combine: str = "probs", size: 
     elif method in ("greedy", "weights"):
         g = guard_metric(sub, metric) if guard else None
         counts, steps = greedy(sub, method=combine, metric=metric, max_size=size, guard=g, confidence=confidence,
-                               small_steps=small_steps)
+                               small_steps=small_steps, twins=twins)
         if method == "weights":
             counts, steps = _fitted(sub, counts, steps, combine, g or metric, seed)
     else:
@@ -170,7 +170,7 @@ def build_ensemble(
     parent_run_id: str | None = None, max_candidates: int | None = None, incumbent_counted: int | None = None,
     seed: int = 0, snapshots: bool = True, max_per_config: int | None = None,
     confidence: float = DEFAULT_CONFIDENCE, refits: bool = True, calibrate_confidence: float = 0.0,
-    small_steps: bool = False,
+    small_steps: bool = False, twins: bool = False,
 ) -> EnsembleReport:
     """Ensemble the finished trials of the study in ``run_dir``; never retrains a member.
 
@@ -195,7 +195,7 @@ def build_ensemble(
     pool = calibrated(raw, temps) if calibrate else raw
     counts, steps = choose(pool, method=method, combine=combine, size=size, metric=metric,
                            distinct_configs=distinct_configs, guard=guard, seed=seed, confidence=confidence,
-                           small_steps=small_steps)
+                           small_steps=small_steps, twins=twins)
     pooled_t: dict[str, float] = {}
     if temperature:
         idx = np.flatnonzero(counts)

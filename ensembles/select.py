@@ -173,6 +173,7 @@ def top_k(pool: Pool, k: int) -> tuple[np.ndarray, list[np.ndarray]]:
 def greedy(
     pool: Pool, *, method: str = "probs", metric: str = "nll", max_size: int = 10,
     allowed: np.ndarray | None = None, guard: str | None = None, confidence: float = 0.0, small_steps: bool = False,
+    twins: bool = False,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Caruana's forward selection with replacement on the select half; returns counts and each step's counts.
 
@@ -185,7 +186,10 @@ def greedy(
     the rows (the guard stays the point check above); the ``TRIED`` candidates with the largest gains are
     tried best first and selection stops when none passes. With ``small_steps``, when no addition passes at
     weight 1/(k+1) the smallest step the size cap allows is tried before stopping: the ensemble so far scaled
-    to ``max_size - 1`` copies (the same prediction) plus one member, weight ``1/max_size``.
+    to ``max_size - 1`` copies (the same prediction) plus one member, weight ``1/max_size``. With ``twins`` (and
+    ``guard``) selection starts from the best trial averaged with its seed refits: the largest share of them
+    (:func:`twin_starts`) that keeps the guard. The twins are not chosen by the metric on select, so the start
+    spends none of select's noise on them.
     """
     scorer = _Scorer(pool, "select", method, metric)
     allowed = np.ones(len(pool), bool) if allowed is None else allowed
@@ -195,6 +199,11 @@ def greedy(
         first = pool.best_trial(allowed)
         counts[first] = 1
         current, floor = scorer.loss(counts), guard_scorer.loss(counts)
+        if twins:
+            start = next((c for c in twin_starts(pool, first, allowed, max_size)
+                          if guard_scorer.loss(c) <= floor + 1e-12), None)
+            if start is not None:
+                counts, current = start, scorer.loss(start)
     else:
         single = scorer.loss_adding_each(counts, allowed)
         first = int(np.argmin(single))
@@ -214,6 +223,31 @@ def greedy(
         current = loss
         steps.append(counts.copy())
     return counts, steps
+
+
+def twin_start(pool: Pool, first: int, allowed: np.ndarray) -> np.ndarray:
+    """Counts of one for member ``first`` and every allowed seed refit of its trial: a seed ensemble of the
+    best configuration, which lowers NLL with near certainty because its members differ only by their seed."""
+    counts = np.zeros(len(pool))
+    counts[first] = 1
+    for i in range(len(pool)):
+        if allowed[i] and pool.numbers[i] == pool.numbers[first] and pool.refit(i) is not None:
+            counts[i] = 1
+    return counts
+
+
+def twin_starts(pool: Pool, first: int, allowed: np.ndarray, max_size: int) -> list[np.ndarray]:
+    """Seed ensembles of the best trial within ``max_size`` copies, the twins' share of the weight largest first:
+    ``m`` copies of member ``first`` and one of each of ``j`` of its seed refits (best by the objective first)."""
+    twins = [int(i) for i in pool.ranked() if twin_start(pool, first, allowed)[i] and i != first]
+    shapes = [(m, j) for j in range(len(twins), 0, -1) for m in range(1, max_size - j + 1)]
+    starts = []
+    for m, j in sorted(shapes, key=lambda s: (-s[1] / (s[0] + s[1]), s[0])):
+        counts = np.zeros(len(pool))
+        counts[first] = m
+        counts[twins[:j]] = 1
+        starts.append(counts)
+    return starts
 
 
 class _Step:

@@ -13,7 +13,7 @@ nothing retrained:
 - ``calibrated_greedy``: one temperature per member fitted on select, greedy from the best trial by the
   objective with the objective (accuracy) as a guard, any select gain adds a member (the default before);
 - ``confident_greedy``: the same, and an addition's select NLL gain must hold in 95% of paired bootstrap
-  resamples of the select rows (``ensemble.confidence``; the default);
+  resamples of the select rows (``ensemble.confidence``; the default rule);
 - ``earned_t_small_steps``: the confident greedy with two opt-in rules (chosen on digits seeds 100-109, never
   the seeds above): a member's temperature kept only where its cross-fitted select NLL gain is positive in at
   least half of the bootstrap resamples (else 1), and a step of weight 1/5 tried when no addition passes at
@@ -22,10 +22,16 @@ nothing retrained:
   stopping on a held-out third of select, started from the confident greedy;
 - ``confident_greedy_snapshots``: the confident greedy over a wider pool, every trial's epochs
   ``epochs-2`` and ``epochs-1`` saved as snapshots while it trained (at most 3 candidates per configuration);
+- ``confident_greedy_refits``: the confident greedy over the trials and the study's seed refit (``REFITS``
+  seeds of the best configuration, ``ensemble.seed_refit``, trained packed after the search; the default: a
+  study that leaves ``seed_refit`` at null refits 2 seeds where its best configuration packs);
+- ``twins_alone``: the best trial averaged with its seed refits (a seed ensemble of the best configuration,
+  the largest twin share that keeps select accuracy; at most 3 members);
+- ``twin_start``: the confident greedy started from that seed ensemble instead of the best trial alone;
 - ``calibrated_single``: the best single trial with its own select-fitted temperature (what calibration
   alone gives).
 
-All but the snapshots variant see the trials' final models only (``snapshots=False``); all average
+All but the snapshots and refit variants see the trials' final models only (``snapshots=False``, ``refits=False``); all average
 probabilities. Each is scored on the locked test split against the study's best single trial by select as
 trained (its raw logits) and against ``calibrated_single``: the fraction of studies where the ensemble's
 test accuracy is at least the best single's, the worst shortfall, the mean gain, and the test NLL
@@ -60,7 +66,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "weights": {"method": "weights", "calibrate": True, "guard": True, "confidence": 0.95},
     "confident_greedy_snapshots": {"method": "greedy", "calibrate": True, "guard": True, "confidence": 0.95,
                                    "snapshots": True, "max_per_config": 3},
+    "confident_greedy_refits": {"method": "greedy", "calibrate": True, "guard": True, "confidence": 0.95,
+                                "refits": True},
+    "twins_alone": {"method": "greedy", "calibrate": True, "guard": True, "confidence": 0.95, "refits": True,
+                    "twins": True, "size": 1 + 2},
+    "twin_start": {"method": "greedy", "calibrate": True, "guard": True, "confidence": 0.95, "refits": True,
+                   "twins": True},
 }
+REFITS = 2  # ensemble.seed_refit of every study: the best configuration retrained with 2 new seeds (packed)
 # the best single trial with its own temperature (what calibration alone gives): the like-for-like NLL reference
 CALIBRATED_SINGLE = {"method": "top_k", "size": 1, "calibrate": True, "guard": False}
 MNIST_SPACE = {"layers": {"min": 1, "max": 3}, "units": {"min": 32, "max": 512, "log": True},
@@ -94,6 +107,7 @@ def _config(s: Mapping[str, Any], seed: int, run_dir: Path) -> Any:
     cfg.training.save_models = False  # ensembles here are scored, not saved: every trial keeps its logits
     cfg.ensemble.snapshot_epochs = [s["epochs"] - 2, s["epochs"] - 1]  # logits only (no models saved)
     cfg.ensemble.snapshot_budget_mb = 1000.0
+    cfg.ensemble.seed_refit = REFITS
     return cfg
 
 
@@ -106,7 +120,7 @@ def _finished(run_dir: Path, s: Mapping[str, Any], seed: int) -> dict[str, Any] 
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     except (OSError, ValueError, yaml.YAMLError):
         return None
-    same = (summary.get("n_complete") == s["trials"] and cfg["study"]["name"] == f"gain-{s['dataset']}-s{seed}"
+    same = ((run_dir / "refit" / "members.json").exists() and summary.get("n_complete") == s["trials"] and cfg["study"]["name"] == f"gain-{s['dataset']}-s{seed}"
             and cfg["training"]["epochs"] == s["epochs"] and cfg["data"].get("limit_train") == s["limit_train"])
     return summary if same else None
 
@@ -129,7 +143,7 @@ def one_study(s: Mapping[str, Any], seed: int, run_dir: Path, build: Any, splits
     for name, v in {**VARIANTS, "calibrated_single": CALIBRATED_SINGLE}.items():
         t1 = time.monotonic()
         rep = build_ensemble(run_dir, combine="probs", metric="nll", save_artifact=False, seed=seed,
-                             **{"snapshots": False, "size": SIZE, **v})
+                             **{"snapshots": False, "refits": False, "size": SIZE, **v})
         row[name] = {
             "members": [[m["trial"], m["epoch"], round(m["weight"], 4)] for m in rep.members],
             "best_single_alone": rep.best_single_alone, "wall_s": round(time.monotonic() - t1, 2),

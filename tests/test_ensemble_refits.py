@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from ensembles import load_pool
 from ensembles.build import predict_members
@@ -49,8 +52,8 @@ def test_seed_refit_members_join_the_ensemble_and_its_artifact(tmp_path: Path) -
     in_artifact = [m for m in manifest["members"] if m["refit"] is not None]
     assert sorted(m["refit"] for m in in_artifact) == chosen and all(m["trial"] == best for m in in_artifact)
     assert all((run_dir / "ensemble" / m["model_path"]).exists() for m in in_artifact)
-    # the test split: the incumbent, the seed refit's report and the ensemble, each read once
-    assert test_uses(run_dir) == 3
+    # the test split: the incumbent and the ensemble, each read once (the refit is scored on select and audit)
+    assert test_uses(run_dir) == 2
     # the artifact (refit members inside) predicts what the members' saved logits say, in a fresh process
     offline = predict_members(pool, manifest["members"], manifest["combine"], manifest["temperature"], "test")["digit"]
     from hpo.data import load_digits_splits
@@ -71,3 +74,41 @@ print(json.dumps([float(np.abs(k - offline).max()), float(np.abs(np.asarray(p) -
     assert out.returncode == 0, out.stderr[-3000:]
     keras_err, pyfunc_err = json.loads(out.stdout.strip().splitlines()[-1])
     assert keras_err < 1e-5 and pyfunc_err < 1e-5
+
+
+def test_a_default_study_refits_its_best_configuration_with_two_seeds_for_the_ensemble(tmp_path: Path) -> None:
+    """``ensemble.seed_refit`` left at null: a packable study (mlp, fixed batch size and epochs) trains 2 seeds of
+    its best trial after the search and they are candidates of the ensemble; the ensemble never ends below the best
+    trial on select."""
+    cfg = small_config(tmp_path, study={"n_trials": 3}, plots={"enabled": False}, report={"enabled": False},
+                       space={"params": {"batchnorm": {"fixed": False}}})  # batch norm does not pack
+    assert cfg.ensemble.seed_refit is None
+    summary = run_study(cfg)
+    run_dir = cfg.run_dir.resolve()
+    assert summary.seed_refit is not None and summary.seed_refit["members"] == 2
+    listed = json.loads((run_dir / "refit" / "members.json").read_text())
+    assert [m["trial"] for m in listed] == [summary.best_trial] * 2 and len({m["seed"] for m in listed}) == 2
+    pool = load_pool(run_dir, refits=True)
+    assert sorted(pool.refit(i) for i in range(len(pool)) if pool.refit(i) is not None) == [0, 1]
+    e = summary.ensemble
+    best = json.loads((run_dir / "trials" / f"{summary.best_trial:05d}" / "result.json").read_text())
+    assert e["metrics"]["select_accuracy"] >= best["value"] - 1e-6  # the trial's value is a float32
+
+
+@pytest.mark.parametrize("sections,why", [
+    ({"training": {"batch_size": {"values": [64, 128]}}}, "searches batch_size"),
+    ({"space": {"params": {"batchnorm": {"fixed": True}}}}, "batch normalization"),
+    ({"ensemble": {"enabled": False}}, None),
+])
+def test_a_default_study_that_cannot_refit_skips_it_quietly(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                            sections: dict[str, Any], why: str | None) -> None:
+    """Left at null, the refit is skipped without an error or a warning where it does not apply (searched batch
+    size, a best configuration that does not pack, no ensemble to use it); the reason is logged at info."""
+    cfg = small_config(tmp_path, study={"n_trials": 2}, plots={"enabled": False}, report={"enabled": False},
+                       **sections)
+    with caplog.at_level(logging.INFO, logger="hpo"):
+        summary = run_study(cfg)
+    assert summary.seed_refit is None and not (cfg.run_dir / "refit").exists()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and "refit" in r.getMessage()]
+    if why:
+        assert any(why in r.getMessage() and r.levelno == logging.INFO for r in caplog.records)

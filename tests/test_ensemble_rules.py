@@ -8,6 +8,7 @@ import pytest
 from ensembles.calibrate import cross_fitted_gain, member_temperature
 from ensembles.combine import fit_temperature
 from ensembles.metrics import log_softmax
+from ensembles.pool import SPLITS, HeadInfo, Pool
 
 
 def _calibrated(n: int, c: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,3 +71,57 @@ def test_a_fifth_of_a_weaker_member_joins_when_half_of_it_would_not() -> None:
     small, steps = greedy(pool, guard="accuracy", confidence=0.95, max_size=5, small_steps=True)
     assert plain.tolist() == [1, 0]
     assert small.tolist() == [4, 1] and [s.tolist() for s in steps] == [[1, 0], [4, 1]]
+
+
+def _twin_pool(twin_noise: float, seed: int = 0) -> tuple[Pool, np.ndarray]:
+    """Trial 0 (the best), two seed refits of it (its logits plus independent noise of ``twin_noise``) and a
+    weaker trial 1; 216 rows, as digits' select split."""
+    rng = np.random.default_rng(seed)
+    n, c = 216, 10
+    y = rng.integers(0, c, n)
+    base = rng.normal(0, 1.0, (n, c))
+    base[np.arange(n), y] += 2.5
+    members = [base + rng.normal(0, 1.0, (n, c)) for _ in range(3)]
+    members[1:] = [m + rng.normal(0, twin_noise, (n, c)) for m in members[1:]]
+    weak = rng.normal(0, 1.0, (n, c))
+    weak[np.arange(n), y] += 1.0
+    outs = np.stack([*members, weak]).astype(np.float32)
+    acc = [float((z.argmax(1) == y).mean()) for z in outs]
+    acc[0] = max(acc) + 0.01  # trial 0 is the study's best trial by its objective
+    pool = Pool(numbers=[0, 0, 0, 1], params=[{"m": 0}] * 3 + [{"m": 1}], values=np.array(acc), direction="maximize",
+                heads=[HeadInfo("y", "multiclass", c)], outputs={s: {"y": outs} for s in SPLITS},
+                labels={s: {"y": y} for s in SPLITS}, model_paths=[None] * 4, objective="accuracy",
+                refits=[None, 0, 1, None])
+    return pool, y
+
+
+def test_twins_start_the_greedy_from_a_seed_ensemble_of_the_best_trial() -> None:
+    """With ``twins`` the best trial and its two seed refits start the selection at equal weight; their average
+    lowers select NLL below the best trial's, and without ``twins`` the selection starts from the trial alone."""
+    from ensembles.select import _Scorer, greedy, twin_start
+
+    pool, _ = _twin_pool(twin_noise=0.0)
+    assert twin_start(pool, 0, np.ones(4, bool)).tolist() == [1, 1, 1, 0]
+    counts, steps = greedy(pool, guard="accuracy", confidence=0.95, max_size=5, twins=True)
+    assert steps[0].tolist() == [1, 1, 1, 0] and counts[:3].tolist() == [1, 1, 1]
+    nll = _Scorer(pool, "select", "probs", "nll")
+    assert nll.loss(steps[0]) < nll.loss(np.array([1.0, 0, 0, 0]))
+    _, plain = greedy(pool, guard="accuracy", confidence=0.95, max_size=5)
+    assert plain[0].tolist() == [1, 0, 0, 0]
+    # refits not allowed (e.g. a distinct-configurations pool) are not part of the start
+    allowed = np.array([True, False, True, True])
+    assert twin_start(pool, 0, allowed).tolist() == [1, 0, 1, 0]
+
+
+def test_twins_that_would_lower_select_accuracy_are_not_the_start() -> None:
+    """The guard holds for the twin start too: refits much noisier than the best trial lower select accuracy
+    when averaged in, so the selection starts from the best trial alone and ends no worse on select."""
+    from ensembles.select import _Scorer, greedy
+
+    pool, _ = _twin_pool(twin_noise=6.0)
+    acc = _Scorer(pool, "select", "probs", "accuracy")
+    best = np.array([1.0, 0, 0, 0])
+    assert acc.loss(np.array([1.0, 1, 1, 0])) > acc.loss(best)
+    counts, steps = greedy(pool, guard="accuracy", confidence=0.95, max_size=5, twins=True)
+    assert steps[0].tolist() == best.tolist()
+    assert acc.loss(counts) <= acc.loss(best)

@@ -56,7 +56,8 @@ def _assert_trains_like_singles(packed: keras.Model, singles: list[keras.Model],
             np.testing.assert_allclose(w_packed, w_single, rtol=1e-4, atol=2e-6)
 
 
-@pytest.mark.parametrize("optimizer,rates", [("sgd", [0.05, 0.01, 0.2]), ("adam", [1e-3, 3e-3, 1e-2])])
+@pytest.mark.parametrize("optimizer,rates", [("sgd", [0.05, 0.01, 0.2]), ("adam", [1e-3, 3e-3, 1e-2]),
+                                            ("rmsprop", [1e-3, 3e-3, 7e-3])])
 def test_packed_member_trains_like_its_unpacked_model(digits, optimizer, rates):
     x, y = digits
     keras.utils.set_random_seed(0)
@@ -68,7 +69,7 @@ def test_packed_member_trains_like_its_unpacked_model(digits, optimizer, rates):
     _assert_trains_like_singles(packed, singles, x, y)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
 def test_members_of_different_widths_train_like_their_narrower_models(digits, optimizer):
     """A pack of 5-, 9- and 16-unit members held at 16 units: each member trains to the weights of its own
     narrower Dense model (issue 23's width masking), and the padded weights stay exactly zero."""

@@ -71,9 +71,9 @@ def _print_ensembles(summary: "StudySummary") -> None:
         if "skipped" in sr:
             print(f"seed refit skipped: {sr['skipped']}")
         else:
-            t = sr["test"]
+            t = sr["select"]
             print(f"seed refit of the best configuration, {sr['members']} seeds packed in one model "
-                  f"({sr['wall_s']:.1f}s): test member median {t['member_accuracy_median']:.4f}, "
+                  f"({sr['wall_s']:.1f}s): select member median {t['member_accuracy_median']:.4f}, "
                   f"logit average {t['logit_average_accuracy']:.4f}; its members were ensemble candidates "
                   "(trial@rK)")
     if summary.reselection:

@@ -193,7 +193,7 @@ def _check_ensemble(cfg: StudyConfig) -> None:
     if cfg.ensemble.method == "weights" and cfg.ensemble.combine == "vote":
         raise ConfigError("ensemble.combine", "weights are fitted for probs, logits or geometric, not vote: "
                                               "choose one of those or method: greedy")
-    if not 0 <= cfg.ensemble.seed_refit <= 512:
+    if cfg.ensemble.seed_refit is not None and not 0 <= cfg.ensemble.seed_refit <= 512:
         raise ConfigError("ensemble.seed_refit", f"must be between 0 and 512 members, got {cfg.ensemble.seed_refit}")
     if not 0 <= cfg.ensemble.confidence < 1:
         raise ConfigError("ensemble.confidence", f"must be at least 0 (any select gain adds a member) and below 1, "

@@ -134,7 +134,9 @@ class EnsembleSection:
     snapshot_epochs: list[int] = field(default_factory=list)  # epochs of each trial kept as extra candidates
     snapshot_budget_mb: float = 200.0  # disk for snapshots; the worst trials' go first
     max_per_config: int = 3  # candidates (a trial, its snapshots, trials of the same configuration) per configuration
-    seed_refit: int = 0  # retrain the best configuration with N seeds as one packed model (mlp): ensemble candidates
+    # retrain the best configuration with N seeds as one packed model (mlp): ensemble candidates. null (the default):
+    # 2 seeds where that applies (hpo.execution.refit.auto_refit), else none; 0: never
+    seed_refit: int | None = None
 
 
 @dataclass

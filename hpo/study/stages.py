@@ -69,22 +69,32 @@ def _ensemble(run: StudyRun, logged: bool, summary_best: int | None) -> dict[str
 
 def seed_refit_stage(run: StudyRun, summary: StudySummary, ending: Ending) -> None:
     """``ensemble.seed_refit``: the incumbent retrained with new seeds as one packed model, before the ensemble
-    stage so that its members are candidates of the ensemble's pool."""
+    stage so that its members are candidates of the ensemble's pool. Left at null, ``AUTO_SEEDS`` seeds where the
+    study's best configuration packs and the ensemble is on (else nothing, logged at info)."""
     cfg = run.cfg
-    if not (cfg.ensemble.seed_refit > 0 and summary.best_trial is not None):
+    if summary.best_trial is None:
         return
-    from hpo.analysis.guards import record_test_use
-    from hpo.execution.refit import seed_refit
+    from hpo.execution.refit import AUTO_SEEDS, auto_refit, seed_refit
+    from hpo.space.fit_params import searched_fit_params
 
-    summary.seed_refit = seed_refit(cfg.space.builder, summary.best_params, run.splits, members=cfg.ensemble.seed_refit,
+    members = cfg.ensemble.seed_refit
+    if members is None and cfg.ensemble.enabled:
+        reason = auto_refit(cfg.space.builder, run.splits, summary.best_params,
+                            searched=list(searched_fit_params(cfg.training)), folds=cfg.training.folds,
+                            objective=cfg.objective.metric)
+        if reason:
+            log.info("no seed refit of the best configuration: %s", reason)
+        members = 0 if reason else AUTO_SEEDS
+    if not members:
+        return
+    summary.seed_refit = seed_refit(cfg.space.builder, summary.best_params, run.splits, members=members,
                                     epochs=cfg.training.epochs, batch_size=cfg.training.batch_size,
                                     seed=cfg.study.seed, out_dir=run.run_dir / "refit", trial=summary.best_trial,
                                     objective=cfg.objective.metric, save_models=cfg.training.save_models)
     if "skipped" in summary.seed_refit:
         log.warning("seed refit skipped: %s", summary.seed_refit["skipped"])
     else:
-        record_test_use(run.run_dir, f"seed refit of trial {summary.best_trial}")
-        ending.metrics.update({f"seed_refit_test_{k}": v for k, v in summary.seed_refit["test"].items()})
+        ending.metrics.update({f"seed_refit_select_{k}": v for k, v in summary.seed_refit["select"].items()})
         ending.metrics["seed_refit_wall_s"] = summary.seed_refit["wall_s"]
 
 
