@@ -113,15 +113,39 @@ def test_twins_start_the_greedy_from_a_seed_ensemble_of_the_best_trial() -> None
     assert twin_start(pool, 0, allowed).tolist() == [1, 0, 1, 0]
 
 
-def test_twins_that_would_lower_select_accuracy_are_not_the_start() -> None:
-    """The guard holds for the twin start too: refits much noisier than the best trial lower select accuracy
-    when averaged in, so the selection starts from the best trial alone and ends no worse on select."""
-    from ensembles.select import _Scorer, greedy
+def test_noisy_twins_start_at_the_largest_share_that_keeps_select_accuracy() -> None:
+    """The guard holds for the twin start too: refits much noisier than the best trial lower select accuracy at
+    equal weight, so the start is the largest twin share that keeps it (shares tried largest first)."""
+    from ensembles.select import _Scorer, greedy, twin_starts
 
     pool, _ = _twin_pool(twin_noise=6.0)
     acc = _Scorer(pool, "select", "probs", "accuracy")
     best = np.array([1.0, 0, 0, 0])
-    assert acc.loss(np.array([1.0, 1, 1, 0])) > acc.loss(best)
+    starts = twin_starts(pool, 0, np.ones(4, bool), 5)
+    shares = [1 - c[0] / c.sum() for c in starts]
+    assert starts[0].tolist() == [1, 1, 1, 0] and shares == sorted(shares, reverse=True) and min(shares) == pytest.approx(0.2)
+    assert acc.loss(starts[0]) > acc.loss(best)
     counts, steps = greedy(pool, guard="accuracy", confidence=0.95, max_size=5, twins=True)
-    assert steps[0].tolist() == best.tolist()
+    kept = next(c for c in starts if acc.loss(c) <= acc.loss(best) + 1e-12)
+    assert steps[0].tolist() == kept.tolist() and kept[0] > 1
     assert acc.loss(counts) <= acc.loss(best)
+
+
+def test_twins_that_flip_close_calls_at_any_share_are_not_the_start() -> None:
+    """Twins confidently wrong on the best trial's close calls lower select accuracy at every share: the selection
+    starts from the best trial alone."""
+    from ensembles.select import greedy
+
+    pool, y = _twin_pool(twin_noise=0.0)
+    n, c = len(y), 10
+    close = np.arange(n) % 5 == 0
+    wrong = (y + 1) % c
+    best = np.zeros((n, c), np.float32)
+    best[np.arange(n), y] = np.where(close, 2.0, 6.0)
+    best[np.arange(n), wrong] = np.where(close, 1.9, 0.0)
+    twin = best.copy()
+    twin[np.flatnonzero(close), wrong[close]] = 30.0
+    for s in SPLITS:
+        pool.outputs[s]["y"][0], pool.outputs[s]["y"][1], pool.outputs[s]["y"][2] = best, twin, twin
+    counts, steps = greedy(pool, guard="accuracy", confidence=0.95, max_size=5, twins=True)
+    assert steps[0].tolist() == [1, 0, 0, 0] and counts[1:3].tolist() == [0, 0]

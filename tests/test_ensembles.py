@@ -123,7 +123,8 @@ def test_artifact_round_trip_in_a_fresh_process(finished_study: Any, tmp_path: P
     assert rep.calibrated and all(m["temperature"]["digit"] > 0 for m in manifest["members"])
     from ensembles.build import predict_members
 
-    offline = predict_members(load_pool(cfg.run_dir), rep.members, "logits", rep.temperature, "test")["digit"]
+    pool = load_pool(cfg.run_dir, snapshots=True, refits=True)  # members may be seed refits (on by default)
+    offline = predict_members(pool, rep.members, "logits", rep.temperature, "test")["digit"]
     from hpo.data import load_digits_splits
 
     x_test = load_digits_splits().x["test"]
