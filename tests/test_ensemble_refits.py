@@ -81,7 +81,7 @@ def test_a_default_study_refits_its_best_configuration_with_two_seeds_for_the_en
     its best trial after the search and they are candidates of the ensemble; the ensemble never ends below the best
     trial on select."""
     cfg = small_config(tmp_path, study={"n_trials": 3}, plots={"enabled": False}, report={"enabled": False},
-                       space={"params": {"batchnorm": {"fixed": False}}})  # batch norm does not pack
+                       space={"params": {"batchnorm": {"fixed": True}}})  # batch norm packs too
     assert cfg.ensemble.seed_refit is None
     summary = run_study(cfg)
     run_dir = cfg.run_dir.resolve()
@@ -97,7 +97,7 @@ def test_a_default_study_refits_its_best_configuration_with_two_seeds_for_the_en
 
 @pytest.mark.parametrize("sections,why", [
     ({"training": {"batch_size": {"values": [64, 128]}}}, "searches batch_size"),
-    ({"space": {"params": {"batchnorm": {"fixed": True}}}}, "batch normalization"),
+    ({"space": {"builder": "convnet", "params": {}}}, "mlp builder only"),
     ({"ensemble": {"enabled": False}}, None),
 ])
 def test_a_default_study_that_cannot_refit_skips_it_quietly(tmp_path: Path, caplog: pytest.LogCaptureFixture,

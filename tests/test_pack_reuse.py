@@ -69,6 +69,17 @@ JAX_SCRIPT = textwrap.dedent("""
     out["reused_minus_fresh"] = max(float(np.abs(a - b).max()) for a, b in zip(b_logits, f_logits))
     out["loss_diff"] = max(abs(a - b) for x, y in zip(b_loss, f_loss) for a, b in zip(x, y))
     out["values"] = [b_values, f_values]
+    # batch normalization: no padded last batch (its rows would enter the batch statistics), and a later pack on the
+    # compiled model starts from fresh moving statistics (0 and 1) and trains exactly as its own model would
+    base["batchnorm"] = True
+    out["bn_first"] = pack("bn1", [1e-3, 3e-3], [0.1, 0.2], [1e-4, 1e-3], [11, 12], [20, 30])[0]
+    bn_args = ([2e-3, 5e-3], [0.3, 0.1], [3e-4, 1e-5], [13, 14], [25, 17])
+    out["bn_reused"], r_logits, r_values = pack("bn2", *bn_args)[:3]
+    clear_pack_twins()
+    f_logits, f_values = pack("bn2f", *bn_args)[1:3]
+    out["bn_reused_minus_fresh"] = max(float(np.abs(a - b).max()) for a, b in zip(r_logits, f_logits))
+    out["bn_values"] = [r_values, f_values]
+    out["train_rows"] = len(splits.y["train"])
     print("RESULT" + json.dumps(out))
 """)
 
@@ -88,6 +99,12 @@ def test_packs_compile_once_per_shape_and_reuse_exactly(tmp_path: Path) -> None:
     assert [s["units"] for s in out["saved"]] == [[17, 17, 10], [32, 32, 10], [25, 25, 10]]
     assert [s["l2"] for s in out["saved"]] == [[pytest.approx(v)] * 2 for v in (2e-3, 3e-5, 5e-4)]
     assert [s["lr"] for s in out["saved"]] == [pytest.approx(v) for v in (5e-3, 2e-3, 4e-4)]
+    # batch normalization: the last partial batch is its own train step (not padded), a second pack compiles
+    # nothing and equals a pack trained on its own freshly built model (moving statistics reset)
+    assert out["train_rows"] % 64 and sorted(out["bn_first"]) == \
+        ["jit(predict_step)", "jit(train_step)", "jit(train_step)"], out["bn_first"]
+    assert out["bn_reused"] == [] and out["bn_reused_minus_fresh"] < 1e-5, out
+    assert out["bn_values"][0] == pytest.approx(out["bn_values"][1], abs=1e-6)
 
 
 STUDY_SCRIPT = textwrap.dedent("""

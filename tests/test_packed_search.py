@@ -153,6 +153,33 @@ def test_hyperopt_packs_trials_whose_space_fixes_the_architecture(tmp_path: Path
     assert {tuple(r["pack"]) for r in _results(tmp_path / "run").values()} == {(0, 1, 2), (3, 4, 5)}
 
 
+def test_batch_normalized_trials_pack_and_save_their_own_models(tmp_path: Path) -> None:
+    """Trials with batch normalization pack together (each member its own batch statistics) and each saves a plain
+    Keras model with its BatchNormalization layers and moving statistics, reproducing its saved logits."""
+    space = {"builder": "mlp", "params": {"layers": {"fixed": 2}, "activation": {"fixed": "relu"},
+                                          "optimizer": {"fixed": "adam"}, "batchnorm": {"fixed": True}}}
+    cfg = small_config(tmp_path, driver={"name": "hyperopt"}, space=space, study={"n_trials": 4},
+                       executor={"pack": 2}, ensemble={"enabled": False}, **QUIET)
+    summary = run_study(cfg)
+    assert summary.n_complete == 4
+    res = _results(tmp_path / "run")
+    assert {tuple(r["pack"]) for r in res.values()} == {(0, 1), (2, 3)}
+    import keras
+
+    from hpo.data import load_dataset
+
+    x = load_dataset("digits", seed=0).x["test"]
+    for r in res.values():
+        assert r["params"]["batchnorm"] is True
+        model = keras.saving.load_model(r["model_path"], compile=False)
+        bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        assert [b.name for b in bns] == ["bn_0", "bn_1"]
+        # the member's own moving statistics came along
+        assert np.abs(keras.ops.convert_to_numpy(bns[0].moving_variance) - 1).max() > 1e-3
+        z = np.asarray(model.predict(x, verbose=0))
+        np.testing.assert_allclose(z, np.load(r["predictions_path"])["test/digit"], atol=1e-4)
+
+
 @pytest.mark.parametrize("change, field", [
     (dict(space={"builder": "convnet", "params": {}}), "executor.pack"),
     (dict(training={"early_stopping_patience": 2}), "training.early_stopping_patience"),

@@ -40,8 +40,6 @@ def packable(builder: str, splits: Splits, params: Mapping[str, Any]) -> str | N
         return "packing covers one input and one output head"
     if splits.spec.heads[0].kind != "multiclass":
         return f"packing covers multiclass heads, not {splits.spec.heads[0].kind}"
-    if params.get("batchnorm"):
-        return "the best configuration uses batch normalization, which packing does not support"
     return None
 
 

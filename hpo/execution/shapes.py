@@ -72,11 +72,12 @@ def _padded_epochs_class() -> type:
         """Training batches of exactly ``batch_size`` rows: shuffled every epoch like Keras' own array input,
         the last partial batch completed with zero-weight copies of a row and its real rows weighted
         ``batch / real`` (see :func:`padded_weights`), so each step's gradient is the one of the unpadded
-        batch. Train-split metrics in the logs weigh the last batch's rows by that factor too."""
+        batch. Train-split metrics in the logs weigh the last batch's rows by that factor too. With ``pad`` false
+        the last batch keeps its real rows only (weights 1): the same shuffle without padding."""
 
-        def __init__(self, x: Any, y: Any, batch_size: int, seed: int) -> None:
+        def __init__(self, x: Any, y: Any, batch_size: int, seed: int, pad: bool = True) -> None:
             super().__init__()
-            self.x, self.y, self.batch_size = x, y, int(batch_size)
+            self.x, self.y, self.batch_size, self.pad = x, y, int(batch_size), bool(pad)
             self.n = int(leaves(y)[0].shape[0])
             self.rng = np.random.default_rng(seed)
             self.order = self.rng.permutation(self.n)
@@ -92,6 +93,8 @@ def _padded_epochs_class() -> type:
             real = len(idx)
             if real == self.batch_size:
                 return take(self.x, idx), take(self.y, idx), self.full
+            if not self.pad:
+                return take(self.x, idx), take(self.y, idx), self.full[:real]
             idx = np.concatenate([idx, np.full(self.batch_size - real, idx[0])])
             return take(self.x, idx), take(self.y, idx), padded_weights(real, self.batch_size)
 
@@ -105,6 +108,7 @@ def _padded_epochs_class() -> type:
     return _PaddedEpochs
 
 
-def PaddedEpochs(x: Any, y: Any, batch_size: int, seed: int) -> Any:  # noqa: N802 - builds a keras PyDataset
-    """A ``keras.utils.PyDataset`` of padded, per-epoch shuffled training batches (see ``_PaddedEpochs``)."""
-    return _padded_epochs_class()(x, y, batch_size, seed)
+def PaddedEpochs(x: Any, y: Any, batch_size: int, seed: int, pad: bool = True) -> Any:  # noqa: N802 - a PyDataset
+    """A ``keras.utils.PyDataset`` of padded (unless ``pad`` is false), per-epoch shuffled training batches (see
+    ``_PaddedEpochs``)."""
+    return _padded_epochs_class()(x, y, batch_size, seed, pad)

@@ -132,8 +132,8 @@ def _ask_batch(run: StudyRun, size: int) -> list[Proposal] | Wait | None:
     if first is None or isinstance(first, Wait):
         return first
     batch = [first]
-    # The first packable proposal leads: later ones are asked to share its shape (one with batch
-    # normalization, which cannot pack, runs alone).
+    # The first packable proposal leads: later ones are asked to share its shape (one whose shape_key is None,
+    # which cannot pack, runs alone).
     leader = first if shape_key(first.params, first.epochs) is not None else None
     while len(batch) < size:
         if leader is not None:

@@ -11,7 +11,8 @@ What members share: the architecture (layers, units, activation, optimizer kind)
 the order of the training data (one shuffle per epoch for all). ``per_member_inputs=True`` gives each member
 its own rows instead (inputs ``(batch, members, features)``).
 
-Modules, each using the ones above it: ``layers`` (packed Dense and Dropout, per-member initializer and L2),
+Modules, each using the ones above it: ``layers`` (packed Dense, Dropout, BatchNormalization and
+Activation, per-member initializer and L2),
 ``metrics`` (the summed loss, per-member metrics), ``optimizers`` (per-member learning rates), ``spec`` (the
 population), ``model`` (build, read logits, unpack), ``train`` (one packed fit), ``search`` (a study's trials
 as packs: ``executor.pack``). Keras registers the classes under the package ``hpo_packed``, so importing this
@@ -34,6 +35,8 @@ from hpo.execution.packed._common import PACKAGE, variable_numpy
 from hpo.execution.packed.layers import (
     MemberInitializer,
     MemberL2,
+    PackedActivation,
+    PackedBatchNormalization,
     PackedDense,
     PackedDropout,
     PackedLayer,
@@ -67,7 +70,8 @@ from hpo.execution.packed.train import (
 
 __all__ = [
     "PACKAGE", "PACKED_OPTIMIZERS", "PACK_METRICS", "SHAPE_PARAMS", "MemberAccuracy", "MemberInitializer", "MemberL2",
-    "MemberLoss", "MemberMetrics", "PackedAdam", "PackedDense", "PackedDropout", "PackedLayer", "PackedMLPSpec",
+    "MemberLoss", "MemberMetrics", "PackedActivation", "PackedAdam", "PackedBatchNormalization", "PackedDense",
+    "PackedDropout", "PackedLayer", "PackedMLPSpec",
     "PackedModel", "PackedRMSprop", "PackedResult", "PackedSGD", "PackedSparseCategoricalCrossentropy",
     "SwapMemberBatch", "build_packed_mlp", "check", "evaluate_members", "group", "log_uniform", "matmul_flops",
     "member_histories", "member_logits", "packed_optimizer", "shape_key", "shape_params", "train_pack",

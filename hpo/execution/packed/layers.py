@@ -19,6 +19,9 @@ Per-member hyperparameters that do not change shapes (the learning rate is in
 * **dropout rate**: :class:`PackedDropout` takes one rate per member.
 * **L2**: :class:`MemberL2` adds ``sum_m l2[m] * sum(kernel[m] ** 2)``, i.e. each member's own penalty.
 
+Batch normalization (:class:`PackedBatchNormalization`) keeps each member's gamma, beta and moving statistics and
+normalises each member over its own batch, as ``keras.layers.BatchNormalization`` does for one model.
+
 Rates and L2 factors are held in non-trainable variables (:class:`Setting`), not compiled in as constants, so a
 compiled packed model can train another pack of the same shapes with other values
 (:mod:`hpo.execution.packed.reuse`); only whether a model has dropout or L2 at all is part of its shape.
@@ -49,6 +52,20 @@ def add_setting(layer: keras.layers.Layer, name: str, values: Any) -> keras.Vari
                            initializer=lambda shape, dtype=None: to_device(held.copy()))
     var._hpo_setting = True  # noqa: SLF001 - marks a setting, not a weight of the member's Dense layer
     return var
+
+
+def _width_mask(layer: keras.layers.Layer, units: int, member_units: Sequence[int] | None) -> keras.Variable | None:
+    """The 0/1 setting keeping member ``m``'s units beyond ``member_units[m]`` at zero; None without widths."""
+    if member_units is None:
+        return None
+    return add_setting(layer, "member_mask", np.arange(units)[None, :] < np.asarray(member_units)[:, None])
+
+
+def _widths(member_units: Sequence[int] | None, members: int, what: str) -> list[int] | None:
+    """``member_units`` as ints, one per member, or None."""
+    if member_units is not None and len(member_units) != members:
+        raise ValueError(f"{what} member_units needs one width per member ({members}); got {list(member_units)}")
+    return None if member_units is None else [int(u) for u in member_units]
 
 
 # -- initializer and regularizer -----------------------------------------------------------
@@ -174,8 +191,7 @@ class PackedDense(PackedLayer):
         self.l2_values = add_setting(self, "member_l2", self.l2) if self.l2 else None
         own_in = self.member_inputs or [features] * self.members
         own_out = self.member_units or [self.units] * self.members
-        self.width_mask = None if self.member_units is None else \
-            add_setting(self, "member_mask", np.arange(self.units)[None, :] < np.asarray(own_out)[:, None])
+        self.width_mask = _width_mask(self, self.units, self.member_units)
         self.kernel = self.add_weight(
             name="kernel", shape=(self.members, features, self.units),
             initializer=MemberInitializer(self.kernel_initializer, self.members, self.seeds,
@@ -279,6 +295,108 @@ class PackedDropout(PackedLayer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"rates": self.rates, "seed": self.seed})
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PackedBatchNormalization(PackedLayer):
+    """``members`` independent ``keras.layers.BatchNormalization`` layers (axis -1, Keras' defaults) on
+    member-major input ``(members, batch, features)``: gamma, beta, moving mean and variance ``(members, features)``.
+
+    In training each member is normalised by its own batch mean and biased variance over the batch axis and its
+    moving statistics move as Keras' do (``moving * momentum + batch * (1 - momentum)``); in inference (``training``
+    false or None, or the layer frozen) the moving statistics are used. Computed in float32 at least, as Keras does.
+    ``member_units`` gives each member's own width (for :meth:`member_weights`): padded units see zero inputs, so
+    their outputs are ``beta`` (zero, and without gradient behind a masked activation, :class:`PackedActivation`).
+    """
+
+    def __init__(self, members: int, momentum: float = 0.99, epsilon: float = 1e-3,
+                 member_units: Sequence[int] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.members = int(members)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.member_units = _widths(member_units, self.members, "PackedBatchNormalization")
+
+    def build(self, input_shape):
+        if len(input_shape) != 3 or (input_shape[0] is not None and input_shape[0] != self.members):
+            raise ValueError(f"{self.name}: needs member-major input ({self.members}, batch, features); "
+                             f"got shape {input_shape}")
+        shape = (self.members, input_shape[-1])
+        self.gamma = self.add_weight(name="gamma", shape=shape, initializer="ones", autocast=False)
+        self.beta = self.add_weight(name="beta", shape=shape, initializer="zeros", autocast=False)
+        self.moving_mean = self.add_weight(name="moving_mean", shape=shape, initializer="zeros", trainable=False,
+                                           autocast=False)
+        self.moving_variance = self.add_weight(name="moving_variance", shape=shape, initializer="ones",
+                                               trainable=False, autocast=False)
+
+    def call(self, x, training=None):
+        x = ops.cast(x, keras.backend.result_type(x.dtype, "float32"))  # statistics in float32 at least
+        moving_mean = ops.cast(self.moving_mean, x.dtype)
+        moving_variance = ops.cast(self.moving_variance, x.dtype)
+        if training and self.trainable:
+            mean, variance = ops.moments(x, axes=[1])  # per member over its batch: (members, features)
+            self.moving_mean.assign(moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        else:
+            mean, variance = moving_mean, moving_variance
+        # tf.nn.batch_normalization's (and Keras' JAX backend's) arithmetic, with a member axis on the statistics
+        inv = ops.multiply(ops.rsqrt(ops.add(variance, self.epsilon)), ops.cast(self.gamma, x.dtype))
+        shift = ops.subtract(ops.cast(self.beta, x.dtype), ops.multiply(mean, inv))
+        out = ops.add(ops.multiply(x, ops.expand_dims(inv, 1)), ops.expand_dims(shift, 1))
+        return ops.cast(out, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def member_weights(self, m: int) -> list[Any]:
+        """Member ``m``'s gamma, beta, moving mean and moving variance, cut to its own width."""
+        cols = self.member_units[m] if self.member_units else None
+        return [variable_numpy(w)[m][:cols] for w in (self.gamma, self.beta, self.moving_mean, self.moving_variance)]
+
+    def member_layer(self, m: int) -> keras.layers.Layer:
+        return keras.layers.BatchNormalization(momentum=self.momentum, epsilon=self.epsilon, name=self.name)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"members": self.members, "momentum": self.momentum, "epsilon": self.epsilon,
+                       "member_units": self.member_units})
+        return config
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class PackedActivation(PackedLayer):
+    """An activation on member-major input, member ``m``'s units beyond ``member_units[m]`` masked to zero
+    afterwards (so ``activation(0) != 0``, e.g. sigmoid, cannot leak into padded units or give them gradient);
+    each member's layer is ``keras.layers.Activation``."""
+
+    def __init__(self, members: int, activation: Any, units: int | None = None,
+                 member_units: Sequence[int] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.members = int(members)
+        self.activation = keras.activations.get(activation)
+        self.units = None if units is None else int(units)
+        self.member_units = _widths(member_units, self.members, "PackedActivation")
+        if self.member_units is not None and self.units is None:
+            raise ValueError("PackedActivation with member_units needs units (the held width)")
+        self.width_mask = _width_mask(self, self.units or 0, self.member_units)
+
+    def call(self, x):
+        y = self.activation(x)
+        if self.width_mask is None:
+            return y
+        return ops.multiply(y, ops.expand_dims(ops.cast(self.width_mask, y.dtype), 1))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def member_layer(self, m: int) -> keras.layers.Layer:
+        return keras.layers.Activation(self.activation, name=self.name)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update({"members": self.members, "activation": keras.activations.serialize(self.activation),
+                       "units": self.units, "member_units": self.member_units})
         return config
 
 

@@ -9,7 +9,8 @@ import keras
 import numpy as np
 
 from hpo.execution.packed._common import PACKAGE
-from hpo.execution.packed.layers import PackedDense, PackedDropout, PackedLayer, SwapMemberBatch
+from hpo.execution.packed.layers import (PackedActivation, PackedBatchNormalization, PackedDense, PackedDropout,
+                                         PackedLayer, SwapMemberBatch)
 from hpo.execution.packed.metrics import MemberMetrics, PackedSparseCategoricalCrossentropy
 from hpo.execution.packed.optimizers import packed_optimizer, unpacked_optimizer
 from hpo.execution.packed.spec import PackedMLPSpec, derived_seed, layer_seeds
@@ -71,8 +72,14 @@ def build_packed_mlp(spec: PackedMLPSpec, *, compile: bool = True, member_metric
     # so packs of other widths held at the same width reuse the compiled steps (hpo.execution.packed.reuse)
     inputs_of = None  # each member's input width: the first layer's input is everyone's
     for i in range(spec.layers):
-        x = PackedDense(m, spec.units, activation=spec.activation, l2=spec.l2s, seeds=layer_seeds(spec, i),
-                        member_units=spec.member_units, member_inputs=inputs_of, name=f"dense_{i}")(x)
+        # with batch norm the activation follows it, as in the mlp space: dense_i -> bn_i -> act_i (masked)
+        x = PackedDense(m, spec.units, activation=None if spec.batchnorm else spec.activation, l2=spec.l2s,
+                        seeds=layer_seeds(spec, i), member_units=spec.member_units, member_inputs=inputs_of,
+                        name=f"dense_{i}")(x)
+        if spec.batchnorm:
+            x = PackedBatchNormalization(m, member_units=spec.member_units, name=f"bn_{i}")(x)
+            x = PackedActivation(m, spec.activation, units=spec.units, member_units=spec.member_units,
+                                 name=f"act_{i}")(x)
         inputs_of = spec.member_units
         if any(r > 0 for r in spec.dropouts):
             x = PackedDropout(spec.dropouts, seed=derived_seed(spec.seeds[0], 2 * i + 1), name=f"dropout_{i}")(x)
@@ -95,7 +102,8 @@ def member_logits(model: keras.Model, x: Any, batch_size: int = 1024) -> np.ndar
 
 
 def unpack(model: keras.Model, *, compile: bool = True, spec: PackedMLPSpec | None = None) -> list[keras.Model]:
-    """One standard Keras model per member (``Dense``/``Dropout`` layers, same names), with its weights.
+    """One standard Keras model per member (``Dense``/``BatchNormalization``/``Activation``/``Dropout`` layers,
+    same names), with its weights (a batch normalization's moving statistics included).
 
     The packed model must be a chain (each layer feeds the next), as :func:`build_packed_mlp` makes.
     ``SwapMemberBatch`` layers are dropped: an unpacked model takes ``(batch, *input_shape)``. With

@@ -1,10 +1,11 @@
 """Compiled packed models reused across packs: a pack whose shapes (member count, layers, held width, activation,
-optimizer, whether it has dropout or L2, batch size) this process has already compiled trains that compiled
-model, loaded with the new pack's initial state, instead of compiling again. JAX only, like
+optimizer, batch normalization, whether it has dropout or L2, batch size) this process has already compiled trains
+that compiled model, loaded with the new pack's initial state, instead of compiling again. JAX only, like
 :mod:`hpo.execution.reuse` for single trials (JAX compiles in seconds what TensorFlow traces in milliseconds).
 
 The new pack's model is still built (its members' initial weights, seed states, rates and L2 factors, learning
-rates); its state moves into the compiled twin, so the pack trains exactly as its own model would have. The
+rates); its state moves into the compiled twin (every variable: a batch normalization's moving statistics start
+again at 0 and 1), so the pack trains exactly as its own model would have. The
 per-member values are variables of the packed layers and optimizer (:func:`hpo.execution.packed.layers.add_setting`),
 so they are not part of the key; their Python copies (what ``unpack`` and ``get_config`` read) are moved too.
 """
@@ -15,7 +16,7 @@ import json
 from collections import OrderedDict
 from typing import Any
 
-from hpo.execution.packed.layers import PackedDense, PackedDropout
+from hpo.execution.packed.layers import PackedActivation, PackedBatchNormalization, PackedDense, PackedDropout
 from hpo.execution.packed.spec import PackedMLPSpec
 from hpo.execution.reuse import transplant
 from hpo.execution.reuse_policy import reuse_enabled
@@ -53,6 +54,8 @@ def _move_settings(twin: Any, fresh: Any) -> None:
                 a.kernel.regularizer.l2 = list(b.l2)
         elif isinstance(a, PackedDropout):
             a.rates, a.seed = list(b.rates), b.seed
+        elif isinstance(a, (PackedBatchNormalization, PackedActivation)):
+            a.member_units = b.member_units  # what member_weights cuts to; the masks and statistics are variables
     twin.optimizer.member_learning_rates = tuple(fresh.optimizer.member_learning_rates)
 
 

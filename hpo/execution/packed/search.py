@@ -2,7 +2,7 @@
 
 A small model leaves an accelerator (or a CPU's vector units) mostly idle, and each trial pays Keras' build,
 tracing and compilation again. With ``executor.pack: N`` the study asks its engine for up to N trials at a
-time, groups those whose shape parameters agree (layers, activation, optimizer; see
+time, groups those whose shape parameters agree (layers, activation, batch normalization, optimizer; see
 :data:`hpo.execution.packed.spec.SHAPE_PARAMS`) and trains each group as one model whose weights carry a member axis
 (:mod:`hpo.execution.packed`). Every member keeps what makes it its own trial: its seed (initial weights), width
 (members of different ``units`` are held at the next power of two of the widest and masked to their own, exactly
@@ -84,9 +84,8 @@ def check(cfg: StudyConfig, splits: Splits, space: SearchSpace, *, builtin_build
 
 
 def shape_key(params: Mapping[str, Any], epochs: int | None) -> tuple[Any, ...] | None:
-    """What members of one pack must share; None for a trial that cannot pack (batch normalization)."""
-    if params.get("batchnorm"):
-        return None
+    """What members of one pack must share: epochs, batch size and the shape parameters (batch normalization is
+    one). None would mark a trial that cannot pack (:func:`group` leaves it alone); every ``mlp`` trial packs today."""
     # Members share one fit: a searched batch size or epoch count (training.*) must be equal too.
     return (epochs or params.get("epochs"), params.get("batch_size"), *(params.get(k) for k in SHAPE_PARAMS))
 
@@ -138,9 +137,11 @@ def train_pack(*, numbers: Sequence[int], params: Sequence[Mapping[str, Any]], s
                                  settings.timeout_s, rows)]
             n = len(y["train"])
             if n % batch_size and compiles_per_shape():
-                # One train step shape instead of two (the last partial batch): see hpo.execution.shapes
+                # One train step shape instead of two (the last partial batch): see hpo.execution.shapes. Not padded
+                # with batch normalization (padding rows would enter the batch statistics), but shuffled alike: Keras'
+                # own shuffle draws once more for a fresh model than for a reused one (hpo.execution.packed.reuse)
                 data = PaddedEpochs(x["train"], y["train"], batch_size,
-                                    seed=int(np.random.randint(2**31 - 1)))
+                                    seed=int(np.random.randint(2**31 - 1)), pad=not spec.batchnorm)
                 model.fit(data, epochs=epochs, shuffle=False, verbose=0, callbacks=cbs)
             else:
                 model.fit(x["train"], y["train"], epochs=epochs, batch_size=batch_size, verbose=0, callbacks=cbs)

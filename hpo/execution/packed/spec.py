@@ -34,6 +34,7 @@ class PackedMLPSpec:
     head_name: str = "digit"
     per_member_inputs: bool = False
     member_units: list[int] = field(default_factory=list)  # each member's own width (default: units)
+    batchnorm: bool = False  # BatchNormalization between each hidden Dense and its activation, as the mlp space
 
     def __post_init__(self) -> None:
         m = len(self.seeds)
@@ -76,8 +77,6 @@ class PackedMLPSpec:
                 raise ValueError(f"member {i} differs from member 0 in a shape parameter: {other} vs {first}; "
                                  "only units, learning_rate, dropout, l2 and seed may differ within a packed "
                                  "population")
-        if first["batchnorm"]:
-            raise ValueError("packed MLPs do not support batchnorm (its statistics would need a member axis too)")
         seeds = list(seeds) if seeds is not None else [int(p.get("seed", i)) for i, p in enumerate(params)]
         return cls(
             input_shape=tuple(input_shape), n_classes=int(n_classes), seeds=[int(s) for s in seeds],
@@ -85,12 +84,13 @@ class PackedMLPSpec:
             dropouts=[float(p.get("dropout", 0.0)) for p in params],
             l2s=[float(p.get("l2") or 0.0) if p.get("use_l2", False) else 0.0 for p in params],
             layers=int(first["layers"]), units=held_width(widths), member_units=widths,
-            activation=str(first["activation"]),
+            activation=str(first["activation"]), batchnorm=bool(first["batchnorm"]),
             optimizer=str(first["optimizer"]), head_name=head_name, per_member_inputs=per_member_inputs)
 
     def member_params(self, m: int) -> dict[str, Any]:
         """Member ``m``'s hyperparameters in the ``mlp`` space's names (for records and unpacked models)."""
-        return {"layers": self.layers, "units": self.member_units[m], "activation": self.activation, "batchnorm": False,
+        return {"layers": self.layers, "units": self.member_units[m], "activation": self.activation,
+                "batchnorm": self.batchnorm,
                 "dropout": self.dropouts[m], "use_l2": self.l2s[m] > 0, "l2": self.l2s[m] or None,
                 "optimizer": self.optimizer, "learning_rate": self.learning_rates[m], "seed": self.seeds[m]}
 
