@@ -14,7 +14,7 @@ import pytest
 from tests.jax_script import run_jax_script
 
 from hpo.execution.scoring import score
-from hpo.execution.shapes import PaddedEpochs, forward_rows, padded_predict, pads_safely
+from hpo.execution.shapes import PaddedEpochs, forward_rows, padded_predict, pads_safely, trains_padded_safely
 
 
 
@@ -23,10 +23,11 @@ def _data(n: int = 250) -> tuple[np.ndarray, np.ndarray]:
     return x, (x[:, 0] + 0.3 * x[:, 1] > 0).astype("int32")
 
 
-def _model(weighted: bool = True) -> keras.Model:
+def _model(weighted: bool = True, batchnorm: bool = False) -> keras.Model:
     keras.utils.set_random_seed(3)
     i = keras.Input((8,))
-    o = keras.layers.Dense(2)(keras.layers.Dense(16, activation="relu")(i))
+    h = keras.layers.Dense(16, activation="relu")(i)
+    o = keras.layers.Dense(2)(keras.layers.BatchNormalization()(h) if batchnorm else h)
     m = keras.Model(i, o)
     acc = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
     m.compile(optimizer=keras.optimizers.Adam(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -45,6 +46,24 @@ def test_padded_last_batch_trains_to_the_unpadded_weights() -> None:
     plain.fit(x[order], y[order], batch_size=64, shuffle=False, epochs=1, verbose=0)
     for a, b in zip(padded.trainable_variables, plain.trainable_variables):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+def test_a_batch_normalized_model_trains_its_last_batch_unpadded() -> None:
+    """Padding rows would enter a BatchNormalization's batch statistics: the padded fit ends elsewhere than the
+    unpadded one, so such a model is not trained padded (its forward calls, on moving statistics, still are)."""
+    x, y = _data(250)
+    data = PaddedEpochs(x, y, 64, seed=5)
+    order = data.order.copy()
+    padded, plain = _model(batchnorm=True), _model(batchnorm=True)
+    padded.fit(data, epochs=1, shuffle=False, verbose=0)
+    plain.fit(x[order], y[order], batch_size=64, shuffle=False, epochs=1, verbose=0)
+    diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+               for a, b in zip(padded.trainable_variables, plain.trainable_variables))
+    assert diff > 1e-4
+    assert pads_safely(padded) and not trains_padded_safely(padded) and trains_padded_safely(_model())
+    nested = keras.Sequential([keras.Input((8,)), _model(batchnorm=True)])  # a model used as a layer
+    nested.compile(optimizer="adam", loss="mse", weighted_metrics=["mae"])
+    assert not trains_padded_safely(nested)
 
 
 def test_padded_scoring_counts_only_real_rows() -> None:

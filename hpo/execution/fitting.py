@@ -15,7 +15,7 @@ import numpy as np
 from hpo.data import Splits, concat
 from hpo.errors import TrialFailed, TrialPruned
 from hpo.execution.scoring import count_rows, flatten_predictions, predict, score, score_on_batch, scorable
-from hpo.execution.shapes import PaddedEpochs, forward_rows, padded_predict, pads_safely
+from hpo.execution.shapes import PaddedEpochs, forward_rows, padded_predict, pads_safely, trains_padded_safely
 from hpo.execution.templates import user_model
 from hpo.execution.xla import compiles_per_shape
 from hpo.metric_names import split_name
@@ -148,7 +148,7 @@ def _call_fit(model: Any, fit: Fit, settings: TrialSettings, x: Any, y: Any, **k
         kwargs["initial_epoch"] = fit.initial_epoch
     if not overrides_fit(fit.build):
         n = count_rows_of(y)
-        if n % fit.batch_size and compiles_per_shape() and pads_safely(model):
+        if n % fit.batch_size and compiles_per_shape() and trains_padded_safely(model):
             # One train step shape instead of two (the last partial batch): see hpo.execution.shapes
             data = PaddedEpochs(x, y, fit.batch_size, seed=int(np.random.randint(2**31 - 1)))
             return model.fit(data, epochs=fit.epochs, shuffle=False, **kwargs)  # rows are shuffled by data

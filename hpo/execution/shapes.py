@@ -12,7 +12,7 @@ import numpy as np
 
 from hpo.data import leaves, take
 
-__all__ = ["PaddedEpochs", "forward_rows", "pad_rows", "pads_safely", "padded_predict"]
+__all__ = ["PaddedEpochs", "forward_rows", "pad_rows", "pads_safely", "padded_predict", "trains_padded_safely"]
 
 MAX_FORWARD_ROWS = 1024  # larger splits are cut into chunks of this many rows
 
@@ -26,6 +26,18 @@ def pads_safely(model: Any) -> bool:
     except Exception:
         return False
     return bool(cfg) and not cfg.get("metrics")
+
+
+def trains_padded_safely(model: Any) -> bool:
+    """True when padding the last training batch leaves training unchanged: :func:`pads_safely`, and no layer
+    computes statistics over the batch in training (BatchNormalization: copies of a row would enter its mean
+    and variance; at inference it reads its moving statistics, so padded forward calls stay safe)."""
+    import keras
+
+    if not pads_safely(model):
+        return False
+    layers = model._flatten_layers(include_self=False, recursive=True)  # noqa: SLF001 - nested models' layers too
+    return not any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers)
 
 
 def forward_rows(sizes: list[int], batch: int = 8) -> int:
