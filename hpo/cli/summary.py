@@ -53,19 +53,7 @@ def _print_front(summary: "StudySummary") -> None:
 
 
 def _print_ensembles(summary: "StudySummary") -> None:
-    """The end-of-study ensemble, the seed refit of the best configuration and the reselection, where run."""
-    if summary.ensemble:
-        e = summary.ensemble
-        test = {k[5:]: v for k, v in e["metrics"].items() if k.startswith("test_")}
-        print(f"ensemble of {len(e['members'])} members (trial, weight): "
-              + ", ".join(f"({t}, {w:.2f})" for t, w in e["members"]))
-        if e.get("best_single_alone"):
-            print(f"  the best single trial ({e.get('best_single_trial')}) is kept alone: no other trial improved it "
-                  "on select beyond select's noise (ensemble.confidence)")
-        sel = {k[7:]: v for k, v in e["metrics"].items() if k.startswith("select_")}
-        print("  select: " + ", ".join(f"{k}={fmt(v)}" for k, v in sel.items()))
-        print("  test: " + ", ".join(f"{k}={fmt(v)}" for k, v in test.items()))
-        print(f"  artifact: {e['artifact_dir']}  mlflow model: {e['model_uri']}")
+    """The seed refit of the best configuration, the end-of-study ensemble and the reselection, where run."""
     if summary.seed_refit:
         sr = summary.seed_refit
         if "skipped" in sr:
@@ -74,8 +62,20 @@ def _print_ensembles(summary: "StudySummary") -> None:
             t = sr["select"]
             print(f"seed refit of the best configuration, {sr['members']} seeds packed in one model "
                   f"({sr['wall_s']:.1f}s): select member median {t['member_accuracy_median']:.4f}, "
-                  f"logit average {t['logit_average_accuracy']:.4f}; its members were ensemble candidates "
+                  f"logit average {t['logit_average_accuracy']:.4f}; its members are ensemble candidates "
                   "(trial@rK)")
+    if summary.ensemble:
+        e = summary.ensemble
+        test = {k[5:]: v for k, v in e["metrics"].items() if k.startswith("test_")}
+        print(f"ensemble of {len(e['members'])} members (trial, weight): "
+              + ", ".join(f"({t}, {w:.2f})" for t, w in e["members"]))
+        if e.get("best_single_alone"):
+            print(f"  the best single trial ({e.get('best_single_trial')}) is kept alone: no other candidate improved it "
+                  "on select beyond select's noise (ensemble.confidence)")
+        sel = {k[7:]: v for k, v in e["metrics"].items() if k.startswith("select_")}
+        print("  select: " + ", ".join(f"{k}={fmt(v)}" for k, v in sel.items()))
+        print("  test: " + ", ".join(f"{k}={fmt(v)}" for k, v in test.items()))
+        print(f"  artifact: {e['artifact_dir']}  mlflow model: {e['model_uri']}")
     if summary.reselection:
         r = summary.reselection
         print(f"reselection ({r['seeds_per_config']} seeds per configuration): chose trial {r['chosen']} "
