@@ -83,7 +83,7 @@ def seed_refit(builder: str, params: Mapping[str, Any], splits: Splits, *, membe
     import keras
 
     from ensembles.metrics import classification_metrics, softmax
-    from hpo.execution.packed import PackedMLPSpec, train_packed
+    from hpo.execution.packed import PackedMLPSpec
 
     reason = packable(builder, splits, params)
     if reason:
@@ -96,28 +96,50 @@ def seed_refit(builder: str, params: Mapping[str, Any], splits: Splits, *, membe
                                      n_classes=head.n_classes, seeds=seeds, head_name=head.name)
     keras.utils.set_random_seed(seeds[0])
     started = time.perf_counter()
-    res = train_packed(spec, x["train"], y["train"], epochs=epochs, batch_size=batch_size,
-                       validation_data=(x["select"], y["select"]), member_metrics=False,
-                       predict_on={s: x[s] for s in ("select", "audit", "test")})
+    model, logits, fit_s = _fit(spec, x, y, epochs=epochs, batch_size=batch_size)
     wall = time.perf_counter() - started
     out_dir.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out_dir / "predictions.npz", **{f"{s}/{head.name}": z.astype("float32")
-                                                         for s, z in res.logits.items()})
-    models = _save_members(res.model, splits, out_dir) if save_models else [None] * members
+                                                         for s, z in logits.items()})
+    models = _save_members(model, splits, out_dir) if save_models else [None] * members
     keras.backend.clear_session()
     write_json(out_dir / "members.json", [
         {"member": k, "trial": trial, "seed": seeds[k], "params": dict(params),
-         "value": objective_on_select(objective, res.logits["select"][k], y["select"]),
+         "value": objective_on_select(objective, logits["select"][k], y["select"]),
          "predictions_path": "predictions.npz", "model_path": models[k]} for k in range(members)])
     report: dict[str, Any] = {"members": members, "seeds": seeds, "params": dict(params), "wall_s": wall,
-                              "fit_s": res.fit_s, "predictions": str(out_dir / "predictions.npz")}
+                              "fit_s": fit_s, "predictions": str(out_dir / "predictions.npz")}
     for s in ("select", "audit"):
-        z = res.logits[s]
+        z = logits[s]
         singles = [classification_metrics(softmax(z[m].astype("float64")), y[s])["accuracy"] for m in range(members)]
         avg = classification_metrics(softmax(z.astype("float64").mean(0)), y[s])
         report[s] = {"member_accuracy_median": float(np.median(singles)), "member_accuracy_min": float(min(singles)),
                      "member_accuracy_max": float(max(singles)), **{f"logit_average_{k}": v for k, v in avg.items()}}
     return report
+
+
+def _fit(spec: Any, x: Mapping[str, np.ndarray], y: Mapping[str, np.ndarray], *, epochs: int,
+         batch_size: int) -> tuple[Any, dict[str, np.ndarray], float]:
+    """The packed model trained on train as a pack of a search trains (one train step shape and one forward shape
+    under JAX, no per-epoch validation: nothing reads it), its logits ``(members, n, classes)`` on select, audit
+    and test, and the seconds ``fit`` took."""
+    from hpo.execution.packed import build_packed_mlp
+    from hpo.execution.packed.search import forward_logits, split_forward_rows
+    from hpo.execution.shapes import PaddedEpochs
+    from hpo.execution.xla import compiles_per_shape
+
+    model = build_packed_mlp(spec, member_metrics=False)
+    t0 = time.perf_counter()
+    if len(y["train"]) % batch_size and compiles_per_shape():
+        # padded but for batch normalization, whose batch statistics padding rows would enter (hpo.execution.shapes)
+        data = PaddedEpochs(x["train"], y["train"], batch_size, seed=int(np.random.randint(2**31 - 1)),
+                            pad=not spec.batchnorm)
+        model.fit(data, epochs=epochs, shuffle=False, verbose=0)
+    else:
+        model.fit(x["train"], y["train"], epochs=epochs, batch_size=batch_size, verbose=0)
+    fit_s = time.perf_counter() - t0
+    rows = split_forward_rows(x)
+    return model, {s: forward_logits(model, x[s], rows) for s in ("select", "audit", "test")}, fit_s
 
 
 def _save_members(packed: Any, splits: Splits, out_dir: Path) -> list[str]:

@@ -132,7 +132,7 @@ def train_pack(*, numbers: Sequence[int], params: Sequence[Mapping[str, Any]], s
             model = compiled_pack(build_packed_mlp(spec, member_metrics=True), spec, batch_size, True)
             reports = _Reports(histories=[{} for _ in results])
             per_epoch = ("select", "audit") if settings.audit_per_epoch else ("select",)
-            rows = _forward_rows(x)
+            rows = split_forward_rows(x)
             cbs = [_MemberEpochs(reports, listeners, {s: (x[s], y[s]) for s in per_epoch}, started,
                                  settings.timeout_s, rows)]
             n = len(y["train"])
@@ -165,12 +165,12 @@ def _rows(splits: Splits) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
             {s: class_labels(splits.y[s], head.one_hot) for s in SPLITS})
 
 
-def _forward_rows(x: Mapping[str, np.ndarray]) -> int | None:
+def split_forward_rows(x: Mapping[str, np.ndarray]) -> int | None:
     """The one row count select, audit and test are padded to under JAX (see hpo.execution.shapes); else None."""
     return forward_rows([len(x[s]) for s in ("select", "audit", "test")]) if compiles_per_shape() else None
 
 
-def _eager_logits(model: Any, xs: np.ndarray, rows: int | None) -> np.ndarray:
+def forward_logits(model: Any, xs: np.ndarray, rows: int | None) -> np.ndarray:
     """(members, n, classes). With ``rows`` (JAX), from the compiled ``predict_on_batch`` on ``rows``-row chunks,
     one program for every split (eager ops compile per shape); otherwise an eager forward pass (Keras' predict
     would retrace for each split's size)."""
@@ -204,7 +204,7 @@ class _MemberEpochs(keras.callbacks.Callback):
                  scored_splits: Mapping[str, tuple[np.ndarray, np.ndarray]], started: float,
                  timeout_s: float | None, rows: int | None = None) -> None:
         super().__init__()
-        self.rows = rows  # the padded forward size under JAX (see _eager_logits)
+        self.rows = rows  # the padded forward size under JAX (see forward_logits)
         self.reports = reports
         self.listeners = listeners
         self.scored_splits = scored_splits  # split -> (rows, labels), scored after every epoch
@@ -214,7 +214,7 @@ class _MemberEpochs(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         logs = logs or {}
         members = len(self.listeners)
-        scored = {s: _scores(_eager_logits(self.model, xs, self.rows), ys) for s, (xs, ys) in self.scored_splits.items()}
+        scored = {s: _scores(forward_logits(self.model, xs, self.rows), ys) for s, (xs, ys) in self.scored_splits.items()}
         for m in range(members):
             if m in self.reports.done:
                 continue
@@ -247,7 +247,7 @@ def _settle(results: list[TrialResult], model: Any, spec: PackedMLPSpec, x: Mapp
             y: Mapping[str, np.ndarray], reports: _Reports, *, trial_dirs: Sequence[Path], settings: TrialSettings,
             started: float, rows: int | None = None) -> None:
     """Every member's result after the fit: its history, and its final metrics, predictions and model (or why not)."""
-    logits = {s: _eager_logits(model, x[s], rows) for s in ("select", "audit", "test")}
+    logits = {s: forward_logits(model, x[s], rows) for s in ("select", "audit", "test")}
     final = {s: _scores(logits[s], y[s]) for s in ("select", "audit")}
     unpacked = unpack(model, spec=spec) if settings.save_models else []
     wall = time.monotonic() - started
