@@ -45,7 +45,7 @@ def test_two_trials_and_an_ensemble(tmp_path: Path, builder: str, driver: str) -
         prefix = f"test_{h.name}_" if len(heads) > 1 else "test_"
         assert any(k.startswith(prefix) for k in metrics), (h.name, sorted(metrics))
     # the artifact predicts what the offline combination predicts, head by head
-    pool = load_pool(cfg.run_dir)
+    pool = load_pool(cfg.run_dir, refits=True)  # an mlp study's ensemble may take seed refits
     splits = load_dataset(DEFAULT_DATASET[builder], seed=0)
     model = load_ensemble(summary.ensemble["artifact_dir"])
     out = model.predict(splits.x["test"], verbose=0)

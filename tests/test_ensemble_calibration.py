@@ -207,7 +207,8 @@ def test_copied_artifact_folder_loads_and_predicts_identically(small_study: Any,
     assert man["calibrated"] and all(m["temperature"]["digit"] != 1.0 for m in man["members"])
     from ensembles.build import predict_members
 
-    offline = predict_members(load_pool(cfg.run_dir), rep.members, "logits", rep.temperature, "test")["digit"]
+    pool = load_pool(cfg.run_dir, snapshots=True, refits=True)  # members may be seed refits (on by default)
+    offline = predict_members(pool, rep.members, "logits", rep.temperature, "test")["digit"]
     copy = tmp_path / "elsewhere" / "copied"
     shutil.copytree(out, copy)
     shutil.rmtree(out)
@@ -269,7 +270,7 @@ def test_snapshots_widen_the_pool_within_the_disk_budget(tmp_path: Path) -> None
     assert len(capped) == 8 and all(capped.numbers.count(n) == 2 for n in set(capped.numbers))
     assert summary.ensemble["metrics"]["select_accuracy"] >= summary.best_select - 1e-6
     # an ensemble that includes a snapshot saves its model and predicts what its saved logits give
-    rep = build_ensemble(cfg.run_dir, method="top_k", size=4, max_per_config=2, out_dir=tmp_path / "e")
+    rep = build_ensemble(cfg.run_dir, method="top_k", size=4, max_per_config=2, out_dir=tmp_path / "e", refits=False)
     assert any(m["epoch"] for m in rep.members)
     from ensembles import load_ensemble
     from ensembles.build import predict_members

@@ -27,6 +27,7 @@ OWN_LINES = [re.compile(p) for p in (
     r"^done in \d+s: \d+ complete, \d+ pruned, \d+ failed$",
     r"^best trial \d+: select_\w+=\S+ audit_\w+=\S+  params=\{.*\}$",
     r"^  test \(locked split\): .*$",
+    r"^seed refit of the best configuration, \d+ seeds packed in one model \(\d+\.\ds\): select member median .*$",
     r"^ensemble of \d+ members \(trial, weight\): .*$",
     r"^  the best single trial \(\d+\) is kept alone: .*$",
     r"^  select: .*$",
