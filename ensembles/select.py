@@ -226,8 +226,8 @@ def greedy(
 
 
 def twin_start(pool: Pool, first: int, allowed: np.ndarray) -> np.ndarray:
-    """Counts of one for member ``first`` and every allowed seed refit of its trial: a seed ensemble of the
-    best configuration, which lowers NLL with near certainty because its members differ only by their seed."""
+    """Counts of one for member ``first`` and every allowed seed refit of its trial: a seed ensemble of the best
+    configuration (its members differ only by their seed)."""
     counts = np.zeros(len(pool))
     counts[first] = 1
     for i in range(len(pool)):
@@ -239,7 +239,8 @@ def twin_start(pool: Pool, first: int, allowed: np.ndarray) -> np.ndarray:
 def twin_starts(pool: Pool, first: int, allowed: np.ndarray, max_size: int) -> list[np.ndarray]:
     """Seed ensembles of the best trial within ``max_size`` copies, the twins' share of the weight largest first:
     ``m`` copies of member ``first`` and one of each of ``j`` of its seed refits (best by the objective first)."""
-    twins = [int(i) for i in pool.ranked() if twin_start(pool, first, allowed)[i] and i != first]
+    seeds = twin_start(pool, first, allowed)
+    twins = [int(i) for i in pool.ranked() if seeds[i] and i != first]
     shapes = [(m, j) for j in range(len(twins), 0, -1) for m in range(1, max_size - j + 1)]
     starts = []
     for m, j in sorted(shapes, key=lambda s: (-s[1] / (s[0] + s[1]), s[0])):

@@ -135,16 +135,7 @@ def train_pack(*, numbers: Sequence[int], params: Sequence[Mapping[str, Any]], s
             rows = split_forward_rows(x)
             cbs = [_MemberEpochs(reports, listeners, {s: (x[s], y[s]) for s in per_epoch}, started,
                                  settings.timeout_s, rows)]
-            n = len(y["train"])
-            if n % batch_size and compiles_per_shape():
-                # One train step shape instead of two (the last partial batch): see hpo.execution.shapes. Not padded
-                # with batch normalization (padding rows would enter the batch statistics), but shuffled alike: Keras'
-                # own shuffle draws once more for a fresh model than for a reused one (hpo.execution.packed.reuse)
-                data = PaddedEpochs(x["train"], y["train"], batch_size,
-                                    seed=int(np.random.randint(2**31 - 1)), pad=not spec.batchnorm)
-                model.fit(data, epochs=epochs, shuffle=False, verbose=0, callbacks=cbs)
-            else:
-                model.fit(x["train"], y["train"], epochs=epochs, batch_size=batch_size, verbose=0, callbacks=cbs)
+            fit_pack(model, spec, x["train"], y["train"], epochs=epochs, batch_size=batch_size, callbacks=cbs)
             _settle(results, model, spec, x, y, reports, trial_dirs=trial_dirs, settings=settings,
                     started=started, rows=rows)
     except Exception as exc:  # the packed fit itself failed: every member not already settled fails with it
@@ -163,6 +154,19 @@ def _rows(splits: Splits) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
     head = splits.spec.heads[0]
     return ({s: flat_rows(splits.x[s]) for s in SPLITS},
             {s: class_labels(splits.y[s], head.one_hot) for s in SPLITS})
+
+
+def fit_pack(model: Any, spec: PackedMLPSpec, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
+             callbacks: Sequence[Any] = ()) -> None:
+    """Train the packed ``model`` on ``x``/``y``: under JAX with one train step shape (the last partial batch
+    padded, see hpo.execution.shapes), except with batch normalization, whose batch statistics padding rows would
+    enter: that pack is shuffled alike but unpadded (Keras' own shuffle draws once more for a fresh model than for
+    a reused one, hpo.execution.packed.reuse)."""
+    if len(y) % batch_size and compiles_per_shape():
+        data = PaddedEpochs(x, y, batch_size, seed=int(np.random.randint(2**31 - 1)), pad=not spec.batchnorm)
+        model.fit(data, epochs=epochs, shuffle=False, verbose=0, callbacks=list(callbacks))
+    else:
+        model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=list(callbacks))
 
 
 def split_forward_rows(x: Mapping[str, np.ndarray]) -> int | None:
