@@ -18,7 +18,7 @@ from typing import Any
 
 from hpo.execution.reuse_policy import evict, reuse_enabled
 
-__all__ = ["MAX_TWINS", "clear_twins", "compiled_twin", "signature"]
+__all__ = ["MAX_TWINS", "clear_twins", "compile_signature", "compiled_twin", "signature"]
 
 MAX_TWINS = 4  # compiled models kept per process, least recently used dropped first
 _TWINS: "OrderedDict[str, Any]" = OrderedDict()
@@ -55,17 +55,28 @@ def signature(model: Any, batch_size: int, config: dict[str, Any] | None = None)
     try:
         if not _keras_layers_only(model):
             return None
-        cfg, comp = config if config is not None else model.get_config(), dict(model.get_compile_config() or {})
+        cfg, comp = config if config is not None else model.get_config(), compile_signature(model)
+        if comp is None:
+            return None
         names = {layer.get("name", layer.get("config", {}).get("name")): f"#{i}"  # Sequential: in its config
                  for i, layer in enumerate(cfg.get("layers", []))} | {cfg.get("name"): "#model"}
-        opt = comp.get("optimizer")
-        if isinstance(opt, dict) and isinstance(opt.get("config"), dict):
-            opt = {**opt, "config": {k: v for k, v in opt["config"].items() if k not in ("name",)
-                                     and not (k == "learning_rate" and isinstance(v, float))}}
-            comp["optimizer"] = opt
         return json.dumps([_renamed(cfg, names), comp, int(batch_size)], sort_keys=True, default=str)
     except Exception:
         return None
+
+
+def compile_signature(model: Any) -> dict[str, Any] | None:
+    """``model``'s compile config without its optimizer's name and float learning rate (a variable: trials that
+    differ only in it share a compiled step); None when it has none that can be read."""
+    try:
+        comp = dict(model.get_compile_config() or {})
+    except Exception:
+        return None
+    opt = comp.get("optimizer")
+    if isinstance(opt, dict) and isinstance(opt.get("config"), dict):
+        comp["optimizer"] = {**opt, "config": {k: v for k, v in opt["config"].items() if k not in ("name",)
+                                               and not (k == "learning_rate" and isinstance(v, float))}}
+    return comp
 
 
 def _same_structure(a: list[Any], b: list[Any]) -> bool:

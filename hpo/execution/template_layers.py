@@ -19,9 +19,11 @@ from typing import Any
 import keras
 from keras import ops
 
-__all__ = ["VALUE_VARIABLES", "TemplateDense", "TemplateDropout", "VariableL2"]
+__all__ = ["VALUE_VARIABLES", "DepthGate", "SwitchActivation", "SwitchBatchNormalization", "TemplateDense",
+           "TemplateDropout", "VariableL2"]
 
-VALUE_VARIABLES = ("in_mask", "kernel_l2", "bias_l2", "keep")  # a template layer's variables the user's layer lacks
+VALUE_VARIABLES = ("in_mask", "kernel_l2", "bias_l2", "keep", "on", "index")  # a template layer's variables the
+# user's layer lacks
 
 
 class VariableL2(keras.regularizers.Regularizer):
@@ -90,3 +92,53 @@ class TemplateDropout(keras.layers.Dropout):
         # dtype, below it), from the same seed generator
         draws = keras.random.uniform(ops.shape(inputs), dtype=inputs.dtype, seed=self.seed_generator)
         return ops.where(ops.less(draws, keep), ops.divide(inputs, keep), ops.zeros_like(inputs))
+
+
+class SwitchActivation(keras.layers.Layer):
+    """One of ``family``'s elementwise activations, chosen by the variable ``index``: a supernet
+    (:mod:`hpo.execution.supernet`) trains every activation of a search in one compiled step. Each activation is
+    computed and the chosen one selected (``where``, not a product), so the output and its gradient are exactly
+    the chosen activation's: the others receive a zero cotangent and have finite derivatives."""
+
+    def __init__(self, family: tuple[str, ...] | list[str] = ("linear",), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.family = tuple(family)
+
+    def build(self, input_shape: Any) -> None:
+        self.index = self.add_weight(shape=(), initializer="zeros", trainable=False, name="index")
+
+    def call(self, inputs: Any) -> Any:
+        out = keras.activations.get(self.family[0])(inputs)
+        for k, name in enumerate(self.family[1:], start=1):
+            out = ops.where(ops.equal(self.index, float(k)), keras.activations.get(name)(inputs), out)
+        return out
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "family": list(self.family)}
+
+
+class SwitchBatchNormalization(keras.layers.BatchNormalization):
+    """Keras' BatchNormalization where the variable ``on`` is 1, the identity where it is 0 (the layer's own
+    numbers are computed and not selected: its weights get a zero gradient)."""
+
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        self.on = self.add_weight(shape=(), initializer="ones", trainable=False, name="on")
+
+    def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+        return ops.where(ops.greater(self.on, 0.5), super().call(inputs, training=training, mask=mask), inputs)
+
+
+class DepthGate(keras.layers.Layer):
+    """A block of a supernet that is part of the trial's model (``on`` 1: the block's output) or not (``on`` 0:
+    the block's input, passed on unchanged)."""
+
+    def build(self, input_shape: Any) -> None:
+        self.on = self.add_weight(shape=(), initializer="ones", trainable=False, name="on")
+
+    def call(self, inputs: Any) -> Any:
+        block_input, block_output = inputs
+        return ops.where(ops.greater(self.on, 0.5), block_output, block_input)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape[1]

@@ -80,6 +80,9 @@ class _Plan:
 class _Entry:
     template: Any
     fresh: Any = None  # the user's model whose trial the template trains now
+    unload: Any = None  # (template, fresh) -> None: copies the trained state out; None: :func:`_extract`
+    shape: Any = None  # a supernet's shape (:mod:`hpo.execution.supernet_state`), with its layers by role
+    roles: Any = None
 
     @property
     def nbytes(self) -> int:
@@ -330,6 +333,15 @@ def _extract(template: Any, fresh: Any) -> None:
         f.assign(to_device(np.array(np.asarray(t.value)[tuple(slice(0, n) for n in f.shape)])))
 
 
+def keep(key: str) -> None:
+    """Mark ``key``'s template as the most recently used and drop the least recently used ones beyond
+    :data:`MAX_TEMPLATES` and :data:`MAX_TEMPLATE_BYTES`."""
+    _TEMPLATES.move_to_end(key)
+    while len(_TEMPLATES) > 1 and (len(_TEMPLATES) > MAX_TEMPLATES
+                                   or sum(e.nbytes for e in _TEMPLATES.values()) > MAX_TEMPLATE_BYTES):
+        _TEMPLATES.popitem(last=False)
+
+
 def template_twin(model: Any, batch_size: int) -> Any:
     """The compiled template ``model``'s trial trains, loaded with ``model``'s initial state and values (built
     and kept for later trials the first time its structure is seen); None when ``model`` has no template or
@@ -351,10 +363,7 @@ def template_twin(model: Any, batch_size: int) -> Any:
         except Exception as exc:  # e.g. a compile config Keras cannot rebuild (a loss given as a plain function)
             log.debug("no compiled template for this model (%s: %s)", type(exc).__name__, exc)
             return None
-    _TEMPLATES.move_to_end(key)
-    while len(_TEMPLATES) > 1 and (len(_TEMPLATES) > MAX_TEMPLATES
-                                   or sum(e.nbytes for e in _TEMPLATES.values()) > MAX_TEMPLATE_BYTES):
-        _TEMPLATES.popitem(last=False)
+    keep(key)
     try:
         loaded = _load(entry.template, model)
     except Exception as exc:  # the next trial loads every variable again
@@ -371,6 +380,6 @@ def user_model(model: Any) -> Any:
     template's trained state now (see the module's docstring); any other model as it is."""
     for entry in _TEMPLATES.values():
         if entry.template is model and entry.fresh is not None:
-            _extract(model, entry.fresh)
+            (entry.unload or _extract)(model, entry.fresh)
             return entry.fresh
     return model

@@ -17,15 +17,17 @@ from typing import Any, Mapping
 
 from hpo.data import Splits
 from hpo.errors import TrialFailed, TrialPruned
-from hpo.execution.fitting import (EpochListener, Fit, TrialSettings, final_scores, fit_model, make_model,
-                                   save_predictions)
+from hpo.execution.fitting import (EpochListener, Fit, TrialSettings, count_rows_of, final_scores, fit_model,
+                                   make_model, save_predictions)
 from hpo.execution.continuation import Resume, load_checkpoint, save_checkpoint
 from hpo.execution.folds import run_folds
 from hpo.execution.measures import model_measures
 from hpo.execution.reuse import compiled_twin
+from hpo.execution.supernet import stack_of
+from hpo.execution.supernet_state import space_hint, supernet_twin
 from hpo.execution.templates import template_twin, user_model
 from hpo.execution.memory import release_memory, start_trial_memory
-from hpo.execution.xla import enable_compilation_cache, host_initialisers
+from hpo.execution.xla import compiles_per_shape, enable_compilation_cache, host_initialisers
 from hpo.repro import seed_everything
 from hpo.results import TrialResult, TrialState
 from hpo.space import Builder, SearchSpace
@@ -93,7 +95,7 @@ def _train(result: TrialResult, params: Mapping[str, Any], seed: int, build: Bui
     if settings.folds > 1:
         run_folds(result, splits, settings, trial_dir, listener, fit, extra_callbacks, started)
         return None
-    model = _start_model(build, hp, splits, seed, settings, resume, result, fit)
+    model = _start_model(build, hp, space, splits, seed, settings, resume, result, fit)
     fit.initial_epoch = result.initial_epoch
     audit_history = fit_model(model, result, splits, settings, trial_dir, listener, fit, extra_callbacks, started)
     final_scores(model, result, splits, settings, audit_history)
@@ -110,19 +112,33 @@ def _train(result: TrialResult, params: Mapping[str, Any], seed: int, build: Bui
     return model
 
 
-def _start_model(build: Builder, hp: Any, splits: Splits, seed: int, settings: TrialSettings, resume: Resume | None,
-                 result: TrialResult, fit: Fit) -> Any:
+def _start_model(build: Builder, hp: Any, space: SearchSpace, splits: Splits, seed: int, settings: TrialSettings,
+                 resume: Resume | None, result: TrialResult, fit: Fit) -> Any:
     """The trial's model, freshly built, or with ``resume``'s checkpoint loaded (``result`` then records the parent
     and the epoch the trial starts from)."""
     seed_everything(seed, settings.deterministic)
     model = make_model(build, hp, splits.spec)
+    hint = None
+    if resume is None and _templates_allowed(build, settings) and compiles_per_shape() \
+            and stack_of(model, fit.batch_size) is not None:
+        hint, built = space_hint(build, space, lambda values: make_model(build, space.hyperparameters_for(values),
+                                                                        splits.spec))
+        if built:  # the hint's model drew from the random states: the trial's model is built again from its seed
+            seed_everything(seed, settings.deterministic)
+            model = make_model(build, hp, splits.spec)
     if resume is None:
         # Under JAX, the compiled template of the model's structure (widths, dropout and L2 values aside:
         # hpo.execution.templates) loaded with the new model's initial state; else the model as built for this
         # trial, or, when this process already compiled one of the same architecture and batch size, that
         # compiled model holding the new model's initial state (hpo.execution.reuse). Templates only where
         # nothing but the framework sees the trained model: no user callbacks, no HyperModel fit override.
-        twin = template_twin(model, fit.batch_size) if _templates_allowed(build, settings) else None
+        # A dense stack trains in a supernet instead (depth, activation and batch norm aside too:
+        # hpo.execution.supernet).
+        twin = None
+        if _templates_allowed(build, settings):
+            steps = -(-count_rows_of(splits.y["train"]) // fit.batch_size) * fit.epochs
+            twin = supernet_twin(model, fit.batch_size, steps, hint)
+            twin = twin if twin is not None else template_twin(model, fit.batch_size)
         return twin if twin is not None else compiled_twin(model, fit)
     try:
         load_checkpoint(model, resume.path)
