@@ -1,0 +1,214 @@
+"""Supernets (issue 23): dense stacks of different depths, widths, activations, batch normalisation, dropout and
+L2 train in one compiled supernet to the weights their own models reach, a trial of a new structure compiles
+nothing once the search's supernet is compiled, and only dense stacks are taken. The JAX checks run in one
+subprocess with ``KERAS_BACKEND=jax`` (supernets exist under JAX only); the recognition and cost checks run
+under the session's backend."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+import keras
+import pytest
+
+from tests.jax_script import run_jax_script
+
+from hpo.execution.supernet import FAMILY, Shape, covering_shape, stack_of
+
+JAX_SCRIPT = textwrap.dedent("""
+    import json, tempfile
+    from pathlib import Path
+    from jax import monitoring
+    compiled = []
+    monitoring.register_event_duration_secs_listener(
+        lambda e, d, **k: compiled.append(k.get("fun_name")) if e == "/jax/core/compile/backend_compile_duration" else None)
+    import keras
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from hpo.execution.supernet_state import supernet_twin
+    from hpo.execution.templates import user_model
+    from hpo.execution.xla import host_initialisers
+
+    x, y = load_digits(return_X_y=True)
+    x, y = (x[:960] / 16).astype("float32"), y[:960].astype("int32")
+
+    def build(units, layers=2, l2=None, dropout=0.0, bn=False, act="relu", lr=1e-3, inline=False, opt="adam"):
+        keras.utils.set_random_seed(11)
+        i = keras.Input((64,))
+        h = i
+        for _ in range(layers):
+            h = keras.layers.Dense(units, activation=act if inline else None,
+                                   kernel_regularizer=keras.regularizers.L2(l2) if l2 else None)(h)
+            if bn:
+                h = keras.layers.BatchNormalization()(h)
+            if not inline:
+                h = keras.layers.Activation(act)(h)
+            if dropout:
+                h = keras.layers.Dropout(dropout)(h)
+        m = keras.Model(i, keras.layers.Dense(10)(h))
+        m.compile(optimizer=keras.optimizers.Adam(lr) if opt == "adam" else keras.optimizers.RMSprop(lr),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
+        return m
+
+    def train(supernet, **kw):
+        with host_initialisers():
+            m = build(**kw)
+            t = supernet_twin(m, 64, steps=45) if supernet else m
+            assert t is not None
+        compiled.clear()
+        keras.utils.set_random_seed(5)
+        t.fit(x, y, batch_size=64, epochs=3, shuffle=False, verbose=0)
+        steps = [f for f in compiled if "train_step" in f]
+        saved = user_model(t)
+        pred = float(np.abs(np.asarray(t.predict(x[:64], verbose=0))
+                            - np.asarray(saved.predict(x[:64], verbose=0))).max())
+        weights = {v.path.split("/", 1)[1]: np.asarray(v) for v in saved.variables}
+        weights.update({f"opt{i}": np.asarray(v) for i, v in enumerate(saved.optimizer.variables)})
+        return weights, steps, pred, saved, t
+
+    def diff(a, b, skip=()):
+        assert sorted(a) == sorted(b)
+        return max(float(np.abs(a[k] - b[k]).max()) for k in a if not any(s in k for s in skip))
+
+    # The first model is the largest (3 blocks of 64 units, batch norm, dropout); each later one, of another
+    # depth, width, activation, L2, batch norm or dropout, trains in that supernet. The Dense bias in front of a
+    # batch normalisation has no gradient (Adam turns rounding noise into steps there: see templates).
+    cases = {"largest": dict(units=64, layers=3, dropout=0.2, bn=True, act="gelu"),
+             "one_block_l2": dict(units=40, layers=1, l2=1e-3),
+             "tanh_two_blocks": dict(units=64, layers=2, act="tanh", l2=1e-4, lr=3e-3),
+             "bn_relu": dict(units=64, layers=3, bn=True, act="relu"),
+             "inline_sigmoid": dict(units=33, layers=2, act="sigmoid", inline=True),
+             "dropout_silu": dict(units=64, layers=2, dropout=0.3, act="silu")}
+    out, nets = {}, set()
+    for name, kw in cases.items():
+        mine, steps, pred, saved, net = train(True, **kw)
+        nets.add(id(net))
+        plain = train(False, **kw)[0]
+        skip = ("dense/bias", "dense_1/bias", "dense_2/bias", "moving_mean", "opt") if kw.get("bn") else ()
+        out[name] = {"diff": diff(plain, mine, skip), "steps": steps, "pred": pred,
+                     "units": [l.units for l in saved.layers if isinstance(l, keras.layers.Dense)],
+                     "classes": sorted({type(l).__name__ for l in saved.layers})}
+    out["supernets"] = len(nets)
+    # another optimizer class is another supernet (it is compiled in)
+    out["rmsprop_steps"] = train(True, units=16, layers=1, opt="rmsprop")[1]
+
+    # trials of the built-in mlp space: the first builds the supernet of the space's largest stack
+    from hpo.config import from_dict
+    from hpo.execution.trial import TrialSettings, run_trial
+    from hpo.study.prepare import prepare
+
+    cfg = from_dict({"study": {"name": "s"}, "data": {"dataset": "digits"}, "space": {"builder": "mlp",
+                     "params": {"layers": {"min": 1, "max": 3}, "units": {"min": 16, "max": 128, "log": True}}},
+                     "training": {"epochs": 2}})
+    build_fn, splits, space = prepare(cfg)
+    tmp = Path(tempfile.mkdtemp())
+
+    def trial(i, **kw):
+        compiled.clear()
+        params = {**space.defaults(), "optimizer": "adam", **kw}
+        r = run_trial(number=i, params=params, seed=7, build=build_fn, space=space, splits=splits,
+                      settings=TrialSettings(epochs=2), trial_dir=tmp / str(i))
+        assert r.state.name == "COMPLETE", r.error
+        m = keras.saving.load_model(r.model_path, safe_mode=True)
+        with np.load(r.predictions_path) as f:
+            logits = f["test/digit"]
+        return {"compiled": [f for f in compiled if "step" in f],
+                "units": [l.units for l in m.layers if isinstance(l, keras.layers.Dense)],
+                "classes": sorted({type(l).__name__ for l in m.layers}),
+                "logits_diff": float(np.abs(logits - np.asarray(m.predict(splits.x["test"], verbose=0))).max())}
+
+    out["trial_a"] = trial(0, layers=1, units=20, activation="tanh", batchnorm=False, dropout=0.0)
+    out["trial_b"] = trial(1, layers=3, units=100, activation="gelu", batchnorm=True, dropout=0.2)
+    out["trial_c"] = trial(2, layers=2, units=50, activation="relu", batchnorm=False, dropout=0.1,
+                           use_l2=True, l2=1e-3)
+    print("RESULT" + json.dumps(out))
+""")
+
+
+@pytest.fixture(scope="module")
+def jax_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_jax_script(JAX_SCRIPT, tmp_path_factory.mktemp("supernet"), timeout=1200)
+
+
+@pytest.mark.parametrize("case", ["one_block_l2", "tanh_two_blocks", "bn_relu", "inline_sigmoid", "dropout_silu"])
+def test_a_stack_trains_in_the_supernet_to_its_own_models_weights_compiling_nothing(
+        jax_run: dict[str, Any], case: str) -> None:
+    out = jax_run[case]
+    assert out["diff"] < 1e-5, out  # weights, seed states and optimizer slots as its own model's
+    assert out["steps"] == [], out  # the supernet's train step, compiled for the first (largest) stack
+    assert out["pred"] < 1e-5  # the saved model predicts as the supernet did
+    assert "TemplateDense" not in out["classes"] and "SwitchActivation" not in out["classes"]
+
+
+def test_the_first_stack_compiles_one_supernet_for_all(jax_run: dict[str, Any]) -> None:
+    assert jax_run["largest"]["steps"] and jax_run["largest"]["diff"] < 1e-5
+    assert jax_run["supernets"] == 1
+    assert jax_run["one_block_l2"]["units"] == [40, 10] and jax_run["inline_sigmoid"]["units"] == [33, 33, 10]
+    assert jax_run["rmsprop_steps"]  # the optimizer's class is compiled in: its own supernet
+
+
+def test_trials_of_new_structures_compile_nothing_after_the_first(jax_run: dict[str, Any]) -> None:
+    a, b, c = jax_run["trial_a"], jax_run["trial_b"], jax_run["trial_c"]
+    # the first trial compiles the supernet of the space's largest stack (3 blocks of 128, batch norm: its
+    # last partial batch unpadded, a second train step) and its test and predict steps
+    assert sorted(set(a["compiled"])) == ["jit(predict_step)", "jit(test_step)", "jit(train_step)"], a
+    assert b["compiled"] == [] and c["compiled"] == [], (b, c)  # deeper, wider, batch norm, gelu, L2: covered
+    assert a["units"] == [20, 10] and b["units"] == [100, 100, 100, 10] and c["units"] == [50, 50, 10]
+    assert "BatchNormalization" in b["classes"] and "BatchNormalization" not in c["classes"]
+    for t in (a, b, c):
+        assert t["logits_diff"] < 1e-5  # predictions.npz (from the supernet) match the saved user model's
+
+
+def _stack(*blocks: list[Any], head: Any = None, optimizer: Any = "adam") -> keras.Model:
+    i = keras.Input((8,))
+    h = i
+    for block in blocks:
+        for layer in block:
+            h = layer(h)
+    m = keras.Model(i, (head or keras.layers.Dense(3))(h))
+    m.compile(optimizer=optimizer, loss="mse")
+    return m
+
+
+def test_dense_stacks_are_recognised_and_nothing_else() -> None:
+    L = keras.layers
+    ok = _stack([L.Dense(12), L.BatchNormalization(), L.Activation("gelu"), L.Dropout(0.1)],
+                [L.Dense(9, activation="relu")])
+    s = stack_of(ok, 32)
+    assert s is not None and s.widths == [12, 9] and [b.activation for b in s.blocks] == ["gelu", "relu"]
+    assert s.blocks[0].bn is not None and s.blocks[1].dropout is None
+    # same key across depth, widths, activations, batch norm and dropout; not across batch size or optimizer
+    other = stack_of(_stack([L.Dense(30), L.Activation("tanh")]), 32)
+    assert other is not None and other.key == s.key
+    assert stack_of(ok, 64).key != s.key
+    assert stack_of(_stack([L.Dense(30)], optimizer="rmsprop"), 32).key != s.key
+    for blocks in ([L.Dense(12), L.Activation("relu"), L.BatchNormalization()],  # BN after the activation
+                   [L.Dense(12), L.LayerNormalization()],
+                   [L.Dense(12, activation="softmax")],
+                   [L.Dense(12, kernel_regularizer=keras.regularizers.L1(1e-3))],
+                   [L.Dense(12), L.Dropout(0.2, noise_shape=(None, 1))]):
+        assert stack_of(_stack(blocks), 32) is None, blocks
+    assert stack_of(_stack([L.Dense(12)], optimizer=keras.optimizers.Adafactor()), 32) is None
+    i = keras.Input((8,))
+    h = L.Dense(8)(i)
+    residual = keras.Model(i, L.Dense(3)(L.Add()([h, i])))
+    residual.compile(optimizer="adam", loss="mse")
+    assert stack_of(residual, 32) is None
+
+
+def test_a_supernet_covers_smaller_stacks_and_grows_only_where_cheaper_than_a_compilation() -> None:
+    L = keras.layers
+    small = stack_of(_stack([L.Dense(12), L.Activation("relu")]), 32)
+    big = stack_of(_stack(*[[L.Dense(100), L.BatchNormalization(), L.Activation("tanh"), L.Dropout(0.2)]
+                            for _ in range(3)]), 32)
+    assert small is not None and big is not None
+    s_big = Shape.of(big)
+    assert (s_big.depth, s_big.width, s_big.bn, s_big.family) == (3, 128, (True,) * 3, FAMILY)
+    assert s_big.covers(small) and not Shape.of(small).covers(big)
+    assert Shape.of(small).union(s_big) == s_big
+    # a few hundred steps: the largest stack as a hint is worth it; millions of steps: the trial's own shape
+    assert covering_shape([], small, 200, "cpu", hint=s_big) == (s_big, False)
+    assert covering_shape([], small, 10**7, "cpu", hint=s_big) == (Shape.of(small), False)
+    assert covering_shape([s_big], small, 200, "cpu") == (s_big, True)
