@@ -55,7 +55,7 @@ JAX_SCRIPT = textwrap.dedent("""
     def train(supernet, **kw):
         with host_initialisers():
             m = build(**kw)
-            t = supernet_twin(m, 64, steps=45) if supernet else m
+            t = supernet_twin(m, 64, steps=45, hint=HINT) if supernet else m
             assert t is not None
         compiled.clear()
         keras.utils.set_random_seed(5)
@@ -81,6 +81,11 @@ JAX_SCRIPT = textwrap.dedent("""
              "bn_relu": dict(units=64, layers=3, bn=True, act="relu"),
              "inline_sigmoid": dict(units=33, layers=2, act="sigmoid", inline=True),
              "dropout_silu": dict(units=64, layers=2, dropout=0.3, act="silu")}
+    # the activations of a search space join the family of its supernet (trials: space_hint)
+    from dataclasses import replace
+    from hpo.execution.supernet import Shape, family_of, stack_of
+    HINT = replace(Shape.of(stack_of(build(**cases["largest"]), 64)),
+                   family=family_of(["relu", "gelu", "tanh", "sigmoid", "silu"]))
     out, nets = {}, set()
     for name, kw in cases.items():
         mine, steps, pred, saved, net = train(True, **kw)
@@ -91,6 +96,9 @@ JAX_SCRIPT = textwrap.dedent("""
                      "units": [l.units for l in saved.layers if isinstance(l, keras.layers.Dense)],
                      "classes": sorted({type(l).__name__ for l in saved.layers})}
     out["supernets"] = len(nets)
+    # an activation outside the family: the supernet grows (one more compilation) and stays exact
+    mine, steps = train(True, units=64, layers=2, act="elu")[:2]
+    out["grown"] = {"diff": diff(train(False, units=64, layers=2, act="elu")[0], mine), "steps": steps}
     # another optimizer class is another supernet (it is compiled in)
     out["rmsprop_steps"] = train(True, units=16, layers=1, opt="rmsprop")[1]
 
@@ -147,6 +155,7 @@ def test_the_first_stack_compiles_one_supernet_for_all(jax_run: dict[str, Any]) 
     assert jax_run["supernets"] == 1
     assert jax_run["one_block_l2"]["units"] == [40, 10] and jax_run["inline_sigmoid"]["units"] == [33, 33, 10]
     assert jax_run["rmsprop_steps"]  # the optimizer's class is compiled in: its own supernet
+    assert jax_run["grown"]["steps"] and jax_run["grown"]["diff"] < 1e-5  # elu: grown, compiled, exact
 
 
 def test_trials_of_new_structures_compile_nothing_after_the_first(jax_run: dict[str, Any]) -> None:
@@ -205,9 +214,11 @@ def test_a_supernet_covers_smaller_stacks_and_grows_only_where_cheaper_than_a_co
                             for _ in range(3)]), 32)
     assert small is not None and big is not None
     s_big = Shape.of(big)
-    assert (s_big.depth, s_big.width, s_big.bn, s_big.family) == (3, 128, (True,) * 3, FAMILY)
-    assert s_big.covers(small) and not Shape.of(small).covers(big)
-    assert Shape.of(small).union(s_big) == s_big
+    assert (s_big.depth, s_big.width, s_big.bn, s_big.family) == (3, 128, (True,) * 3, (*FAMILY, "tanh"))
+    assert not s_big.covers(small)  # relu: not in its family
+    s_big = s_big.union(Shape.of(small))
+    assert s_big.covers(small) and not Shape.of(small).covers(big) and set(s_big.family) == {"linear", "relu", "tanh"}
+    assert Shape.of(small).union(s_big) is not None and Shape.of(small).union(s_big).covers(big)
     # a few hundred steps: the largest stack as a hint is worth it; millions of steps: the trial's own shape
     assert covering_shape([], small, 200, "cpu", hint=s_big) == (s_big, False)
     assert covering_shape([], small, 10**7, "cpu", hint=s_big) == (Shape.of(small), False)

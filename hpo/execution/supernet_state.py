@@ -6,13 +6,14 @@ the trained state copied back out into the user's model, which is what the trial
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from hpo.execution.reuse_policy import reuse_enabled
-from hpo.execution.supernet import Roles, Shape, Stack, build_supernet, covering_shape, stack_of
-from hpo.execution.templates import _TEMPLATES, _corner, _Entry, keep
+from hpo.execution.supernet import Roles, Shape, Stack, build_supernet, covering_shape, family_of, stack_of
+from hpo.execution.templates import _TEMPLATES, ELEMENTWISE, _corner, _Entry, keep
 from hpo.execution.xla import compiles_per_shape
 
 log = logging.getLogger(__name__)
@@ -185,7 +186,12 @@ def space_hint(build: Any, space: Any, make: Any) -> tuple[Shape | None, bool]:
     shape = None
     try:
         stack = stack_of(make(largest_point(space)), 1)
-        shape = Shape.of(stack) if stack is not None else None
+        if stack is not None:
+            shape = Shape.of(stack)
+            # every activation the search may choose joins the family
+            choices = [v for p in space.params if p.kind == "choice"
+                       and all(isinstance(c, str) and c in ELEMENTWISE for c in p.values) for v in p.values]
+            shape = replace(shape, family=family_of(shape.family + tuple(choices)))
     except Exception as exc:  # only a hint: the trials run without it
         log.debug("no supernet hint from the largest point of the space (%s: %s)", type(exc).__name__, exc)
     _HINT[:] = [build, space, shape]
