@@ -99,8 +99,18 @@ JAX_SCRIPT = textwrap.dedent("""
     # an activation outside the family: the supernet grows (one more compilation) and stays exact
     mine, steps = train(True, units=64, layers=2, act="elu")[:2]
     out["grown"] = {"diff": diff(train(False, units=64, layers=2, act="elu")[0], mine), "steps": steps}
-    # another optimizer class is another supernet (it is compiled in)
-    out["rmsprop_steps"] = train(True, units=16, layers=1, opt="rmsprop")[1]
+    # RMSprop instead of Adam: the same supernet (its optimizer switches between Keras' two), RMSprop's numbers
+    mine, steps = train(True, units=16, layers=2, opt="rmsprop", lr=2e-3, act="tanh")[:2]
+    out["rmsprop"] = {"diff": diff(train(False, units=16, layers=2, opt="rmsprop", lr=2e-3, act="tanh")[0], mine),
+                      "steps": steps}
+    # an optimizer setting outside the switch (Adam's beta_1): its own supernet
+    def other_adam(**kw):
+        m = build(**kw)
+        m.compile(optimizer=keras.optimizers.Adam(1e-3, beta_1=0.8), loss=m.loss, weighted_metrics=["accuracy"])
+        return m
+    with host_initialisers():
+        net = supernet_twin(other_adam(units=16, layers=1), 64, steps=45, hint=HINT)
+    out["other_adam_new_supernet"] = id(net) not in nets
 
     # trials of the built-in mlp space: the first builds the supernet of the space's largest stack
     from hpo.config import from_dict
@@ -154,7 +164,8 @@ def test_the_first_stack_compiles_one_supernet_for_all(jax_run: dict[str, Any]) 
     assert jax_run["largest"]["steps"] and jax_run["largest"]["diff"] < 1e-5
     assert jax_run["supernets"] == 1
     assert jax_run["one_block_l2"]["units"] == [40, 10] and jax_run["inline_sigmoid"]["units"] == [33, 33, 10]
-    assert jax_run["rmsprop_steps"]  # the optimizer's class is compiled in: its own supernet
+    assert jax_run["rmsprop"]["steps"] == [] and jax_run["rmsprop"]["diff"] < 1e-5
+    assert jax_run["other_adam_new_supernet"]
     assert jax_run["grown"]["steps"] and jax_run["grown"]["diff"] < 1e-5  # elu: grown, compiled, exact
 
 
@@ -188,11 +199,14 @@ def test_dense_stacks_are_recognised_and_nothing_else() -> None:
     s = stack_of(ok, 32)
     assert s is not None and s.widths == [12, 9] and [b.activation for b in s.blocks] == ["gelu", "relu"]
     assert s.blocks[0].bn is not None and s.blocks[1].dropout is None
-    # same key across depth, widths, activations, batch norm and dropout; not across batch size or optimizer
+    # same key across depth, widths, activations, batch norm, dropout and Adam/RMSprop; not across batch size or
+    # an optimizer's settings outside the switch
     other = stack_of(_stack([L.Dense(30), L.Activation("tanh")]), 32)
     assert other is not None and other.key == s.key
     assert stack_of(ok, 64).key != s.key
-    assert stack_of(_stack([L.Dense(30)], optimizer="rmsprop"), 32).key != s.key
+    assert stack_of(_stack([L.Dense(30)], optimizer="rmsprop"), 32).key == s.key
+    assert stack_of(_stack([L.Dense(30)], optimizer="sgd"), 32).key != s.key
+    assert stack_of(_stack([L.Dense(30)], optimizer=keras.optimizers.Adam(clipnorm=1.0)), 32).key != s.key
     for blocks in ([L.Dense(12), L.Activation("relu"), L.BatchNormalization()],  # BN after the activation
                    [L.Dense(12), L.LayerNormalization()],
                    [L.Dense(12, activation="softmax")],

@@ -71,6 +71,7 @@ class Stack:
     head: Any
     key: str
     bn_config: str | None = None  # one config for all its BatchNormalization layers
+    optimizer: tuple[str, str] | None = None  # Adam's or RMSprop's own settings: a switch (AdamOrRMSprop)
 
     @property
     def widths(self) -> list[int]:
@@ -80,6 +81,31 @@ class Stack:
         """Multiply-adds per row of its Dense layers."""
         dims = [in_dim, *self.widths, int(self.head.units)]
         return sum(a * b for a, b in zip(dims, dims[1:]))
+
+
+def _setting(opt: Any) -> tuple[str, str] | None:
+    """An Adam's or RMSprop's own settings (what a switch between the two compiles in), or None."""
+    from hpo.execution.switch_optimizer import switchable
+
+    if not switchable(opt):
+        return None
+    keys = ("beta_1", "beta_2", "epsilon") if type(opt).__name__ == "Adam" else ("rho", "epsilon")
+    return type(opt).__name__, json.dumps({k: float(getattr(opt, k)) for k in keys}, sort_keys=True)
+
+
+def _optimizers(settings: list[Any], strict: bool = False) -> Any:
+    """One setting per optimizer class, sorted: the first given wins (``strict``: None when two differ)."""
+    out: dict[str, str] = {}
+    for cls, cfg in (s for s in settings if s):
+        if cls in out and out[cls] != cfg and strict:
+            return None
+        out.setdefault(cls, cfg)
+    return tuple(sorted(out.items()))
+
+
+# Keras' default Adam and RMSprop, which every switch holds unless a trial's own settings differ
+DEFAULT_OPTIMIZERS = (("Adam", json.dumps({"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07}, sort_keys=True)),
+                      ("RMSprop", json.dumps({"epsilon": 1e-07, "rho": 0.9}, sort_keys=True)))
 
 
 def family_of(activations: Any) -> tuple[str, ...]:
@@ -98,19 +124,22 @@ class Shape:
     dropout: tuple[bool, ...]
     family: tuple[str, ...] = FAMILY
     bn_config: str | None = None
+    optimizers: tuple[tuple[str, str], ...] = ()  # the Adam and RMSprop settings it switches between
 
     @staticmethod
     def of(stack: Stack) -> "Shape":
         family = family_of(b.activation for b in stack.blocks)
+        optimizers = _optimizers([stack.optimizer, *DEFAULT_OPTIMIZERS]) if stack.optimizer else ()
         return Shape(len(stack.blocks), bucket(max(stack.widths)), tuple(b.bn is not None for b in stack.blocks),
-                     tuple(b.dropout is not None for b in stack.blocks), family, stack.bn_config)
+                     tuple(b.dropout is not None for b in stack.blocks), family, stack.bn_config, optimizers)
 
     def covers(self, stack: Stack) -> bool:
         own = Shape.of(stack)
         return (own.depth <= self.depth and own.width <= self.width and set(own.family) <= set(self.family)
                 and all(self.bn[i] or not b for i, b in enumerate(own.bn))
                 and all(self.dropout[i] or not d for i, d in enumerate(own.dropout))
-                and (own.bn_config is None or own.bn_config == self.bn_config))
+                and (own.bn_config is None or own.bn_config == self.bn_config)
+                and (stack.optimizer is None or stack.optimizer in self.optimizers))
 
     def union(self, other: "Shape") -> "Shape | None":
         """The smallest shape covering both; None when their batch normalisations differ in settings."""
@@ -122,8 +151,11 @@ class Shape:
             return tuple((i < len(a) and a[i]) or (i < len(b) and b[i]) for i in range(depth))
 
         family = family_of(self.family + other.family)
+        optimizers = _optimizers([*self.optimizers, *other.optimizers], strict=True)
+        if optimizers is None:
+            return None
         return Shape(depth, max(self.width, other.width), flags(self.bn, other.bn),
-                     flags(self.dropout, other.dropout), family, self.bn_config or other.bn_config)
+                     flags(self.dropout, other.dropout), family, self.bn_config or other.bn_config, optimizers)
 
     def flops(self, in_dim: int, head: int) -> int:
         return in_dim * self.width + (self.depth - 1) * self.width ** 2 + self.width * head
@@ -236,6 +268,11 @@ def stack_of(model: Any, batch_size: int) -> Stack | None:
     comp = compile_signature(model)
     if comp is None:
         return None
+    setting = _setting(opt)
+    if setting is not None:  # the class and its own settings are the shape's (a switch), the rest the key's
+        own = ("name", "learning_rate", "beta_1", "beta_2", "epsilon", "amsgrad", "rho", "momentum", "centered")
+        comp["optimizer"] = {"switch": {k: v for k, v in comp["optimizer"].get("config", {}).items()
+                                        if k not in own}}
     inp = model.inputs[0]
     # The head's (generated) name matters only where the compile config names the output (a dict of losses)
     named = any(isinstance(comp.get(k), dict) and "class_name" not in comp[k]
@@ -245,7 +282,7 @@ def stack_of(model: Any, batch_size: int) -> Stack | None:
                       "bias": bool(blocks[0].dense.use_bias),
                       "head": [head.name if named else "", int(head.units), _activation(head), bool(head.use_bias)],
                       "compile": comp, "batch_size": int(batch_size)}, sort_keys=True, default=str)
-    return Stack(model, flatten, blocks, head, key, bn_config)
+    return Stack(model, flatten, blocks, head, key, bn_config, setting)
 
 
 def in_dim(stack: Stack) -> int:
@@ -286,6 +323,24 @@ def covering_shape(shapes: list[Shape], stack: Stack, steps: int | None, platfor
         if grown is not None and grown != own and _worth_covering(grown, stack, steps, platform):
             return grown, False
     return own, False
+
+
+def _compile_config(model: Any, shape: Shape) -> dict[str, Any]:
+    """``model``'s compile config, its Adam or RMSprop replaced by the switch of ``shape``'s settings."""
+    import keras
+
+    from hpo.execution.switch_optimizer import AdamOrRMSprop
+
+    cfg = dict(model.get_compile_config())
+    if shape.optimizers:
+        settings = dict(shape.optimizers)
+        adam = json.loads(settings.get("Adam", DEFAULT_OPTIMIZERS[0][1]))
+        rms = json.loads(settings.get("RMSprop", DEFAULT_OPTIMIZERS[1][1]))
+        base = {k: v for k, v in model.optimizer.get_config().items() if k not in
+                ("name", "beta_1", "beta_2", "epsilon", "amsgrad", "rho", "momentum", "centered")}
+        cfg["optimizer"] = keras.saving.serialize_keras_object(
+            AdamOrRMSprop(**base, **adam, rho=rms["rho"], rms_epsilon=rms["epsilon"]))
+    return cfg
 
 
 @dataclass
@@ -331,7 +386,7 @@ def build_supernet(stack: Stack, shape: Shape) -> tuple[Any, Roles]:
         roles.head = TemplateDense(int(head.units), activation=_activation(head), use_bias=bool(head.use_bias),
                                    masked_input=True, value_l2=(True, bool(head.use_bias)), name=head.name)
         net = keras.Model(inp, roles.head(x), name="supernet")
-        net.compile_from_config(model.get_compile_config())
+        net.compile_from_config(_compile_config(model, shape))
         net.optimizer.build(net.trainable_variables)
     finally:
         random.setstate(py_state)

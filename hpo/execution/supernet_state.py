@@ -53,16 +53,20 @@ def _optimizer_pairs(net: Any, fresh: Any, trained: dict[int, Any]) -> list[tupl
     if not fopt.built:
         fopt.build(fresh.trainable_variables)  # a fresh optimizer's slots (zeros, iterations 0, its rate)
     tlists, flists = _slot_lists(topt), _slot_lists(fopt)
-    if set(tlists) != set(flists):
+    names = topt.slot_names(fopt) if hasattr(topt, "slot_names") else {n: n for n in flists}
+    if set(names) != set(flists) or not set(names.values()) <= set(tlists):
         raise ValueError("the optimizers' slots differ")
+    theirs = {ours: flists[user] for user, ours in names.items()}
     f_index = {id(v): i for i, v in enumerate(fopt._trainable_variables)}
     pairs, slots = [], set()
     for name, tslots in tlists.items():
         for tv, slot in zip(topt._trainable_variables, tslots):
             f_var = trained.get(id(tv))
-            pairs.append((slot, flists[name][f_index[id(f_var)]] if f_var is not None else None))
+            user = theirs[name][f_index[id(f_var)]] if f_var is not None and name in theirs else None
+            pairs.append((slot, user))
             slots.add(id(slot))
-    t_base = [v for v in topt.variables if id(v) not in slots]
+    switch = getattr(topt, "use_rms", None)  # set by _switches
+    t_base = [v for v in topt.variables if id(v) not in slots and v is not switch]
     f_slots = {id(v) for lst in flists.values() for v in lst}
     f_base = [v for v in fopt.variables if id(v) not in f_slots]
     if len(t_base) != len(f_base):
@@ -102,7 +106,7 @@ def _set(var: Any, value: Any) -> None:
     var.assign(to_device(np.asarray(value, dtype="float32").reshape(tuple(var.shape))))
 
 
-def _switches(roles: Roles, shape: Shape, stack: Stack) -> None:
+def _switches(net: Any, roles: Roles, shape: Shape, stack: Stack) -> None:
     """The supernet's value variables set to ``stack``'s depth, widths, activations, switches and values."""
     width = [int(d) for d in stack.widths]
     for i, dense in enumerate(roles.dense):
@@ -120,6 +124,8 @@ def _switches(roles: Roles, shape: Shape, stack: Stack) -> None:
             _set(roles.dropout[i].keep, 1.0 - block.dropout.rate if block and block.dropout is not None else 1.0)
         if roles.gate[i] is not None:
             _set(roles.gate[i].on, float(block is not None))
+    if stack.optimizer is not None:
+        _set(net.optimizer.use_rms, float(stack.optimizer[0] == "RMSprop"))
     head = roles.head
     _set(head.kernel_l2, _l2(stack.head.kernel_regularizer))
     if head.use_bias:
@@ -133,7 +139,7 @@ def _load(net: Any, roles: Roles, shape: Shape, stack: Stack) -> None:
     for t, f in _pairs(net, roles, stack):
         value = _corner(tuple(t.shape), np.asarray(f.value)) if f is not None else np.zeros(t.shape, t.dtype)
         t.assign(to_device(value))
-    _switches(roles, shape, stack)
+    _switches(net, roles, shape, stack)
 
 
 def _unloader(roles: Roles, batch_size: int) -> Any:
