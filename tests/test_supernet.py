@@ -214,6 +214,17 @@ def test_dense_stacks_are_recognised_and_nothing_else() -> None:
                    [L.Dense(12), L.Dropout(0.2, noise_shape=(None, 1))]):
         assert stack_of(_stack(blocks), 32) is None, blocks
     assert stack_of(_stack([L.Dense(12)], optimizer=keras.optimizers.Adafactor()), 32) is None
+    seq = keras.Input((None, 8))  # a Dense over a sequence: not a stack
+    unknown = keras.Model(seq, L.Dense(3)(L.Dense(4)(seq)))
+    unknown.compile(optimizer="adam", loss="mse")
+    assert stack_of(unknown, 32) is None
+    image = keras.Input((4, 4, 1))  # flattened first: a stack
+    flat = keras.Model(image, L.Dense(3)(L.Dense(4, activation="relu")(L.Flatten()(image))))
+    flat.compile(optimizer="adam", loss="mse")
+    assert stack_of(flat, 32) is not None
+    seq_model = keras.Sequential([keras.Input((8,)), L.Dense(16, activation="relu"), L.Dropout(0.1), L.Dense(3)])
+    seq_model.compile(optimizer="adam", loss="mse")
+    assert stack_of(seq_model, 32).widths == [16]  # Sequential too
     i = keras.Input((8,))
     h = L.Dense(8)(i)
     residual = keras.Model(i, L.Dense(3)(L.Add()([h, i])))

@@ -256,6 +256,9 @@ def stack_of(model: Any, batch_size: int) -> Stack | None:
     if layers is None or any(getattr(la.dtype_policy, "name", "float32") != "float32" for la in layers):
         return None
     flatten = layers[0] if _is(layers[0], "Flatten") else None
+    dims = list(model.inputs[0].shape[1:])
+    if any(not isinstance(d, int) for d in dims) or (flatten is None and len(dims) != 1):
+        return None  # Dense blocks over one known feature axis only
     head = layers[-1]
     if not _plain(head) or _activation(head) is None:
         return None
