@@ -12,6 +12,25 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The start of a JAX check script: ``compiled`` collects the name of every XLA compilation (JAX's backend-compile
+# event), ``x``/``y`` the first 960 rows of scikit-learn's digits scaled to [0, 1].
+DIGITS_PRELUDE = """
+import json, tempfile
+from pathlib import Path
+from jax import monitoring
+compiled = []
+monitoring.register_event_duration_secs_listener(
+    lambda e, d, **k: compiled.append(k.get("fun_name")) if e == "/jax/core/compile/backend_compile_duration" else None)
+import keras
+import numpy as np
+from sklearn.datasets import load_digits
+from hpo.execution.templates import user_model
+from hpo.execution.xla import host_initialisers
+
+x, y = load_digits(return_X_y=True)
+x, y = (x[:960] / 16).astype("float32"), y[:960].astype("int32")
+"""
+
 
 def run_jax_script(script: str, workdir: Path, timeout: int = 900) -> dict[str, Any]:
     """``script``'s ``RESULT{...}`` line as a dict; the compilation cache goes under ``workdir/cache``."""

@@ -12,26 +12,12 @@ from typing import Any
 import keras
 import pytest
 
-from tests.jax_script import run_jax_script
+from tests.jax_script import DIGITS_PRELUDE, run_jax_script
 
 from hpo.execution.supernet import FAMILY, Shape, covering_shape, stack_of
 
-JAX_SCRIPT = textwrap.dedent("""
-    import json, tempfile
-    from pathlib import Path
-    from jax import monitoring
-    compiled = []
-    monitoring.register_event_duration_secs_listener(
-        lambda e, d, **k: compiled.append(k.get("fun_name")) if e == "/jax/core/compile/backend_compile_duration" else None)
-    import keras
-    import numpy as np
-    from sklearn.datasets import load_digits
+JAX_SCRIPT = DIGITS_PRELUDE + textwrap.dedent("""
     from hpo.execution.supernet_state import supernet_twin
-    from hpo.execution.templates import user_model
-    from hpo.execution.xla import host_initialisers
-
-    x, y = load_digits(return_X_y=True)
-    x, y = (x[:960] / 16).astype("float32"), y[:960].astype("int32")
 
     def build(units, layers=2, l2=None, dropout=0.0, bn=False, act="relu", lr=1e-3, inline=False, opt="adam"):
         keras.utils.set_random_seed(11)

@@ -11,26 +11,13 @@ from typing import Any
 import keras
 import pytest
 
-from tests.jax_script import run_jax_script
+from tests.jax_script import DIGITS_PRELUDE, run_jax_script
 
 from hpo.execution.templates import _plan, bucket, template_twin
 
 
-JAX_SCRIPT = textwrap.dedent("""
-    import json, sys, tempfile
-    from pathlib import Path
-    from jax import monitoring
-    compiled = []
-    monitoring.register_event_duration_secs_listener(
-        lambda e, d, **k: compiled.append(k.get("fun_name")) if e == "/jax/core/compile/backend_compile_duration" else None)
-    import keras
-    import numpy as np
-    from sklearn.datasets import load_digits
-    from hpo.execution.templates import template_twin, user_model
-    from hpo.execution.xla import host_initialisers
-
-    x, y = load_digits(return_X_y=True)
-    x, y = (x[:960] / 16).astype("float32"), y[:960].astype("int32")
+JAX_SCRIPT = DIGITS_PRELUDE + textwrap.dedent("""
+    from hpo.execution.templates import template_twin
 
     def build(units, l2=None, dropout=0.0, bn=False, act="relu", opt="adam", lr=1e-3):
         keras.utils.set_random_seed(11)

@@ -34,7 +34,8 @@ from typing import Any
 import numpy as np
 
 from hpo.execution.reuse import compile_signature
-from hpo.execution.templates import ELEMENTWISE, bucket
+from hpo.execution.templates import ELEMENTWISE, _is, _plain_dense, _value_l2, bucket
+from hpo.execution.templates import _activation as _activation_name
 
 __all__ = ["FAMILY", "Shape", "Stack", "covering_shape", "family_of", "stack_of"]
 
@@ -161,26 +162,13 @@ class Shape:
         return in_dim * self.width + (self.depth - 1) * self.width ** 2 + self.width * head
 
 
-def _is(layer: Any, name: str) -> bool:
-    import keras
-
-    return type(layer) is getattr(keras.layers, name)
-
-
 def _activation(layer: Any) -> str | None:
-    from hpo.execution.templates import _activation as name
-
-    return name(layer.activation)
+    return _activation_name(layer.activation)
 
 
 def _plain(layer: Any) -> bool:
-    import keras
-
-    regs = (layer.kernel_regularizer, layer.bias_regularizer)
-    return (_is(layer, "Dense") and layer.kernel_constraint is None and layer.bias_constraint is None
-            and layer.activity_regularizer is None and not getattr(layer, "lora_rank", None)
-            and not getattr(layer, "quantization_mode", None)
-            and all(r is None or type(r) is keras.regularizers.L2 for r in regs))
+    """A Dense a template would take (:func:`hpo.execution.templates._plain_dense`) with L2 or no regularizers."""
+    return _plain_dense(layer) and _value_l2(layer.kernel_regularizer) and _value_l2(layer.bias_regularizer)
 
 
 def _chain(model: Any) -> list[Any] | None:
