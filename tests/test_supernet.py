@@ -6,13 +6,18 @@ under the session's backend."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 from typing import Any
 
 import keras
 import pytest
 
-from tests.jax_script import DIGITS_PRELUDE, run_jax_script
+from tests.jax_script import DIGITS_PRELUDE, ROOT, run_jax_script
 
 from hpo.execution.supernet import FAMILY, Shape, covering_shape, stack_of
 
@@ -234,3 +239,28 @@ def test_a_supernet_covers_smaller_stacks_and_grows_only_where_cheaper_than_a_co
     assert covering_shape([], small, 200, "cpu", hint=s_big) == (s_big, False)
     assert covering_shape([], small, 10**7, "cpu", hint=s_big) == (Shape.of(small), False)
     assert covering_shape([s_big], small, 200, "cpu") == (s_big, True)
+
+
+@pytest.mark.slow
+def test_the_readme_quickstart_under_jax_saves_each_trials_own_model(tmp_path: Path) -> None:
+    """``hpo run experiments/quickstart.yaml`` as a user runs it (default tracking, executor and ensemble) with
+    ``KERAS_BACKEND=jax``: its trials train in supernets, yet each saves a model of its own depth, width and
+    batch normalisation, 12 distinct configurations complete, and the ensemble is no worse than its best trial."""
+    run_dir = tmp_path / "runs" / "quickstart"
+    env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "HPO_CACHE_DIR": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run([sys.executable, "-m", "hpo.cli", "run", "experiments/quickstart.yaml", "--run-dir",
+                           str(run_dir)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = [json.loads(p.read_text()) for p in sorted(run_dir.glob("trials/*/result.json"))]
+    assert len(results) == 12 and all(r["state"] == "COMPLETE" for r in results)
+    assert len({json.dumps(r["params"], sort_keys=True) for r in results}) == 12
+    for r in results:
+        p, m = r["params"], keras.saving.load_model(r["model_path"], safe_mode=True)
+        dense = [la for la in m.layers if isinstance(la, keras.layers.Dense)]
+        assert [la.units for la in dense] == [p["units"]] * p["layers"] + [10], (p, [la.units for la in dense])
+        assert any(isinstance(la, keras.layers.BatchNormalization) for la in m.layers) == p["batchnorm"]
+        assert type(m.optimizer).__name__.lower() == p["optimizer"]  # the user's Adam or RMSprop, not the switch
+        assert r["measures"]["params"] == m.count_params()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["ensemble"]["metrics"]["select_accuracy"] >= summary["best_select"] - 1e-6
