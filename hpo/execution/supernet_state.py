@@ -13,7 +13,7 @@ import numpy as np
 
 from hpo.execution.reuse_policy import reuse_enabled
 from hpo.execution.supernet import Roles, Shape, Stack, build_supernet, covering_shape, family_of, stack_of
-from hpo.execution.templates import _TEMPLATES, ELEMENTWISE, _corner, _Entry, keep
+from hpo.execution.templates import _TEMPLATES, ELEMENTWISE, _corner, _Entry, cut_corner, keep
 from hpo.execution.xla import compiles_per_shape
 
 log = logging.getLogger(__name__)
@@ -144,14 +144,12 @@ def _load(net: Any, roles: Roles, shape: Shape, stack: Stack) -> None:
 
 def _unloader(roles: Roles, batch_size: int) -> Any:
     def unload(net: Any, fresh: Any) -> None:
-        from hpo.execution.xla import to_device
-
         stack = stack_of(fresh, batch_size)
         if stack is None:  # cannot happen for a model this module loaded
             raise RuntimeError("the trial's model is no longer a dense stack")
         for t, f in _pairs(net, roles, stack):
             if f is not None:
-                f.assign(to_device(np.array(np.asarray(t.value)[tuple(slice(0, n) for n in f.shape)])))
+                cut_corner(t, f)
     return unload
 
 

@@ -324,13 +324,19 @@ def _load(template: Any, fresh: Any) -> bool:
 def _extract(template: Any, fresh: Any) -> None:
     """The template's trained state (weights, seed states, optimizer) back into ``fresh``, cut from the
     corners."""
-    from hpo.execution.xla import to_device
-
     pairs = _pairs(template, fresh)
     if pairs is None:  # cannot happen for a template this module loaded from ``fresh``
         raise RuntimeError("the compiled template no longer lines up with the trial's model")
     for t, f in pairs:
-        f.assign(to_device(np.array(np.asarray(t.value)[tuple(slice(0, n) for n in f.shape)])))
+        cut_corner(t, f)
+
+
+def cut_corner(big: Any, small: Any) -> None:
+    """``small`` assigned the corner of ``big`` its shape covers (a trained template's or supernet's variable
+    back into the user's model)."""
+    from hpo.execution.xla import to_device
+
+    small.assign(to_device(np.array(np.asarray(big.value)[tuple(slice(0, n) for n in small.shape)])))
 
 
 def keep(key: str) -> None:
