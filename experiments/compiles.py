@@ -114,9 +114,11 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     per_trial = []
     for w in wins:
         p = _phase(ev, hits, w["start"], w["end"])
-        named = [e["fun"] for e in ev if e["event"] == COMPILE_EVENT and w["start"] <= e["end"] < w["end"]]
+        inside = [e for e in ev if e["event"] == COMPILE_EVENT and w["start"] <= e["end"] < w["end"]]
+        named = [e["fun"] for e in inside]
+        secs = {f: sum(e["s"] for e in inside if e["fun"] == f) for f in set(named)}
         per_trial.append({"trial": w["number"], "state": w["state"], **{k: v for k, v in p.items() if k != "functions"},
-                          "functions": ", ".join(f"{f} x{named.count(f)}" for f in sorted(set(named))),
+                          "functions": ", ".join(f"{f} x{named.count(f)} ({secs[f]:.2f} s)" for f in sorted(set(named))),
                           # a trial that compiles no train step trained a model (or template) compiled before
                           "new_train_step": "jit(train_step)" in p["functions"],
                           "params": ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"

@@ -13,7 +13,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 # The start of a JAX check script: ``compiled`` collects the name of every XLA compilation (JAX's backend-compile
-# event), ``x``/``y`` the first 960 rows of scikit-learn's digits scaled to [0, 1].
+# event), ``x``/``y`` the first 960 rows of scikit-learn's digits scaled to [0, 1], ``named(model)`` its variables
+# by position and kind (to compare two builds of one model variable by variable).
 DIGITS_PRELUDE = """
 import json, tempfile
 from pathlib import Path
@@ -29,6 +30,17 @@ from hpo.execution.xla import host_initialisers
 
 x, y = load_digits(return_X_y=True)
 x, y = (x[:960] / 16).astype("float32"), y[:960].astype("int32")
+
+def named(model):
+    # every variable of a model by position and kind (layer names differ between two builds of one model); a
+    # Dense bias in front of a batch normalisation is "pre_bn/bias"
+    out, paths = {}, [v.path.rsplit("/", 1) for v in model.variables]
+    for i, ((layer, var), v) in enumerate(zip(paths, model.variables)):
+        kind = layer.rstrip("_0123456789")
+        if kind == "dense" and i + 1 < len(paths) and paths[i + 1][0].startswith("batch_normalization"):
+            kind = "pre_bn"
+        out[f"{i:02d}.{kind}/{var}"] = np.asarray(v)
+    return out
 """
 
 

@@ -15,7 +15,8 @@ import numpy as np
 from hpo.data import Splits, concat
 from hpo.errors import TrialFailed, TrialPruned
 from hpo.execution.scoring import count_rows, flatten_predictions, predict, score, score_on_batch, scorable
-from hpo.execution.shapes import PaddedEpochs, forward_rows, padded_predict, pads_safely, trains_padded_safely
+from hpo.execution.shapes import (PaddedEpochs, forward_rows, padded_predict, padding_fill, pads_safely,
+                                  trains_padded_safely)
 from hpo.execution.templates import user_model
 from hpo.execution.xla import compiles_per_shape
 from hpo.metric_names import split_name
@@ -150,7 +151,8 @@ def _call_fit(model: Any, fit: Fit, settings: TrialSettings, x: Any, y: Any, **k
         n = count_rows_of(y)
         if n % fit.batch_size and compiles_per_shape() and trains_padded_safely(model):
             # One train step shape instead of two (the last partial batch): see hpo.execution.shapes
-            data = PaddedEpochs(x, y, fit.batch_size, seed=int(np.random.randint(2**31 - 1)))
+            data = PaddedEpochs(x, y, fit.batch_size, seed=int(np.random.randint(2**31 - 1)),
+                                fill=padding_fill(model))
             return model.fit(data, epochs=fit.epochs, shuffle=False, **kwargs)  # rows are shuffled by data
         return model.fit(x, y, epochs=fit.epochs, batch_size=fit.batch_size, **kwargs)
     own = set(fit.hp.values) - set(settings.fit_params)  # the HyperModel's own hp values (fit's included)

@@ -12,7 +12,8 @@ import numpy as np
 
 from hpo.data import leaves, take
 
-__all__ = ["PaddedEpochs", "forward_rows", "pad_rows", "pads_safely", "padded_predict", "trains_padded_safely"]
+__all__ = ["PaddedEpochs", "forward_rows", "pad_rows", "padding_fill", "pads_safely", "padded_predict",
+           "trains_padded_safely"]
 
 MAX_FORWARD_ROWS = 1024  # larger splits are cut into chunks of this many rows
 
@@ -36,8 +37,19 @@ def trains_padded_safely(model: Any) -> bool:
 
     if not pads_safely(model):
         return False
-    layers = model._flatten_layers(include_self=False, recursive=True)  # noqa: SLF001 - nested models' layers too
-    return not any(isinstance(layer, keras.layers.BatchNormalization) for layer in layers)
+    layers = list(model._flatten_layers(include_self=False, recursive=True))  # noqa: SLF001 - nested models too
+    # a batch normalisation that reads the row mask of PaddingRows leaves the padding out of its statistics
+    return not any(isinstance(layer, keras.layers.BatchNormalization) and
+                   not (getattr(layer, "row_mask", False) and padding_fill(model) is not None) for layer in layers)
+
+
+def padding_fill(model: Any) -> float | None:
+    """The value every input of a padding row holds: NaN for a model whose first layer marks such rows
+    (:class:`~hpo.execution.template_layers.PaddingRows`, in supernets with batch normalisation) so that its
+    batch statistics leave them out; None (copies of a real row) otherwise."""
+    from hpo.execution.template_layers import PaddingRows
+
+    return float("nan") if any(isinstance(la, PaddingRows) for la in getattr(model, "layers", ())) else None
 
 
 def forward_rows(sizes: list[int], batch: int = 8) -> int:
@@ -85,11 +97,13 @@ def _padded_epochs_class() -> type:
         the last partial batch completed with zero-weight copies of a row and its real rows weighted
         ``batch / real`` (see :func:`padded_weights`), so each step's gradient is the one of the unpadded
         batch. Train-split metrics in the logs weigh the last batch's rows by that factor too. With ``pad`` false
-        the last batch keeps its real rows only (weights 1): the same shuffle without padding."""
+        the last batch keeps its real rows only (weights 1): the same shuffle without padding. With ``fill``
+        (see :func:`padding_fill`), the padding rows' inputs hold that value instead of a real row's."""
 
-        def __init__(self, x: Any, y: Any, batch_size: int, seed: int, pad: bool = True) -> None:
+        def __init__(self, x: Any, y: Any, batch_size: int, seed: int, pad: bool = True,
+                     fill: float | None = None) -> None:
             super().__init__()
-            self.x, self.y, self.batch_size, self.pad = x, y, int(batch_size), bool(pad)
+            self.x, self.y, self.batch_size, self.pad, self.fill = x, y, int(batch_size), bool(pad), fill
             self.n = int(leaves(y)[0].shape[0])
             self.rng = np.random.default_rng(seed)
             self.order = self.rng.permutation(self.n)
@@ -108,7 +122,10 @@ def _padded_epochs_class() -> type:
             if not self.pad:
                 return take(self.x, idx), take(self.y, idx), self.full[:real]
             idx = np.concatenate([idx, np.full(self.batch_size - real, idx[0])])
-            return take(self.x, idx), take(self.y, idx), padded_weights(real, self.batch_size)
+            x = take(self.x, idx)
+            if self.fill is not None:
+                x = _fill_tail(x, real, self.fill)
+            return x, take(self.y, idx), padded_weights(real, self.batch_size)
 
         def on_epoch_end(self) -> None:
             # Keras also calls this after peeking at one batch to build an unbuilt model: the order moves on
@@ -120,7 +137,20 @@ def _padded_epochs_class() -> type:
     return _PaddedEpochs
 
 
-def PaddedEpochs(x: Any, y: Any, batch_size: int, seed: int, pad: bool = True) -> Any:  # noqa: N802 - a PyDataset
+def _fill_tail(x: Any, real: int, value: float) -> Any:
+    """``x`` (a freshly taken batch) with every row after the first ``real`` set to ``value``."""
+    import keras
+
+    def fill(a: Any) -> Any:
+        a = np.array(a, copy=True)
+        a[real:] = value
+        return a
+
+    return keras.tree.map_structure(fill, x)
+
+
+def PaddedEpochs(x: Any, y: Any, batch_size: int, seed: int, pad: bool = True,  # noqa: N802 - a PyDataset
+                 fill: float | None = None) -> Any:
     """A ``keras.utils.PyDataset`` of padded (unless ``pad`` is false), per-epoch shuffled training batches (see
     ``_PaddedEpochs``)."""
-    return _padded_epochs_class()(x, y, batch_size, seed, pad)
+    return _padded_epochs_class()(x, y, batch_size, seed, pad, fill)

@@ -351,22 +351,30 @@ def build_supernet(stack: Stack, shape: Shape) -> tuple[Any, Roles]:
     global random states are left as they were (building it must not change what the trial draws next)."""
     import keras
 
-    from hpo.execution.template_layers import (DepthGate, SwitchActivation, SwitchBatchNormalization,
-                                               TemplateDense, TemplateDropout)
+    from hpo.execution.template_layers import (DepthGate, PaddingRows, SwitchActivation,
+                                               SwitchBatchNormalization, TemplateDense, TemplateDropout)
 
     model, roles = stack.model, Roles()
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
         src = model.inputs[0]
         inp = keras.Input(shape=tuple(src.shape[1:]), dtype=src.dtype, name=_input_name(model) or None)
-        x = stack.flatten.__class__.from_config(stack.flatten.get_config())(inp) if stack.flatten else inp
+        # Batch normalisation reads which rows are real, so the last partial batch trains padded (one train
+        # step, see hpo.execution.shapes) and its statistics stay the unpadded batch's: padding rows come as NaN.
+        rows = None
+        if any(shape.bn) and keras.backend.is_float_dtype(src.dtype):
+            x, rows = PaddingRows(name="padding_rows")(inp)
+        else:
+            x = inp
+        x = stack.flatten.__class__.from_config(stack.flatten.get_config())(x) if stack.flatten else x
         bias = bool(stack.blocks[0].dense.use_bias)
         bn_cfg = json.loads(shape.bn_config) if shape.bn_config else {}
         for i in range(shape.depth):
             roles.dense.append(TemplateDense(shape.width, use_bias=bias, masked_input=i > 0, value_l2=(True, bias)))
             h = roles.dense[-1](x)
-            roles.bn.append(SwitchBatchNormalization(**bn_cfg) if shape.bn[i] else None)
-            h = roles.bn[-1](h) if roles.bn[-1] is not None else h
+            roles.bn.append(SwitchBatchNormalization(row_mask=rows is not None, **bn_cfg) if shape.bn[i] else None)
+            if roles.bn[-1] is not None:
+                h = roles.bn[-1]([h, rows] if rows is not None else h)
             roles.act.append(SwitchActivation(shape.family))
             h = roles.act[-1](h)
             roles.dropout.append(TemplateDropout(0.5) if shape.dropout[i] else None)

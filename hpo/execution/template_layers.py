@@ -19,7 +19,7 @@ from typing import Any
 import keras
 from keras import ops
 
-__all__ = ["VALUE_VARIABLES", "DepthGate", "SwitchActivation", "SwitchBatchNormalization", "TemplateDense",
+__all__ = ["VALUE_VARIABLES", "DepthGate", "PaddingRows", "SwitchActivation", "SwitchBatchNormalization", "TemplateDense",
            "TemplateDropout", "VariableL2"]
 
 VALUE_VARIABLES = ("in_mask", "kernel_l2", "bias_l2", "keep", "on", "index")  # a template layer's variables the
@@ -119,14 +119,48 @@ class SwitchActivation(keras.layers.Layer):
 
 class SwitchBatchNormalization(keras.layers.BatchNormalization):
     """Keras' BatchNormalization where the variable ``on`` is 1, the identity where it is 0 (the layer's own
-    numbers are computed and not selected: its weights get a zero gradient)."""
+    numbers are computed and not selected: its weights get a zero gradient).
+
+    With ``row_mask``, called on ``[inputs, rows]`` (``rows`` from :class:`PaddingRows`: 1 a real row, 0 the
+    padding of a last training batch): the batch's mean and variance are those of the real rows only (Keras'
+    own masked moments), so a padded last batch trains as the unpadded one."""
+
+    def __init__(self, row_mask: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.row_mask = bool(row_mask)
 
     def build(self, input_shape: Any) -> None:
-        super().build(input_shape)
+        super().build(input_shape[0] if self.row_mask else input_shape)
+        if self.row_mask:
+            self.input_spec = None  # Keras' spec is of one input; this layer takes two
         self.on = self.add_weight(shape=(), initializer="ones", trainable=False, name="on")
 
     def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+        if self.row_mask:
+            inputs, rows = inputs
+            mask = ops.greater(rows, 0.5)
         return ops.where(ops.greater(self.on, 0.5), super().call(inputs, training=training, mask=mask), inputs)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape[0] if self.row_mask else input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "row_mask": self.row_mask}
+
+
+class PaddingRows(keras.layers.Layer):
+    """The padding rows of a last training batch, marked by every input value being NaN (see
+    :func:`hpo.execution.shapes.padding_fill`): returns the inputs with those rows zeroed and the row mask
+    (1 real, 0 padding) that :class:`SwitchBatchNormalization` reads. Real rows pass unchanged."""
+
+    def call(self, inputs: Any) -> Any:
+        axes = tuple(range(1, len(inputs.shape)))
+        real = ops.logical_not(ops.all(ops.isnan(inputs), axis=axes))
+        keep = ops.reshape(real, (-1,) + (1,) * len(axes))
+        return ops.where(keep, inputs, ops.zeros_like(inputs)), ops.cast(real, inputs.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return tuple(input_shape), (input_shape[0],)
 
 
 class DepthGate(keras.layers.Layer):
