@@ -124,6 +124,11 @@ JAX_SCRIPT = textwrap.dedent("""
     _, fresh, v2 = trial(3, units=40, learning_rate=0.003, dropout=0.1)
     out["reused_minus_fresh"] = float(np.abs(reused - fresh).max())
     out["values"] = [v1, v2]
+    # trials seed, build, train and score, and Keras saves a model, under JAX without importing TensorFlow (~2 s
+    # where it is installed)
+    import keras
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)]).save(tmp / "saved.keras")
+    out["tensorflow_imported"] = "tensorflow" in sys.modules
     print("RESULT" + json.dumps(out))
 """)
 
@@ -144,6 +149,7 @@ def test_jax_trials_compile_each_shape_once_and_reuse_exactly(tmp_path: Path) ->
     assert out["reused"] == [], out["reused"]
     assert out["reused_minus_fresh"] == 0.0 and out["values"][0] == out["values"][1]
     assert (tmp_path / "cache" / "jax-compilation-cache").is_dir()  # the persistent cache, on by default
+    assert not out["tensorflow_imported"]
 
 
 def test_reuse_key_ignores_the_learning_rate_and_refuses_custom_layers() -> None:

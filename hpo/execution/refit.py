@@ -21,7 +21,7 @@ import numpy as np
 
 from hpo.data import Splits
 from hpo.execution.packed.rows import class_labels, flat_rows
-from hpo.repro import trial_seed
+from hpo.repro import seed_everything, trial_seed
 from hpo.results import write_json
 
 ACCURACY_OBJECTIVES = ("accuracy", "sparse_categorical_accuracy", "categorical_accuracy")
@@ -94,7 +94,7 @@ def seed_refit(builder: str, params: Mapping[str, Any], splits: Splits, *, membe
     y = {s: class_labels(splits.y[s], head.one_hot) for s in ("train", "select", "audit", "test")}
     spec = PackedMLPSpec.from_params([dict(params)] * members, input_shape=(x["train"].shape[1],),
                                      n_classes=head.n_classes, seeds=seeds, head_name=head.name)
-    keras.utils.set_random_seed(seeds[0])
+    seed_everything(seeds[0], deterministic=False)
     started = time.perf_counter()
     model, logits, fit_s = _fit(spec, x, y, epochs=epochs, batch_size=batch_size)
     wall = time.perf_counter() - started

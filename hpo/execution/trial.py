@@ -27,6 +27,7 @@ from hpo.execution.supernet import stack_of
 from hpo.execution.supernet_state import space_hint, supernet_twin
 from hpo.execution.templates import template_twin, user_model
 from hpo.execution.memory import release_memory, start_trial_memory
+from hpo.execution.lazy_tensorflow import keep_tensorflow_unloaded
 from hpo.execution.xla import compiles_per_shape, enable_compilation_cache, host_initialisers
 from hpo.repro import seed_everything
 from hpo.results import TrialResult, TrialState
@@ -63,6 +64,7 @@ def run_trial(
     model = None
     start_trial_memory()
     enable_compilation_cache()
+    keep_tensorflow_unloaded()
     try:
         with host_initialisers():
             model = _train(result, params, seed, build, space, splits, settings, trial_dir, listener, epochs,

@@ -16,6 +16,7 @@ from hpo.config import StudyConfig
 from hpo.data import Splits, check_labels, leaves, load_dataset, take
 from hpo.errors import ConfigError
 from hpo.execution.trial import make_model
+from hpo.execution.lazy_tensorflow import keep_tensorflow_unloaded
 from hpo.execution.xla import enable_compilation_cache, host_initialisers
 from hpo.redaction import redact
 from hpo.results import replace_file, write_json
@@ -33,6 +34,7 @@ def prepare(cfg: StudyConfig, build: Builder | None = None, splits: Splits | Non
                               limit_train=cfg.data.limit_train, validation_size=cfg.data.validation_size)
     check_labels(splits)
     enable_compilation_cache()
+    keep_tensorflow_unloaded()
     key = _prepared_key(build, splits, cfg)
     hit = _PREPARED.get(key) if key is not None else None
     if hit is not None and hit[0] is build:
