@@ -134,6 +134,11 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
             "compilations_median": statistics.median(t["compilations"] for t in steady) if steady else None,
             "compilations_max": max((t["compilations"] for t in steady), default=None),
             "zero_compilation_trials": sum(1 for t in per_trial if t["compilations"] == 0),
+            # the measure: every trial's compile seconds over every trial's wall seconds, the first included
+            "all_trials_compile_s": round(sum(t["compile_s"] for t in per_trial), 3),
+            "all_trials_wall_s": round(sum(t["wall_s"] for t in per_trial), 3),
+            "all_trials_compile_share": round(sum(t["compile_s"] for t in per_trial)
+                                              / max(sum(t["wall_s"] for t in per_trial), 1e-9), 4),
             "compile_share_median": statistics.median(t["compile_share"] for t in steady) if steady else None,
             "wall_s_median": statistics.median(t["wall_s"] for t in steady) if steady else None,
             "first_trial_excluded": len(per_trial) > 1,

@@ -654,6 +654,10 @@ def render_compiles(d: Mapping[str, Any], name: str) -> str:
         row("trial after the first: compile share of wall, median", lambda r: pct(r["per_trial"]["compile_share_median"], 0)),
         row("trial after the first: wall, median", lambda r: secs(r["per_trial"]["wall_s_median"])),
         row("trials with no compilation", lambda r: num(r["per_trial"]["zero_compilation_trials"])),
+        row("all trials (the first included): compile seconds / wall seconds",
+            lambda r: "n/a" if "all_trials_compile_s" not in r["per_trial"] else
+            f"{secs(r['per_trial']['all_trials_compile_s'])} / {secs(r['per_trial']['all_trials_wall_s'])} "
+            f"({pct(r['per_trial']['all_trials_compile_share'], 0)})"),
         row("trial after the first compiling a train step (a new structure): count, compile share median",
             lambda r: "n/a" if "new_structure_trials" not in r["per_trial"] else
             f"{r['per_trial']['new_structure_trials']}, {pct(r['per_trial']['new_structure_compile_share_median'], 0)}"),
@@ -663,7 +667,7 @@ def render_compiles(d: Mapping[str, Any], name: str) -> str:
             f"{num(r['per_trial']['repeated_structure_compilations_max'])}"),
     ]
     trials = [[t["trial"], t["compilations"], secs(t["compile_s"]), secs(t["wall_s"]), pct(t["compile_share"], 0),
-               num(t.get("new_train_step")), t["params"]] for t in d["first"]["trials"]]
+               num(t.get("new_train_step")), t.get("functions") or "—", t["params"]] for t in d["first"]["trials"]]
     return "\n\n".join([
         f"## XLA compilations of a search under JAX on CPU (`compiles`, {s['label']})", environment(d, name),
         f"`{s['config']}` ({s['trials']} trials, in-process) with `KERAS_BACKEND=jax` on CPU, hpo from commit "
@@ -674,7 +678,8 @@ def render_compiles(d: Mapping[str, Any], name: str) -> str:
         table(["", *[label for label, _ in runs]], rows),
         f"Rerun compile seconds / first run's: {pct(d.get('rerun_compile_s_ratio'), 1)}.",
         f"Trials of the {s['label']} first run:",
-        table(["trial", "compilations", "compile", "wall", "compile share", "new train step", "params"], trials),
+        table(["trial", "compilations", "compile", "wall", "compile share", "new train step", "compiled", "params"],
+              trials),
     ])
 
 

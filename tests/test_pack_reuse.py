@@ -80,6 +80,28 @@ JAX_SCRIPT = textwrap.dedent("""
     out["bn_reused_minus_fresh"] = max(float(np.abs(a - b).max()) for a, b in zip(r_logits, f_logits))
     out["bn_values"] = [r_values, f_values]
     out["train_rows"] = len(splits.y["train"])
+    # the padded last batch (NaN rows, left out of each member's batch statistics) trains as the unpadded one
+    from hpo.execution.packed import PackedMLPSpec, build_packed_mlp
+    from hpo.execution.packed.search import fit_pack
+    from hpo.execution.shapes import PaddedEpochs
+    from hpo.execution.xla import host_initialisers
+    xs, ys = splits.x["train"].reshape(len(splits.x["train"]), -1).astype("float32"), splits.y["train"]
+    spec = PackedMLPSpec.from_params([{**base, "units": 24, "dropout": 0.0, "use_l2": False}] * 2,
+                                     input_shape=(xs.shape[1],), n_classes=10, seeds=[21, 22], head_name="digit")
+    trained = []
+    for padded in (True, False):
+        with host_initialisers():
+            model = build_packed_mlp(spec)
+        keras.utils.set_random_seed(3)
+        if padded:
+            fit_pack(model, spec, xs, ys, epochs=2, batch_size=64)
+        else:
+            model.fit(PaddedEpochs(xs, ys, 64, seed=int(np.random.randint(2**31 - 1)), pad=False), epochs=2,
+                      shuffle=False, verbose=0)
+        trained.append({v.path: np.asarray(v) for v in model.variables if "dense" not in v.path or "kernel" in v.path
+                        or "digit" in v.path})
+    out["bn_padded_minus_unpadded"] = {k: float(np.abs(trained[0][k] - trained[1][k]).max()) for k in trained[0]
+                                       if "moving_mean" not in k}
     print("RESULT" + json.dumps(out))
 """)
 
@@ -99,10 +121,16 @@ def test_packs_compile_once_per_shape_and_reuse_exactly(tmp_path: Path) -> None:
     assert [s["units"] for s in out["saved"]] == [[17, 17, 10], [32, 32, 10], [25, 25, 10]]
     assert [s["l2"] for s in out["saved"]] == [[pytest.approx(v)] * 2 for v in (2e-3, 3e-5, 5e-4)]
     assert [s["lr"] for s in out["saved"]] == [pytest.approx(v) for v in (5e-3, 2e-3, 4e-4)]
-    # batch normalization: the last partial batch is its own train step (not padded), a second pack compiles
-    # nothing and equals a pack trained on its own freshly built model (moving statistics reset)
-    assert out["train_rows"] % 64 and sorted(out["bn_first"]) == \
-        ["jit(predict_step)", "jit(train_step)", "jit(train_step)"], out["bn_first"]
+    # batch normalization: the last partial batch is padded too (its NaN rows stay out of the batch statistics),
+    # one train step; a second pack compiles nothing and equals a pack trained on its own freshly built model
+    # (moving statistics reset)
+    assert out["train_rows"] % 64 and sorted(out["bn_first"]) == ["jit(predict_step)", "jit(train_step)"], \
+        out["bn_first"]
+    # and the padded pack trains to the unpadded pack's kernels, head, gamma, beta and moving variances (the
+    # hidden Dense biases before the normalisation have no gradient and pick up rounding noise, as the moving
+    # means that follow them)
+    diffs = out["bn_padded_minus_unpadded"]
+    assert len(diffs) >= 8 and max(diffs.values()) < 1e-5, diffs
     assert out["bn_reused"] == [] and out["bn_reused_minus_fresh"] < 1e-5, out
     assert out["bn_values"][0] == pytest.approx(out["bn_values"][1], abs=1e-6)
 

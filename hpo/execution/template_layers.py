@@ -148,10 +148,12 @@ class SwitchBatchNormalization(keras.layers.BatchNormalization):
         return {**super().get_config(), "row_mask": self.row_mask}
 
 
+@keras.saving.register_keras_serializable(package="hpo")
 class PaddingRows(keras.layers.Layer):
     """The padding rows of a last training batch, marked by every input value being NaN (see
     :func:`hpo.execution.shapes.padding_fill`): returns the inputs with those rows zeroed and the row mask
-    (1 real, 0 padding) that :class:`SwitchBatchNormalization` reads. Real rows pass unchanged."""
+    (1 real, 0 padding) that :class:`SwitchBatchNormalization` (and packed batch normalisation) reads. Real rows
+    pass unchanged. Registered for saving: a packed model holding it can be saved whole."""
 
     def call(self, inputs: Any) -> Any:
         axes = tuple(range(1, len(inputs.shape)))

@@ -308,17 +308,22 @@ class PackedBatchNormalization(PackedLayer):
     false or None, or the layer frozen) the moving statistics are used. Computed in float32 at least, as Keras does.
     ``member_units`` gives each member's own width (for :meth:`member_weights`): padded units see zero inputs, so
     their outputs are ``beta`` (zero, and without gradient behind a masked activation, :class:`PackedActivation`).
+    With ``row_mask``, called on ``[x, rows]`` (``rows``: 1 a real row, 0 the padding of a last training batch,
+    from :class:`~hpo.execution.template_layers.PaddingRows`), the batch statistics are the real rows' only.
     """
 
     def __init__(self, members: int, momentum: float = 0.99, epsilon: float = 1e-3,
-                 member_units: Sequence[int] | None = None, **kwargs):
+                 member_units: Sequence[int] | None = None, row_mask: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.members = int(members)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
         self.member_units = _widths(member_units, self.members, "PackedBatchNormalization")
+        self.row_mask = bool(row_mask)
 
     def build(self, input_shape):
+        if self.row_mask:
+            input_shape = input_shape[0]
         if len(input_shape) != 3 or (input_shape[0] is not None and input_shape[0] != self.members):
             raise ValueError(f"{self.name}: needs member-major input ({self.members}, batch, features); "
                              f"got shape {input_shape}")
@@ -331,11 +336,14 @@ class PackedBatchNormalization(PackedLayer):
                                                trainable=False, autocast=False)
 
     def call(self, x, training=None):
+        rows = None
+        if self.row_mask:
+            x, rows = x
         x = ops.cast(x, keras.backend.result_type(x.dtype, "float32"))  # statistics in float32 at least
         moving_mean = ops.cast(self.moving_mean, x.dtype)
         moving_variance = ops.cast(self.moving_variance, x.dtype)
         if training and self.trainable:
-            mean, variance = ops.moments(x, axes=[1])  # per member over its batch: (members, features)
+            mean, variance = _member_moments(x, rows)  # per member over its batch: (members, features)
             self.moving_mean.assign(moving_mean * self.momentum + mean * (1.0 - self.momentum))
             self.moving_variance.assign(moving_variance * self.momentum + variance * (1.0 - self.momentum))
         else:
@@ -347,7 +355,7 @@ class PackedBatchNormalization(PackedLayer):
         return ops.cast(out, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        return input_shape[0] if self.row_mask else input_shape
 
     def member_weights(self, m: int) -> list[Any]:
         """Member ``m``'s gamma, beta, moving mean and moving variance, cut to its own width."""
@@ -360,8 +368,20 @@ class PackedBatchNormalization(PackedLayer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update({"members": self.members, "momentum": self.momentum, "epsilon": self.epsilon,
-                       "member_units": self.member_units})
+                       "member_units": self.member_units, "row_mask": self.row_mask})
         return config
+
+
+def _member_moments(x: Any, rows: Any = None) -> tuple[Any, Any]:
+    """Each member's mean and biased variance over the batch axis of ``(members, batch, features)``; with
+    ``rows`` (``(batch,)``, 1 real, 0 padding) over the real rows only, as Keras' masked moments."""
+    if rows is None:
+        return ops.moments(x, axes=[1])
+    keep = ops.reshape(ops.greater(rows, 0.5), (1, -1, 1))
+    count = ops.sum(ops.cast(keep, x.dtype))
+    mean = ops.sum(ops.where(keep, x, 0.0), axis=1) / count
+    centred = ops.where(keep, x - ops.expand_dims(mean, 1), 0.0)
+    return mean, ops.sum(ops.square(centred), axis=1) / count
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -51,6 +51,18 @@ class PackedModel(keras.Model):
         return model
 
 
+def _flat(spec: PackedMLPSpec, inputs: Any) -> Any:
+    """A packed MLP's input as its first Dense reads it: member-major rows (per-member inputs) or flat rows."""
+    import keras
+
+    if spec.per_member_inputs:
+        x = SwapMemberBatch(name="to_member_major")(inputs)
+        if len(spec.input_shape) > 1:
+            x = keras.layers.Reshape((-1, int(np.prod(spec.input_shape))), name="flatten")(x)
+        return x
+    return keras.layers.Flatten(name="flatten")(inputs) if len(spec.input_shape) > 1 else inputs
+
+
 def build_packed_mlp(spec: PackedMLPSpec, *, compile: bool = True, member_metrics: bool = True,
                      jit_compile: Any = "auto") -> keras.Model:
     """The packed ``mlp``: input ``(batch, *input_shape)`` (or ``(batch, members, *input_shape)`` with
@@ -60,14 +72,13 @@ def build_packed_mlp(spec: PackedMLPSpec, *, compile: bool = True, member_metric
     ``member_{m}_accuracy`` and ``member_{m}_loss`` metric per member.
     """
     m = spec.members
-    if spec.per_member_inputs:
-        inputs = keras.Input((m, *spec.input_shape), name="inputs")
-        x = SwapMemberBatch(name="to_member_major")(inputs)
-        if len(spec.input_shape) > 1:
-            x = keras.layers.Reshape((-1, int(np.prod(spec.input_shape))), name="flatten")(x)
-    else:
-        inputs = keras.Input(spec.input_shape, name="inputs")
-        x = keras.layers.Flatten(name="flatten")(inputs) if len(spec.input_shape) > 1 else inputs
+    inputs = keras.Input((m, *spec.input_shape) if spec.per_member_inputs else spec.input_shape, name="inputs")
+    x, rows = inputs, None
+    if spec.batchnorm:  # padding rows of a last training batch (NaN) stay out of the batch statistics
+        from hpo.execution.template_layers import PaddingRows
+
+        x, rows = PaddingRows(name="padding_rows")(inputs)
+    x = _flat(spec, x)
     # Every hidden layer is masked to its members' own widths (all ones when they agree): masks are settings,
     # so packs of other widths held at the same width reuse the compiled steps (hpo.execution.packed.reuse)
     inputs_of = None  # each member's input width: the first layer's input is everyone's
@@ -77,7 +88,8 @@ def build_packed_mlp(spec: PackedMLPSpec, *, compile: bool = True, member_metric
                         seeds=layer_seeds(spec, i), member_units=spec.member_units, member_inputs=inputs_of,
                         name=f"dense_{i}")(x)
         if spec.batchnorm:
-            x = PackedBatchNormalization(m, member_units=spec.member_units, name=f"bn_{i}")(x)
+            x = PackedBatchNormalization(m, member_units=spec.member_units, row_mask=True,
+                                         name=f"bn_{i}")([x, rows])
             x = PackedActivation(m, spec.activation, units=spec.units, member_units=spec.member_units,
                                  name=f"act_{i}")(x)
         inputs_of = spec.member_units
@@ -110,7 +122,10 @@ def unpack(model: keras.Model, *, compile: bool = True, spec: PackedMLPSpec | No
     ``compile``, each model is compiled like an ``mlp`` trial: its own optimizer and learning rate (from
     the packed optimizer, or from ``spec``), sparse cross-entropy on logits, accuracy.
     """
-    chain = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    from hpo.execution.template_layers import PaddingRows
+
+    # PaddingRows marks a padded training batch's rows for the packed batch normalisation: a member has none
+    chain = [layer for layer in model.layers if not isinstance(layer, (keras.layers.InputLayer, PaddingRows))]
     packed = [layer for layer in chain if isinstance(layer, PackedLayer)]
     if not packed:
         raise ValueError("unpack: the model has no packed layers")

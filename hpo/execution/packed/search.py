@@ -44,7 +44,7 @@ from hpo.space.fit_params import FIT_PARAMS
 from hpo.execution.packed.rows import class_labels, flat_rows
 from hpo.execution.packed.reuse import compiled_pack
 from hpo.execution.scoring import predict
-from hpo.execution.shapes import PaddedEpochs, forward_rows, padded_predict
+from hpo.execution.shapes import PaddedEpochs, forward_rows, padded_predict, padding_fill
 from hpo.execution.xla import compiles_per_shape, host_initialisers
 from hpo.execution.trial import TrialSettings
 from hpo.results import TrialResult, TrialState
@@ -159,11 +159,13 @@ def _rows(splits: Splits) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
 def fit_pack(model: Any, spec: PackedMLPSpec, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
              callbacks: Sequence[Any] = ()) -> None:
     """Train the packed ``model`` on ``x``/``y``: under JAX with one train step shape (the last partial batch
-    padded, see hpo.execution.shapes), except with batch normalization, whose batch statistics padding rows would
-    enter: that pack is shuffled alike but unpadded (Keras' own shuffle draws once more for a fresh model than for
-    a reused one, hpo.execution.packed.reuse)."""
+    padded, see hpo.execution.shapes; with batch normalization the padding rows are NaN, which the model's
+    ``PaddingRows`` keeps out of the batch statistics), shuffled by the dataset (Keras' own shuffle draws once
+    more for a fresh model than for a reused one, hpo.execution.packed.reuse)."""
     if len(y) % batch_size and compiles_per_shape():
-        data = PaddedEpochs(x, y, batch_size, seed=int(np.random.randint(2**31 - 1)), pad=not spec.batchnorm)
+        fill = padding_fill(model)
+        data = PaddedEpochs(x, y, batch_size, seed=int(np.random.randint(2**31 - 1)),
+                            pad=fill is not None or not spec.batchnorm, fill=fill)
         model.fit(data, epochs=epochs, shuffle=False, verbose=0, callbacks=list(callbacks))
     else:
         model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=list(callbacks))
