@@ -153,7 +153,8 @@ class PaddingRows(keras.layers.Layer):
     """The padding rows of a last training batch, marked by every input value being NaN (see
     :func:`hpo.execution.shapes.padding_fill`): returns the inputs with those rows zeroed and the row mask
     (1 real, 0 padding) that :class:`SwitchBatchNormalization` (and packed batch normalisation) reads. Real rows
-    pass unchanged. Registered for saving: a packed model holding it can be saved whole."""
+    pass unchanged: a study refuses NaN inputs before any trial (``hpo.data.splits.check_finite``), so a row of
+    NaN is always padding. Registered for saving: a packed model holding it can be saved whole."""
 
     def call(self, inputs: Any) -> Any:
         axes = tuple(range(1, len(inputs.shape)))
