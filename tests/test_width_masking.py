@@ -13,7 +13,8 @@ import pytest
 
 from tests.jax_script import DIGITS_PRELUDE, run_jax_script
 
-from hpo.execution.templates import _plan, bucket, template_twin
+from hpo.execution.template_plan import plan_of as _plan
+from hpo.execution.templates import bucket, template_twin
 
 
 JAX_SCRIPT = DIGITS_PRELUDE + textwrap.dedent("""

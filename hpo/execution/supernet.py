@@ -34,8 +34,11 @@ from typing import Any
 import numpy as np
 
 from hpo.execution.reuse import compile_signature
-from hpo.execution.templates import ELEMENTWISE, _is, _plain_dense, _value_l2, bucket
-from hpo.execution.templates import _activation as _activation_name
+from hpo.execution.template_plan import ELEMENTWISE, bucket
+from hpo.execution.template_plan import activation_name as _activation_name
+from hpo.execution.template_plan import is_layer as _is
+from hpo.execution.template_plan import plain_dense as _plain_dense
+from hpo.execution.template_plan import value_l2 as _value_l2
 
 __all__ = ["FAMILY", "Shape", "Stack", "covering_shape", "family_of", "stack_of"]
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from hpo.execution.reuse_policy import reuse_enabled
 from hpo.execution.supernet import Roles, Shape, Stack, build_supernet, covering_shape, family_of, stack_of
-from hpo.execution.templates import _TEMPLATES, ELEMENTWISE, _corner, _Entry, cut_corner, keep
+from hpo.execution.template_plan import ELEMENTWISE
+from hpo.execution.templates import _TEMPLATES, _corner, _Entry, cut_corner, keep
 from hpo.execution.xla import compiles_per_shape
 
 log = logging.getLogger(__name__)

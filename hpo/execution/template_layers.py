@@ -5,6 +5,7 @@ every value.
 * :class:`TemplateDense`: a Dense whose L2 factors are variables (0 where the user's layer has no
   regularizer: ``0 * sum(w**2)`` adds exactly nothing) and, behind a widened Dense, whose input rows are
   multiplied by a 0/1 mask: rows beyond the narrower model's width read nothing and get a zero gradient.
+* :class:`TemplateConv2D`: the same for a Conv2D (its filters widened, its input channels masked).
 * :class:`TemplateDropout`: a Dropout whose keep probability is a variable; it draws the same numbers as
   Keras' own Dropout under JAX (``uniform < keep``, then ``x / keep``), so a template trains exactly as the
   user's model at the same width.
@@ -19,8 +20,8 @@ from typing import Any
 import keras
 from keras import ops
 
-__all__ = ["VALUE_VARIABLES", "DepthGate", "PaddingRows", "SwitchActivation", "SwitchBatchNormalization", "TemplateDense",
-           "TemplateDropout", "VariableL2"]
+__all__ = ["VALUE_VARIABLES", "DepthGate", "MaskedBatchNormalization", "PaddingRows", "SwitchActivation",
+           "SwitchBatchNormalization", "TemplateConv2D", "TemplateDense", "TemplateDropout", "VariableL2"]
 
 VALUE_VARIABLES = ("in_mask", "kernel_l2", "bias_l2", "keep", "on", "index")  # a template layer's variables the
 # user's layer lacks
@@ -40,7 +41,33 @@ class VariableL2(keras.regularizers.Regularizer):
         return {}  # never serialised: templates are not saved
 
 
-class TemplateDense(keras.layers.Dense):
+class _ValueVariables:
+    """What a template's Dense and Conv2D add to Keras' layer: L2 factors as variables (``value_l2``: kernel,
+    bias) and, with ``masked_input``, a 0/1 mask on the input features (the kernel's second-to-last axis)."""
+
+    def _add_value_variables(self, input_shape: Any) -> None:
+        if self.value_l2[0]:
+            self.kernel_l2 = self.add_weight(shape=(), initializer="zeros", trainable=False, name="kernel_l2")
+            self._kernel.regularizer = VariableL2(self.kernel_l2)
+        if self.value_l2[1] and self.bias is not None:
+            self.bias_l2 = self.add_weight(shape=(), initializer="zeros", trainable=False, name="bias_l2")
+            self.bias.regularizer = VariableL2(self.bias_l2)
+        if self.masked_input:
+            self.in_mask = self.add_weight(shape=(int(input_shape[-1]),), initializer="ones", trainable=False,
+                                           name="in_mask")
+
+    def _masked_kernel(self) -> Any:
+        kernel = self.kernel
+        if self.masked_input:
+            mask = ops.reshape(ops.cast(self.in_mask, kernel.dtype), (1,) * (len(kernel.shape) - 2) + (-1, 1))
+            kernel = ops.multiply(kernel, mask)
+        return kernel
+
+    def _value_config(self) -> dict[str, Any]:
+        return {"masked_input": self.masked_input, "value_l2": list(self.value_l2)}
+
+
+class TemplateDense(_ValueVariables, keras.layers.Dense):
     """A Dense with variable L2 factors (``value_l2``: kernel, bias) and, with ``masked_input``, a mask on its
     input rows; otherwise Keras' Dense (same operations in the same order)."""
 
@@ -52,21 +79,10 @@ class TemplateDense(keras.layers.Dense):
 
     def build(self, input_shape: Any) -> None:
         super().build(input_shape)
-        if self.value_l2[0]:
-            self.kernel_l2 = self.add_weight(shape=(), initializer="zeros", trainable=False, name="kernel_l2")
-            self._kernel.regularizer = VariableL2(self.kernel_l2)
-        if self.value_l2[1] and self.bias is not None:
-            self.bias_l2 = self.add_weight(shape=(), initializer="zeros", trainable=False, name="bias_l2")
-            self.bias.regularizer = VariableL2(self.bias_l2)
-        if self.masked_input:
-            self.in_mask = self.add_weight(shape=(int(input_shape[-1]),), initializer="ones", trainable=False,
-                                           name="in_mask")
+        self._add_value_variables(input_shape)
 
     def call(self, inputs: Any, training: Any = None) -> Any:
-        kernel = self.kernel
-        if self.masked_input:
-            kernel = ops.multiply(kernel, ops.expand_dims(ops.cast(self.in_mask, kernel.dtype), -1))
-        x = ops.matmul(inputs, kernel)
+        x = ops.matmul(inputs, self._masked_kernel())
         if self.bias is not None:
             x = ops.add(x, self.bias)
         if self.activation is not None:
@@ -74,7 +90,33 @@ class TemplateDense(keras.layers.Dense):
         return x
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "masked_input": self.masked_input, "value_l2": list(self.value_l2)}
+        return {**super().get_config(), **self._value_config()}
+
+
+class TemplateConv2D(_ValueVariables, keras.layers.Conv2D):
+    """A Conv2D (channels last, one group) with variable L2 factors and, with ``masked_input``, a mask on its
+    input channels; otherwise Keras' Conv2D (same operations in the same order)."""
+
+    def __init__(self, *args: Any, masked_input: bool = False, value_l2: tuple[bool, bool] = (False, False),
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.masked_input = bool(masked_input)
+        self.value_l2 = (bool(value_l2[0]), bool(value_l2[1]))
+
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        self._add_value_variables(input_shape)
+
+    def call(self, inputs: Any) -> Any:
+        outputs = self.convolution_op(inputs, self._masked_kernel())
+        if self.use_bias:
+            outputs = ops.add(outputs, ops.reshape(self.bias, (1,) * (self.rank + 1) + (self.filters,)))
+        if self.activation is not None:
+            return self.activation(outputs)
+        return outputs
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), **self._value_config()}
 
 
 class TemplateDropout(keras.layers.Dropout):
@@ -117,13 +159,11 @@ class SwitchActivation(keras.layers.Layer):
         return {**super().get_config(), "family": list(self.family)}
 
 
-class SwitchBatchNormalization(keras.layers.BatchNormalization):
-    """Keras' BatchNormalization where the variable ``on`` is 1, the identity where it is 0 (the layer's own
-    numbers are computed and not selected: its weights get a zero gradient).
-
-    With ``row_mask``, called on ``[inputs, rows]`` (``rows`` from :class:`PaddingRows`: 1 a real row, 0 the
-    padding of a last training batch): the batch's mean and variance are those of the real rows only (Keras'
-    own masked moments), so a padded last batch trains as the unpadded one."""
+class MaskedBatchNormalization(keras.layers.BatchNormalization):
+    """Keras' BatchNormalization; with ``row_mask``, called on ``[inputs, rows]`` (``rows`` from
+    :class:`PaddingRows`: 1 a real row, 0 the padding of a last training batch), its batch mean and variance are
+    those of the real rows only (Keras' own masked moments), so a padded last batch trains as the unpadded one.
+    Its variables are Keras' (a template's batch normalisation lines up with the user's)."""
 
     def __init__(self, row_mask: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -133,19 +173,32 @@ class SwitchBatchNormalization(keras.layers.BatchNormalization):
         super().build(input_shape[0] if self.row_mask else input_shape)
         if self.row_mask:
             self.input_spec = None  # Keras' spec is of one input; this layer takes two
-        self.on = self.add_weight(shape=(), initializer="ones", trainable=False, name="on")
 
     def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
         if self.row_mask:
             inputs, rows = inputs
-            mask = ops.greater(rows, 0.5)
-        return ops.where(ops.greater(self.on, 0.5), super().call(inputs, training=training, mask=mask), inputs)
+            real = ops.reshape(ops.greater(rows, 0.5), (-1,) + (1,) * (len(inputs.shape) - 2))
+            mask = ops.broadcast_to(real, ops.shape(inputs)[:-1])  # every position of a real row
+        return super().call(inputs, training=training, mask=mask)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape[0] if self.row_mask else input_shape
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "row_mask": self.row_mask}
+
+
+class SwitchBatchNormalization(MaskedBatchNormalization):
+    """A :class:`MaskedBatchNormalization` where the variable ``on`` is 1, the identity where it is 0 (the
+    layer's own numbers are computed and not selected: its weights get a zero gradient)."""
+
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        self.on = self.add_weight(shape=(), initializer="ones", trainable=False, name="on")
+
+    def call(self, inputs: Any, training: Any = None, mask: Any = None) -> Any:
+        x = inputs[0] if self.row_mask else inputs
+        return ops.where(ops.greater(self.on, 0.5), super().call(inputs, training=training, mask=mask), x)
 
 
 @keras.saving.register_keras_serializable(package="hpo")

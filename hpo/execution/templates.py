@@ -4,19 +4,26 @@ dropout rates, L2 factors, learning rate and hidden widths.
 A trial's model (built by the user's builder, Keras layers only, functional or Sequential) is mapped to a
 template: the same graph with
 
-* the hidden Dense layers widened to a bucket width, the next power of two (:func:`bucket`), and the
-  Dense that reads each of them masking the input rows beyond the trial's width (a non-trainable 0/1
-  variable), so a 40-unit and a 64-unit model share the 64-unit template;
-* every Dense's L2 factors (0 without a regularizer) and every Dropout's keep probability held in
-  non-trainable variables (:mod:`hpo.execution.template_layers`).
+* the hidden Dense layers (and Conv2D layers, channels last, one group) widened to a bucket width, the next
+  power of two (:func:`bucket`), and the Dense or Conv2D that reads each of them masking the input features
+  beyond the trial's width (a non-trainable 0/1 variable), so a 40-unit and a 64-unit model share the 64-unit
+  template, and 12- and 10-filter convolutions the 16-filter one;
+* every Dense's and Conv2D's L2 factors (0 without a regularizer) and every Dropout's keep probability held in
+  non-trainable variables (:mod:`hpo.execution.template_layers`);
+* in a functional model with one floating-point input, a first layer that marks the padding rows of the last
+  training batch (NaN inputs) and batch normalisations that leave them out of their statistics, so that batch
+  trains padded (one train step shape) and exactly as unpadded.
+
+Which layers change, and whether a model has a template, is decided in :mod:`hpo.execution.template_plan`.
 
 The trial's freshly built model is loaded into the template: each variable (weights, optimizer slots, seed
 states) in the corner of the template's, zeros elsewhere, so the template starts exactly as the narrower model
 (its initial weights drawn as the narrower layer's). Padded units stay exactly zero through training: the
 masked rows read nothing, so the padded units get no gradient, and zero gradients leave zero weights at zero
 under the allowed optimizers (L2, Adam's and RMSprop's moments included). Widening applies only where
-that is exact: between the widened Dense and its reader only per-feature layers (elementwise activations,
-Dropout, BatchNormalization over the last axis), one consumer each, never a model output; the Dense's own
+that is exact: between the widened layer and its reader only per-feature layers (elementwise activations,
+Dropout, BatchNormalization over the last axis, pooling each channel on its own), one consumer each, never a
+model output (nor a Flatten, which interleaves padded channels with real ones); the widened layer's own
 activation elementwise; no constraints, activity regularizer, LoRA, quantisation or mixed precision; an
 optimizer whose update of a variable depends on that variable's gradient alone (not Adafactor). The
 template then trains to the narrower model's weights up to float summation order (tested within 1e-5), with
@@ -34,12 +41,13 @@ from __future__ import annotations
 import logging
 import random
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from hpo.execution.reuse import signature
+from hpo.execution.template_plan import Plan, bucket, is_layer, plan_of, width_of
 from hpo.execution.reuse_policy import reuse_enabled
 from hpo.execution.xla import compiles_per_shape
 
@@ -51,30 +59,6 @@ __all__ = ["MAX_TEMPLATES", "MAX_TEMPLATE_BYTES", "bucket", "clear_templates", "
 # search over depth and widths has a dozen or two), and each one dropped costs its compilation again
 MAX_TEMPLATES = 16
 MAX_TEMPLATE_BYTES = 1 << 30  # and no more than this in their variables (weights and optimizer slots) together
-
-ELEMENTWISE = frozenset({"relu", "gelu", "tanh", "sigmoid", "elu", "selu", "swish", "silu", "softplus", "softsign",
-                         "linear", "leaky_relu", "relu6", "hard_sigmoid", "hard_silu", "hard_swish", "mish", "celu",
-                         "exponential"})
-# Optimizers whose update of each variable is a function of that variable, its gradient and its own slots, so
-# zero weights with zero gradients stay zero (Adafactor, for one, averages second moments over a whole kernel).
-EXACT_OPTIMIZERS = frozenset({"Adam", "AdamW", "RMSprop", "SGD", "Adamax", "Nadam", "Adagrad", "Lion"})
-
-
-def bucket(units: int) -> int:
-    """The width a Dense of ``units`` units is held at in a template: the next power of two (16 -> 16,
-    17 -> 32), so widths on a log scale fall into a handful of templates at most twice their size."""
-    return 1 << max(0, int(units) - 1).bit_length()
-
-
-@dataclass
-class _Plan:
-    """Which layers of a model change in its template (by layer name)."""
-
-    widened: dict[str, int] = field(default_factory=dict)  # Dense -> bucket width
-    masked: set[str] = field(default_factory=set)  # Dense reading a widened Dense through per-feature layers
-    dense_l2: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # Dense -> (kernel, bias) L2 variable
-    dropout: set[str] = field(default_factory=set)  # Dropout whose rate is a variable
-
 
 @dataclass
 class _Entry:
@@ -98,111 +82,30 @@ def clear_templates() -> None:
     _TEMPLATES.clear()
 
 
-def _activation(fn: Any) -> str | None:
-    import keras
-
-    try:
-        name = keras.activations.serialize(fn)
-    except Exception:
-        return None
-    return name if isinstance(name, str) else None
-
-
-def _is(layer: Any, name: str) -> bool:
-    import keras
-
-    return type(layer) is getattr(keras.layers, name)
-
-
-def _per_feature(layer: Any) -> bool:
-    """A layer that maps each feature on its own (padded features cannot reach real ones through it)."""
-    if _is(layer, "Activation"):
-        return _activation(layer.activation) in ELEMENTWISE
-    if _is(layer, "Dropout"):
-        return layer.noise_shape is None
-    if _is(layer, "BatchNormalization"):
-        rank = len(layer.input.shape)
-        return layer.axis in (-1, rank - 1) and not layer.beta_constraint and not layer.gamma_constraint
-    return _is(layer, "ReLU") or _is(layer, "LeakyReLU")
-
-
-def _plain_dense(layer: Any) -> bool:
-    return (_is(layer, "Dense") and layer.kernel_constraint is None and layer.bias_constraint is None
-            and layer.activity_regularizer is None and not getattr(layer, "lora_rank", None)
-            and not getattr(layer, "quantization_mode", None))
-
-
-def _single_use(layer: Any) -> bool:
-    return len(layer._inbound_nodes) == 1 and len(layer._outbound_nodes) <= 1
-
-
-def _reader(dense: Any, outputs: set[int]) -> Any:
-    """The Dense that reads ``dense``'s output through per-feature layers only, or None."""
-    layer = dense
-    while True:
-        out = layer._inbound_nodes[0].output_tensors
-        if len(out) != 1 or id(out[0]) in outputs or len(layer._outbound_nodes) != 1:
-            return None
-        nxt = layer._outbound_nodes[0].operation
-        if not _single_use(nxt):
-            return None
-        if _plain_dense(nxt):
-            return nxt
-        if not _per_feature(nxt):
-            return None
-        layer = nxt
-
-
-def _value_l2(reg: Any) -> bool:
-    import keras
-
-    return reg is None or type(reg) is keras.regularizers.L2
-
-
-def _plan(model: Any) -> _Plan | None:
-    """The template plan of ``model``; None when it has no template (see the module's conditions)."""
-    opt = getattr(model, "optimizer", None)
-    if opt is None or type(opt).__name__ not in EXACT_OPTIMIZERS or getattr(opt, "use_ema", False):
-        return None
-    layers = model._flatten_layers(include_self=False)
-    if any(getattr(layer.dtype_policy, "name", "float32") != "float32" for layer in layers):
-        return None
-    outputs = {id(t) for t in model.outputs}
-    plan = _Plan()
-    for layer in layers:
-        if not _single_use(layer):
-            continue
-        if _plain_dense(layer):
-            plan.dense_l2[layer.name] = (_value_l2(layer.kernel_regularizer), _value_l2(layer.bias_regularizer))
-            reader = _reader(layer, outputs) if _activation(layer.activation) in ELEMENTWISE else None
-            if reader is not None:
-                plan.widened[layer.name] = bucket(layer.units)
-                plan.masked.add(reader.name)
-        elif _is(layer, "Dropout") and layer.rate > 0 and layer.noise_shape is None:
-            plan.dropout.add(layer.name)
-    return plan
-
-
-def _template_layer(layer: Any, plan: _Plan) -> tuple[type, dict[str, Any]] | None:
+def _template_layer(layer: Any, plan: Plan) -> tuple[type, dict[str, Any]] | None:
     """The class and config of ``layer``'s counterpart in the template; None where it is cloned as it is."""
-    from hpo.execution.template_layers import TemplateDense, TemplateDropout
+    from hpo.execution.template_layers import (MaskedBatchNormalization, TemplateConv2D, TemplateDense,
+                                               TemplateDropout)
 
     cfg = layer.get_config()
     if layer.name in plan.dense_l2:
         kernel_l2, bias_l2 = plan.dense_l2[layer.name]
-        cfg.update(units=plan.widened.get(layer.name, layer.units), masked_input=layer.name in plan.masked,
-                   value_l2=[kernel_l2, bias_l2])
+        dense = is_layer(layer, "Dense")
+        cfg.update({"units" if dense else "filters": plan.widened.get(layer.name, width_of(layer)),
+                    "masked_input": layer.name in plan.masked, "value_l2": [kernel_l2, bias_l2]})
         if kernel_l2:
             cfg["kernel_regularizer"] = None
         if bias_l2:
             cfg["bias_regularizer"] = None
-        return TemplateDense, cfg
+        return (TemplateDense if dense else TemplateConv2D), cfg
     if layer.name in plan.dropout:
         return TemplateDropout, {**cfg, "rate": 0.5}  # a placeholder: the rate is the variable ``keep``
+    if layer.name in plan.masked_bn:
+        return MaskedBatchNormalization, {**cfg, "row_mask": True}
     return None
 
 
-def _structure(model: Any, plan: _Plan, batch_size: int) -> str | None:
+def _structure(model: Any, plan: Plan, batch_size: int) -> str | None:
     """The key of the template: the model's config with each changed layer's template config, its compile
     config without the learning rate, the batch size (:func:`hpo.execution.reuse.signature`)."""
     swapped = {}
@@ -227,7 +130,7 @@ def _structure(model: Any, plan: _Plan, batch_size: int) -> str | None:
     return signature(model, batch_size, config=swap(cfg))
 
 
-def _build(model: Any, plan: _Plan) -> Any:
+def _build(model: Any, plan: Plan) -> Any:
     """The template of ``model``: cloned with its template layers, compiled as ``model`` is, optimizer built (its
     variables are loaded per trial, the learning rate among them). The global random states are left as they
     were: building a template must not change what the trial draws next."""
@@ -239,7 +142,8 @@ def _build(model: Any, plan: _Plan) -> Any:
 
     py_state, np_state = random.getstate(), np.random.get_state()
     try:
-        template = keras.models.clone_model(model, clone_function=clone)
+        template = (_clone_row_masked(model, plan, clone) if plan.masked_bn
+                    else keras.models.clone_model(model, clone_function=clone))
         template.compile_from_config(model.get_compile_config())
         template.optimizer.build(template.trainable_variables)
     finally:
@@ -248,18 +152,43 @@ def _build(model: Any, plan: _Plan) -> Any:
     return template
 
 
-def _weighted_layers(model: Any) -> list[Any]:
-    """The layers of ``model`` but its inputs (a clone names its inputs anew)."""
+def _clone_row_masked(model: Any, plan: Plan, clone: Any) -> Any:
+    """``model`` cloned (each layer by ``clone``) behind a :class:`~hpo.execution.template_layers.PaddingRows`
+    layer: its layers read the input with padding rows zeroed, and the batch normalisations of
+    ``plan.masked_bn`` read the row mask too."""
     import keras
 
+    from hpo.execution.template_layers import PaddingRows
+
+    src = model.inputs[0]
+    inp = keras.Input(shape=tuple(src.shape[1:]), dtype=src.dtype, name=src.name)
+    clean, rows = PaddingRows(name="padding_rows")(inp)
+
+    def call(layer: Any, *args: Any, **kwargs: Any) -> Any:
+        args = keras.tree.map_structure(lambda t: clean if t is inp else t, args)
+        if getattr(layer, "row_mask", False):
+            return layer([args[0], rows], *args[1:], **kwargs)
+        return layer(*args, **kwargs)
+
+    given = keras.tree.map_structure(lambda t: inp, model.input)  # the structure the model was built with
+    return keras.models.clone_model(model, input_tensors=given, clone_function=clone, call_function=call)
+
+
+def _weighted_layers(model: Any) -> list[Any]:
+    """The layers of ``model`` but its inputs (a clone names its inputs anew) and a template's
+    :class:`~hpo.execution.template_layers.PaddingRows` (no variables; the user's model has none)."""
+    import keras
+
+    from hpo.execution.template_layers import PaddingRows
+
     return [layer for layer in model._flatten_layers(include_self=False)
-            if not isinstance(layer, keras.layers.InputLayer)]
+            if not isinstance(layer, (keras.layers.InputLayer, PaddingRows))]
 
 
 def _own_variables(layer: Any) -> list[Any]:
-    from hpo.execution.template_layers import VALUE_VARIABLES, TemplateDense, TemplateDropout
+    from hpo.execution.template_layers import VALUE_VARIABLES, TemplateConv2D, TemplateDense, TemplateDropout
 
-    if isinstance(layer, (TemplateDense, TemplateDropout)):
+    if isinstance(layer, (TemplateDense, TemplateConv2D, TemplateDropout)):
         return [v for v in layer.variables if v.name not in VALUE_VARIABLES]
     return list(layer.variables)
 
@@ -299,7 +228,7 @@ def _corner(shape: tuple[int, ...], value: np.ndarray) -> np.ndarray:
 def _load(template: Any, fresh: Any) -> bool:
     """``fresh``'s state in the template's corners and its values in the template's value variables; False,
     changing nothing, when they do not line up."""
-    from hpo.execution.template_layers import TemplateDense, TemplateDropout
+    from hpo.execution.template_layers import TemplateConv2D, TemplateDense, TemplateDropout
     from hpo.execution.xla import to_device
 
     pairs = _pairs(template, fresh)
@@ -308,13 +237,13 @@ def _load(template: Any, fresh: Any) -> bool:
     for t, f in pairs:
         t.assign(to_device(_corner(tuple(t.shape), np.asarray(f.value))))
     for layer, mine in zip(_weighted_layers(template), _weighted_layers(fresh)):
-        if isinstance(layer, TemplateDense):
+        if isinstance(layer, (TemplateDense, TemplateConv2D)):
             for kind in ("kernel", "bias"):
                 var, reg = getattr(layer, f"{kind}_l2", None), getattr(mine, f"{kind}_regularizer")
                 if var is not None:
                     var.assign(to_device(np.float32(reg.l2 if reg is not None else 0.0)))
             if layer.masked_input:
-                width = int(mine.kernel.shape[0])
+                width = int(mine.kernel.shape[-2])  # the input features (Dense rows, Conv2D input channels)
                 layer.in_mask.assign(to_device((np.arange(layer.in_mask.shape[0]) < width).astype("float32")))
         elif isinstance(layer, TemplateDropout):
             layer.keep.assign(to_device(np.float32(1.0 - mine.rate)))  # as Keras computes it: in Python, then f32
@@ -356,7 +285,7 @@ def template_twin(model: Any, batch_size: int) -> Any:
     if not compiles_per_shape() or not reuse_enabled():
         return None
     try:
-        plan = _plan(model)
+        plan = plan_of(model)
         key = _structure(model, plan, batch_size) if plan is not None else None
     except Exception:  # a model this module does not understand is trained as it is
         return None

@@ -1,0 +1,155 @@
+"""Which layers of a model change in its compiled template (:mod:`hpo.execution.templates`), and whether a
+model has one: the widened Dense and Conv2D layers and the layers that read them, the L2 factors and dropout
+rates held as variables, the batch normalisations that leave a padded batch's padding rows out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["CHANNEL_POOLING", "ELEMENTWISE", "EXACT_OPTIMIZERS", "Plan", "activation_name", "bucket", "is_layer",
+           "per_feature", "plain_conv", "plain_dense", "plan_of", "reader_of", "row_masked_norms", "single_use",
+           "value_l2", "width_of"]
+
+ELEMENTWISE = frozenset({"relu", "gelu", "tanh", "sigmoid", "elu", "selu", "swish", "silu", "softplus", "softsign",
+                         "linear", "leaky_relu", "relu6", "hard_sigmoid", "hard_silu", "hard_swish", "mish", "celu",
+                         "exponential"})
+# Pooling layers that pool each channel on its own (channels last): padded channels stay apart from real ones
+CHANNEL_POOLING = ("MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D")
+# Optimizers whose update of each variable is a function of that variable, its gradient and its own slots, so
+# zero weights with zero gradients stay zero (Adafactor, for one, averages second moments over a whole kernel).
+EXACT_OPTIMIZERS = frozenset({"Adam", "AdamW", "RMSprop", "SGD", "Adamax", "Nadam", "Adagrad", "Lion"})
+
+
+def bucket(units: int) -> int:
+    """The width a Dense of ``units`` units (or a Conv2D of that many filters) is held at in a template: the next power of two (16 -> 16,
+    17 -> 32), so widths on a log scale fall into a handful of templates at most twice their size."""
+    return 1 << max(0, int(units) - 1).bit_length()
+
+
+@dataclass
+class Plan:
+    """Which layers of a model change in its template (by layer name)."""
+
+    widened: dict[str, int] = field(default_factory=dict)  # Dense or Conv2D -> bucket width
+    masked: set[str] = field(default_factory=set)  # Dense or Conv2D reading a widened one through per-feature layers
+    dense_l2: dict[str, tuple[bool, bool]] = field(default_factory=dict)  # Dense, Conv2D -> (kernel, bias) L2 variable
+    dropout: set[str] = field(default_factory=set)  # Dropout whose rate is a variable
+    masked_bn: set[str] = field(default_factory=set)  # BatchNormalization that leaves padding rows out
+
+
+def activation_name(fn: Any) -> str | None:
+    import keras
+
+    try:
+        name = keras.activations.serialize(fn)
+    except Exception:
+        return None
+    return name if isinstance(name, str) else None
+
+
+def is_layer(layer: Any, name: str) -> bool:
+    import keras
+
+    return type(layer) is getattr(keras.layers, name)
+
+
+def per_feature(layer: Any) -> bool:
+    """A layer that maps each feature on its own (padded features cannot reach real ones through it)."""
+    if is_layer(layer, "Activation"):
+        return activation_name(layer.activation) in ELEMENTWISE
+    if is_layer(layer, "Dropout"):
+        return layer.noise_shape is None
+    if is_layer(layer, "BatchNormalization"):
+        rank = len(layer.input.shape)
+        return layer.axis in (-1, rank - 1) and not layer.beta_constraint and not layer.gamma_constraint
+    if any(is_layer(layer, name) for name in CHANNEL_POOLING):  # each channel pooled on its own
+        return getattr(layer, "data_format", "channels_last") == "channels_last"
+    return is_layer(layer, "ReLU") or is_layer(layer, "LeakyReLU")
+
+
+def plain_dense(layer: Any) -> bool:
+    return (is_layer(layer, "Dense") and layer.kernel_constraint is None and layer.bias_constraint is None
+            and layer.activity_regularizer is None and not getattr(layer, "lora_rank", None)
+            and not getattr(layer, "quantization_mode", None))
+
+
+def plain_conv(layer: Any) -> bool:
+    """A Conv2D a template holds as :class:`~hpo.execution.template_layers.TemplateConv2D`: channels last, one
+    group, no constraint, activity regularizer, LoRA or quantisation."""
+    return (is_layer(layer, "Conv2D") and layer.data_format == "channels_last" and layer.groups == 1
+            and layer.kernel_constraint is None and layer.bias_constraint is None
+            and layer.activity_regularizer is None and not getattr(layer, "lora_rank", None)
+            and not getattr(layer, "quantization_mode", None))
+
+
+def width_of(layer: Any) -> int:
+    """The output features of a Dense (units) or Conv2D (filters)."""
+    return int(layer.units if is_layer(layer, "Dense") else layer.filters)
+
+
+def single_use(layer: Any) -> bool:
+    return len(layer._inbound_nodes) == 1 and len(layer._outbound_nodes) <= 1
+
+
+def reader_of(dense: Any, outputs: set[int]) -> Any:
+    """The Dense or Conv2D that reads ``dense``'s (a Dense's or Conv2D's) output through per-feature layers
+    only, or None."""
+    layer = dense
+    while True:
+        out = layer._inbound_nodes[0].output_tensors
+        if len(out) != 1 or id(out[0]) in outputs or len(layer._outbound_nodes) != 1:
+            return None
+        nxt = layer._outbound_nodes[0].operation
+        if not single_use(nxt):
+            return None
+        if plain_dense(nxt) or plain_conv(nxt):
+            return nxt
+        if not per_feature(nxt):
+            return None
+        layer = nxt
+
+
+def value_l2(reg: Any) -> bool:
+    import keras
+
+    return reg is None or type(reg) is keras.regularizers.L2
+
+
+def plan_of(model: Any) -> Plan | None:
+    """The template plan of ``model``; None when it has no template (see the module's conditions)."""
+    opt = getattr(model, "optimizer", None)
+    if opt is None or type(opt).__name__ not in EXACT_OPTIMIZERS or getattr(opt, "use_ema", False):
+        return None
+    layers = model._flatten_layers(include_self=False)
+    if any(getattr(layer.dtype_policy, "name", "float32") != "float32" for layer in layers):
+        return None
+    outputs = {id(t) for t in model.outputs}
+    plan = Plan()
+    for layer in layers:
+        if not single_use(layer):
+            continue
+        if plain_dense(layer) or plain_conv(layer):
+            plan.dense_l2[layer.name] = (value_l2(layer.kernel_regularizer), value_l2(layer.bias_regularizer))
+            reader = reader_of(layer, outputs) if activation_name(layer.activation) in ELEMENTWISE else None
+            if reader is not None:
+                plan.widened[layer.name] = bucket(width_of(layer))
+                plan.masked.add(reader.name)
+        elif is_layer(layer, "Dropout") and layer.rate > 0 and layer.noise_shape is None:
+            plan.dropout.add(layer.name)
+    plan.masked_bn = row_masked_norms(model)
+    return plan
+
+
+def row_masked_norms(model: Any) -> set[str]:
+    """The batch normalisations (over the last axis, layers of ``model`` itself) whose template reads which
+    rows of a training batch are padding, so that the last partial batch trains padded: where ``model`` is
+    functional with one floating-point input (padding rows are marked NaN there, see
+    :class:`~hpo.execution.template_layers.PaddingRows`)."""
+    import keras
+
+    if type(model).__name__ != "Functional" or len(model.inputs) != 1 \
+            or not keras.backend.is_float_dtype(model.inputs[0].dtype):
+        return set()
+    return {layer.name for layer in model.layers if is_layer(layer, "BatchNormalization") and single_use(layer)
+            and layer.axis in (-1, len(layer.input.shape) - 1)}
