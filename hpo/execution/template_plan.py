@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["CHANNEL_POOLING", "ELEMENTWISE", "EXACT_OPTIMIZERS", "Plan", "activation_name", "bucket", "is_layer",
-           "per_feature", "plain_conv", "plain_dense", "plan_of", "reader_of", "row_masked_norms", "single_use",
+           "per_feature", "plain_conv", "plain_dense", "plan_of", "readers_of", "row_masked_norms", "single_use",
            "value_l2", "width_of"]
 
 ELEMENTWISE = frozenset({"relu", "gelu", "tanh", "sigmoid", "elu", "selu", "swish", "silu", "softplus", "softsign",
@@ -92,22 +92,49 @@ def single_use(layer: Any) -> bool:
     return len(layer._inbound_nodes) == 1 and len(layer._outbound_nodes) <= 1
 
 
-def reader_of(dense: Any, outputs: set[int]) -> Any:
-    """The Dense or Conv2D that reads ``dense``'s (a Dense's or Conv2D's) output through per-feature layers
-    only, or None."""
-    layer = dense
-    while True:
-        out = layer._inbound_nodes[0].output_tensors
-        if len(out) != 1 or id(out[0]) in outputs or len(layer._outbound_nodes) != 1:
-            return None
-        nxt = layer._outbound_nodes[0].operation
-        if not single_use(nxt):
+def readers_of(layer: Any, outputs: set[int], groups: list[list[Any]]) -> list[Any] | None:
+    """Every Dense or Conv2D that reads ``layer``'s output through per-feature layers and sums (``Add``) of
+    outputs widened alike, or None where a path reaches anything else or a model output. Each sum passed
+    through appends its summed Dense or Conv2D layers to ``groups``: they are widened together or not at all."""
+    out = layer._inbound_nodes[0].output_tensors
+    if len(out) != 1 or id(out[0]) in outputs or not layer._outbound_nodes:
+        return None
+    found: list[Any] = []
+    for node in layer._outbound_nodes:
+        nxt = node.operation
+        if len(nxt._inbound_nodes) != 1:
             return None
         if plain_dense(nxt) or plain_conv(nxt):
-            return nxt
-        if not per_feature(nxt):
+            found.append(nxt)
+            continue
+        if is_layer(nxt, "Add"):
+            summed = _summed(nxt)
+            if summed is None:
+                return None
+            groups.append(summed)
+        elif not per_feature(nxt):
             return None
-        layer = nxt
+        more = readers_of(nxt, outputs, groups)
+        if more is None:
+            return None
+        found += more
+    return found
+
+
+def _summed(add: Any) -> list[Any] | None:
+    """The Dense or Conv2D layers (elementwise activations) whose outputs ``add`` sums, each through
+    per-feature layers of one consumer; None when an input comes from anything else (an identity shortcut)."""
+    found = []
+    for tensor in add._inbound_nodes[0].input_tensors:
+        layer = tensor._keras_history.operation
+        while not (plain_dense(layer) or plain_conv(layer)):
+            if not per_feature(layer) or len(layer._inbound_nodes) != 1 or len(layer._outbound_nodes) != 1:
+                return None
+            layer = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+        if activation_name(layer.activation) not in ELEMENTWISE:
+            return None
+        found.append(layer)
+    return found
 
 
 def value_l2(reg: Any) -> bool:
@@ -125,20 +152,35 @@ def plan_of(model: Any) -> Plan | None:
     if any(getattr(layer.dtype_policy, "name", "float32") != "float32" for layer in layers):
         return None
     outputs = {id(t) for t in model.outputs}
-    plan = Plan()
+    plan, readers, groups = Plan(), {}, []
     for layer in layers:
-        if not single_use(layer):
+        if len(layer._inbound_nodes) != 1:  # a layer called more than once keeps its own class
             continue
         if plain_dense(layer) or plain_conv(layer):
             plan.dense_l2[layer.name] = (value_l2(layer.kernel_regularizer), value_l2(layer.bias_regularizer))
-            reader = reader_of(layer, outputs) if activation_name(layer.activation) in ELEMENTWISE else None
-            if reader is not None:
-                plan.widened[layer.name] = bucket(width_of(layer))
-                plan.masked.add(reader.name)
+            found = readers_of(layer, outputs, groups) if activation_name(layer.activation) in ELEMENTWISE else None
+            if found is not None:
+                readers[layer.name] = (layer, found)
         elif is_layer(layer, "Dropout") and layer.rate > 0 and layer.noise_shape is None:
             plan.dropout.add(layer.name)
+    _drop_partial_sums(readers, groups)
+    for name, (layer, found) in readers.items():
+        plan.widened[name] = bucket(width_of(layer))
+        plan.masked.update(r.name for r in found)
     plan.masked_bn = row_masked_norms(model)
     return plan
+
+
+def _drop_partial_sums(readers: dict[str, Any], groups: list[list[Any]]) -> None:
+    """Leave out of ``readers`` (the layers to widen) every layer summed with one that cannot be widened: the
+    inputs of a sum keep one width."""
+    changed = True
+    while changed:
+        changed = False
+        for group in groups:
+            if any(g.name not in readers for g in group) and any(g.name in readers for g in group):
+                for g in group:
+                    changed |= readers.pop(g.name, None) is not None
 
 
 def row_masked_norms(model: Any) -> set[str]:

@@ -21,10 +21,11 @@ states) in the corner of the template's, zeros elsewhere, so the template starts
 (its initial weights drawn as the narrower layer's). Padded units stay exactly zero through training: the
 masked rows read nothing, so the padded units get no gradient, and zero gradients leave zero weights at zero
 under the allowed optimizers (L2, Adam's and RMSprop's moments included). Widening applies only where
-that is exact: between the widened layer and its reader only per-feature layers (elementwise activations,
-Dropout, BatchNormalization over the last axis, pooling each channel on its own), one consumer each, never a
-model output (nor a Flatten, which interleaves padded channels with real ones); the widened layer's own
-activation elementwise; no constraints, activity regularizer, LoRA, quantisation or mixed precision; an
+that is exact: between the widened layer and its readers only per-feature layers (elementwise activations,
+Dropout, BatchNormalization over the last axis, pooling each channel on its own) and sums (``Add``) whose every
+input is a layer widened alike (a residual block's convolution and its 1x1 projection; never an identity
+shortcut), never a model output (nor a Flatten, which interleaves padded channels with real ones); the widened
+layer's own activation elementwise; no constraints, activity regularizer, LoRA, quantisation or mixed precision; an
 optimizer whose update of a variable depends on that variable's gradient alone (not Adafactor). The
 template then trains to the narrower model's weights up to float summation order (tested within 1e-5), with
 one exception: a Dropout behind a widened layer draws its noise for the padded width, so that trial equals
