@@ -47,10 +47,10 @@ JAX_SCRIPT = DIGITS_PRELUDE + textwrap.dedent("""
                   weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")])
         return m
 
-    def train(template, **kw):
+    def train(template, steps=None, **kw):
         with host_initialisers():
             m = build(**kw)
-            t = template_twin(m, 64) if template else m
+            t = template_twin(m, 64, steps) if template else m
             assert t is not None
         compiled.clear()
         keras.utils.set_random_seed(5)
@@ -66,8 +66,12 @@ JAX_SCRIPT = DIGITS_PRELUDE + textwrap.dedent("""
              # RMSprop: under Adam this deeper net turns float rounding into drift (3e-5 after three epochs at the
              # template's own widths, where it computes what the user's model does; 5e-7 after one)
              "residual": dict(f1=11, f2=19, residual=True, opt="rmsprop")}
+    # then 6 and 8 filters (buckets 8 and 8, not compiled yet): over 45 train steps the 16- and 32-filter
+    # template of bn_max costs less extra arithmetic than a compilation, over a million steps it does not
+    cases |= {"covered": dict(f1=6, f2=8, steps=45), "own_buckets": dict(f1=6, f2=8, steps=10**6)}
     for name, kw in cases.items():
         mine, steps, shapes, filters = train(True, **kw)
+        kw.pop("steps", None)
         plain = train(False, **kw)[0]
         assert sorted(mine) == sorted(plain)
         out[name] = {"diff": max(float(np.abs(mine[k] - plain[k]).max()) for k in mine), "steps": steps,
@@ -143,6 +147,18 @@ cases_filters = {"bn_max": (12, 20), "same_buckets_l2": (10, 24), "tanh_avg_rmsp
 def test_other_filters_in_the_same_buckets_compile_no_train_step(jax_run: dict[str, Any]) -> None:
     assert jax_run["bn_max"]["steps"]  # the first compiles the template (16 and 32 filters)
     assert jax_run["same_buckets_l2"]["steps"] == []  # 10 and 24 filters, L2 on: the same template
+
+
+def test_a_trial_trains_in_a_wider_compiled_template_when_that_costs_less_than_compiling(
+        jax_run: dict[str, Any]) -> None:
+    covered, own = jax_run["covered"], jax_run["own_buckets"]
+    # 6 and 8 filters in the 16- and 32-filter template compiled for 12 and 20: no train step compiled, and
+    # the trial still trains to its own narrower model's weights
+    assert covered["template_kernel"] == [3, 3, 1, 16] and covered["steps"] == [], covered
+    assert covered["diff"] < 1e-5 and covered["saved_filters"][:2] == [6, 8], covered
+    # over a million steps the extra arithmetic outweighs a compilation: its own 8- and 8-filter template
+    assert own["template_kernel"] == [3, 3, 1, 8] and own["steps"], own
+    assert own["diff"] < 1e-5, own
 
 
 def test_batch_norm_in_a_template_trains_a_padded_last_batch_as_the_unpadded_one(jax_run: dict[str, Any]) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from hpo.execution.compile_cost import worth_extra
 from hpo.execution.reuse import compile_signature
 from hpo.execution.template_plan import ELEMENTWISE, bucket
 from hpo.execution.template_plan import activation_name as _activation_name
@@ -48,11 +49,6 @@ __all__ = ["FAMILY", "Shape", "Stack", "covering_shape", "family_of", "stack_of"
 FAMILY = ("linear",)
 # Optimizers whose slots are per-variable lists this module can map (its tests train each against Keras' own)
 OPTIMIZERS = frozenset({"Adam", "AdamW", "RMSprop", "SGD"})
-# A rough floor on sustained float32 throughput (FLOP/s) and the seconds one more compilation of a train step
-# costs; measured on the 2-core CPU of experiments/compiles.py (a 4x256 stack: ~30 GFLOP/s, 0.8-1.3 s to
-# compile). Underestimating throughput only makes supernets grow less often.
-THROUGHPUT = {"cpu": 2e10, "gpu": 5e11, "tpu": 5e11}
-COMPILE_S = 1.0
 
 
 @dataclass
@@ -284,16 +280,11 @@ def in_dim(stack: Stack) -> int:
 
 
 def _worth_covering(shape: Shape, stack: Stack, steps: int | None, platform: str) -> bool:
-    """True when training ``stack`` in ``shape`` costs less extra arithmetic than one more compilation:
-    (multiply-adds per row, times 6 for the forward and backward passes, times the rows of ``steps`` batches)
-    at :data:`THROUGHPUT`, against :data:`COMPILE_S`. Unknown ``steps``: only a supernet at most twice the
-    trial's own arithmetic."""
+    """True when training ``stack`` in ``shape`` costs less extra arithmetic than one more compilation
+    (:func:`hpo.execution.compile_cost.worth_extra`)."""
     d = in_dim(stack)
     extra = shape.flops(d, int(stack.head.units)) - stack.flops(d)
-    if steps is None:
-        return extra <= stack.flops(d)
-    batch = int(json.loads(stack.key)["batch_size"])
-    return 6.0 * extra * batch * steps / THROUGHPUT.get(platform, THROUGHPUT["cpu"]) <= COMPILE_S
+    return worth_extra(extra, stack.flops(d), int(json.loads(stack.key)["batch_size"]), steps, platform)
 
 
 def covering_shape(shapes: list[Shape], stack: Stack, steps: int | None, platform: str,

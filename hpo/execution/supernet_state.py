@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from hpo.execution.compile_cost import platform
 from hpo.execution.reuse_policy import reuse_enabled
 from hpo.execution.supernet import Roles, Shape, Stack, build_supernet, covering_shape, family_of, stack_of
 from hpo.execution.template_plan import ELEMENTWISE
@@ -154,12 +155,6 @@ def _unloader(roles: Roles, batch_size: int) -> Any:
     return unload
 
 
-def _platform() -> str:
-    import jax
-
-    return jax.default_backend()
-
-
 _HINT: list[Any] = [None, None, None]  # the builder and space of the last hint, and its shape
 
 
@@ -219,7 +214,7 @@ def supernet_twin(model: Any, batch_size: int, steps: int | None = None, hint: S
         return None
     prefix = f"{_PREFIX}{stack.key}|"
     kept = {entry.shape: key for key, entry in _TEMPLATES.items() if key.startswith(prefix)}
-    shape, compiled = covering_shape(list(kept), stack, steps, _platform(), hint)
+    shape, compiled = covering_shape(list(kept), stack, steps, platform(), hint)
     key = kept[shape] if compiled else f"{prefix}{shape}"
     if not compiled:
         try:

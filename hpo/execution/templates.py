@@ -14,6 +14,10 @@ template: the same graph with
   training batch (NaN inputs) and batch normalisations that leave them out of their statistics, so that batch
   trains padded (one train step shape) and exactly as unpadded.
 
+A trial whose own template was not compiled yet trains in a kept template of the same structure at larger
+widths instead, where the extra arithmetic costs less than one more compilation (:func:`_covering`): 8- and
+16-filter trials then train in the 32-filter template an earlier trial compiled.
+
 Which layers change, and whether a model has a template, is decided in :mod:`hpo.execution.template_plan`.
 
 The trial's freshly built model is loaded into the template: each variable (weights, optimizer slots, seed
@@ -42,11 +46,12 @@ from __future__ import annotations
 import logging
 import random
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from hpo.execution.compile_cost import macs_per_row, platform, worth_extra
 from hpo.execution.reuse import signature
 from hpo.execution.template_plan import Plan, bucket, is_layer, plan_of, width_of
 from hpo.execution.reuse_policy import reuse_enabled
@@ -68,6 +73,9 @@ class _Entry:
     unload: Any = None  # (template, fresh) -> None: copies the trained state out; None: :func:`_extract`
     shape: Any = None  # a supernet's shape (:mod:`hpo.execution.supernet_state`), with its layers by role
     roles: Any = None
+    family: str | None = None  # a template's structure with its widths left out (:func:`_family`)
+    widths: tuple[int, ...] = ()  # its widened layers' widths, in the order of the model's layers
+    macs: int | None = None  # its multiply-adds per row (:func:`hpo.execution.compile_cost.macs_per_row`)
 
     @property
     def nbytes(self) -> int:
@@ -278,16 +286,48 @@ def keep(key: str) -> None:
         _TEMPLATES.popitem(last=False)
 
 
-def template_twin(model: Any, batch_size: int) -> Any:
-    """The compiled template ``model``'s trial trains, loaded with ``model``'s initial state and values (built
-    and kept for later trials the first time its structure is seen); None when ``model`` has no template or
-    the backend is not JAX or ``$HPO_REUSE_COMPILED`` is off (the caller then trains ``model`` or
-    :func:`hpo.execution.reuse.compiled_twin`)."""
+def _family(model: Any, plan: Plan, batch_size: int) -> str | None:
+    """The key of ``model``'s template with every widened layer's width left out: templates of one family
+    differ only in the widths of the same layers."""
+    return _structure(model, replace(plan, widened=dict.fromkeys(plan.widened, 0)), batch_size) \
+        if plan.widened else None
+
+
+def _own_widths(model: Any, plan: Plan) -> tuple[int, ...]:
+    layers = {layer.name: layer for layer in model._flatten_layers(include_self=False)}
+    return tuple(width_of(layers[name]) for name in plan.widened)
+
+
+def _covering(model: Any, plan: Plan, batch_size: int, steps: int | None) -> str | None:
+    """The key of the kept template of ``model``'s family (:func:`_family`) at widths at least ``model``'s own
+    that costs it the least extra arithmetic, where that costs less than one more compilation
+    (:func:`hpo.execution.compile_cost.worth_extra`); None where none does. A trial of 8 filters then trains in
+    the 32-filter template compiled for an earlier trial instead of compiling an 8-filter one."""
+    family = _family(model, plan, batch_size)
+    own = macs_per_row(model) if family is not None else None
+    if own is None:
+        return None
+    widths = _own_widths(model, plan)
+    found = [(entry.macs, key) for key, entry in _TEMPLATES.items()
+             if entry.family == family and entry.macs is not None and len(entry.widths) == len(widths)
+             and all(t >= w for t, w in zip(entry.widths, widths))
+             and worth_extra(entry.macs - own, own, batch_size, steps, platform())]
+    return min(found)[1] if found else None
+
+
+def template_twin(model: Any, batch_size: int, steps: int | None = None) -> Any:
+    """The compiled template ``model``'s trial trains, loaded with ``model``'s initial state and values: a kept
+    one of its structure, else a kept one of the same structure at larger widths where its extra arithmetic
+    over ``steps`` train steps costs less than a compilation (:func:`_covering`), else one built and kept for
+    later trials; None when ``model`` has no template or the backend is not JAX or ``$HPO_REUSE_COMPILED`` is
+    off (the caller then trains ``model`` or :func:`hpo.execution.reuse.compiled_twin`)."""
     if not compiles_per_shape() or not reuse_enabled():
         return None
     try:
         plan = plan_of(model)
         key = _structure(model, plan, batch_size) if plan is not None else None
+        if key is not None and key not in _TEMPLATES:
+            key = _covering(model, plan, batch_size, steps) or key
     except Exception:  # a model this module does not understand is trained as it is
         return None
     if key is None:
@@ -295,7 +335,9 @@ def template_twin(model: Any, batch_size: int) -> Any:
     entry = _TEMPLATES.get(key)
     if entry is None:
         try:
-            entry = _TEMPLATES[key] = _Entry(_build(model, plan))
+            template = _build(model, plan)
+            entry = _TEMPLATES[key] = _Entry(template, family=_family(model, plan, batch_size),
+                                             widths=tuple(plan.widened.values()), macs=macs_per_row(template))
         except Exception as exc:  # e.g. a compile config Keras cannot rebuild (a loss given as a plain function)
             log.debug("no compiled template for this model (%s: %s)", type(exc).__name__, exc)
             return None
