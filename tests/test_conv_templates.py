@@ -58,7 +58,8 @@ JAX_SCRIPT = DIGITS_PRELUDE + textwrap.dedent("""
         saved = user_model(t)
         return (named(saved), [f for f in compiled if "train_step" in f],
                 [list(v.shape) for v in t.trainable_variables][:1], [l.filters for l in saved.layers
-                                                                     if isinstance(l, keras.layers.Conv2D)])
+                                                                     if isinstance(l, keras.layers.Conv2D)],
+                type(t.optimizer).__name__)
 
     out = {}
     cases = {"bn_max": dict(f1=12, f2=20), "same_buckets_l2": dict(f1=10, f2=24, l2=1e-3),
@@ -69,13 +70,22 @@ JAX_SCRIPT = DIGITS_PRELUDE + textwrap.dedent("""
     # then 6 and 8 filters (buckets 8 and 8, not compiled yet): over 45 train steps the 16- and 32-filter
     # template of bn_max costs less extra arithmetic than a compilation, over a million steps it does not
     cases |= {"covered": dict(f1=6, f2=8, steps=45), "own_buckets": dict(f1=6, f2=8, steps=10**6)}
+    # Adam after RMSprop in one structure: the switch between the two (a template of its own), which then trains
+    # both: Adam at other widths, and RMSprop wider than its own plain template
+    tanh = dict(act="tanh", bn=False, pool="avg", l2=1e-4, steps=45)
+    cases |= {"switch_adam": dict(f1=9, f2=17, opt="adam", **tanh),
+              "switch_adam_again": dict(f1=10, f2=20, opt="adam", **tanh),
+              "rms_small": dict(f1=3, f2=4, opt="rmsprop", **{**tanh, "pool": "max"}),
+              "switch_adam_max": dict(f1=12, f2=20, opt="adam", **{**tanh, "pool": "max"}),
+              "switch_rms": dict(f1=11, f2=19, opt="rmsprop", **{**tanh, "pool": "max"})}
     for name, kw in cases.items():
-        mine, steps, shapes, filters = train(True, **kw)
+        mine, steps, shapes, filters, opt = train(True, **kw)
         kw.pop("steps", None)
         plain = train(False, **kw)[0]
         assert sorted(mine) == sorted(plain)
         out[name] = {"diff": max(float(np.abs(mine[k] - plain[k]).max()) for k in mine), "steps": steps,
-                     "template_kernel": shapes[0], "saved_filters": filters, "variables": len(mine)}
+                     "template_kernel": shapes[0], "saved_filters": filters, "variables": len(mine),
+                     "optimizer": opt}
 
     # batch normalization and a last partial batch (950 = 14 x 64 + 54): the template trains it padded (its NaN
     # rows left out of the batch statistics) to the weights the unpadded user model reaches, in one train step
@@ -123,6 +133,7 @@ JAX_SCRIPT = DIGITS_PRELUDE + textwrap.dedent("""
 
     out["trial_12"] = trial(0, filters=12)
     out["trial_10"] = trial(1, filters=10, dropout=0.1)
+    out["trial_rmsprop"] = trial(2, filters=10, optimizer="rmsprop")  # the space chooses Adam or RMSprop: a switch
     print("RESULT" + json.dumps(out))
 """)
 
@@ -161,6 +172,21 @@ def test_a_trial_trains_in_a_wider_compiled_template_when_that_costs_less_than_c
     assert own["diff"] < 1e-5, own
 
 
+def test_adam_and_rmsprop_of_one_structure_share_the_switch_once_both_are_seen(jax_run: dict[str, Any]) -> None:
+    first = jax_run["tanh_avg_rmsprop"]
+    assert first["optimizer"] == "RMSprop"  # one optimizer so far: a plain template
+    out = {k: jax_run[k] for k in ("switch_adam", "switch_adam_again", "rms_small", "switch_adam_max", "switch_rms")}
+    # Adam where an RMSprop template of the structure is kept: the switch, compiled once
+    assert out["switch_adam"]["optimizer"] == "AdamOrRMSprop" and out["switch_adam"]["steps"], out
+    assert out["switch_adam_again"]["optimizer"] == "AdamOrRMSprop" and out["switch_adam_again"]["steps"] == [], out
+    # RMSprop at widths its plain template (4 and 4 filters) does not cover: trained by the switch, no compilation
+    assert out["rms_small"]["optimizer"] == "RMSprop" and out["rms_small"]["steps"], out
+    assert out["switch_adam_max"]["optimizer"] == "AdamOrRMSprop", out
+    assert out["switch_rms"]["optimizer"] == "AdamOrRMSprop" and out["switch_rms"]["steps"] == [], out
+    for name, case in out.items():  # each to its own model's weights, optimizer slots aside
+        assert case["diff"] < 1e-5, (name, case)
+
+
 def test_batch_norm_in_a_template_trains_a_padded_last_batch_as_the_unpadded_one(jax_run: dict[str, Any]) -> None:
     out = jax_run["bn_padded"]
     assert out["nan_fill"] and out["variables"] >= 6
@@ -174,6 +200,8 @@ def test_convnet_trials_of_other_filters_share_the_template(jax_run: dict[str, A
     # normalizations leave its padding rows out), its test and predict steps
     assert sorted(first["compiled"]) == ["jit(predict_step)", "jit(test_step)", "jit(train_step)"], first
     assert second["compiled"] == [], second  # filters 10 and 20 in the 16- and 32-filter template
+    # the convnet space chooses between Adam and RMSprop: its template holds the switch, so RMSprop compiles nothing
+    assert jax_run["trial_rmsprop"]["compiled"] == [], jax_run["trial_rmsprop"]
     # two convolutions and a 1x1 projection per block, all widened (the projection sums with the second)
     assert first["filters"] == [12, 12, 12, 24, 24, 24] and second["filters"] == [10, 10, 10, 20, 20, 20]
     for t in (first, second):

@@ -47,15 +47,17 @@ def _renamed(obj: Any, names: dict[str, str]) -> Any:
     return names.get(obj, obj) if isinstance(obj, str) else obj
 
 
-def signature(model: Any, batch_size: int, config: dict[str, Any] | None = None) -> str | None:
+def signature(model: Any, batch_size: int, config: dict[str, Any] | None = None,
+              compile_config: dict[str, Any] | None = None) -> str | None:
     """What a compiled train step depends on: the model's config (or ``config``, the one of the model that is
     compiled in its place: :mod:`hpo.execution.templates`) with its layers' generated names replaced by their
-    positions, its compile config without a float learning rate, and the batch size; None for a model this
-    module does not reuse (custom layers, a subclassed model, an unserialisable config)."""
+    positions, its compile config (or ``compile_config``) without a float learning rate, and the batch size;
+    None for a model this module does not reuse (custom layers, a subclassed model, an unserialisable
+    config)."""
     try:
         if not _keras_layers_only(model):
             return None
-        cfg, comp = config if config is not None else model.get_config(), compile_signature(model)
+        cfg, comp = config if config is not None else model.get_config(), compile_signature(model, compile_config)
         if comp is None:
             return None
         names = {layer.get("name", layer.get("config", {}).get("name")): f"#{i}"  # Sequential: in its config
@@ -65,11 +67,11 @@ def signature(model: Any, batch_size: int, config: dict[str, Any] | None = None)
         return None
 
 
-def compile_signature(model: Any) -> dict[str, Any] | None:
-    """``model``'s compile config without its optimizer's name and float learning rate (a variable: trials that
-    differ only in it share a compiled step); None when it has none that can be read."""
+def compile_signature(model: Any, compile_config: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """``model``'s compile config (or ``compile_config``) without its optimizer's name and float learning rate
+    (a variable: trials that differ only in it share a compiled step); None when it has none that can be read."""
     try:
-        comp = dict(model.get_compile_config() or {})
+        comp = dict(compile_config if compile_config is not None else model.get_compile_config() or {})
     except Exception:
         return None
     opt = comp.get("optimizer")

@@ -35,6 +35,7 @@ import numpy as np
 
 from hpo.execution.compile_cost import worth_extra
 from hpo.execution.reuse import compile_signature
+from hpo.execution.switch_optimizer import KERAS_DEFAULTS
 from hpo.execution.template_plan import ELEMENTWISE, bucket
 from hpo.execution.template_plan import activation_name as _activation_name
 from hpo.execution.template_plan import is_layer as _is
@@ -104,8 +105,7 @@ def _optimizers(settings: list[Any], strict: bool = False) -> Any:
 
 
 # Keras' default Adam and RMSprop, which every switch holds unless a trial's own settings differ
-DEFAULT_OPTIMIZERS = (("Adam", json.dumps({"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07}, sort_keys=True)),
-                      ("RMSprop", json.dumps({"epsilon": 1e-07, "rho": 0.9}, sort_keys=True)))
+DEFAULT_OPTIMIZERS = tuple((kind, json.dumps(cfg, sort_keys=True)) for kind, cfg in KERAS_DEFAULTS.items())
 
 
 def family_of(activations: Any) -> tuple[str, ...]:
@@ -314,15 +314,14 @@ def _compile_config(model: Any, shape: Shape) -> dict[str, Any]:
     """``model``'s compile config, its Adam or RMSprop replaced by the switch of ``shape``'s settings."""
     import keras
 
-    from hpo.execution.switch_optimizer import AdamOrRMSprop
+    from hpo.execution.switch_optimizer import AdamOrRMSprop, base_config
 
     cfg = dict(model.get_compile_config())
     if shape.optimizers:
         settings = dict(shape.optimizers)
         adam = json.loads(settings.get("Adam", DEFAULT_OPTIMIZERS[0][1]))
         rms = json.loads(settings.get("RMSprop", DEFAULT_OPTIMIZERS[1][1]))
-        base = {k: v for k, v in model.optimizer.get_config().items() if k not in
-                ("name", "beta_1", "beta_2", "epsilon", "amsgrad", "rho", "momentum", "centered")}
+        base = base_config(model.optimizer)
         cfg["optimizer"] = keras.saving.serialize_keras_object(
             AdamOrRMSprop(**base, **adam, rho=rms["rho"], rms_epsilon=rms["epsilon"]))
     return cfg

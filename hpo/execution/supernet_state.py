@@ -14,6 +14,7 @@ import numpy as np
 from hpo.execution.compile_cost import platform
 from hpo.execution.reuse_policy import reuse_enabled
 from hpo.execution.supernet import Roles, Shape, Stack, build_supernet, covering_shape, family_of, stack_of
+from hpo.execution.switch_optimizer import optimizer_pairs
 from hpo.execution.template_plan import ELEMENTWISE
 from hpo.execution.templates import _TEMPLATES, _corner, _Entry, cut_corner, keep
 from hpo.execution.xla import compiles_per_shape
@@ -42,40 +43,6 @@ def _layer_pairs(mine: Any, user: Any) -> list[tuple[Any, Any]]:
     return list(zip(ours, theirs))
 
 
-def _slot_lists(opt: Any) -> dict[str, list[Any]]:
-    """An optimizer's per-variable slot lists by attribute (Adam's ``_momentums``, ``_velocities``...)."""
-    n, own = len(opt._trainable_variables), {id(v) for v in opt.variables}
-    return {name: value for name, value in vars(opt).items()
-            if isinstance(value, list) and len(value) == n and value
-            and all(v is not None and id(v) in own for v in value)}
-
-
-def _optimizer_pairs(net: Any, fresh: Any, trained: dict[int, Any]) -> list[tuple[Any, Any]]:
-    topt, fopt = net.optimizer, fresh.optimizer
-    if not fopt.built:
-        fopt.build(fresh.trainable_variables)  # a fresh optimizer's slots (zeros, iterations 0, its rate)
-    tlists, flists = _slot_lists(topt), _slot_lists(fopt)
-    names = topt.slot_names(fopt) if hasattr(topt, "slot_names") else {n: n for n in flists}
-    if set(names) != set(flists) or not set(names.values()) <= set(tlists):
-        raise ValueError("the optimizers' slots differ")
-    theirs = {ours: flists[user] for user, ours in names.items()}
-    f_index = {id(v): i for i, v in enumerate(fopt._trainable_variables)}
-    pairs, slots = [], set()
-    for name, tslots in tlists.items():
-        for tv, slot in zip(topt._trainable_variables, tslots):
-            f_var = trained.get(id(tv))
-            user = theirs[name][f_index[id(f_var)]] if f_var is not None and name in theirs else None
-            pairs.append((slot, user))
-            slots.add(id(slot))
-    switch = getattr(topt, "use_rms", None)  # set by _switches
-    t_base = [v for v in topt.variables if id(v) not in slots and v is not switch]
-    f_slots = {id(v) for lst in flists.values() for v in lst}
-    f_base = [v for v in fopt.variables if id(v) not in f_slots]
-    if len(t_base) != len(f_base):
-        raise ValueError("the optimizers' own variables differ")
-    return pairs + list(zip(t_base, f_base))
-
-
 def _pairs(net: Any, roles: Roles, stack: Stack) -> list[tuple[Any, Any]]:
     """Every supernet variable (weights, seed states, optimizer) with its counterpart in ``stack``'s model, or
     None where the trial's model has none (it is set to zero)."""
@@ -92,7 +59,7 @@ def _pairs(net: Any, roles: Roles, stack: Stack) -> list[tuple[Any, Any]]:
     pairs += _layer_pairs(roles.head, stack.head)
     trainable = {id(v) for v in net.trainable_variables}
     trained = {id(t): f for t, f in pairs if f is not None and id(t) in trainable}
-    pairs += _optimizer_pairs(net, stack.model, trained)
+    pairs += optimizer_pairs(net, stack.model, trained)
     if any(f is not None and any(a < b for a, b in zip(t.shape, f.shape)) for t, f in pairs):
         raise ValueError("a variable of the trial's model is larger than the supernet's")
     return pairs

@@ -12,13 +12,46 @@ from typing import Any
 import keras
 from keras import ops
 
-__all__ = ["AdamOrRMSprop", "switchable"]
+__all__ = ["AdamOrRMSprop", "KERAS_DEFAULTS", "base_config", "optimizer_pairs", "slot_lists", "switch_for",
+           "switch_settings", "switchable"]
+
+
+# Keras' default Adam and RMSprop settings: what a switch holds for the optimizer a trial does not use
+KERAS_DEFAULTS = {"Adam": {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07}, "RMSprop": {"epsilon": 1e-07, "rho": 0.9}}
+_OWN_KEYS = ("name", "beta_1", "beta_2", "epsilon", "amsgrad", "rho", "momentum", "centered")
 
 
 def switchable(opt: Any) -> bool:
     """True for an Adam or RMSprop this optimizer can stand in for."""
     name = type(opt).__name__
     return (name == "Adam" and not opt.amsgrad) or (name == "RMSprop" and not opt.momentum and not opt.centered)
+
+
+def base_config(opt: Any) -> dict[str, Any]:
+    """An Adam's or RMSprop's config without the settings of its own kind (learning rate, clipping, weight
+    decay...: what a switch standing in for it takes as they are)."""
+    return {k: v for k, v in opt.get_config().items() if k not in _OWN_KEYS}
+
+
+def switch_settings(opt: Any) -> dict[str, Any] | None:
+    """What a switch standing in for ``opt`` compiles in: its base config but a float learning rate (a
+    variable), its own kind's settings and Keras' defaults for the other kind; None when ``opt`` is not
+    :func:`switchable`."""
+    if not switchable(opt):
+        return None
+    kind = type(opt).__name__
+    base = {k: v for k, v in base_config(opt).items() if not (k == "learning_rate" and isinstance(v, float))}
+    own = {k: float(getattr(opt, k)) for k in KERAS_DEFAULTS[kind]}
+    return {"base": base, **KERAS_DEFAULTS, kind: own}
+
+
+def switch_for(opt: Any) -> "AdamOrRMSprop":
+    """A switch standing in for ``opt`` (an Adam or RMSprop :func:`switchable`), at its learning rate."""
+    settings = switch_settings(opt)
+    if settings is None:
+        raise ValueError(f"{type(opt).__name__} has no switch")
+    adam, rms = settings["Adam"], settings["RMSprop"]
+    return AdamOrRMSprop(**base_config(opt), **adam, rho=rms["rho"], rms_epsilon=rms["epsilon"])
 
 
 @keras.saving.register_keras_serializable(package="hpo")
@@ -70,3 +103,40 @@ class AdamOrRMSprop(keras.optimizers.Adam):
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rho": self.rho, "rms_epsilon": self.rms_epsilon}
+
+
+def slot_lists(opt: Any) -> dict[str, list[Any]]:
+    """An optimizer's per-variable slot lists by attribute (Adam's ``_momentums``, ``_velocities``...)."""
+    n, own = len(opt._trainable_variables), {id(v) for v in opt.variables}
+    return {name: value for name, value in vars(opt).items()
+            if isinstance(value, list) and len(value) == n and value
+            and all(v is not None and id(v) in own for v in value)}
+
+
+def optimizer_pairs(net: Any, fresh: Any, trained: dict[int, Any]) -> list[tuple[Any, Any]]:
+    """(variable of ``net``'s optimizer, its counterpart in ``fresh``'s or None: a slot ``fresh``'s optimizer
+    lacks, set to zero): slots by the variable they belong to (``trained``: id of a ``net`` variable -> ``fresh``'s),
+    then the optimizers' own variables (iterations, learning rate) in order; raises when they do not line up."""
+    topt, fopt = net.optimizer, fresh.optimizer
+    if not fopt.built:
+        fopt.build(fresh.trainable_variables)  # a fresh optimizer's slots (zeros, iterations 0, its rate)
+    tlists, flists = slot_lists(topt), slot_lists(fopt)
+    names = topt.slot_names(fopt) if hasattr(topt, "slot_names") else {n: n for n in flists}
+    if set(names) != set(flists) or not set(names.values()) <= set(tlists):
+        raise ValueError("the optimizers' slots differ")
+    theirs = {ours: flists[user] for user, ours in names.items()}
+    f_index = {id(v): i for i, v in enumerate(fopt._trainable_variables)}
+    pairs, slots = [], set()
+    for name, tslots in tlists.items():
+        for tv, slot in zip(topt._trainable_variables, tslots):
+            f_var = trained.get(id(tv))
+            user = theirs[name][f_index[id(f_var)]] if f_var is not None and name in theirs else None
+            pairs.append((slot, user))
+            slots.add(id(slot))
+    switch = getattr(topt, "use_rms", None)  # set from the trial's optimizer class, not loaded
+    t_base = [v for v in topt.variables if id(v) not in slots and v is not switch]
+    f_slots = {id(v) for lst in flists.values() for v in lst}
+    f_base = [v for v in fopt.variables if id(v) not in f_slots]
+    if len(t_base) != len(f_base):
+        raise ValueError("the optimizers' own variables differ")
+    return pairs + list(zip(t_base, f_base))

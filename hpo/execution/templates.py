@@ -16,7 +16,9 @@ template: the same graph with
 
 A trial whose own template was not compiled yet trains in a kept template of the same structure at larger
 widths instead, where the extra arithmetic costs less than one more compilation (:func:`_covering`): 8- and
-16-filter trials then train in the 32-filter template an earlier trial compiled.
+16-filter trials then train in the 32-filter template an earlier trial compiled. Once a structure has been
+trained with both Adam and RMSprop, its next template holds the switch between the two
+(:class:`~hpo.execution.switch_optimizer.AdamOrRMSprop`) and trains trials of either.
 
 Which layers change, and whether a model has a template, is decided in :mod:`hpo.execution.template_plan`.
 
@@ -59,7 +61,8 @@ from hpo.execution.xla import compiles_per_shape
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAX_TEMPLATES", "MAX_TEMPLATE_BYTES", "bucket", "clear_templates", "template_twin", "user_model"]
+__all__ = ["MAX_TEMPLATES", "MAX_TEMPLATE_BYTES", "bucket", "chooses_adam_or_rmsprop", "clear_templates",
+           "template_twin", "user_model"]
 
 # Templates kept per process, least recently used dropped first: a search revisits its structures (a TPE
 # search over depth and widths has a dozen or two), and each one dropped costs its compilation again
@@ -76,6 +79,7 @@ class _Entry:
     family: str | None = None  # a template's structure with its widths left out (:func:`_family`)
     widths: tuple[int, ...] = ()  # its widened layers' widths, in the order of the model's layers
     macs: int | None = None  # its multiply-adds per row (:func:`hpo.execution.compile_cost.macs_per_row`)
+    optimizers: frozenset[str] = frozenset()  # the optimizer classes it trains (Adam and RMSprop: a switch)
 
     @property
     def nbytes(self) -> int:
@@ -114,9 +118,11 @@ def _template_layer(layer: Any, plan: Plan) -> tuple[type, dict[str, Any]] | Non
     return None
 
 
-def _structure(model: Any, plan: Plan, batch_size: int) -> str | None:
+def _structure(model: Any, plan: Plan, batch_size: int, switch: bool = False) -> str | None:
     """The key of the template: the model's config with each changed layer's template config, its compile
-    config without the learning rate, the batch size (:func:`hpo.execution.reuse.signature`)."""
+    config without the learning rate (``switch``: its Adam or RMSprop as the switch standing in for it,
+    :func:`hpo.execution.switch_optimizer.switch_settings`), the batch size
+    (:func:`hpo.execution.reuse.signature`)."""
     swapped = {}
     for layer in model._flatten_layers(include_self=False):
         t = _template_layer(layer, plan)
@@ -136,14 +142,22 @@ def _structure(model: Any, plan: Plan, batch_size: int) -> str | None:
             return {k: swap(v) for k, v in obj.items() if k != "build_config"}
         return [swap(v) for v in obj] if isinstance(obj, (list, tuple)) else obj
 
-    return signature(model, batch_size, config=swap(cfg))
+    comp = None
+    if switch:
+        from hpo.execution.switch_optimizer import switch_settings
+
+        comp = {**model.get_compile_config(), "optimizer": {"switch": switch_settings(model.optimizer)}}
+    return signature(model, batch_size, config=swap(cfg), compile_config=comp)
 
 
-def _build(model: Any, plan: Plan) -> Any:
+def _build(model: Any, plan: Plan, switch: bool = False) -> Any:
     """The template of ``model``: cloned with its template layers, compiled as ``model`` is, optimizer built (its
     variables are loaded per trial, the learning rate among them). The global random states are left as they
-    were: building a template must not change what the trial draws next."""
+    were: building a template must not change what the trial draws next. ``switch``: compiled with the
+    switch between Adam and RMSprop standing in for ``model``'s optimizer."""
     import keras
+
+    from hpo.execution.switch_optimizer import switch_for
 
     def clone(layer: Any) -> Any:
         t = _template_layer(layer, plan)
@@ -153,7 +167,10 @@ def _build(model: Any, plan: Plan) -> Any:
     try:
         template = (_clone_row_masked(model, plan, clone) if plan.masked_bn
                     else keras.models.clone_model(model, clone_function=clone))
-        template.compile_from_config(model.get_compile_config())
+        comp = model.get_compile_config()
+        if switch:
+            comp = {**comp, "optimizer": keras.saving.serialize_keras_object(switch_for(model.optimizer))}
+        template.compile_from_config(comp)
         template.optimizer.build(template.trainable_variables)
     finally:
         random.setstate(py_state)
@@ -214,12 +231,25 @@ def _pairs(template: Any, fresh: Any) -> list[tuple[Any, Any]] | None:
     if len(t_layers) != len(f_layers) or any(not isinstance(a, type(b)) for a, b in zip(t_layers, f_layers)):
         return None  # the same layers in the same order (their generated names differ from model to model)
     pairs = [p for a, b in zip(t_layers, f_layers) for p in _zip(_own_variables(a), list(b.variables))]
+    if len(pairs) != sum(len(b.variables) for b in f_layers):
+        return None
     topt, fopt = template.optimizer, fresh.optimizer
     if not fopt.built:
         fopt.build(fresh.trainable_variables)  # a fresh optimizer's slots (zeros, iterations 0, its rate)
-    pairs += _zip(list(topt.variables), list(fopt.variables))
-    ok = len(pairs) == sum(len(b.variables) for b in f_layers) + len(fopt.variables)
-    return pairs if ok and all(_fits(f, t) for t, f in pairs) else None
+    if hasattr(topt, "use_rms"):  # the switch: the trial's slots by the variable they belong to, the others zero
+        from hpo.execution.switch_optimizer import optimizer_pairs
+
+        trainable = {id(v) for v in template.trainable_variables}
+        try:
+            pairs += optimizer_pairs(template, fresh, {id(t): f for t, f in pairs if id(t) in trainable})
+        except ValueError:
+            return None
+    else:
+        opt_pairs = _zip(list(topt.variables), list(fopt.variables))
+        if len(opt_pairs) != len(fopt.variables):
+            return None
+        pairs += opt_pairs
+    return pairs if all(f is None or _fits(f, t) for t, f in pairs) else None
 
 
 def _zip(a: list[Any], b: list[Any]) -> list[tuple[Any, Any]]:
@@ -244,7 +274,10 @@ def _load(template: Any, fresh: Any) -> bool:
     if pairs is None:
         return False
     for t, f in pairs:
-        t.assign(to_device(_corner(tuple(t.shape), np.asarray(f.value))))
+        value = np.zeros(tuple(t.shape), t.dtype) if f is None else _corner(tuple(t.shape), np.asarray(f.value))
+        t.assign(to_device(value))
+    if hasattr(template.optimizer, "use_rms"):
+        template.optimizer.use_rms.assign(to_device(np.float32(type(fresh.optimizer).__name__ == "RMSprop")))
     for layer, mine in zip(_weighted_layers(template), _weighted_layers(fresh)):
         if isinstance(layer, (TemplateDense, TemplateConv2D)):
             for kind in ("kernel", "bias"):
@@ -266,7 +299,8 @@ def _extract(template: Any, fresh: Any) -> None:
     if pairs is None:  # cannot happen for a template this module loaded from ``fresh``
         raise RuntimeError("the compiled template no longer lines up with the trial's model")
     for t, f in pairs:
-        cut_corner(t, f)
+        if f is not None:
+            cut_corner(t, f)
 
 
 def cut_corner(big: Any, small: Any) -> None:
@@ -287,10 +321,10 @@ def keep(key: str) -> None:
 
 
 def _family(model: Any, plan: Plan, batch_size: int) -> str | None:
-    """The key of ``model``'s template with every widened layer's width left out: templates of one family
-    differ only in the widths of the same layers."""
-    return _structure(model, replace(plan, widened=dict.fromkeys(plan.widened, 0)), batch_size) \
-        if plan.widened else None
+    """The key of ``model``'s template with every widened layer's width left out and an Adam or RMSprop as the
+    switch standing in for it: templates of one family differ only in widths and in which of the two they train."""
+    return _structure(model, replace(plan, widened=dict.fromkeys(plan.widened, 0)), batch_size,
+                      switch=_switchable(model))
 
 
 def _own_widths(model: Any, plan: Plan) -> tuple[int, ...]:
@@ -307,20 +341,47 @@ def _covering(model: Any, plan: Plan, batch_size: int, steps: int | None) -> str
     own = macs_per_row(model) if family is not None else None
     if own is None:
         return None
-    widths = _own_widths(model, plan)
+    widths, kind = _own_widths(model, plan), type(model.optimizer).__name__
     found = [(entry.macs, key) for key, entry in _TEMPLATES.items()
-             if entry.family == family and entry.macs is not None and len(entry.widths) == len(widths)
-             and all(t >= w for t, w in zip(entry.widths, widths))
+             if entry.family == family and kind in entry.optimizers and entry.macs is not None
+             and len(entry.widths) == len(widths) and all(t >= w for t, w in zip(entry.widths, widths))
              and worth_extra(entry.macs - own, own, batch_size, steps, platform())]
     return min(found)[1] if found else None
 
 
-def template_twin(model: Any, batch_size: int, steps: int | None = None) -> Any:
+def _switchable(model: Any) -> bool:
+    from hpo.execution.switch_optimizer import switchable
+
+    return switchable(model.optimizer)
+
+
+def _other_optimizer_seen(model: Any, plan: Plan, batch_size: int) -> bool:
+    """True when a kept template of ``model``'s family trains the other of Adam and RMSprop: the search chooses
+    between them, so its next template is the switch (its compilation costs ~0.3 s more; a search of one
+    optimizer never pays it)."""
+    family, kind = _family(model, plan, batch_size), type(model.optimizer).__name__
+    return any(entry.family == family and kind not in entry.optimizers for entry in _TEMPLATES.values())
+
+
+def chooses_adam_or_rmsprop(space: Any) -> bool:
+    """True when a search space chooses its optimizer between Adam and RMSprop (a choice named ``optimizer``
+    holding both, as the built-in spaces' :func:`hpo.space.compile.compile_for`): its templates then hold the
+    switch between the two from the start."""
+    for p in getattr(space, "params", ()):
+        values = {str(v).lower() for v in getattr(p, "values", None) or ()}
+        if p.name == "optimizer" and p.kind == "choice" and {"adam", "rmsprop"} <= values:
+            return True
+    return False
+
+
+def template_twin(model: Any, batch_size: int, steps: int | None = None, switch: bool = False) -> Any:
     """The compiled template ``model``'s trial trains, loaded with ``model``'s initial state and values: a kept
     one of its structure, else a kept one of the same structure at larger widths where its extra arithmetic
     over ``steps`` train steps costs less than a compilation (:func:`_covering`), else one built and kept for
-    later trials; None when ``model`` has no template or the backend is not JAX or ``$HPO_REUSE_COMPILED`` is
-    off (the caller then trains ``model`` or :func:`hpo.execution.reuse.compiled_twin`)."""
+    later trials: the switch between Adam and RMSprop where ``model`` has one of the two and ``switch`` (the
+    search chooses between them) or a kept template of its structure trains the other; None when ``model`` has
+    no template or the backend is not JAX or ``$HPO_REUSE_COMPILED`` is off (the caller then trains ``model``
+    or :func:`hpo.execution.reuse.compiled_twin`)."""
     if not compiles_per_shape() or not reuse_enabled():
         return None
     try:
@@ -328,6 +389,10 @@ def template_twin(model: Any, batch_size: int, steps: int | None = None) -> Any:
         key = _structure(model, plan, batch_size) if plan is not None else None
         if key is not None and key not in _TEMPLATES:
             key = _covering(model, plan, batch_size, steps) or key
+        switch = key is not None and key not in _TEMPLATES and _switchable(model) and (
+            switch or _other_optimizer_seen(model, plan, batch_size))
+        if switch:
+            key = _structure(model, plan, batch_size, switch=True)
     except Exception:  # a model this module does not understand is trained as it is
         return None
     if key is None:
@@ -335,9 +400,11 @@ def template_twin(model: Any, batch_size: int, steps: int | None = None) -> Any:
     entry = _TEMPLATES.get(key)
     if entry is None:
         try:
-            template = _build(model, plan)
+            template = _build(model, plan, switch)
+            kinds = frozenset({"Adam", "RMSprop"} if switch else {type(model.optimizer).__name__})
             entry = _TEMPLATES[key] = _Entry(template, family=_family(model, plan, batch_size),
-                                             widths=tuple(plan.widened.values()), macs=macs_per_row(template))
+                                             widths=tuple(plan.widened.values()), macs=macs_per_row(template),
+                                             optimizers=kinds)
         except Exception as exc:  # e.g. a compile config Keras cannot rebuild (a loss given as a plain function)
             log.debug("no compiled template for this model (%s: %s)", type(exc).__name__, exc)
             return None

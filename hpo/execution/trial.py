@@ -25,7 +25,7 @@ from hpo.execution.measures import model_measures
 from hpo.execution.reuse import compiled_twin
 from hpo.execution.supernet import stack_of
 from hpo.execution.supernet_state import space_hint, supernet_twin
-from hpo.execution.templates import template_twin, user_model
+from hpo.execution.templates import chooses_adam_or_rmsprop, template_twin, user_model
 from hpo.execution.memory import release_memory, start_trial_memory
 from hpo.execution.lazy_tensorflow import keep_tensorflow_unloaded
 from hpo.execution.xla import compiles_per_shape, enable_compilation_cache, host_initialisers
@@ -140,7 +140,7 @@ def _start_model(build: Builder, hp: Any, space: SearchSpace, splits: Splits, se
         if _templates_allowed(build, settings):
             steps = -(-count_rows_of(splits.y["train"]) // fit.batch_size) * fit.epochs
             twin = supernet_twin(model, fit.batch_size, steps, hint)
-            twin = twin if twin is not None else template_twin(model, fit.batch_size, steps)
+            twin = twin if twin is not None else template_twin(model, fit.batch_size, steps, switch=chooses_adam_or_rmsprop(space))
         return twin if twin is not None else compiled_twin(model, fit)
     try:
         load_checkpoint(model, resume.path)
