@@ -148,9 +148,9 @@ def test_search_callbacks_instances_are_copied_per_trial_and_factories_called_pe
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             self.epochs += 1
-            seen.append((id(self), self.epochs))
+            seen.append((self, self.epochs))  # the object itself: kept alive, no later copy can reuse its id
 
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[Any, int]] = []
     x, y = load_digits(return_X_y=True)
     x = (x / 16.0).astype("float32")
 
@@ -167,7 +167,7 @@ def test_search_callbacks_instances_are_copied_per_trial_and_factories_called_pe
     assert given.epochs == 0  # the user's own object is never trained with
     per_object: dict[int, list[int]] = {}
     for obj, count in seen:
-        per_object.setdefault(obj, []).append(count)
+        per_object.setdefault(id(obj), []).append(count)
     assert sorted(per_object.values()) == [[1, 2]] * 3  # three fresh copies, each counting from zero
 
     dirs: list[str] = []
