@@ -1,5 +1,6 @@
 """An optimizer that is Keras' Adam or Keras' RMSprop by the value of a variable, so that a supernet
-(:mod:`hpo.execution.supernet`) trains the trials of a search choosing between the two with one compiled step.
+(:mod:`hpo.execution.supernet`) or a template (:mod:`hpo.execution.templates`) trains the trials of a search
+choosing between the two with one compiled step; and the pairing of a trial's optimizer state with a switch's.
 
 Keras has no such switch; this subclass of Adam adds RMSprop's velocity slots and computes both updates, then
 assigns the chosen one's (``where``: the numbers are exactly that optimizer's, up to float summation order).
