@@ -280,7 +280,7 @@ def test_any_accepted_study_name_keeps_its_run_directory_inside_runs(name: str) 
         cfg = from_dict({"study": {"name": name}})
     except ConfigError as exc:
         assert exc.field == "study.name"
-        assert not NAME_RE.match(name)
+        assert not NAME_RE.fullmatch(name)  # as the config checks: `$` alone lets a final newline through
         return
     runs = Path("runs").resolve()
     assert cfg.run_dir.resolve().parent == runs
