@@ -332,12 +332,11 @@ def _own_widths(model: Any, plan: Plan) -> tuple[int, ...]:
     return tuple(width_of(layers[name]) for name in plan.widened)
 
 
-def _covering(model: Any, plan: Plan, batch_size: int, steps: int | None) -> str | None:
+def _covering(model: Any, plan: Plan, family: str | None, batch_size: int, steps: int | None) -> str | None:
     """The key of the kept template of ``model``'s family (:func:`_family`) at widths at least ``model``'s own
     that costs it the least extra arithmetic, where that costs less than one more compilation
     (:func:`hpo.execution.compile_cost.worth_extra`); None where none does. A trial of 8 filters then trains in
     the 32-filter template compiled for an earlier trial instead of compiling an 8-filter one."""
-    family = _family(model, plan, batch_size)
     own = macs_per_row(model) if family is not None else None
     if own is None:
         return None
@@ -355,12 +354,13 @@ def _switchable(model: Any) -> bool:
     return switchable(model.optimizer)
 
 
-def _other_optimizer_seen(model: Any, plan: Plan, batch_size: int) -> bool:
+def _other_optimizer_seen(model: Any, family: str | None) -> bool:
     """True when a kept template of ``model``'s family trains the other of Adam and RMSprop: the search chooses
     between them, so its next template is the switch (its compilation costs ~0.3 s more; a search of one
     optimizer never pays it)."""
-    family, kind = _family(model, plan, batch_size), type(model.optimizer).__name__
-    return any(entry.family == family and kind not in entry.optimizers for entry in _TEMPLATES.values())
+    kind = type(model.optimizer).__name__
+    return family is not None and any(entry.family == family and kind not in entry.optimizers
+                                      for entry in _TEMPLATES.values())
 
 
 def chooses_adam_or_rmsprop(space: Any) -> bool:
@@ -387,10 +387,11 @@ def template_twin(model: Any, batch_size: int, steps: int | None = None, switch:
     try:
         plan = plan_of(model)
         key = _structure(model, plan, batch_size) if plan is not None else None
-        if key is not None and key not in _TEMPLATES:
-            key = _covering(model, plan, batch_size, steps) or key
-        switch = key is not None and key not in _TEMPLATES and _switchable(model) and (
-            switch or _other_optimizer_seen(model, plan, batch_size))
+        family = _family(model, plan, batch_size) if key is not None and key not in _TEMPLATES else None
+        if family is not None:
+            key = _covering(model, plan, family, batch_size, steps) or key
+        switch = family is not None and key not in _TEMPLATES and _switchable(model) and (
+            switch or _other_optimizer_seen(model, family))
         if switch:
             key = _structure(model, plan, batch_size, switch=True)
     except Exception:  # a model this module does not understand is trained as it is
@@ -402,7 +403,7 @@ def template_twin(model: Any, batch_size: int, steps: int | None = None, switch:
         try:
             template = _build(model, plan, switch)
             kinds = frozenset({"Adam", "RMSprop"} if switch else {type(model.optimizer).__name__})
-            entry = _TEMPLATES[key] = _Entry(template, family=_family(model, plan, batch_size),
+            entry = _TEMPLATES[key] = _Entry(template, family=family,
                                              widths=tuple(plan.widened.values()), macs=macs_per_row(template),
                                              optimizers=kinds)
         except Exception as exc:  # e.g. a compile config Keras cannot rebuild (a loss given as a plain function)

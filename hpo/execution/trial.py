@@ -140,7 +140,8 @@ def _start_model(build: Builder, hp: Any, space: SearchSpace, splits: Splits, se
         if _templates_allowed(build, settings):
             steps = -(-count_rows_of(splits.y["train"]) // fit.batch_size) * fit.epochs
             twin = supernet_twin(model, fit.batch_size, steps, hint)
-            twin = twin if twin is not None else template_twin(model, fit.batch_size, steps, switch=chooses_adam_or_rmsprop(space))
+            twin = twin if twin is not None else template_twin(model, fit.batch_size, steps,
+                                                               switch=chooses_adam_or_rmsprop(space))
         return twin if twin is not None else compiled_twin(model, fit)
     try:
         load_checkpoint(model, resume.path)
