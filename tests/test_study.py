@@ -83,9 +83,10 @@ def test_killed_study_resumes_without_redoing_finished_trials(tmp_path: Path) ->
     trials = cfg.run_dir / "trials"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(list(trials.glob("*/result.json"))) < 3:
-        time.sleep(0.2)
+        time.sleep(0.05)
         assert proc.poll() is None, "the study ended before it could be killed"
-    time.sleep(0.5)  # let it start the next trial
+    # Killed as soon as the third result is written, while the fourth trial starts: under JAX a trial of this
+    # study takes a few tenths of a second, and waiting half a second more let all seven finish first.
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     before = {p.parent.name: (p.stat().st_mtime_ns, p.read_text()) for p in trials.glob("*/result.json")}
@@ -215,6 +216,49 @@ def test_failing_and_nan_trials_are_recorded_and_the_study_goes_on(tmp_path: Pat
     runs = client.search_runs([client.get_experiment_by_name("faults").experiment_id],
                               filter_string="tags.`hpo.kind` = 'trial'")
     assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED", "FINISHED"]
+
+
+NAN_STOP_SCRIPT = """
+import jax.numpy as jnp
+import keras
+import numpy as np
+from hpo.execution.fitting import TrialSettings, _callbacks
+
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+model.compile("adam", "mse", metrics=["mae"])
+model.fit(np.ones((8, 4), "float32"), np.ones((8, 3), "float32"), epochs=1, verbose=0)
+# The training loop in the middle of an epoch: its last state is held in _jax_state, not in the model, and
+# those buffers were just donated to the step now running (deleted here, as donation leaves them).
+state = {"trainable_variables": [jnp.array(v.value) for v in model.trainable_variables],
+         "non_trainable_variables": [jnp.array(v.value) for v in model.non_trainable_variables],
+         "optimizer_variables": [jnp.array(v.value) for v in model.optimizer.variables],
+         "metrics_variables": [jnp.array(v.value) for v in model.metrics_variables]}
+for arrays in state.values():
+    for a in arrays:
+        a.delete()
+model._jax_state, model._jax_state_synced = state, False
+stop = _callbacks(TrialSettings(), None, "val_loss", 0.0, None, {})[0]
+stop.set_model(model)
+error = None
+try:
+    stop.on_batch_end(0, {"loss": float("nan")})  # on Keras' callback thread in a real fit
+    readable = all(np.isfinite(np.asarray(v.value)).all() for v in model.variables)
+except RuntimeError as exc:
+    error, readable = str(exc), False
+print("RESULT" + json.dumps({"async_safe": bool(stop.async_safe), "stop": bool(model.stop_training),
+                             "readable": readable, "error": error}))
+"""
+
+
+def test_nan_stop_on_the_callback_thread_leaves_a_jax_model_whole(tmp_path: Path) -> None:
+    """Under JAX, the NaN stop runs on Keras' callback thread while the next train step runs: it must set the flag
+    without copying the loop's state into the model (those buffers are donated to that step). It did, through
+    ``Callback.model``: a NaN trial after a few others failed with "Array has been deleted" instead of its NaN."""
+    from tests.jax_script import run_jax_script
+
+    out = run_jax_script("import json\n" + NAN_STOP_SCRIPT, tmp_path)
+    assert out["async_safe"] and out["stop"], out
+    assert out["readable"] and out["error"] is None, out
 
 
 def test_same_seed_same_params_and_metrics(tmp_path: Path) -> None:

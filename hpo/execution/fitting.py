@@ -85,10 +85,23 @@ def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor:
     backend's device when small (one ``test_on_batch`` each), NumPy otherwise (``evaluate``)."""
     import keras
 
-    class _StopOnNaN(keras.callbacks.TerminateOnNaN):
-        # Keras runs batch-end callbacks on a helper thread only when every callback says it is safe there;
-        # TerminateOnNaN does not, so each batch's loss was pulled to Python on the training thread.
+    class _StopOnNaN(keras.callbacks.Callback):
+        """Stops fit at the first batch whose loss is NaN or infinite (as ``keras.callbacks.TerminateOnNaN``).
+
+        Written here rather than subclassed because it runs on Keras' callback thread: Keras runs batch-end
+        callbacks there only when every callback says it is safe there (TerminateOnNaN does not, so each
+        batch's loss was pulled to Python on the training thread), and TerminateOnNaN reaches the model through
+        ``Callback.model``, which under JAX copies the training loop's state into the model. On the helper
+        thread that copy raced the next train step, which donates those buffers: the model was left holding
+        deleted arrays ("Array has been deleted") instead of the trial failing on its NaN loss. ``_model``
+        reaches the flag without touching the state."""
+
         async_safe = True
+
+        def on_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+            loss = (logs or {}).get("loss")
+            if loss is not None and not np.isfinite(np.asarray(loss)).all():
+                self._model.stop_training = True
 
     class _Listen(keras.callbacks.Callback):
         """Scores select (as ``val_*``, when fit is not given validation data) and audit (for reports only),
