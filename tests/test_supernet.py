@@ -71,7 +71,8 @@ JAX_SCRIPT = DIGITS_PRELUDE + textwrap.dedent("""
              "tanh_two_blocks": dict(units=64, layers=2, act="tanh", l2=1e-4, lr=3e-3),
              "bn_relu": dict(units=64, layers=3, bn=True, act="relu"),
              "inline_sigmoid": dict(units=33, layers=2, act="sigmoid", inline=True),
-             "dropout_silu": dict(units=64, layers=2, dropout=0.3, act="silu")}
+             "dropout_silu": dict(units=64, layers=2, dropout=0.3, act="silu"),
+             "narrow_dropout": dict(units=37, layers=3, dropout=0.25, act="relu")}
     # the activations of a search space join the family of its supernet (trials: space_hint)
     from dataclasses import replace
     from hpo.execution.supernet import Shape, family_of, stack_of
@@ -161,7 +162,8 @@ def jax_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return run_jax_script(JAX_SCRIPT, tmp_path_factory.mktemp("supernet"), timeout=1200)
 
 
-@pytest.mark.parametrize("case", ["one_block_l2", "tanh_two_blocks", "bn_relu", "inline_sigmoid", "dropout_silu"])
+@pytest.mark.parametrize("case", ["one_block_l2", "tanh_two_blocks", "bn_relu", "inline_sigmoid", "dropout_silu",
+                                  "narrow_dropout"])
 def test_a_stack_trains_in_the_supernet_to_its_own_models_weights_compiling_nothing(
         jax_run: dict[str, Any], case: str) -> None:
     out = jax_run[case]

@@ -72,6 +72,11 @@ JAX_SCRIPT = DIGITS_PRELUDE + textwrap.dedent("""
     reused, n_reused = train(64, True, dropout=0.1, l2=3e-3, lr=3e-3)[:2]
     out["dropout_reused"] = {"diff": diff(train(64, False, dropout=0.1, l2=3e-3, lr=3e-3)[0], reused),
                              "compiled": n_reused}
+    # dropout at a narrower width: the template draws the narrower model's numbers, not its own shape's
+    train(64, True, dropout=0.3, l2=1e-4)
+    reused, n_reused = train(40, True, dropout=0.25, l2=1e-4)[:2]
+    out["dropout_narrow"] = {"diff": diff(train(40, False, dropout=0.25, l2=1e-4)[0], reused),
+                             "compiled": n_reused}
     train(40, True, l2=1e-3)  # compiled above (1.)
     reused, n_reused = train(50, True, lr=2e-3)[:2]  # another width in the bucket, no L2: the same template
     out["width_reused"] = {"diff": diff(train(50, False, lr=2e-3)[0], reused), "compiled": n_reused}
@@ -143,6 +148,9 @@ def test_reused_step_with_new_values_gives_the_fresh_models_result(jax_run: dict
     assert jax_run["dropout_reused"]["compiled"] == [] and jax_run["dropout_reused"]["diff"] < 1e-5
     # a new width in the same bucket, L2 off (a zero factor): nothing compiles, the narrower model's weights
     assert jax_run["width_reused"]["compiled"] == [] and jax_run["width_reused"]["diff"] < 1e-5
+    # dropout in a template at a wider width than the trial's (40 of 64 units): the narrower model's own dropout
+    # masks, so a trial's result does not depend on which template its process trained it in
+    assert jax_run["dropout_narrow"]["compiled"] == [] and jax_run["dropout_narrow"]["diff"] < 1e-5
 
 
 def test_a_new_width_in_a_compiled_bucket_compiles_no_step_and_saves_the_users_model(

@@ -162,10 +162,15 @@ def _call_fit(model: Any, fit: Fit, settings: TrialSettings, x: Any, y: Any, **k
         kwargs["initial_epoch"] = fit.initial_epoch
     if not overrides_fit(fit.build):
         n = count_rows_of(y)
-        if n % fit.batch_size and compiles_per_shape() and trains_padded_safely(model):
-            # One train step shape instead of two (the last partial batch): see hpo.execution.shapes
-            data = PaddedEpochs(x, y, fit.batch_size, seed=int(np.random.randint(2**31 - 1)),
-                                fill=padding_fill(model))
+        if n % fit.batch_size and compiles_per_shape() and pads_safely(model):
+            # One train step shape instead of two (the last partial batch padded): see hpo.execution.shapes.
+            # A model whose batch statistics padding would change (batch normalisation outside a template)
+            # trains its last batch unpadded, from the same shuffle: a trial's rows come in one order whether
+            # it trains in its own model or in a compiled template (hpo.execution.templates), so its numbers do
+            # not depend on which of the two its process had at hand.
+            padded = trains_padded_safely(model)
+            data = PaddedEpochs(x, y, fit.batch_size, seed=int(np.random.randint(2**31 - 1)), pad=padded,
+                                fill=padding_fill(model) if padded else None)
             return model.fit(data, epochs=fit.epochs, shuffle=False, **kwargs)  # rows are shuffled by data
         return model.fit(x, y, epochs=fit.epochs, batch_size=fit.batch_size, **kwargs)
     own = set(fit.hp.values) - set(settings.fit_params)  # the HyperModel's own hp values (fit's included)

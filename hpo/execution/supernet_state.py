@@ -91,6 +91,7 @@ def _switches(net: Any, roles: Roles, shape: Shape, stack: Stack) -> None:
         if roles.dropout[i] is not None:
             # 1 - rate as Keras computes it (in Python, then float32)
             _set(roles.dropout[i].keep, 1.0 - block.dropout.rate if block and block.dropout is not None else 1.0)
+            _set(roles.dropout[i].width, width[i] if block else shape.width)  # the block's units
         if roles.gate[i] is not None:
             _set(roles.gate[i].on, float(block is not None))
     if stack.optimizer is not None:

@@ -7,8 +7,9 @@ every value.
   multiplied by a 0/1 mask: rows beyond the narrower model's width read nothing and get a zero gradient.
 * :class:`TemplateConv2D`: the same for a Conv2D (its filters widened, its input channels masked).
 * :class:`TemplateDropout`: a Dropout whose keep probability is a variable; it draws the same numbers as
-  Keras' own Dropout under JAX (``uniform < keep``, then ``x / keep``), so a template trains exactly as the
-  user's model at the same width.
+  Keras' own Dropout under JAX (``uniform < keep``, then ``x / keep``) at the narrower model's width too, so a
+  template trains exactly as the user's model, and a trial's dropout does not depend on which template trained
+  it.
 
 Model code, ``keras.ops`` only. These layers live in templates only; a trial saves the user's own model.
 """
@@ -18,12 +19,13 @@ from __future__ import annotations
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 __all__ = ["VALUE_VARIABLES", "DepthGate", "MaskedBatchNormalization", "PaddingRows", "SwitchActivation",
            "SwitchBatchNormalization", "TemplateConv2D", "TemplateDense", "TemplateDropout", "VariableL2"]
 
-VALUE_VARIABLES = ("in_mask", "kernel_l2", "bias_l2", "keep", "on", "index")  # a template layer's variables the
+VALUE_VARIABLES = ("in_mask", "kernel_l2", "bias_l2", "keep", "width", "on", "index")  # a template layer's variables the
 # user's layer lacks
 
 
@@ -120,19 +122,41 @@ class TemplateConv2D(_ValueVariables, keras.layers.Conv2D):
 
 
 class TemplateDropout(keras.layers.Dropout):
-    """A Dropout (rate above 0, no ``noise_shape``) whose keep probability ``1 - rate`` is the variable ``keep``;
-    the ``rate`` it is built with is a placeholder."""
+    """A Dropout (rate above 0, no ``noise_shape``) whose keep probability ``1 - rate`` is the variable ``keep``
+    and whose input's real width (its last axis, the one a template widens) is the variable ``width``; the
+    ``rate`` it is built with is a placeholder."""
 
     def build(self, input_shape: Any) -> None:
         self.keep = self.add_weight(shape=(), initializer="ones", trainable=False, name="keep")
+        full = float(input_shape[-1])
+
+        def full_width(shape: Any, dtype: Any = None) -> Any:  # made on the host (Constant compiles under JAX)
+            from hpo.execution.xla import to_device
+
+            return to_device(np.full(tuple(shape), full, dtype="float32"))
+
+        self.width = self.add_weight(shape=(), initializer=full_width, trainable=False, name="width")
 
     def call(self, inputs: Any, training: Any = False) -> Any:
         if not training:
             return inputs
         keep = ops.cast(self.keep, inputs.dtype)
         # As Keras' JAX dropout draws it (jax.random.bernoulli: a uniform draw in the keep probability's
-        # dtype, below it), from the same seed generator
-        draws = keras.random.uniform(ops.shape(inputs), dtype=inputs.dtype, seed=self.seed_generator)
+        # dtype, below it), from the same seed generator, at the narrower model's shape: JAX's draws (threefry,
+        # partitionable, its default) give each element the number of its flat index alone, so the narrower
+        # model's draws are the first rows x width numbers of one flat draw, read at index row * width + unit.
+        # Drawn at the template's own shape instead, a trial's dropout masks (so its result) depended on the
+        # width of the template that trained it, that is on the trials its process had run before.
+        shape = tuple(ops.shape(inputs))
+        full = int(shape[-1])
+        rows = 1
+        for n in shape[:-1]:
+            rows *= int(n)
+        flat = keras.random.uniform((rows * full,), dtype=inputs.dtype, seed=self.seed_generator)
+        width = ops.cast(self.width, "int32")
+        unit = ops.minimum(ops.arange(full, dtype="int32"), width - 1)  # units beyond the width are masked anyway
+        index = ops.reshape(ops.arange(rows, dtype="int32")[:, None] * width + unit[None, :], (-1,))
+        draws = ops.reshape(ops.take(flat, index), shape)
         return ops.where(ops.less(draws, keep), ops.divide(inputs, keep), ops.zeros_like(inputs))
 
 

@@ -289,6 +289,7 @@ def _load(template: Any, fresh: Any) -> bool:
                 layer.in_mask.assign(to_device((np.arange(layer.in_mask.shape[0]) < width).astype("float32")))
         elif isinstance(layer, TemplateDropout):
             layer.keep.assign(to_device(np.float32(1.0 - mine.rate)))  # as Keras computes it: in Python, then f32
+            layer.width.assign(to_device(np.float32(mine.input.shape[-1])))
     return True
 
 
