@@ -17,7 +17,7 @@ from hpo.execution.supernet import Roles, Shape, Stack, build_supernet, covering
 from hpo.execution.switch_optimizer import optimizer_pairs
 from hpo.execution.template_plan import ELEMENTWISE
 from hpo.execution.templates import _TEMPLATES, _corner, _Entry, cut_corner, keep
-from hpo.execution.xla import compiles_per_shape
+from hpo.execution.xla import compiles_per_shape, dropout_draws_anywhere
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def supernet_twin(model: Any, batch_size: int, steps: int | None = None, hint: S
     is not a dense stack, the backend is not JAX or ``$HPO_REUSE_COMPILED`` is off. ``steps``: the trial's train
     steps, for the cost of a supernet larger than the trial; ``hint``: the shape of the search's largest model
     (:func:`space_hint`), which a new supernet grows to where that is worth it."""
-    if not compiles_per_shape() or not reuse_enabled():
+    if not compiles_per_shape() or not reuse_enabled() or not dropout_draws_anywhere(model):
         return None
     try:
         stack = stack_of(model, batch_size)

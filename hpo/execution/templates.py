@@ -57,7 +57,7 @@ from hpo.execution.compile_cost import macs_per_row, platform, worth_extra
 from hpo.execution.reuse import signature
 from hpo.execution.template_plan import Plan, bucket, is_layer, plan_of, width_of
 from hpo.execution.reuse_policy import reuse_enabled
-from hpo.execution.xla import compiles_per_shape
+from hpo.execution.xla import compiles_per_shape, dropout_draws_anywhere
 
 log = logging.getLogger(__name__)
 
@@ -383,7 +383,7 @@ def template_twin(model: Any, batch_size: int, steps: int | None = None, switch:
     search chooses between them) or a kept template of its structure trains the other; None when ``model`` has
     no template or the backend is not JAX or ``$HPO_REUSE_COMPILED`` is off (the caller then trains ``model``
     or :func:`hpo.execution.reuse.compiled_twin`)."""
-    if not compiles_per_shape() or not reuse_enabled():
+    if not compiles_per_shape() or not reuse_enabled() or not dropout_draws_anywhere(model):
         return None
     try:
         plan = plan_of(model)

@@ -11,8 +11,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["compiles_per_shape", "compilation_cache_dir", "enable_compilation_cache", "host_initialisers", "to_device",
-           "to_tensor"]
+__all__ = ["compiles_per_shape", "compilation_cache_dir", "dropout_draws_anywhere", "enable_compilation_cache",
+           "host_initialisers", "to_device", "to_tensor"]
 
 _CACHE: dict[str, str | None] = {}
 
@@ -22,6 +22,18 @@ def compiles_per_shape() -> bool:
     import keras
 
     return keras.backend.backend() == "jax"
+
+
+def dropout_draws_anywhere(model: Any) -> bool:
+    """True when a template or supernet wider than ``model`` can draw ``model``'s own dropout numbers: it has no
+    Dropout, or JAX's random numbers are keyed by each element's flat index (``jax_threefry_partitionable``, on by
+    default), which :class:`~hpo.execution.template_layers.TemplateDropout` relies on."""
+    import jax
+    import keras
+
+    if bool(jax.config.jax_threefry_partitionable):
+        return True
+    return not any(isinstance(la, keras.layers.Dropout) for la in model._flatten_layers(include_self=False))
 
 
 def compilation_cache_dir() -> Path:
