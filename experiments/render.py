@@ -683,6 +683,33 @@ def render_compiles(d: Mapping[str, Any], name: str) -> str:
     ])
 
 
+# -- our overhead, this checkout against an earlier one (experiments.overhead_ab) -------------------------------
+def render_overhead_ab(d: Mapping[str, Any], name: str) -> str:
+    s = d["settings"]
+
+    def est(e: Mapping[str, Any]) -> str:
+        ci = e.get("median_ci95")
+        return f"{pct(e['median'], 1)} ({pct(ci[0], 1)} to {pct(ci[1], 1)})" if ci else pct(e.get("median"), 1)
+
+    rows = [["per-trial overhead over the bare loop, baseline", est(d["overhead"]["baseline"])],
+            ["per-trial overhead over the bare loop, now", est(d["overhead"]["now"])],
+            ["difference, now minus baseline (points)", est(d["overhead_difference"])],
+            ["the study's trial cycle, now over baseline", est(d["study_cycle_now_over_baseline"])]
+            if "study_cycle_now_over_baseline" in d else ["the study's trial cycle, now over baseline", "n/a"],
+            ["the bare loop, now over baseline", est(d["bare_loop_now_over_baseline"])],
+            ["same configurations in every process", num(d["same_configs"])],
+            ["verdict", d["verdict"]["verdict"]]]
+    return "\n\n".join([
+        "## Our per-trial overhead under TensorFlow, now against an earlier commit (`overhead_ab`)",
+        environment(d, name),
+        f"Digits, the small mlp space, {s['configs']} configurations x {s['epochs']} epochs, {s['pairs']} "
+        f"repetitions, each a fresh process per checkout in alternating order ({s['driver']}); commits "
+        f"{s['commits']['baseline']} (baseline) and {s['commits']['now']} (now). Medians over trials 1..n-1 of "
+        "every repetition, with the 95% interval of the median. Target: " + d["verdict"]["target"] + ".",
+        table(["", "median (95% interval)"], rows),
+    ])
+
+
 # -- fresh against reused compiled models (experiments.reuse_bench) ---------------------------------------------
 def render_reuse_bench(d: Mapping[str, Any], name: str) -> str:
     s, backends = d["settings"], d["backends"]
@@ -811,7 +838,7 @@ RENDERERS: list[tuple[str, Callable[[Any, str], str]]] = [
     ("bench_quality", render_quality), ("bench_ensemble", render_ensemble), ("ensemble_gain", render_ensemble_gain),
     ("bench_overhead", render_overhead),
     ("cv_bench", render_cv_bench), ("hyperband_bench", render_hyperband_bench), ("compiles", render_compiles),
-    ("reuse_bench", render_reuse_bench),
+    ("reuse_bench", render_reuse_bench), ("overhead_ab", render_overhead_ab),
     ("mnist_ensemble", render_mnist_ensemble), ("mnist_validation_noise", render_validation_noise), ("scale", render_scale),
     ("gpu_suite", render_gpu_suite), ("mutation", render_mutation),
 ]
