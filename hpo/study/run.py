@@ -32,6 +32,7 @@ from hpo.study.shared import collect_shared_results, shared_parent_run, study_tr
 from hpo.study.signals import install_signals, raise_if_signalled, restore_signals
 from hpo.study.stages import finish_study
 from hpo.study.summary import StudySummary, worker_summary
+from hpo.tracking.handover import shared_writer
 
 if TYPE_CHECKING:
     from hpo.tracking import Tracker
@@ -63,6 +64,7 @@ def run_study(
     with frozen_heap():  # what exists before the study stays out of its garbage collections
         config_mod.validate(cfg)
         started = time.monotonic()
+        shared_writer()  # the MLflow writer process starts importing MLflow while data and space are prepared
         run = open_study(cfg, plan_study(cfg, build, splits, role=role), callbacks=callbacks, on_epoch_end=on_epoch_end,
                          role=role)
         run.on_trial_end, run.on_pool, run.started = on_trial_end, on_pool, started
