@@ -25,8 +25,8 @@ from keras import ops
 __all__ = ["VALUE_VARIABLES", "DepthGate", "MaskedBatchNormalization", "PaddingRows", "SwitchActivation",
            "SwitchBatchNormalization", "TemplateConv2D", "TemplateDense", "TemplateDropout", "VariableL2"]
 
-VALUE_VARIABLES = ("in_mask", "kernel_l2", "bias_l2", "keep", "width", "on", "index")  # a template layer's variables the
-# user's layer lacks
+# a template layer's variables the user's layer lacks
+VALUE_VARIABLES = ("in_mask", "kernel_l2", "bias_l2", "keep", "width", "on", "index")
 
 
 class VariableL2(keras.regularizers.Regularizer):
