@@ -128,10 +128,11 @@ def test_sigterm_marks_the_running_trial_and_the_study_resumes(tmp_path: Path) -
                 if 2 <= len(p.read_text().splitlines()) <= 4 and not (p.parent / "result.json").exists()]
 
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not training():
+    running: list[str] = []
+    while time.monotonic() < deadline and not running:
         time.sleep(0.05)
         assert proc.poll() is None, "the study ended before it could be stopped"
-    running = training()
+        running = training()
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "rerun the same command to resume" in err
@@ -144,7 +145,12 @@ def test_sigterm_marks_the_running_trial_and_the_study_resumes(tmp_path: Path) -
     assert len(by_trial) == len(runs), "one MLflow run per trial"
     recorded = {int(p.parent.name) for p in trials.glob("*/result.json")}
     interrupted = {n for n, r in by_trial.items() if r.data.tags.get("hpo.state") == "INTERRUPTED"}
-    assert interrupted == {int(n) for n in running}, (running, {n: r.data.tags.get("hpo.state") for n, r in by_trial.items()})
+    states = (running, {n: r.data.tags.get("hpo.state") for n, r in by_trial.items()})
+    # the trial seen training is the one marked, unless it finished before the signal came (under JAX an epoch of
+    # this study takes hundredths of a second): then the one after it, if it had started
+    still = {int(n) for n in running} - recorded
+    assert interrupted == still if still else len(interrupted) <= 1, states
+    assert interrupted == set(by_trial) - recorded, states  # every trial with a run but no result was stopped
     assert all(by_trial[n].info.status == "FAILED" for n in interrupted)
     assert all(by_trial[n].info.status == "FINISHED" for n in recorded) and not recorded & interrupted
     done = subprocess.run(cmd, env=_cli_env(), capture_output=True, text=True, timeout=600)
