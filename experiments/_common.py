@@ -67,6 +67,15 @@ def tree_cpu_s() -> float:
     return total
 
 
+def git_commit(checkout: Path) -> str | None:
+    """The short commit of ``checkout``'s HEAD; None where git cannot tell."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=checkout, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def header(module: str, argv: list[str] | None) -> dict[str, Any]:
     """The fields every results file starts with."""
     from hpo.repro import package_versions

@@ -165,14 +165,6 @@ def run_once(code: Path, config: str, trials: int, cache: Path, work: Path, tag:
     return analyse(json.loads(out.read_text()))
 
 
-def _commit(code: Path) -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=code, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="experiments/quickstart.yaml")
@@ -188,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         child(args.config, args.trials, Path(args.run_dir), Path(args.out))
         return
     sys.path.insert(0, str(ROOT))
-    from experiments._common import header, write_result
+    from experiments._common import git_commit, header, write_result
 
     code = Path(args.code).resolve()
     config = str((ROOT / args.config).resolve()) if not Path(args.config).is_absolute() else args.config
@@ -198,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         rerun = run_once(code, config, args.trials, cache, work, "rerun")
     ratio = rerun["total"]["compile_s"] / first["total"]["compile_s"] if first["total"]["compile_s"] else None
     result = header("experiments.compiles", argv) | {
-        "settings": {"config": args.config, "trials": args.trials, "code": str(code), "commit": _commit(code),
+        "settings": {"config": args.config, "trials": args.trials, "code": str(code), "commit": git_commit(code),
                      "label": args.label, "keras_backend": "jax", "platform": "cpu"},
         "first": first, "rerun": rerun, "rerun_compile_s_ratio": round(ratio, 4) if ratio is not None else None,
     }

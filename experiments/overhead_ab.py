@@ -104,12 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     if not args.baseline:
         ap.error("--baseline DIR is required: another checkout of this repository")
     sys.path.insert(0, str(ROOT))
-    from experiments._common import header, write_result
+    from experiments._common import git_commit, header, write_result
     from experiments.verdicts import estimate
 
     codes = {"baseline": Path(args.baseline).resolve(), "now": ROOT}
-    commits = {k: subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=v, capture_output=True, text=True
-                                 ).stdout.strip() for k, v in codes.items()}
+    commits = {k: git_commit(v) for k, v in codes.items()}
     runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "now": []}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="hpo-ab-") as tmp:
