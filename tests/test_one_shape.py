@@ -140,11 +140,11 @@ def test_jax_trials_compile_each_shape_once_and_reuse_exactly(tmp_path: Path) ->
     # start-up (discovery builds, preflight) compiles the preflight's test step only: no initialiser, no scalar
     # conversion for the optimizer's variables
     assert out["startup"] == ["jit(test_step)"], out["startup"]
-    steps = ["jit(predict_step)", "jit(test_step)", "jit(train_step)"]
+    steps = ["jit(score_and_predict)", "jit(train_step)"]
     # the process's first trial too (a Dropout's seed state, the scoring inputs and the metrics' results are
-    # made on the host): its three steps and nothing else
+    # made on the host): its train step and the one program that scores and predicts (hpo.execution.forward)
     assert sorted(out["first"]) == steps, out["first"]
-    # a new architecture: its train, test and predict steps, one shape each, nothing else
+    # a new architecture: its train step and scoring program, one shape each, nothing else
     assert sorted(out["new_shape"]) == steps, out["new_shape"]
     # the architecture and batch size seen before, another learning rate and dropout rate: nothing compiles, and it trains
     # exactly as a model built and compiled for it

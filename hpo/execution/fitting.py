@@ -14,7 +14,9 @@ import numpy as np
 
 from hpo.data import Splits, concat
 from hpo.errors import TrialFailed, TrialPruned
-from hpo.execution.scoring import count_rows, flatten_predictions, predict, score, score_on_batch, scorable
+from hpo.execution.forward import has_program
+from hpo.execution.scoring import (Scorable, count_rows, flatten_predictions, predict, score, score_and_outputs,
+                                  scorable)
 from hpo.execution.shapes import (PaddedEpochs, forward_rows, padded_predict, padding_fill, pads_safely,
                                   trains_padded_safely)
 from hpo.execution.templates import user_model
@@ -23,8 +25,8 @@ from hpo.metric_names import split_name
 from hpo.results import TrialResult
 from hpo.space import Builder, call_builder
 
-__all__ = ["EpochListener", "Fit", "TrialPruned", "TrialSettings", "final_scores", "fit_model", "make_model",
-           "save_predictions"]
+__all__ = ["EpochListener", "Fit", "TrialPruned", "TrialSettings", "ends_at_last_scoring", "final_scores",
+           "fit_model", "make_model", "save_predictions"]
 
 
 class EpochListener(Protocol):
@@ -78,11 +80,13 @@ def make_model(build: Builder, hp: Any, splits_spec: Any, compile_default: Calla
 
 
 def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor: str, started: float,
-               audit: tuple[Any, Any, bool] | None, audit_history: dict[str, list[float]],
-               select: tuple[Any, Any, bool] | None = None,
-               seen: dict[str, list[float]] | None = None) -> list[Any]:
-    """Keras callbacks of a trial. ``select`` and ``audit`` come from :func:`~hpo.execution.scoring.scorable`: tensors already on the
-    backend's device when small (one ``test_on_batch`` each), NumPy otherwise (``evaluate``)."""
+               audit: Scorable | None, audit_history: dict[str, list[float]],
+               select: Scorable | None = None,
+               seen: dict[str, list[float]] | None = None, outputs: dict[str, Any] | None = None) -> list[Any]:
+    """Keras callbacks of a trial. ``select`` and ``audit`` come from :func:`~hpo.execution.scoring.scorable`:
+    tensors already on the backend's device when small (one compiled call each), NumPy otherwise (``evaluate``).
+    ``outputs`` receives the model's outputs on select and audit at each epoch's end where the scoring computed
+    them (under JAX)."""
     import keras
 
     class _StopOnNaN(keras.callbacks.Callback):
@@ -110,13 +114,16 @@ def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor:
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             if select is not None and logs is not None:
                 # Written into Keras' own logs dict: the callbacks after this one (EarlyStopping, the user's,
-                # History) see val_* exactly as if fit had validated. One test_on_batch call instead of fit's
+                # History) see val_* exactly as if fit had validated. One compiled call instead of fit's
                 # per-epoch evaluate, which builds a fresh data pipeline and callback list every epoch.
-                logs.update({f"val_{k}": v for k, v in score_on_batch(self.model, select).items()})
+                scores, out = score_and_outputs(self.model, select)
+                logs.update({f"val_{k}": v for k, v in scores.items()})
+                _keep(outputs, "select", out)
             logs = dict(logs or {})
             if audit is not None:
                 # Never seen by the pruner or the sampler: they only read val_* (select).
-                scores = score(self.model, audit[0], audit[1]) if audit[2] else score_on_batch(self.model, audit)
+                scores, out = score_and_outputs(self.model, audit)
+                _keep(outputs, "audit", out)
                 for k, v in scores.items():
                     audit_history.setdefault(f"audit_{k}", []).append(float(v))
                     logs[f"audit_{k}"] = float(v)
@@ -137,6 +144,15 @@ def _callbacks(settings: TrialSettings, listener: EpochListener | None, monitor:
             restore_best_weights=settings.restore_best_weights,
         ))
     return cbs
+
+
+def _keep(outputs: dict[str, Any] | None, split: str, out: Any) -> None:
+    """The split's outputs at this epoch's end in ``outputs``; none kept when they were not computed."""
+    if outputs is not None:
+        if out is None:
+            outputs.pop(split, None)
+        else:
+            outputs[split] = out
 
 
 @dataclass
@@ -186,22 +202,25 @@ def _call_fit(model: Any, fit: Fit, settings: TrialSettings, x: Any, y: Any, **k
 
 def fit_model(model: Any, result: TrialResult, splits: Splits, settings: TrialSettings, trial_dir: Path,
          listener: EpochListener | None, fit: Fit, extra_callbacks: list[Any] | None,
-         started: float) -> dict[str, list[float]]:
+         started: float, outputs: dict[str, Any] | None = None) -> dict[str, list[float]]:
     """Fit ``model`` with the trial's callbacks; fills ``result.history`` and ``result.epochs`` and returns the
-    per-epoch audit scores."""
+    per-epoch audit scores. ``outputs`` receives the model's outputs on select and audit as the last epoch's
+    scoring computed them (under JAX; see :func:`save_predictions`)."""
     audit_history: dict[str, list[float]] = {}
     rows = padded_rows(model, splits)
     audit = scorable(splits.x["audit"], splits.y["audit"], rows) if settings.audit_per_epoch else None
     select = scorable(splits.x["select"], splits.y["select"], rows)
-    small_select = not select[2]
+    small_select = not select.large
     result.history = {}
     cbs = _callbacks(settings, listener, f"val_{settings.objective}", started, audit, audit_history,
-                     select if small_select else None, seen=result.history) + list(extra_callbacks or [])
+                     select if small_select else None, seen=result.history, outputs=outputs) + \
+        list(extra_callbacks or [])
     if settings.snapshot_epochs:
         from hpo.execution.snapshots import snapshot_callback
 
         cbs.append(snapshot_callback(settings.snapshot_epochs, settings.snapshot_budget_mb,
-                                     lambda m, d: save_predictions(m, splits, d), trial_dir, settings.save_models,
+                                     lambda m, d: save_predictions(m, splits, d, outputs), trial_dir,
+                                     settings.save_models,
                                      fit.epochs, saved_model=user_model))
     if settings.callbacks is not None:
         trial_dir.mkdir(parents=True, exist_ok=True)
@@ -219,12 +238,18 @@ def fit_model(model: Any, result: TrialResult, splits: Splits, settings: TrialSe
     return audit_history
 
 
+def ends_at_last_scoring(settings: TrialSettings) -> bool:
+    """True when a trial's final weights are the ones its last epoch's select and audit scoring saw: no weights
+    restored, no user callbacks (which might change them)."""
+    return not settings.restore_best_weights and settings.callbacks is None
+
+
 def final_scores(model: Any, result: TrialResult, splits: Splits, settings: TrialSettings,
                   audit_history: Mapping[str, list[float]]) -> None:
     """``result.metrics`` (select_* and audit_*) and ``result.value``, the objective on select."""
     # Without weight restoring or user callbacks, the final weights are the ones the last epoch's
     # validation (select) and audit scores were computed with: reuse them instead of evaluating again.
-    reuse = not settings.restore_best_weights and settings.callbacks is None
+    reuse = ends_at_last_scoring(settings)
     if reuse:
         result.metrics.update({split_name(k): v[-1] for k, v in result.history.items() if k.startswith("val_")})
         result.metrics.update({k: v[-1] for k, v in audit_history.items()})
@@ -242,6 +267,20 @@ def final_scores(model: Any, result: TrialResult, splits: Splits, settings: Tria
         raise TrialFailed(f"objective {key} is {result.value}")
 
 
+def _outputs(model: Any, splits: Splits, split: str, rows: int) -> Any:
+    """The model's outputs on one split under JAX: through the program that scores select and audit every epoch
+    (:mod:`hpo.execution.forward`), fed placeholder labels whose scores are dropped, when the split fits one
+    padded call of ``rows`` rows, so a trial compiles no separate predict step; else the compiled predict step."""
+    import keras
+
+    if has_program(model) and count_rows(splits, split) <= rows:
+        placeholder = keras.tree.map_structure(np.zeros_like, splits.y[split])  # the test labels stay unread
+        xy = scorable(splits.x[split], placeholder, rows)
+        if xy.on_device and not xy.large:
+            return score_and_outputs(model, xy)[1]
+    return padded_predict(model, splits.x[split], rows)
+
+
 def count_rows_of(y: Any) -> int:
     """Rows of an array tree."""
     from hpo.data import leaves
@@ -257,15 +296,20 @@ def padded_rows(model: Any, splits: Splits) -> int | None:
     return forward_rows([count_rows(splits, n) for n in ("select", "audit", "test")])
 
 
-def save_predictions(model: Any, splits: Splits, trial_dir: Path) -> Path:
-    """The model's outputs on select, audit and test, saved as ``predictions.npz`` (``split/head`` arrays)."""
+def save_predictions(model: Any, splits: Splits, trial_dir: Path, known: Mapping[str, Any] | None = None) -> Path:
+    """The model's outputs on select, audit and test, saved as ``predictions.npz`` (``split/head`` arrays).
+    ``known``: outputs of some splits already computed with the model's present weights (under JAX, by the last
+    epoch's scoring: see :func:`fit_model`), used as they are."""
     head_names = [h.name for h in splits.spec.heads]
     arrays: dict[str, np.ndarray] = {}
     names = ("select", "audit", "test")
     rows = forward_rows([count_rows(splits, n) for n in names]) if compiles_per_shape() else None
-    if rows is not None:  # JAX: one compiled predict step on padded splits (eager calls compile every op)
+    if rows is not None:  # JAX: compiled programs on padded splits (eager calls compile every op)
         for split in names:
-            for head, arr in flatten_predictions(padded_predict(model, splits.x[split], rows), head_names).items():
+            out = (known or {}).get(split)
+            if out is None:
+                out = _outputs(model, splits, split, rows)
+            for head, arr in flatten_predictions(out, head_names).items():
                 arrays[f"{split}/{head}"] = arr.astype("float32")
     else:  # one eager pass over the three splits: one traced function instead of three
         sizes = [count_rows(splits, n) for n in names]

@@ -1,0 +1,94 @@
+"""Under JAX, one compiled program per model for a trial's forward passes: a split's loss and metrics (what
+``test_on_batch`` reports) together with the model's outputs on it.
+
+Keras compiles a test step to score a split and a predict step to compute outputs: two XLA programs per model
+structure (0.4-0.5 s and 0.15-0.3 s of a first trial's compilation on 2 CPU cores), although the test step
+computes the outputs anyway. A trial scores select and audit through this program every epoch, keeps the last
+epoch's outputs for the predictions it saves, and computes the test split's outputs through it too (with
+placeholder labels whose scores are dropped): one program per structure instead of two.
+
+Written here because Keras has no public call that returns a batch's outputs with its metrics. The program is
+Keras' own JAX test step (``compute_loss_and_updates`` with ``training=False``, then
+``_update_metrics_variables``) returning the outputs as well, started from the metrics' reset state and
+changing nothing of the model (no state is written back, no buffer donated)."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = ["evaluate", "has_program"]
+
+
+@dataclass
+class _Program:
+    compiled_with: tuple[int, int]  # ids of the model's compiled loss and metrics: a new compile() is a new program
+    run: Callable[..., Any]
+    metric_zeros: list[np.ndarray]  # host copies: the variables' own arrays are donated by Keras' train step
+
+
+_PROGRAMS: "weakref.WeakKeyDictionary[Any, _Program]" = weakref.WeakKeyDictionary()
+
+
+def has_program(model: Any) -> bool:
+    """True when ``model`` can score and predict through one program: JAX, a compiled Keras JAX trainer."""
+    from hpo.execution.xla import compiles_per_shape
+
+    return (compiles_per_shape() and getattr(model, "compiled", False)
+            and hasattr(model, "compute_loss_and_updates") and hasattr(model, "_update_metrics_variables"))
+
+
+def _compiled_with(model: Any) -> tuple[int, int]:
+    return id(getattr(model, "_compile_loss", None)), id(getattr(model, "_compile_metrics", None))
+
+
+def _program(model: Any) -> _Program:
+    import jax
+
+    held = _PROGRAMS.get(model)
+    if held is not None and held.compiled_with == _compiled_with(model):
+        return held
+    ref = weakref.ref(model)  # the program is kept beside the model, not keeping it alive
+
+    def score_and_predict(trainable: Any, non_trainable: Any, metrics: Any, x: Any, y: Any,
+                          sample_weight: Any) -> Any:
+        m = ref()
+        _, (unscaled, y_pred, _, metrics) = m.compute_loss_and_updates(
+            trainable, non_trainable, metrics, x, y, sample_weight, training=False)
+        logs, _ = m._update_metrics_variables(metrics, unscaled, x, y, y_pred, sample_weight)  # noqa: SLF001
+        return logs, y_pred
+
+    model.reset_metrics()  # what test_on_batch starts every call from
+    zeros = [np.array(v.value) for v in model.metrics_variables]
+    held = _Program(_compiled_with(model), jax.jit(score_and_predict), zeros)
+    _PROGRAMS[model] = held
+    return held
+
+
+def _floats(logs: dict[str, Any]) -> dict[str, float]:
+    """Logs as ``test_on_batch(return_dict=True)`` gives them: nested dicts flattened, values as floats."""
+    out: dict[str, float] = {}
+    for k, v in sorted(logs.items()):
+        if isinstance(v, dict):
+            out.update(_floats(v))
+        else:
+            out[k] = float(np.asarray(v))
+    return out
+
+
+def evaluate(model: Any, x: Any, y: Any, sample_weight: Any, rows: int) -> tuple[dict[str, float], Any]:
+    """The compiled loss and metrics of ``model`` on one batch, as ``test_on_batch(x, y, sample_weight=...,
+    return_dict=True)`` reports them, and its outputs on the first ``rows`` rows (the real rows of a padded
+    split) as NumPy arrays. Requires :func:`has_program`."""
+    import keras
+
+    model._symbolic_build(data_batch=(x, y, sample_weight))  # noqa: SLF001 - as test_on_batch: nothing once built
+    program = _program(model)
+    logs, y_pred = program.run([v.value for v in model.trainable_variables],
+                               [v.value for v in model.non_trainable_variables], program.metric_zeros,
+                               x, y, sample_weight)
+    outputs = keras.tree.map_structure(lambda t: np.asarray(t)[:rows], y_pred)
+    return _floats(logs), outputs
