@@ -88,6 +88,30 @@ for name, settings in (("last", TrialSettings(epochs=4)),
     # the objective is the final model's accuracy on select
     pred = np.asarray(saved(splits.x["select"])).argmax(-1)
     out[f"{name}_value"] = [r.value, float((pred == splits.y["select"]).mean())]
+
+# the preflight traces the scoring program without compiling it, and still stops bad input before any trial
+from hpo.errors import ConfigError
+from hpo.study.prepare import clear_prepared
+
+def wrong_width(hp, spec):
+    m = keras.Sequential([keras.Input((5,)), keras.layers.Dense(10)])
+    m.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              weighted_metrics=["accuracy"])
+    return m
+
+errors = {}
+for name, cfg_extra, b in (("unknown_metric", {"objective": {"metric": "auc"}}, None),
+                           ("wrong_width", {}, wrong_width)):
+    clear_prepared()
+    compiled.clear()
+    try:
+        prepare(from_dict({"study": {"name": "s"}, "data": {"dataset": "digits"}, "space": {"builder": "mlp"},
+                           **cfg_extra}), build=b)
+        errors[name] = None
+    except ConfigError as exc:
+        errors[name] = [exc.field, str(exc)]
+    errors[name + "_compiled"] = list(compiled)
+out["preflight"] = errors
 print("RESULT" + json.dumps(out))
 """
 
@@ -127,3 +151,11 @@ def test_a_trial_saves_its_final_models_predictions(out: dict, name: str) -> Non
     assert value == pytest.approx(recomputed, abs=1e-6)  # Keras' float32 mean
     if name == "restored":
         assert out["restored_epochs"] >= 2
+
+
+def test_the_jax_preflight_compiles_nothing_and_still_stops_bad_input(out: dict) -> None:
+    errors = out["preflight"]
+    assert errors["unknown_metric"][0] == "objective.metric" and "not reported" in errors["unknown_metric"][1]
+    assert "accuracy" in errors["unknown_metric"][1]  # what the model does report
+    assert errors["wrong_width"][0] == "data" and "check input shapes" in errors["wrong_width"][1]
+    assert errors["unknown_metric_compiled"] == [] and errors["wrong_width_compiled"] == [], errors

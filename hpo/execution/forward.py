@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["evaluate", "has_program"]
+__all__ = ["evaluate", "has_program", "reported_names"]
 
 
 @dataclass
@@ -92,3 +92,20 @@ def evaluate(model: Any, x: Any, y: Any, sample_weight: Any, rows: int) -> tuple
                                x, y, sample_weight)
     outputs = keras.tree.map_structure(lambda t: np.asarray(t)[:rows], y_pred)
     return _floats(logs), outputs
+
+
+def reported_names(model: Any, x: Any, y: Any) -> list[str]:
+    """The names of what ``test_on_batch(x, y, return_dict=True)`` reports for ``model``, found by tracing its
+    program without compiling it (``jax.eval_shape``): wrong input shapes, output names or label formats fail here
+    as they would in that call. Requires :func:`has_program`."""
+    import jax
+
+    model._symbolic_build(data_batch=(x, y, None))  # noqa: SLF001
+    program = _program(model)
+    logs, _ = jax.eval_shape(program.run, [v.value for v in model.trainable_variables],
+                             [v.value for v in model.non_trainable_variables], program.metric_zeros, x, y, None)
+    return sorted(_names(logs))
+
+
+def _names(logs: dict[str, Any]) -> list[str]:
+    return [n for k, v in logs.items() for n in (_names(v) if isinstance(v, dict) else [k])]

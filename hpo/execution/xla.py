@@ -210,7 +210,7 @@ def _host_variable_value(convert: Any) -> Any:
     """A JAX Variable's ``_convert_to_tensor`` that makes a Python or NumPy value of a known dtype on the host.
     ``jnp.asarray(0.001, dtype="float32")`` compiles a ``convert_element_type`` program once per dtype: the
     optimizer's ``iterations`` and ``learning_rate`` variables made the only two compilations of a study's
-    start-up besides the preflight's test step. Arrays and tracers go through Keras' own conversion."""
+    start-up besides the preflight's. Arrays and tracers go through Keras' own conversion."""
 
     def host_value(self: Any, value: Any, dtype: Any = None) -> Any:
         host = _on_host(value, dtype, (int, float, np.ndarray, np.generic))

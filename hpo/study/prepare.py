@@ -15,6 +15,7 @@ import numpy as np
 from hpo.config import StudyConfig
 from hpo.data import Splits, check_labels, leaves, load_dataset, take
 from hpo.errors import ConfigError
+from hpo.execution.forward import has_program, reported_names
 from hpo.execution.trial import make_model
 from hpo.execution.lazy_tensorflow import keep_tensorflow_unloaded
 from hpo.execution.xla import enable_compilation_cache, host_initialisers
@@ -100,14 +101,18 @@ def _model_metrics(cfg: StudyConfig) -> dict[str, str]:
 
 
 def _preflight(build: Builder, space: SearchSpace, splits: Splits, metrics: dict[str, str]) -> None:
-    """Build the default model and score two rows: wrong shapes or an unknown metric stop here."""
+    """Build the default model and score two rows (under JAX, trace the scoring without compiling it): wrong
+    shapes or an unknown metric stop here."""
     import keras
 
     try:
         model = make_model(build, space.hyperparameters_for(space.defaults()), splits.spec)
         idx = np.arange(min(2, splits.size("select")))
-        # test_on_batch: evaluate would also build a data pipeline and callbacks for two rows (~0.1 s)
-        scores = model.test_on_batch(take(splits.x["select"], idx), take(splits.y["select"], idx), return_dict=True)
+        x, y = take(splits.x["select"], idx), take(splits.y["select"], idx)
+        if has_program(model):  # JAX: the trials' scoring program traced, nothing compiled
+            reported = reported_names(model, x, y)
+        else:  # test_on_batch: evaluate would also build a data pipeline and callbacks for two rows (~0.1 s)
+            reported = list(model.test_on_batch(x, y, return_dict=True))
     except Exception as exc:
         raise ConfigError("data", f"the default model cannot be evaluated on this data ({type(exc).__name__}: "
                                   f"{str(exc)[:400]}); check input shapes, output names and label formats") from exc
@@ -116,9 +121,9 @@ def _preflight(build: Builder, space: SearchSpace, splits: Splits, metrics: dict
     from hpo.objectives import MEASURES
 
     for where, metric in metrics.items():
-        if metric not in scores:
+        if metric not in reported:
             known = f"; built-in measures: {', '.join(MEASURES)}" if where.startswith("constraints") else ""
-            raise ConfigError(where, f"{metric!r} is not reported by the model; it reports {sorted(scores)}{known}")
+            raise ConfigError(where, f"{metric!r} is not reported by the model; it reports {sorted(reported)}{known}")
 
 
 def is_config_builder(cfg: StudyConfig, build: Builder) -> bool:
