@@ -64,6 +64,15 @@ expected = model.test_on_batch(xy.x, xy.y, sample_weight=xy.sample_weight, retur
 out["second_diff"] = max(abs(again[k] - float(expected[k])) for k in expected)
 out["moved"] = abs(again["loss"] - scores["loss"])
 
+class Probabilities(keras.Model):  # a model whose own predict step a program would bypass
+    def predict_step(self, data):
+        return keras.ops.softmax(super().predict_step(data))
+
+i = keras.Input((6,))
+own = Probabilities(i, keras.layers.Dense(3)(i))
+own.compile(optimizer="adam", loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
+out["own_steps"] = has_program(own)
+
 # trials: the saved predictions are the final model's, with and without a restore of the best weights
 from hpo.config import from_dict
 from hpo.execution.trial import TrialSettings, run_trial
@@ -131,6 +140,7 @@ def test_one_program_scores_as_test_on_batch_and_predicts_as_the_model(out: dict
     assert out["shapes"] == {"kind": [90, 4], "score": [90, 1]}
     assert out["output_diff"] < 1e-6, out
     assert out["unchanged"]  # no variable (weights, moving statistics, metrics, optimizer) changed
+    assert not out["own_steps"]  # a model with its own predict (or test) step keeps it
 
 
 def test_the_program_is_compiled_once_and_reads_the_present_weights(out: dict) -> None:

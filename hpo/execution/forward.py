@@ -34,11 +34,18 @@ _PROGRAMS: "weakref.WeakKeyDictionary[Any, _Program]" = weakref.WeakKeyDictionar
 
 
 def has_program(model: Any) -> bool:
-    """True when ``model`` can score and predict through one program: JAX, a compiled Keras JAX trainer."""
+    """True when ``model`` can score and predict through one program: JAX, a compiled Keras JAX trainer whose
+    ``test_step`` and ``predict_step`` are Keras' own (a model that overrides either is scored and predicted by
+    its own steps)."""
     from hpo.execution.xla import compiles_per_shape
 
-    return (compiles_per_shape() and getattr(model, "compiled", False)
-            and hasattr(model, "compute_loss_and_updates") and hasattr(model, "_update_metrics_variables"))
+    if not (compiles_per_shape() and getattr(model, "compiled", False)
+            and hasattr(model, "compute_loss_and_updates") and hasattr(model, "_update_metrics_variables")):
+        return False
+    import keras
+
+    cls = type(model)
+    return cls.test_step is keras.Model.test_step and cls.predict_step is keras.Model.predict_step
 
 
 def _compiled_with(model: Any) -> tuple[int, int]:
