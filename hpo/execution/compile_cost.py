@@ -9,7 +9,7 @@ from typing import Any
 __all__ = ["COMPILE_S", "THROUGHPUT", "macs_per_row", "platform", "worth_extra"]
 
 # Sustained float32 throughput (FLOP/s) and the seconds a new program costs to compile (its train step, about
-# 1 s, with its test and predict steps, 0.2-0.5 s more), as measured on the 2 CPU cores of
+# 1-1.4 s, with its scoring program, hpo.execution.forward, 0.3 s more), as measured on the 2 CPU cores of
 # experiments/compiles.py: a 4x256 Dense stack trains at ~30 GFLOP/s, the convnet of quickstart_convnet.yaml at
 # ~70 (a 32-filter trial 0.37 s slower than a 16-filter one, against 1.2-2.6 s to compile either). The lower of
 # the two: underestimating throughput only makes trials train in larger programs less often.
