@@ -45,7 +45,8 @@ xy = scorable(x, y, rows)
 out["has_program"] = has_program(model)
 before = [np.array(v) for v in model.variables]
 compiled.clear()
-scores, outputs = evaluate(model, xy.x, xy.y, xy.sample_weight, xy.rows)
+scores, kept = evaluate(model, xy.x, xy.y, xy.sample_weight, xy.rows)
+outputs = kept.numpy()
 out["first_call"] = list(compiled); compiled.clear()
 out["unchanged"] = all(np.array_equal(p, np.asarray(v)) for p, v in zip(before, model.variables))
 expected = model.test_on_batch(xy.x, xy.y, sample_weight=xy.sample_weight, return_dict=True)
@@ -72,6 +73,9 @@ i = keras.Input((6,))
 own = Probabilities(i, keras.layers.Dense(3)(i))
 own.compile(optimizer="adam", loss="sparse_categorical_crossentropy", weighted_metrics=["accuracy"])
 out["own_steps"] = has_program(own)
+eager = keras.Model(i, keras.layers.Dense(3)(i))
+eager.compile(optimizer="adam", loss="sparse_categorical_crossentropy", run_eagerly=True)
+out["run_eagerly"] = has_program(eager)
 
 # trials: the saved predictions are the final model's, with and without a restore of the best weights
 from hpo.config import from_dict
@@ -97,6 +101,35 @@ for name, settings in (("last", TrialSettings(epochs=4)),
     # the objective is the final model's accuracy on select
     pred = np.asarray(saved(splits.x["select"])).argmax(-1)
     out[f"{name}_value"] = [r.value, float((pred == splits.y["select"]).mean())]
+
+# a HyperModel whose fit override changes the weights after the last epoch's scoring: its predictions and
+# scores are the final model's, not the last epoch's
+import keras_tuner as kt
+
+class ChangesAfterFit(kt.HyperModel):
+    def build(self, hp):
+        m = keras.Sequential([keras.Input((64,)), keras.layers.Dense(hp.Int("units", 8, 32), activation="relu"),
+                              keras.layers.Dense(10)])
+        m.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  weighted_metrics=["accuracy"])
+        return m
+
+    def fit(self, hp, model, *args, **kwargs):
+        history = model.fit(*args, **kwargs)
+        model.layers[-1].bias.assign(np.linspace(-3, 3, 10).astype("float32"))
+        return history
+
+hm = ChangesAfterFit()
+_, _, hm_space = prepare(cfg, build=hm)
+r = run_trial(number=0, params=hm_space.defaults(), seed=3, build=hm, space=hm_space, splits=splits,
+              settings=TrialSettings(epochs=2), trial_dir=tmp / "hm")
+assert r.state.name == "COMPLETE", r.error
+saved = keras.saving.load_model(r.model_path)
+with np.load(r.predictions_path) as f:
+    out["hm_pred_diff"] = max(float(np.abs(f[f"{s}/digit"] - np.asarray(saved(splits.x[s]))).max())
+                              for s in ("select", "audit", "test"))
+pred = np.asarray(saved(splits.x["select"])).argmax(-1)
+out["hm_value"] = [r.value, float((pred == splits.y["select"]).mean()), r.history["val_accuracy"][-1]]
 
 # the preflight traces the scoring program without compiling it, and still stops bad input before any trial
 from hpo.errors import ConfigError
@@ -141,6 +174,7 @@ def test_one_program_scores_as_test_on_batch_and_predicts_as_the_model(out: dict
     assert out["output_diff"] < 1e-6, out
     assert out["unchanged"]  # no variable (weights, moving statistics, metrics, optimizer) changed
     assert not out["own_steps"]  # a model with its own predict (or test) step keeps it
+    assert not out["run_eagerly"]  # as does one Keras runs eagerly
 
 
 def test_the_program_is_compiled_once_and_reads_the_present_weights(out: dict) -> None:
@@ -169,3 +203,9 @@ def test_the_jax_preflight_compiles_nothing_and_still_stops_bad_input(out: dict)
     assert "accuracy" in errors["unknown_metric"][1]  # what the model does report
     assert errors["wrong_width"][0] == "data" and "check input shapes" in errors["wrong_width"][1]
     assert errors["unknown_metric_compiled"] == [] and errors["wrong_width_compiled"] == [], errors
+
+
+def test_a_fit_override_that_changes_the_weights_saves_and_scores_the_final_model(out: dict) -> None:
+    assert out["hm_pred_diff"] < 1e-5, out
+    value, recomputed, last_epoch = out["hm_value"]
+    assert value == pytest.approx(recomputed, abs=1e-6) and value != last_epoch, out["hm_value"]

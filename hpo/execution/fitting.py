@@ -14,7 +14,7 @@ import numpy as np
 
 from hpo.data import Splits, concat
 from hpo.errors import TrialFailed, TrialPruned
-from hpo.execution.forward import has_program
+from hpo.execution.forward import Outputs, has_program
 from hpo.execution.scoring import (Scorable, count_rows, flatten_predictions, predict, score, score_and_outputs,
                                   scorable)
 from hpo.execution.shapes import (PaddedEpochs, forward_rows, padded_predict, padding_fill, pads_safely,
@@ -238,18 +238,24 @@ def fit_model(model: Any, result: TrialResult, splits: Splits, settings: TrialSe
     return audit_history
 
 
-def ends_at_last_scoring(settings: TrialSettings) -> bool:
+def ends_at_last_scoring(settings: TrialSettings, build: Builder | None = None) -> bool:
     """True when a trial's final weights are the ones its last epoch's select and audit scoring saw: no weights
-    restored, no user callbacks (which might change them)."""
-    return not settings.restore_best_weights and settings.callbacks is None
+    restored, no user callbacks, no HyperModel ``fit`` override of ``build`` (any of which might change them
+    after that epoch's end)."""
+    from hpo.space.fit_params import overrides_fit
+
+    return not settings.restore_best_weights and settings.callbacks is None and \
+        (build is None or not overrides_fit(build))
 
 
 def final_scores(model: Any, result: TrialResult, splits: Splits, settings: TrialSettings,
-                  audit_history: Mapping[str, list[float]]) -> None:
-    """``result.metrics`` (select_* and audit_*) and ``result.value``, the objective on select."""
+                  audit_history: Mapping[str, list[float]], build: Builder | None = None) -> None:
+    """``result.metrics`` (select_* and audit_*) and ``result.value``, the objective on select. ``build``: the
+    trial's builder (a HyperModel whose ``fit`` override may change the weights after the last epoch's scoring:
+    then the final model is scored again)."""
     # Without weight restoring or user callbacks, the final weights are the ones the last epoch's
     # validation (select) and audit scores were computed with: reuse them instead of evaluating again.
-    reuse = ends_at_last_scoring(settings)
+    reuse = ends_at_last_scoring(settings, build)
     if reuse:
         result.metrics.update({split_name(k): v[-1] for k, v in result.history.items() if k.startswith("val_")})
         result.metrics.update({k: v[-1] for k, v in audit_history.items()})
@@ -277,7 +283,9 @@ def _outputs(model: Any, splits: Splits, split: str, rows: int) -> Any:
         placeholder = keras.tree.map_structure(np.zeros_like, splits.y[split])  # the test labels stay unread
         xy = scorable(splits.x[split], placeholder, rows)
         if xy.on_device and not xy.large:
-            return score_and_outputs(model, xy)[1]
+            out = score_and_outputs(model, xy)[1]
+            if out is not None:
+                return out.numpy()
     return padded_predict(model, splits.x[split], rows)
 
 
@@ -296,7 +304,7 @@ def padded_rows(model: Any, splits: Splits) -> int | None:
     return forward_rows([count_rows(splits, n) for n in ("select", "audit", "test")])
 
 
-def save_predictions(model: Any, splits: Splits, trial_dir: Path, known: Mapping[str, Any] | None = None) -> Path:
+def save_predictions(model: Any, splits: Splits, trial_dir: Path, known: Mapping[str, Outputs] | None = None) -> Path:
     """The model's outputs on select, audit and test, saved as ``predictions.npz`` (``split/head`` arrays).
     ``known``: outputs of some splits already computed with the model's present weights (under JAX, by the last
     epoch's scoring: see :func:`fit_model`), used as they are."""
@@ -306,9 +314,8 @@ def save_predictions(model: Any, splits: Splits, trial_dir: Path, known: Mapping
     rows = forward_rows([count_rows(splits, n) for n in names]) if compiles_per_shape() else None
     if rows is not None:  # JAX: compiled programs on padded splits (eager calls compile every op)
         for split in names:
-            out = (known or {}).get(split)
-            if out is None:
-                out = _outputs(model, splits, split, rows)
+            kept = (known or {}).get(split)
+            out = kept.numpy() if kept is not None else _outputs(model, splits, split, rows)
             for head, arr in flatten_predictions(out, head_names).items():
                 arrays[f"{split}/{head}"] = arr.astype("float32")
     else:  # one eager pass over the three splits: one traced function instead of three

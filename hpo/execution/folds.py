@@ -142,7 +142,7 @@ def run_folds(result: TrialResult, splits: Splits, settings: TrialSettings, tria
             model = make_model(fit.build, fit.hp, splits.spec)
             audit_history = fit_model(model, run, own, settings, trial_dir / "folds" / f"fold_{f}",
                                       _fold_listener(listener, f, fit.epochs), fit, extra_callbacks, started)
-            final_scores(model, run, own, settings, audit_history)
+            final_scores(model, run, own, settings, audit_history, fit.build)
             models.append(model)
             result.cv["folds"].append({"fold": f, "rows": int((fold == f).sum()), "seed": seed, "epochs": run.epochs,
                                        "metrics": dict(run.metrics)})

@@ -16,11 +16,25 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-__all__ = ["evaluate", "has_program", "reported_names"]
+__all__ = ["Outputs", "evaluate", "has_program", "reported_names"]
+
+
+class Outputs(NamedTuple):
+    """A model's outputs on a padded split, left on the device until they are used (:meth:`numpy`): a trial
+    keeps only its last epoch's."""
+
+    tree: Any  # the outputs on every padded row
+    rows: int  # the real rows, the first ones
+
+    def numpy(self) -> Any:
+        """The outputs of the real rows as NumPy arrays."""
+        import keras
+
+        return keras.tree.map_structure(lambda t: np.asarray(t)[:self.rows], self.tree)
 
 
 @dataclass
@@ -35,12 +49,18 @@ _PROGRAMS: "weakref.WeakKeyDictionary[Any, _Program]" = weakref.WeakKeyDictionar
 
 def has_program(model: Any) -> bool:
     """True when ``model`` can score and predict through one program: JAX, a compiled Keras JAX trainer whose
-    ``test_step`` and ``predict_step`` are Keras' own (a model that overrides either is scored and predicted by
-    its own steps)."""
+    test step Keras compiles too (not ``run_eagerly``, ``jit_compile`` on: a layer that cannot be traced turns
+    Keras' "auto" off) and whose ``test_step`` and ``predict_step`` are Keras' own (a model that overrides
+    either is scored and predicted by its own steps)."""
     from hpo.execution.xla import compiles_per_shape
 
     if not (compiles_per_shape() and getattr(model, "compiled", False)
             and hasattr(model, "compute_loss_and_updates") and hasattr(model, "_update_metrics_variables")):
+        return False
+    try:
+        if getattr(model, "run_eagerly", False) or not getattr(model, "jit_compile", False):
+            return False
+    except Exception:  # a model whose jit_compile cannot be resolved: Keras' own steps decide
         return False
     import keras
 
@@ -86,19 +106,16 @@ def _floats(logs: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def evaluate(model: Any, x: Any, y: Any, sample_weight: Any, rows: int) -> tuple[dict[str, float], Any]:
+def evaluate(model: Any, x: Any, y: Any, sample_weight: Any, rows: int) -> tuple[dict[str, float], Outputs]:
     """The compiled loss and metrics of ``model`` on one batch, as ``test_on_batch(x, y, sample_weight=...,
-    return_dict=True)`` reports them, and its outputs on the first ``rows`` rows (the real rows of a padded
-    split) as NumPy arrays. Requires :func:`has_program`."""
-    import keras
-
+    return_dict=True)`` reports them, and its outputs, of which the first ``rows`` rows are the real rows of a
+    padded split. Requires :func:`has_program`."""
     model._symbolic_build(data_batch=(x, y, sample_weight))  # noqa: SLF001 - as test_on_batch: nothing once built
     program = _program(model)
     logs, y_pred = program.run([v.value for v in model.trainable_variables],
                                [v.value for v in model.non_trainable_variables], program.metric_zeros,
                                x, y, sample_weight)
-    outputs = keras.tree.map_structure(lambda t: np.asarray(t)[:rows], y_pred)
-    return _floats(logs), outputs
+    return _floats(logs), Outputs(y_pred, rows)
 
 
 def reported_names(model: Any, x: Any, y: Any) -> list[str]:

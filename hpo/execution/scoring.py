@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from hpo.data import Splits, leaves, take
-from hpo.execution.forward import evaluate, has_program
+from hpo.execution.forward import Outputs, evaluate, has_program
 from hpo.execution.shapes import pad_rows, padded_weights
 from hpo.execution.xla import to_tensor
 
@@ -33,10 +33,10 @@ def score_on_batch(model: Any, xy: "Scorable") -> dict[str, float]:
                                                         return_dict=True).items()}
 
 
-def score_and_outputs(model: Any, xy: "Scorable") -> tuple[dict[str, float], Any | None]:
+def score_and_outputs(model: Any, xy: "Scorable") -> tuple[dict[str, float], Outputs | None]:
     """The compiled loss and metrics on a split prepared by :func:`scorable` and, under JAX, the model's outputs on
-    its real rows from the same compiled program (:mod:`hpo.execution.forward`); None for the outputs where they
-    were not computed (other backends, a large split, inputs kept as NumPy)."""
+    it from the same compiled program (:mod:`hpo.execution.forward`); None for the outputs where they were not
+    computed (other backends, a large split, inputs kept as NumPy)."""
     if xy.large:
         return score(model, xy.x, xy.y), None
     if xy.on_device and has_program(model):

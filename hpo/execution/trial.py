@@ -21,6 +21,7 @@ from hpo.execution.fitting import (EpochListener, Fit, TrialSettings, count_rows
                                    final_scores, fit_model, make_model, save_predictions)
 from hpo.execution.continuation import Resume, load_checkpoint, save_checkpoint
 from hpo.execution.folds import run_folds
+from hpo.execution.forward import Outputs
 from hpo.execution.measures import model_measures
 from hpo.execution.reuse import compiled_twin
 from hpo.execution.supernet import stack_of
@@ -99,16 +100,16 @@ def _train(result: TrialResult, params: Mapping[str, Any], seed: int, build: Bui
         return None
     model = _start_model(build, hp, space, splits, seed, settings, resume, result, fit)
     fit.initial_epoch = result.initial_epoch
-    outputs: dict[str, Any] = {}  # select and audit outputs of the last epoch's scoring (JAX)
+    outputs: dict[str, Outputs] = {}  # select and audit outputs of the last epoch's scoring (JAX)
     audit_history = fit_model(model, result, splits, settings, trial_dir, listener, fit, extra_callbacks, started,
                               outputs)
-    final_scores(model, result, splits, settings, audit_history)
+    final_scores(model, result, splits, settings, audit_history, build)
     saved = user_model(model)  # the builder's own model, trained (a compiled template's state copied into it)
     result.measures.update(model_measures(saved, splits, latency=settings.measure_latency))
     trial_dir.mkdir(parents=True, exist_ok=True)
     if checkpoint:
         save_checkpoint(saved, trial_dir)
-    known = outputs if ends_at_last_scoring(settings) else None
+    known = outputs if ends_at_last_scoring(settings, build) else None
     result.predictions_path = str(save_predictions(model, splits, trial_dir, known))
     if settings.save_models:
         model_path = trial_dir / "model.keras"
