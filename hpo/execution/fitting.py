@@ -14,7 +14,7 @@ import numpy as np
 
 from hpo.data import Splits, concat
 from hpo.errors import TrialFailed, TrialPruned
-from hpo.execution.forward import Outputs, has_program
+from hpo.execution.forward import Outputs, evaluate, has_program
 from hpo.execution.scoring import (Scorable, count_rows, flatten_predictions, predict, score, score_and_outputs,
                                   scorable)
 from hpo.execution.shapes import (PaddedEpochs, forward_rows, padded_predict, padding_fill, pads_safely,
@@ -283,9 +283,7 @@ def _outputs(model: Any, splits: Splits, split: str, rows: int) -> Any:
         placeholder = keras.tree.map_structure(np.zeros_like, splits.y[split])  # the test labels stay unread
         xy = scorable(splits.x[split], placeholder, rows)
         if xy.on_device and not xy.large:
-            out = score_and_outputs(model, xy)[1]
-            if out is not None:
-                return out.numpy()
+            return evaluate(model, xy.x, xy.y, xy.sample_weight, xy.rows)[1].numpy()
     return padded_predict(model, splits.x[split], rows)
 
 

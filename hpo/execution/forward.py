@@ -95,41 +95,37 @@ def _program(model: Any) -> _Program:
     return held
 
 
-def _floats(logs: dict[str, Any]) -> dict[str, float]:
-    """Logs as ``test_on_batch(return_dict=True)`` gives them: nested dicts flattened, values as floats."""
-    out: dict[str, float] = {}
+def _flat(logs: dict[str, Any]) -> dict[str, Any]:
+    """Logs with their nested dicts flattened, as ``test_on_batch(return_dict=True)`` names them."""
+    out: dict[str, Any] = {}
     for k, v in sorted(logs.items()):
-        if isinstance(v, dict):
-            out.update(_floats(v))
-        else:
-            out[k] = float(np.asarray(v))
+        out.update(_flat(v) if isinstance(v, dict) else {k: v})
     return out
+
+
+def _call(model: Any, x: Any, y: Any, sample_weight: Any, trace: bool = False) -> Any:
+    """``(logs, outputs)`` of the model's program on its present state and one batch; with ``trace``, their
+    shapes only (``jax.eval_shape``: traced, not compiled)."""
+    import jax
+
+    model._symbolic_build(data_batch=(x, y, sample_weight))  # noqa: SLF001 - as test_on_batch: nothing once built
+    program = _program(model)
+    args = ([v.value for v in model.trainable_variables], [v.value for v in model.non_trainable_variables],
+            program.metric_zeros, x, y, sample_weight)
+    return jax.eval_shape(program.run, *args) if trace else program.run(*args)
 
 
 def evaluate(model: Any, x: Any, y: Any, sample_weight: Any, rows: int) -> tuple[dict[str, float], Outputs]:
     """The compiled loss and metrics of ``model`` on one batch, as ``test_on_batch(x, y, sample_weight=...,
     return_dict=True)`` reports them, and its outputs, of which the first ``rows`` rows are the real rows of a
     padded split. Requires :func:`has_program`."""
-    model._symbolic_build(data_batch=(x, y, sample_weight))  # noqa: SLF001 - as test_on_batch: nothing once built
-    program = _program(model)
-    logs, y_pred = program.run([v.value for v in model.trainable_variables],
-                               [v.value for v in model.non_trainable_variables], program.metric_zeros,
-                               x, y, sample_weight)
-    return _floats(logs), Outputs(y_pred, rows)
+    logs, y_pred = _call(model, x, y, sample_weight)
+    return {k: float(np.asarray(v)) for k, v in _flat(logs).items()}, Outputs(y_pred, rows)
 
 
 def reported_names(model: Any, x: Any, y: Any) -> list[str]:
     """The names of what ``test_on_batch(x, y, return_dict=True)`` reports for ``model``, found by tracing its
     program without compiling it (``jax.eval_shape``): wrong input shapes, output names or label formats fail here
     as they would in that call. Requires :func:`has_program`."""
-    import jax
-
-    model._symbolic_build(data_batch=(x, y, None))  # noqa: SLF001
-    program = _program(model)
-    logs, _ = jax.eval_shape(program.run, [v.value for v in model.trainable_variables],
-                             [v.value for v in model.non_trainable_variables], program.metric_zeros, x, y, None)
-    return sorted(_names(logs))
-
-
-def _names(logs: dict[str, Any]) -> list[str]:
-    return [n for k, v in logs.items() for n in (_names(v) if isinstance(v, dict) else [k])]
+    logs, _ = _call(model, x, y, None, trace=True)
+    return sorted(_flat(logs))

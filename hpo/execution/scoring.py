@@ -61,8 +61,8 @@ def scorable(x: Any, y: Any, rows: int | None = None) -> Scorable:
     each time on GPU); a large one stays NumPy and is scored with ``evaluate``.
 
     With ``rows``, a split of at most that many rows is padded to exactly ``rows`` with zero-weight rows (the
-    loss and weighted metrics stay those of the real rows): every split is then scored by one compiled test
-    step (see :mod:`hpo.execution.shapes`)."""
+    loss and weighted metrics stay those of the real rows): every split is then scored by one compiled program
+    (see :mod:`hpo.execution.shapes`)."""
     n = int(leaves(y)[0].shape[0])
     if _nbytes(x) > ONE_BATCH_BYTES:
         return Scorable(x, y, True, None, n, False)
