@@ -17,8 +17,7 @@ from hpo.errors import TrialFailed, TrialPruned
 from hpo.execution.forward import Outputs, evaluate, has_program
 from hpo.execution.scoring import (Scorable, count_rows, flatten_predictions, predict, score, score_and_outputs,
                                   scorable)
-from hpo.execution.shapes import (PaddedEpochs, forward_rows, padded_predict, padding_fill, pads_safely,
-                                  trains_padded_safely)
+from hpo.execution.shapes import fit_inputs, forward_rows, padded_predict, pads_safely
 from hpo.execution.templates import user_model
 from hpo.execution.xla import compiles_per_shape
 from hpo.metric_names import split_name
@@ -177,18 +176,8 @@ def _call_fit(model: Any, fit: Fit, settings: TrialSettings, x: Any, y: Any, **k
     if fit.initial_epoch:
         kwargs["initial_epoch"] = fit.initial_epoch
     if not overrides_fit(fit.build):
-        n = count_rows_of(y)
-        if n % fit.batch_size and compiles_per_shape() and pads_safely(model):
-            # One train step shape instead of two (the last partial batch padded): see hpo.execution.shapes.
-            # A model whose batch statistics padding would change (batch normalisation outside a template)
-            # trains its last batch unpadded, from the same shuffle: a trial's rows come in one order whether
-            # it trains in its own model or in a compiled template (hpo.execution.templates), so its numbers do
-            # not depend on which of the two its process had at hand.
-            padded = trains_padded_safely(model)
-            data = PaddedEpochs(x, y, fit.batch_size, seed=int(np.random.randint(2**31 - 1)), pad=padded,
-                                fill=padding_fill(model) if padded else None)
-            return model.fit(data, epochs=fit.epochs, shuffle=False, **kwargs)  # rows are shuffled by data
-        return model.fit(x, y, epochs=fit.epochs, batch_size=fit.batch_size, **kwargs)
+        args, how = fit_inputs(model, fit.batch_size, x, y)
+        return model.fit(*args, epochs=fit.epochs, **how, **kwargs)
     own = set(fit.hp.values) - set(settings.fit_params)  # the HyperModel's own hp values (fit's included)
     extra = {k: v for k, v in (("epochs", fit.epochs), ("batch_size", fit.batch_size)) if k not in own}
     returned = fit.build.fit(fit.hp, model, x, y, **extra, **kwargs)

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from hpo.data import leaves, take
+from hpo.execution.xla import compiles_per_shape
 
-__all__ = ["PaddedEpochs", "forward_rows", "pad_rows", "padding_fill", "pads_safely", "padded_predict",
+__all__ = ["PaddedEpochs", "fit_inputs", "forward_rows", "pad_rows", "padding_fill", "pads_safely", "padded_predict",
            "trains_padded_safely"]
 
 MAX_FORWARD_ROWS = 1024  # larger splits are cut into chunks of this many rows
@@ -154,3 +155,21 @@ def PaddedEpochs(x: Any, y: Any, batch_size: int, seed: int, pad: bool = True,  
     """A ``keras.utils.PyDataset`` of padded (unless ``pad`` is false), per-epoch shuffled training batches (see
     ``_PaddedEpochs``)."""
     return _padded_epochs_class()(x, y, batch_size, seed, pad, fill)
+
+
+def fit_inputs(model: Any, batch_size: int, x: Any, y: Any, seed: int | None = None) -> tuple[tuple[Any, ...],
+                                                                                            dict[str, Any]]:
+    """The arguments and keywords (beside epochs and callbacks) ``model.fit`` trains on ``x``, ``y`` with in
+    batches of ``batch_size``; ``seed`` shuffles padded epochs (None: drawn from NumPy's global state)."""
+    n = int(leaves(y)[0].shape[0])
+    if n % batch_size and compiles_per_shape() and pads_safely(model):
+        # One train step shape instead of two (the last partial batch padded): see hpo.execution.shapes.
+        # A model whose batch statistics padding would change (batch normalisation outside a template)
+        # trains its last batch unpadded, from the same shuffle: a trial's rows come in one order whether
+        # it trains in its own model or in a compiled template (hpo.execution.templates), so its numbers do
+        # not depend on which of the two its process had at hand.
+        padded = trains_padded_safely(model)
+        seed = int(np.random.randint(2**31 - 1)) if seed is None else seed
+        data = PaddedEpochs(x, y, batch_size, seed=seed, pad=padded, fill=padding_fill(model) if padded else None)
+        return (data,), {"shuffle": False}  # rows are shuffled by data
+    return (x, y), {"batch_size": batch_size}

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from hpo.execution.ahead import compile_train_step, wait
+from hpo.execution.ahead import enabled as ahead_enabled
 from hpo.execution.compile_cost import platform
 from hpo.execution.reuse_policy import reuse_enabled
 from hpo.execution.supernet import Roles, Shape, Stack, build_supernet, covering_shape, family_of, stack_of
@@ -21,7 +23,7 @@ from hpo.execution.xla import compiles_per_shape, dropout_draws_anywhere
 
 log = logging.getLogger(__name__)
 
-__all__ = ["largest_point", "space_hint", "supernet_twin"]
+__all__ = ["compile_ahead", "largest_point", "space_hint", "supernet_twin"]
 
 _PREFIX = "supernet:"
 
@@ -154,16 +156,44 @@ def space_hint(build: Any, space: Any, make: Any) -> tuple[Shape | None, bool]:
     shape = None
     try:
         stack = stack_of(make(largest_point(space)), 1)
-        if stack is not None:
-            shape = Shape.of(stack)
-            # every activation the search may choose joins the family
-            choices = [v for p in space.params if p.kind == "choice"
-                       and all(isinstance(c, str) and c in ELEMENTWISE for c in p.values) for v in p.values]
-            shape = replace(shape, family=family_of(shape.family + tuple(choices)))
+        shape = _hint_of(stack, space) if stack is not None else None
     except Exception as exc:  # only a hint: the trials run without it
         log.debug("no supernet hint from the largest point of the space (%s: %s)", type(exc).__name__, exc)
     _HINT[:] = [build, space, shape]
     return shape, True
+
+
+def _hint_of(stack: Stack, space: Any) -> Shape:
+    """The shape of the space's largest stack, its family grown to every activation the search may choose."""
+    choices = [v for p in space.params if p.kind == "choice"
+               and all(isinstance(c, str) and c in ELEMENTWISE for c in p.values) for v in p.values]
+    shape = Shape.of(stack)
+    return replace(shape, family=family_of(shape.family + tuple(choices)))
+
+
+def compile_ahead(build: Any, space: Any, make: Any, x: Any, y: Any, batch_size: int) -> bool:
+    """Build the supernet of ``space``'s largest dense stack (``make(values)`` builds a model), keep it for the
+    trials and start compiling its train step on ``x``, ``y`` in the background
+    (:func:`hpo.execution.ahead.compile_train_step`); the first trial that trains in it waits for that. False
+    (nothing built, nothing started) where :func:`supernet_twin` would not train that model in a supernet, or
+    this process keeps that supernet already."""
+    if not compiles_per_shape() or not reuse_enabled() or not ahead_enabled():
+        return False
+    model = make(largest_point(space))
+    stack = stack_of(model, batch_size) if dropout_draws_anywhere(model) else None
+    if stack is None:
+        return False
+    shape = _hint_of(stack, space)
+    _HINT[:] = [build, space, shape]  # the trials' hint: they build no model for it
+    key = f"{_PREFIX}{stack.key}|{shape}"
+    if key in _TEMPLATES:
+        return False
+    net, roles = build_supernet(stack, shape)
+    entry = _Entry(net, unload=_unloader(roles, batch_size), shape=shape, roles=roles)
+    entry.ready = compile_train_step(net, x, y, batch_size)
+    _TEMPLATES[key] = entry
+    keep(key)
+    return entry.ready is not None
 
 
 def supernet_twin(model: Any, batch_size: int, steps: int | None = None, hint: Shape | None = None) -> Any:
@@ -193,6 +223,8 @@ def supernet_twin(model: Any, batch_size: int, steps: int | None = None, hint: S
         _TEMPLATES[key] = _Entry(net, unload=_unloader(roles, batch_size), shape=shape, roles=roles)
     entry = _TEMPLATES[key]
     keep(key)
+    wait(entry.ready)  # a train step compiled ahead of the study's first trial (compile_ahead)
+    entry.ready = None
     try:
         _load(entry.template, entry.roles, shape, stack)
     except Exception as exc:  # the next trial loads every variable again

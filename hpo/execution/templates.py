@@ -80,6 +80,7 @@ class _Entry:
     widths: tuple[int, ...] = ()  # its widened layers' widths, in the order of the model's layers
     macs: int | None = None  # its multiply-adds per row (:func:`hpo.execution.compile_cost.macs_per_row`)
     optimizers: frozenset[str] = frozenset()  # the optimizer classes it trains (Adam and RMSprop: a switch)
+    ready: Any = None  # a Future: its train step being compiled (hpo.execution.ahead)
 
     @property
     def nbytes(self) -> int:

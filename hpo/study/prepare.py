@@ -126,6 +126,36 @@ def _preflight(build: Builder, space: SearchSpace, splits: Splits, metrics: dict
             raise ConfigError(where, f"{metric!r} is not reported by the model; it reports {sorted(reported)}{known}")
 
 
+def compile_ahead_of_trials(cfg: StudyConfig, build: Builder, splits: Splits, space: SearchSpace, *,
+                            in_process: bool, callbacks: Any = None) -> bool:
+    """Under JAX, when this process runs the study's trials one at a time and they train in supernets: build the
+    supernet of the space's largest model and start compiling its train step in the background while the study
+    opens (:func:`hpo.execution.supernet_state.compile_ahead`); True when that started. Nothing for packs,
+    folds, a searched batch size, callbacks or a HyperModel ``fit`` override, whose trials train otherwise; a
+    failure here only leaves the compilation to the first trial."""
+    import logging
+    import random
+
+    from hpo.execution.supernet_state import compile_ahead
+    from hpo.space.fit_params import overrides_fit
+
+    if not in_process or cfg.training.folds or cfg.training.callbacks or callbacks is not None \
+            or overrides_fit(build) or "batch_size" in searched_fit_params(cfg.training):
+        return False
+    py_state, np_state = random.getstate(), np.random.get_state()
+    try:
+        with host_initialisers():
+            return compile_ahead(build, space, lambda values: make_model(build, space.hyperparameters_for(values),
+                                                                         splits.spec),
+                                 splits.x["train"], splits.y["train"], cfg.training.batch_size)
+    except Exception as exc:
+        logging.getLogger(__name__).debug("no train step compiled ahead (%s: %s)", type(exc).__name__, exc)
+        return False
+    finally:  # the trials draw what they would have drawn without it
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
 def is_config_builder(cfg: StudyConfig, build: Builder) -> bool:
     """True when ``build`` is the built-in builder the config names (workers import it by name)."""
     try:

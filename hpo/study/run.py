@@ -27,7 +27,7 @@ from hpo.study.context import EpochCallback, StudyPlan, StudyRun, TrialCallback
 from hpo.study.listeners import (Listeners, ProgressListener, PruningListener, TensorBoardListener, TrialListener,
                                  TrackingListener)
 from hpo.study.loop import run_trials
-from hpo.study.prepare import is_config_builder, prepare, redacted_config, save_study_files
+from hpo.study.prepare import compile_ahead_of_trials, is_config_builder, prepare, redacted_config, save_study_files
 from hpo.study.shared import collect_shared_results, shared_parent_run, study_tracking_uri
 from hpo.study.signals import install_signals, raise_if_signalled, restore_signals
 from hpo.study.stages import finish_study
@@ -65,8 +65,11 @@ def run_study(
         config_mod.validate(cfg)
         started = time.monotonic()
         shared_writer()  # the MLflow writer process starts importing MLflow while data and space are prepared
-        run = open_study(cfg, plan_study(cfg, build, splits, role=role), callbacks=callbacks, on_epoch_end=on_epoch_end,
-                         role=role)
+        plan = plan_study(cfg, build, splits, role=role)
+        # under JAX the first trial's train step compiles in the background while the study opens
+        compile_ahead_of_trials(cfg, plan.build, plan.splits, plan.space, callbacks=callbacks,
+                                in_process=plan.slots is None and not plan.packing)
+        run = open_study(cfg, plan, callbacks=callbacks, on_epoch_end=on_epoch_end, role=role)
         run.on_trial_end, run.on_pool, run.started = on_trial_end, on_pool, started
         if on_open is not None:
             on_open(run.run_dir)
