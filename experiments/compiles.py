@@ -12,6 +12,9 @@ together with the seconds JAX spent tracing and lowering. An event belongs to th
 was running when it ended; the ones before the first trial are the study's start-up (data, space discovery,
 preflight), the ones after the last the summary and ensemble.
 
+``--ab-rounds N`` runs the first run only, with the study's train step compiled ahead of its first trial and
+without (``HPO_COMPILE_AHEAD`` on and off, alternating, N rounds) and writes ``ahead_ab.json``.
+
 ``--code DIR`` imports ``hpo`` from another checkout (``--code /work/main --label main``: the baseline of
 today's main). Writes ``experiments/results/compiles_<label>.json``; ``python -m experiments.bench
 --render-only`` renders it.
@@ -154,15 +157,58 @@ def analyse(raw: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_once(code: Path, config: str, trials: int, cache: Path, work: Path, tag: str) -> dict[str, Any]:
+def run_once(code: Path, config: str, trials: int, cache: Path, work: Path, tag: str,
+             extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     env = {**os.environ, "KERAS_BACKEND": "jax", "HPO_CACHE_DIR": str(cache), "PYTHONPATH": str(code),
-           "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "JAX_PLATFORMS": "cpu"}
+           "TF_CPP_MIN_LOG_LEVEL": "2", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "JAX_PLATFORMS": "cpu",
+           **(extra_env or {})}
     out = work / f"{tag}.json"
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--config", config, "--trials", str(trials),
            "--run-dir", str(work / f"run-{tag}"), "--out", str(out)]
     _log(f"{tag}: {' '.join(cmd[1:3])} with hpo from {code}")
     subprocess.run(cmd, env=env, cwd=str(code), check=True)
     return analyse(json.loads(out.read_text()))
+
+
+def _ab_row(r: dict[str, Any]) -> dict[str, Any]:
+    first = r["trials"][0] if r["trials"] else {"wall_s": 0.0, "compile_s": 0.0}
+    return {"study_wall_s": r["total"]["wall_s"], "startup_wall_s": r["startup"]["wall_s"],
+            "startup_compiled": r["startup"]["functions"], "startup_compile_s": r["startup"]["compile_s"],
+            "first_trial_wall_s": first["wall_s"], "first_trial_compile_s": first["compile_s"],
+            "startup_plus_first_trial_s": round(r["startup"]["wall_s"] + first["wall_s"], 3),
+            "trials_compile_share": r["per_trial"]["all_trials_compile_share"],
+            "trials_wall_s": r["per_trial"]["all_trials_wall_s"], "compilations": r["total"]["compilations"]}
+
+
+def ahead_ab(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """``--ab-rounds N``: the study with the train step compiled ahead (``HPO_COMPILE_AHEAD`` on, the default) and
+    without (off), alternating, each run in a fresh process with an empty cache folder; writes ``ahead_ab.json``."""
+    sys.path.insert(0, str(ROOT))
+    from experiments._common import git_commit, header, write_result
+
+    code = Path(args.code).resolve()
+    config = str((ROOT / args.config).resolve()) if not Path(args.config).is_absolute() else args.config
+    rows: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    for i in range(args.ab_rounds):
+        for mode in (("on", "off") if i % 2 == 0 else ("off", "on")):  # alternating which goes first
+            with tempfile.TemporaryDirectory(prefix="hpo-ahead-") as tmp:
+                r = run_once(code, config, args.trials, Path(tmp) / "cache", Path(tmp), f"{mode}-{i}",
+                             {"HPO_COMPILE_AHEAD": mode})
+            rows[mode].append(_ab_row(r))
+            _log(f"round {i} {mode}: {rows[mode][-1]}")
+    keys = ("study_wall_s", "startup_plus_first_trial_s", "startup_wall_s", "first_trial_wall_s",
+            "trials_compile_share", "startup_compile_s")
+    medians = {m: {k: round(statistics.median(r[k] for r in rows[m]), 4) for k in keys} for m in rows}
+    result = header("experiments.compiles", argv) | {
+        "settings": {"config": args.config, "trials": args.trials, "code": str(code), "commit": git_commit(code),
+                     "rounds": args.ab_rounds, "keras_backend": "jax", "platform": "cpu",
+                     "switch": "HPO_COMPILE_AHEAD"},
+        "runs": rows, "medians": medians,
+        "study_wall_on_over_off": round(medians["on"]["study_wall_s"] / medians["off"]["study_wall_s"], 4),
+    }
+    result["versions"]["keras_backend"] = "jax"
+    path = write_result(args.out_dir, "ahead_ab", result)
+    _log(f"wrote {path}: medians {medians}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -172,12 +218,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--code", default=str(ROOT), help="checkout whose hpo package is measured")
     ap.add_argument("--label", default="branch")
     ap.add_argument("--out-dir", default=str(RESULTS))
+    ap.add_argument("--ab-rounds", type=int, default=0,
+                    help="rounds of the study with and without its train step compiled ahead (ahead_ab.json)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--run-dir", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         child(args.config, args.trials, Path(args.run_dir), Path(args.out))
+        return
+    if args.ab_rounds:
+        ahead_ab(args, argv)
         return
     sys.path.insert(0, str(ROOT))
     from experiments._common import git_commit, header, write_result

@@ -683,6 +683,27 @@ def render_compiles(d: Mapping[str, Any], name: str) -> str:
     ])
 
 
+# -- the train step compiled ahead of the first trial, on and off (experiments.compiles --ab-rounds) ------------
+def render_ahead_ab(d: Mapping[str, Any], name: str) -> str:
+    s, med = d["settings"], d["medians"]
+    labels = [("study wall", "study_wall_s", secs), ("start-up + first trial", "startup_plus_first_trial_s", secs),
+              ("start-up", "startup_wall_s", secs), ("first trial", "first_trial_wall_s", secs),
+              ("compile seconds at start-up", "startup_compile_s", secs),
+              ("compilation over all trials' wall", "trials_compile_share", lambda v: pct(v, 0))]
+    rows = [[label, f(med["on"][k]), f(med["off"][k]),
+             ", ".join(str(f(r[k])) for r in d["runs"]["on"]), ", ".join(str(f(r[k])) for r in d["runs"]["off"])]
+            for label, k, f in labels]
+    return "\n\n".join([
+        "## The train step compiled while the study opens, on and off (`compiles --ab-rounds`)", environment(d, name),
+        f"`{s['config']}` ({s['trials']} trials, in-process) with `KERAS_BACKEND=jax` on CPU, hpo from commit "
+        f"`{s.get('commit')}`; `{s['switch']}` on and off (unset, it is on where the process may use 4 cores or "
+        f"more), {s['rounds']} rounds alternating which goes first, every run in a fresh process with an empty "
+        "cache folder. Study wall on / off (medians): "
+        f"{d['study_wall_on_over_off']:.3f}.",
+        table(["", "on, median", "off, median", "on, each run", "off, each run"], rows),
+    ])
+
+
 # -- our overhead, this checkout against an earlier one (experiments.overhead_ab) -------------------------------
 def render_overhead_ab(d: Mapping[str, Any], name: str) -> str:
     s = d["settings"]
@@ -840,7 +861,7 @@ RENDERERS: list[tuple[str, Callable[[Any, str], str]]] = [
     ("cv_bench", render_cv_bench), ("hyperband_bench", render_hyperband_bench), ("compiles", render_compiles),
     ("reuse_bench", render_reuse_bench), ("overhead_ab", render_overhead_ab),
     ("mnist_ensemble", render_mnist_ensemble), ("mnist_validation_noise", render_validation_noise), ("scale", render_scale),
-    ("gpu_suite", render_gpu_suite), ("mutation", render_mutation),
+    ("gpu_suite", render_gpu_suite), ("mutation", render_mutation), ("ahead_ab", render_ahead_ab),
 ]
 
 

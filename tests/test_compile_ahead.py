@@ -54,7 +54,10 @@ JAX_SCRIPT = textwrap.dedent("""
         return {"startup": [f for t, f in events if t < start], "trials": trials,
                 "values": [r["value"] for r in results], "params": [r["params"] for r in results]}
 
-    out = {"ahead": study("ahead")}
+    from hpo.execution.ahead import MIN_CORES, enabled
+    out = {"auto": enabled(), "cores": len(os.sched_getaffinity(0)), "min_cores": MIN_CORES}
+    os.environ["HPO_COMPILE_AHEAD"] = "on"  # whatever the cores of the machine running this test
+    out["ahead"] = study("ahead")
     # what a study that cannot use it does not start: packs or workers, folds, callbacks
     build, splits, space = prepare(config("other"))
     clear_templates()  # the first study's supernet is kept: compile_ahead would start nothing anyway
@@ -96,6 +99,11 @@ def test_trials_train_exactly_as_when_the_first_trial_compiles(jax_run: dict[str
     assert len({json.dumps(p, sort_keys=True) for p in ahead["params"]}) == 4  # distinct configurations
     assert ahead["params"] == off["params"]
     assert ahead["values"] == off["values"]
+
+
+def test_by_default_it_compiles_ahead_only_where_cores_are_left_for_it(jax_run: dict[str, Any]) -> None:
+    # on two cores the study's main thread and MLflow writer process use them both while it opens
+    assert jax_run["auto"] == (jax_run["cores"] >= jax_run["min_cores"] >= 3), jax_run
 
 
 def test_studies_whose_trials_train_elsewhere_compile_nothing_ahead(jax_run: dict[str, Any]) -> None:

@@ -25,9 +25,13 @@ from hpo.execution.shapes import fit_inputs
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SWITCH", "compile_train_step", "compiles_ahead", "enabled", "wait"]
+__all__ = ["MIN_CORES", "SWITCH", "compile_train_step", "compiles_ahead", "enabled", "wait"]
 
-SWITCH = "HPO_COMPILE_AHEAD"  # off, 0, false or no: the first trial compiles its train step itself
+SWITCH = "HPO_COMPILE_AHEAD"  # on or off; unset (auto): on where this process may use MIN_CORES cores
+# While the study opens, its main thread and the MLflow writer process keep two cores busy: on two cores the
+# compilation only competes with them (start-up and first trial 0.5 s slower, the study's wall unchanged within
+# noise: experiments/results/ahead_ab.json), so it runs ahead only where cores are left for it.
+MIN_CORES = 4
 
 _POOL: list[ThreadPoolExecutor] = []
 
@@ -42,14 +46,24 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def enabled() -> bool:
-    """False when ``$HPO_COMPILE_AHEAD`` is ``off`` (or ``0``, ``false``, ``no``)."""
-    return os.environ.get(SWITCH, "").strip().lower() not in ("off", "0", "false", "no")
+    """Whether train steps compile ahead: ``$HPO_COMPILE_AHEAD`` ``on`` (or ``1``, ``true``, ``yes``) or ``off``
+    (``0``, ``false``, ``no``); unset or ``auto``: where this process may use :data:`MIN_CORES` cores or more."""
+    value = os.environ.get(SWITCH, "").strip().lower()
+    if value in ("on", "1", "true", "yes"):
+        return True
+    if value in ("off", "0", "false", "no"):
+        return False
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return cores >= MIN_CORES
 
 
 def compiles_ahead(model: Any) -> bool:
     """True when :func:`compile_train_step` can compile ``model``'s train step as ``fit`` will call it: JAX, the
     model compiled by Keras' JAX trainer without ``run_eagerly``, with ``jit_compile`` on, no distribution and no
-    NNX, its train step not made yet, and ``$HPO_COMPILE_AHEAD`` not ``off``."""
+    NNX, its train step not made yet, and compiling ahead :func:`enabled`."""
     import keras
 
     from hpo.execution.xla import compiles_per_shape
