@@ -4,7 +4,8 @@ thread, found compiled by ``fit``.
 A study of dense stacks trains every trial in the supernet that covers its space's largest model
 (:mod:`hpo.execution.supernet`); compiling that supernet's train step is most of its first trial's time
 (1.3-1.4 s of the quickstart's on 2 CPU cores). The study knows that supernet before it opens its engine and
-tracking store (1-3 s of imports, SQLite and MLflow, spent in Python), so it can compile it meanwhile. XLA
+tracking store (1-3 s of imports, SQLite and MLflow, spent in Python), so it can compile it meanwhile, on cores
+the opening study leaves free (:func:`enabled`). XLA
 compiles without holding Python's lock; tracing and lowering do hold it and read Keras' per-thread state (the
 dtype policy, the name scopes), so they stay on the caller's thread.
 
@@ -68,7 +69,8 @@ def compiles_ahead(model: Any) -> bool:
 
     from hpo.execution.xla import compiles_per_shape
 
-    if not enabled() or not compiles_per_shape() or not getattr(model, "compiled", False) or model.train_function is not None:
+    if not enabled() or not compiles_per_shape() or not getattr(model, "compiled", False) \
+            or model.train_function is not None:
         return False
     try:
         if model.run_eagerly or not model.jit_compile:
