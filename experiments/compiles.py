@@ -181,8 +181,8 @@ def _ab_row(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def ahead_ab(args: argparse.Namespace, argv: list[str] | None) -> None:
-    """``--ab-rounds N``: the study with the train step compiled ahead (``HPO_COMPILE_AHEAD`` on, the default) and
-    without (off), alternating, each run in a fresh process with an empty cache folder; writes ``ahead_ab.json``."""
+    """``--ab-rounds N``: the study with the train step compiled ahead (``HPO_COMPILE_AHEAD=on``) and without
+    (``off``), alternating, each run in a fresh process with an empty cache folder; writes ``ahead_ab.json``."""
     sys.path.insert(0, str(ROOT))
     from experiments._common import git_commit, header, write_result
 

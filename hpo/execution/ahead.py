@@ -67,15 +67,9 @@ def compiles_ahead(model: Any) -> bool:
     NNX, its train step not made yet, and compiling ahead :func:`enabled`."""
     import keras
 
-    from hpo.execution.xla import compiles_per_shape
+    from hpo.execution.xla import keras_jits
 
-    if not enabled() or not compiles_per_shape() or not getattr(model, "compiled", False) \
-            or model.train_function is not None:
-        return False
-    try:
-        if model.run_eagerly or not model.jit_compile:
-            return False
-    except Exception:  # a jit_compile Keras cannot resolve: its own fit decides
+    if not enabled() or not keras_jits(model) or model.train_function is not None:
         return False
     return keras.distribution.distribution() is None and not keras.config.is_nnx_enabled() \
         and model.steps_per_execution == 1

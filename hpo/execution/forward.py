@@ -52,15 +52,10 @@ def has_program(model: Any) -> bool:
     test step Keras compiles too (not ``run_eagerly``, ``jit_compile`` on: a layer that cannot be traced turns
     Keras' "auto" off) and whose ``test_step`` and ``predict_step`` are Keras' own (a model that overrides
     either is scored and predicted by its own steps)."""
-    from hpo.execution.xla import compiles_per_shape
+    from hpo.execution.xla import keras_jits
 
-    if not (compiles_per_shape() and getattr(model, "compiled", False)
-            and hasattr(model, "compute_loss_and_updates") and hasattr(model, "_update_metrics_variables")):
-        return False
-    try:
-        if getattr(model, "run_eagerly", False) or not getattr(model, "jit_compile", False):
-            return False
-    except Exception:  # a model whose jit_compile cannot be resolved: Keras' own steps decide
+    if not (keras_jits(model) and hasattr(model, "compute_loss_and_updates")
+            and hasattr(model, "_update_metrics_variables")):
         return False
     import keras
 

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import numpy as np
 
 __all__ = ["compiles_per_shape", "compilation_cache_dir", "dropout_draws_anywhere", "enable_compilation_cache",
-           "host_initialisers", "to_device", "to_tensor"]
+           "host_initialisers", "keras_jits", "to_device", "to_tensor"]
 
 _CACHE: dict[str, str | None] = {}
 
@@ -22,6 +22,17 @@ def compiles_per_shape() -> bool:
     import keras
 
     return keras.backend.backend() == "jax"
+
+
+def keras_jits(model: Any) -> bool:
+    """True under JAX for a model Keras has compiled and whose steps it jits: not ``run_eagerly``, ``jit_compile``
+    on (a layer that cannot be traced turns Keras' "auto" off)."""
+    if not compiles_per_shape() or not getattr(model, "compiled", False):
+        return False
+    try:
+        return not getattr(model, "run_eagerly", False) and bool(getattr(model, "jit_compile", False))
+    except Exception:  # a model whose jit_compile cannot be resolved: Keras' own steps decide
+        return False
 
 
 def dropout_draws_anywhere(model: Any) -> bool:
